@@ -1,0 +1,1 @@
+"""The bundled demo snapshot: the tutorial cluster (k8s-service-tutorial.md)."""

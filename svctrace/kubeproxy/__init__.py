@@ -1,0 +1,1 @@
+"""kube-proxy's own conventions (chain naming, marks), written down once."""

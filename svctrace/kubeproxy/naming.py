@@ -1,0 +1,89 @@
+"""kube-proxy's chain and set names, computed the way kube-proxy computes them.
+
+iptables mode: ``KUBE-SVC-`` + the first 16 characters of base32(SHA-256(svcPortName + protocol)),
+and ``KUBE-SEP-`` + the same over svcPortName + protocol + "IP:port". ``KUBE-SVL/EXT/FW`` share the
+service chain's suffix. nftables mode uses an 8-character hash of the readable base it appends.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+
+IPT_SERVICE_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-")
+IPT_ENDPOINT_PREFIX = "KUBE-SEP-"
+
+
+def _hash(text: str, length: int) -> str:
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:length]
+
+
+def service_port_name(namespace: str, name: str, port_name: str = "") -> str:
+    """``ns/name:port`` as kube-proxy's ServicePortName prints it (no ``:`` for an unnamed port)."""
+    base = f"{namespace}/{name}"
+    return f"{base}:{port_name}" if port_name else base
+
+
+def endpoint_string(ip: str, port: int) -> str:
+    """``IP:port``; IPv6 addresses in brackets, as Go's net.JoinHostPort writes them."""
+    if ":" in ip:
+        return f"[{ip}]:{port}"
+    return f"{ip}:{port}"
+
+
+def ipt_suffix(svc_port_name: str, protocol: str) -> str:
+    """The 16-character suffix shared by KUBE-SVC/SVL/EXT/FW chains of one Service port."""
+    return _hash(svc_port_name + protocol.lower(), 16)
+
+
+def ipt_service_chain(svc_port_name: str, protocol: str) -> str:
+    return "KUBE-SVC-" + ipt_suffix(svc_port_name, protocol)
+
+
+def ipt_local_chain(svc_port_name: str, protocol: str) -> str:
+    return "KUBE-SVL-" + ipt_suffix(svc_port_name, protocol)
+
+
+def ipt_external_chain(svc_port_name: str, protocol: str) -> str:
+    return "KUBE-EXT-" + ipt_suffix(svc_port_name, protocol)
+
+
+def ipt_firewall_chain(svc_port_name: str, protocol: str) -> str:
+    return "KUBE-FW-" + ipt_suffix(svc_port_name, protocol)
+
+
+def ipt_endpoint_chain(svc_port_name: str, protocol: str, ip: str, port: int) -> str:
+    return "KUBE-SEP-" + _hash(svc_port_name + protocol.lower() + endpoint_string(ip, port), 16)
+
+
+def nft_base(namespace: str, name: str, protocol: str, port_name: str) -> str:
+    return f"{namespace}/{name}/{protocol.lower()}/{port_name}"
+
+
+def nft_service_chain(namespace: str, name: str, protocol: str, port_name: str, prefix: str = "service") -> str:
+    """``service-<hash8>-ns/name/proto/port`` (also ``external-``, ``firewall-``, ``local-``)."""
+    base = nft_base(namespace, name, protocol, port_name)
+    return f"{prefix}-{_hash(base, 8)}-{base}"
+
+
+def nft_endpoint_chain(namespace: str, name: str, protocol: str, port_name: str, ip: str, port: int,
+                       prefix: str = "endpoint") -> str:
+    """``endpoint-<hash8>-ns/name/proto/port__IP/port`` (also ``affinity-`` for the affinity set)."""
+    base = f"{nft_base(namespace, name, protocol, port_name)}__{ip}/{port}"
+    return f"{prefix}-{_hash(base, 8)}-{base}"
+
+
+def is_ipv6(address: str) -> bool:
+    return ":" in address
+
+
+def normalize_ip(address: str) -> str:
+    """The canonical text of an address (drops zero-padding and ``/32``, ``/128`` host prefixes)."""
+    text = address.split("/", 1)[0] if address.endswith(("/32", "/128")) else address
+    try:
+        if "/" in text:
+            return str(ipaddress.ip_network(text, strict=False))
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return address

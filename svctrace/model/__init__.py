@@ -1,0 +1,1 @@
+"""svctrace's data model: frozen dataclasses, standard library only."""

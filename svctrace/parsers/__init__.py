@@ -1,0 +1,1 @@
+"""Parsers: text and dicts in, model out (pure)."""

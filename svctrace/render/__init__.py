@@ -1,0 +1,1 @@
+"""Renderers: PathGraph and findings -> rich renderables or JSON-ready dicts (pure)."""

@@ -1,0 +1,1 @@
+"""Resolvers: Snapshot + query -> PathGraph, one module per proxy mode (pure)."""
