@@ -135,6 +135,9 @@ class Chain:
     packets: int = 0
     bytes: int = 0
     rules: tuple[Rule, ...] = ()
+    # False when no ``:CHAIN`` line declared it and only ``-A CHAIN`` lines did (hand-written dumps);
+    # iptables-restore would refuse such a dump, so a renderer may want to say so.
+    declared: bool = True
 
     @property
     def builtin(self) -> bool:
