@@ -75,6 +75,7 @@ class Hop:
     kind: str
     name: str  # chain name, IPVS service, or endpoint address
     table: str | None = None
+    when: str | None = None  # the condition under which the parent sends traffic here, in words
     rules: tuple[RuleRef, ...] = ()  # the rules that led here from the parent / that this hop applies
     share: float | None = None  # effective share of the parent's new connections, 0..1
     probability: str | None = None  # the conditional probability as written in the rule, if any

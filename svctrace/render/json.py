@@ -1,0 +1,109 @@
+"""The path graph as JSON-ready dicts: the stable schema documented in docs/json-schema.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from svctrace.model.graph import EndpointInfo, Frontend, Hop, PathGraph, RuleRef
+from svctrace.model.k8s import Service
+
+SCHEMA_VERSION = 1
+
+
+def _rule(r: RuleRef) -> dict[str, Any]:
+    return {"table": r.table, "chain": r.chain, "index": r.index, "rule": r.text}
+
+
+def endpoint_to_dict(ep: EndpointInfo) -> dict[str, Any]:
+    return {
+        "ip": ep.ip,
+        "port": ep.port,
+        "protocol": ep.protocol,
+        "pod": ep.pod,
+        "node": ep.node,
+        "zone": ep.zone,
+        "local": ep.local,
+        "conditions": {"ready": ep.ready, "serving": ep.serving, "terminating": ep.terminating},
+        "inApi": ep.in_api,
+        "inDataplane": ep.in_dataplane,
+    }
+
+
+def hop_to_dict(hop: Hop) -> dict[str, Any]:
+    return {
+        "kind": hop.kind,
+        "name": hop.name,
+        "table": hop.table,
+        "when": hop.when,
+        "share": None if hop.share is None else round(hop.share, 6),
+        "probability": hop.probability,
+        "masquerade": hop.masquerade,
+        "affinity": hop.affinity,
+        "verdict": hop.verdict,
+        "endpoint": endpoint_to_dict(hop.endpoint) if hop.endpoint is not None else None,
+        "rules": [_rule(r) for r in hop.rules],
+        "explain": hop.explain,
+        "notes": list(hop.notes),
+        "hops": [hop_to_dict(c) for c in hop.children],
+    }
+
+
+def frontend_to_dict(fe: Frontend) -> dict[str, Any]:
+    return {
+        "type": fe.type,
+        "ip": fe.ip,
+        "port": fe.port,
+        "protocol": fe.protocol,
+        "portName": fe.port_name,
+        "verdict": fe.verdict,
+        "explain": fe.explain,
+        "notes": list(fe.notes),
+        "hops": [hop_to_dict(h) for h in fe.hops],
+    }
+
+
+def service_to_dict(svc: Service) -> dict[str, Any]:
+    return {
+        "namespace": svc.namespace,
+        "name": svc.name,
+        "type": svc.type,
+        "headless": svc.is_headless,
+        "clusterIPs": list(svc.virtual_ips),
+        "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol,
+                   "targetPort": p.effective_target_port, "nodePort": p.node_port} for p in svc.ports],
+        "selector": dict(svc.selector) if svc.selector is not None else None,
+        "externalIPs": list(svc.external_ips),
+        "loadBalancerIPs": [i.ip or i.hostname for i in svc.load_balancer_ingress],
+        "loadBalancerSourceRanges": list(svc.load_balancer_source_ranges),
+        "externalTrafficPolicy": svc.external_traffic_policy,
+        "internalTrafficPolicy": svc.internal_traffic_policy,
+        "sessionAffinity": svc.session_affinity,
+        "sessionAffinityTimeoutSeconds": svc.affinity_seconds,
+        "externalName": svc.external_name,
+    }
+
+
+def graph_to_dict(graph: PathGraph) -> dict[str, Any]:
+    """The documented JSON shape of one Service's path graph."""
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "kind": "ServicePath",
+        "service": service_to_dict(graph.service),
+        "mode": graph.mode,
+        "node": graph.node,
+        "explain": graph.explain,
+        "dns": {
+            "clusterDomain": graph.dns.cluster_domain,
+            "domainSource": graph.dns.domain_source,
+            "names": list(graph.dns.names),
+            "records": [{"name": r.name, "type": r.type, "answers": list(r.answers)} for r in graph.dns.records],
+            "explain": graph.dns.explain,
+            "notes": list(graph.dns.notes),
+        },
+        "frontends": [frontend_to_dict(f) for f in graph.frontends],
+        "endpoints": [endpoint_to_dict(e) for e in graph.endpoints],
+        "staleChains": [{"table": s.table, "chain": s.chain, "comment": s.comment, "rules": s.rule_count}
+                        for s in graph.stale_chains],
+        "warnings": list(graph.warnings),
+        "missing": list(graph.missing),
+    }
