@@ -1,0 +1,5 @@
+"""``python -m svctrace``."""
+
+from svctrace.cli.app import main
+
+main()

@@ -1,0 +1,49 @@
+"""The svctrace application: one typer app, one module per command."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from svctrace import __version__
+from svctrace.cli import demo, svc
+from svctrace.cli.env import Environment
+
+app = typer.Typer(
+    name="svctrace",
+    help="Explain how a Kubernetes Service's traffic flows through this node's kube-proxy rules.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"svctrace {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.")] = False,
+) -> None:
+    """Explain how a Kubernetes Service's traffic flows through this node's kube-proxy rules."""
+    env = ctx.obj if isinstance(ctx.obj, Environment) else Environment()
+    env.debug = debug
+    ctx.obj = env
+
+
+svc.register(app)
+demo.register(app)
+
+
+def main() -> None:
+    """Console-script entry point for ``svctrace`` and ``kubectl-svctrace``."""
+    app()

@@ -1,0 +1,42 @@
+"""``svctrace demo``: every Service of the bundled tutorial cluster, no cluster or root needed."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Group
+from rich.rule import Rule
+from rich.text import Text
+
+from svctrace.cli.errors import current_env, handled
+from svctrace.cli.options import Explain, Output, OutputFormat
+from svctrace.collectors.snapshot_dir import load_snapshot
+from svctrace.render.json import graph_to_dict
+from svctrace.render.tree import render_graph
+from svctrace.resolver import all_stale_chains, resolve
+
+
+@handled
+def demo_command(output: Output = OutputFormat.tree, explain: Explain = False) -> None:
+    """Explain every Service of the bundled demo cluster (the k8s Service tutorial's)."""
+    env = current_env()
+    snapshot = load_snapshot("demo")
+    services = sorted(snapshot.services, key=lambda s: (s.namespace != "default", s.namespace, s.name))
+    graphs = [resolve(snapshot, s.namespace, s.name) for s in services]
+    if output is OutputFormat.json:
+        doc = {"kind": "ServicePathList", "items": [graph_to_dict(gr) for gr in graphs],
+               "staleChains": [{"table": c.table, "chain": c.chain, "comment": c.comment, "rules": c.rule_count}
+                               for c in all_stale_chains(snapshot)]}
+        env.stdout.print_json(json.dumps(doc))
+        return
+    intro = Text(f"Demo snapshot: the tutorial cluster, seen from node {snapshot.node.name} "
+                 f"({len(services)} Services). Try: svctrace svc my-nginx-nodeport --from demo --explain")
+    parts = [intro]
+    for gr in graphs:
+        parts += [Rule(style="rule"), render_graph(gr, explain=explain)]
+    env.stdout.print(Group(*parts))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_command)
