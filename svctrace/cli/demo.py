@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.rule import Rule
 from rich.text import Text
 
-from svctrace.cli.errors import current_env, handled
+from svctrace.cli.errors import env_of, handled
 from svctrace.cli.options import Explain, Output, OutputFormat
 from svctrace.collectors.snapshot_dir import load_snapshot
 from svctrace.render.json import graph_to_dict
@@ -18,9 +18,9 @@ from svctrace.resolver import all_stale_chains, resolve
 
 
 @handled
-def demo_command(output: Output = OutputFormat.tree, explain: Explain = False) -> None:
+def demo_command(ctx: typer.Context, output: Output = OutputFormat.tree, explain: Explain = False) -> None:
     """Explain every Service of the bundled demo cluster (the k8s Service tutorial's)."""
-    env = current_env()
+    env = env_of(ctx)
     snapshot = load_snapshot("demo")
     services = sorted(snapshot.services, key=lambda s: (s.namespace != "default", s.namespace, s.name))
     graphs = [resolve(snapshot, s.namespace, s.name) for s in services]
@@ -32,7 +32,7 @@ def demo_command(output: Output = OutputFormat.tree, explain: Explain = False) -
         return
     intro = Text(f"Demo snapshot: the tutorial cluster, seen from node {snapshot.node.name} "
                  f"({len(services)} Services). Try: svctrace svc my-nginx-nodeport --from demo --explain")
-    parts = [intro]
+    parts: list[RenderableType] = [intro]
     for gr in graphs:
         parts += [Rule(style="rule"), render_graph(gr, explain=explain)]
     env.stdout.print(Group(*parts))

@@ -7,7 +7,6 @@ import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-import click
 import typer
 from rich.text import Text
 
@@ -34,11 +33,14 @@ def report(env: Environment, exc: SvctraceError) -> None:
 
 
 def handled(fn: Callable[P, R]) -> Callable[P, R]:
-    """Run a command, mapping svctrace errors to a message and exit status 2 (a traceback only with --debug)."""
+    """Run a command, mapping svctrace errors to a message and exit status 2 (a traceback only with --debug).
+
+    The command takes ``ctx: typer.Context``; its root context's ``obj`` is the Environment.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        env = _env()
+        env = env_of(kwargs.get("ctx"))
         try:
             return fn(*args, **kwargs)
         except SvctraceError as exc:
@@ -58,12 +60,9 @@ def handled(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _env() -> Environment:
-    ctx = click.get_current_context(silent=True)
-    obj = ctx.find_root().obj if ctx is not None else None
+def env_of(ctx: object) -> Environment:
+    """The Environment of a running command, from its typer context."""
+    # typer hands commands its (possibly vendored) click Context, not always a typer.Context instance.
+    find_root = getattr(ctx, "find_root", None)
+    obj = find_root().obj if callable(find_root) else None
     return obj if isinstance(obj, Environment) else Environment()
-
-
-def current_env() -> Environment:
-    """The Environment of the running command (the root context's obj)."""
-    return _env()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from svctrace.cli.errors import current_env, handled
+from svctrace.cli.errors import env_of, handled
 from svctrace.cli.options import Explain, FromSnapshot, Namespace, Output, OutputFormat
 from svctrace.cli.sources import snapshot_from
 from svctrace.errors import UsageError
@@ -33,6 +33,7 @@ def split_name(name: str, namespace: str | None) -> tuple[str, str, str | None]:
 
 @handled
 def svc_command(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The Service: NAME, NS/NAME, or NAME:PORT.", metavar="NAME")],
     namespace: Namespace = None,
     port: Annotated[str | None, typer.Option("--port", help="Only this port (name, number or NodePort).")] = None,
@@ -41,7 +42,7 @@ def svc_command(
     explain: Explain = False,
 ) -> None:
     """Show how traffic to one Service flows through this node: frontends, chains, endpoints, pods."""
-    env = current_env()
+    env = env_of(ctx)
     ns, svc_name, name_port = split_name(name, namespace)
     if port is not None and name_port is not None and port != name_port:
         raise UsageError(f"the name says port {name_port} but --port says {port}", "give one of them")

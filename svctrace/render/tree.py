@@ -48,10 +48,12 @@ def _endpoint_text(ep: EndpointInfo, namespace: str) -> Text:
     pod = _short_pod(ep.pod, namespace)
     if pod:
         text.append(f"pod {pod}", "ep.pod")
+    elif ep.target_kind == "Node":
+        text.append("host network", "ep.pod")
     elif ep.target_kind:
         text.append(ep.target_kind.lower(), "ep.pod")
     else:
-        text.append("no pod (manual endpoint)", "ep.pod")
+        text.append("no pod (a manual endpoint)", "ep.pod")
     if ep.node:
         text.append("  ")
         text.append(ep.node + ("  (this node)" if ep.local else ""), "ep.node")
@@ -121,8 +123,9 @@ def _hop_text(hop: Hop, graph: PathGraph, family_ip: str, *, merged_into: Fronte
     return text
 
 
-def _add_hop(parent: Tree, hop: Hop, graph: PathGraph, family_ip: str, explain: bool,
+def _add_hop(parent: Tree, hop: Hop, graph: PathGraph, family_ip: str, explain: set[str] | None,
              merged_into: Frontend | None = None) -> None:
+    """Add a hop; ``explain`` holds the hops already explained (a chain reached twice is explained once)."""
     label = _hop_text(hop, graph, family_ip, merged_into=merged_into)
     if merged_into is not None and merged_into.verdict not in (g.FORWARDED,) and hop.kind != "verdict":
         words, style = VERDICT_WORDS[merged_into.verdict]
@@ -130,12 +133,13 @@ def _add_hop(parent: Tree, hop: Hop, graph: PathGraph, family_ip: str, explain: 
             label.append("  ")
             label.append(words, style)
     lines: list[RenderableType] = [label]
-    if explain:
+    if explain is not None:
         sentences = []
         if merged_into is not None and merged_into.explain:
             sentences.append(merged_into.explain)
-        if hop.explain:
+        if hop.explain and hop.name not in explain:
             sentences.append(hop.explain)
+            explain.add(hop.name)
         if sentences:
             lines.append(Text(" ".join(sentences), "hop.explain"))
     for note in hop.notes + (merged_into.notes if merged_into is not None else ()):
@@ -156,7 +160,7 @@ def _cluster_ip_for(graph: PathGraph, frontend: Frontend) -> str:
     return "ClusterIP"
 
 
-def _frontend_branch(tree: Tree, fe: Frontend, graph: PathGraph, explain: bool) -> None:
+def _frontend_branch(tree: Tree, fe: Frontend, graph: PathGraph, explain: set[str] | None) -> None:
     family_ip = _cluster_ip_for(graph, fe)
     if len(fe.hops) == 1:
         _add_hop(tree, fe.hops[0], graph, family_ip, explain, merged_into=fe)
@@ -170,7 +174,7 @@ def _frontend_branch(tree: Tree, fe: Frontend, graph: PathGraph, explain: bool) 
         label.append("  ")
         label.append(words, style)
     lines: list[RenderableType] = [label]
-    if explain and fe.explain:
+    if explain is not None and fe.explain:
         lines.append(Text(fe.explain, "hop.explain"))
     lines += [Text(f"! {n}", "note") for n in fe.notes]
     node = tree.add(Group(*lines) if len(lines) > 1 else label)
@@ -232,8 +236,9 @@ def render_graph(graph: PathGraph, *, explain: bool = False) -> RenderableType:
     """The whole answer for one Service: the tree, then warnings and what was not available."""
     tree = Tree(Group(_title(graph), Text(graph.explain, "hop.explain")) if explain else _title(graph))
     _dns_branch(tree, graph, explain)
+    explained: set[str] | None = set() if explain else None
     for fe in graph.frontends:
-        _frontend_branch(tree, fe, graph, explain)
+        _frontend_branch(tree, fe, graph, explained)
     if not graph.frontends and not (graph.service.is_external_name or graph.service.is_headless):
         tree.add(Text("no ports: nothing to route", "note"))
     _unprogrammed_branch(tree, graph)

@@ -91,10 +91,16 @@ def api_endpoints(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int
                 if ep.target_ref.kind == "Pod":
                     pod_ref = f"{ep.target_ref.namespace or svc.namespace}/{ep.target_ref.name}"
             for ip in ep.addresses:
+                kind = target_kind
                 if pod_ref is None and ep.target_ref is None:
                     pod = snapshot.pod_by_ip(ip)
                     pod_ref = pod.ref if pod is not None else None
                 node = ep.node_name
+                if pod_ref is None and ep.target_ref is None and node is None:
+                    # The API server's own endpoints and other host-network backends: name their node.
+                    host = next((n for n in snapshot.nodes if ip in n.ips), None)
+                    if host is not None:
+                        node, kind = host.name, "Node"
                 if node is None and pod_ref is not None:
                     ns, _, pname = pod_ref.partition("/")
                     pod_obj = snapshot.pod(ns, pname)
@@ -107,7 +113,7 @@ def api_endpoints(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int
                     ready=ep.conditions.ready, serving=ep.conditions.serving,
                     terminating=ep.conditions.terminating,
                     local=(node == this_node) if (this_node and node) else None,
-                    in_api=True, in_dataplane=False, target_kind=target_kind,
+                    in_api=True, in_dataplane=False, target_kind=kind,
                 )
     return tuple(out.values())
 

@@ -511,16 +511,16 @@ def nodeport_addresses(snapshot: Snapshot, dump: IptablesDump, family: int) -> t
         if rule.target == "KUBE-NODEPORTS" and rule.destination is not None and not rule.destination.negated:
             explicit.append(_addr(rule.destination.value))
     if explicit:
-        return tuple(explicit), "--nodeport-addresses (a KUBE-SERVICES rule per address)"
+        return tuple(explicit), "the addresses kube-proxy's --nodeport-addresses selects"
     node = snapshot.node_named(snapshot.node.name)
     from_node = tuple(ip for ip in (node.ips if node is not None else ()) if family_of(ip) == family)
     if from_node:
-        return from_node, "the Node's addresses (NodePorts answer on every local address)"
+        return from_node, "any local address of this node (shown: the Node's addresses)"
     local = tuple(a.address for a in snapshot.node.addresses or ()
                   if a.family == family and a.scope == "global" and a.ifname != "lo")
     if local:
-        return local, "the node's global addresses (NodePorts answer on every local address)"
-    return ("*",), "every local address (this node's addresses were not collected)"
+        return local, "any local address of this node (shown: its global addresses)"
+    return ("*",), "any local address of this node (its addresses were not collected)"
 
 
 def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
@@ -566,8 +566,8 @@ def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
             frontends.append(_frontend(ctx, _FrontendSpec(
                 "NodePort", ip, sp.node_port, "KUBE-NODEPORTS", (ext_chain, svc_chain),
                 ("KUBE-EXTERNAL-SERVICES",), local_dst=True),
-                f"NodePort {sp.node_port}: KUBE-SERVICES' last rule sends packets for a local address to "
-                f"KUBE-NODEPORTS (addresses from {how})."))
+                f"NodePort {sp.node_port}: a packet to port {sp.node_port} on {how} leaves KUBE-SERVICES "
+                "by its last rule for KUBE-NODEPORTS."))
     seen = dict(api)
     seen.update(ctx.programmed)
     return frontends, tuple(seen.values()), ctx.reached

@@ -1,0 +1,61 @@
+"""A trace result as JSON-ready dicts (``svctrace trace -o json``); shape in docs/tracer.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from svctrace.model.trace import Outcome, Packet, TraceResult, TraceStep
+
+SCHEMA_VERSION = 1
+
+
+def packet_to_dict(packet: Packet) -> dict[str, Any]:
+    return {
+        "src": packet.src,
+        "dst": packet.dst,
+        "dport": packet.dport,
+        "sport": packet.sport,
+        "protocol": packet.protocol,
+        "origin": packet.origin,
+        "inInterface": packet.in_interface,
+    }
+
+
+def step_to_dict(step: TraceStep) -> dict[str, Any]:
+    return {
+        "table": step.table,
+        "chain": step.chain,
+        "index": step.rule_index,
+        "rule": step.rule_text,
+        "action": step.action,
+    }
+
+
+def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "verdict": outcome.verdict,
+        "destination": outcome.destination,
+        # Rounded so shares like 1/3 print readably; the sum stays within 1e-9 of 1.
+        "probability": round(outcome.probability, 10),
+        "masquerade": outcome.masquerade,
+        "uncertain": outcome.uncertain,
+        "affinity": outcome.affinity,
+        "path": [step_to_dict(s) for s in outcome.path],
+        "notes": list(outcome.notes),
+    }
+
+
+def trace_to_dict(result: TraceResult) -> dict[str, Any]:
+    """The documented trace JSON: packet, outcomes (with paths), warnings."""
+    out: dict[str, Any] = {
+        "schemaVersion": SCHEMA_VERSION,
+        "kind": "PacketTrace",
+        "mode": result.mode,
+        "semantics": result.semantics,
+        "packet": packet_to_dict(result.packet),
+        "outcomes": [outcome_to_dict(o) for o in result.outcomes],
+        "warnings": list(result.warnings),
+    }
+    if result.kube_proxy_test is not None:
+        out["kubeProxyTest"] = {"output": result.kube_proxy_test.output, "masq": result.kube_proxy_test.masq}
+    return out
