@@ -44,3 +44,27 @@ class NotFoundError(SvctraceError):
 
 class CollectionError(SvctraceError):
     """Collecting from a live source failed (API, node, kernel module)."""
+
+
+class KubeconfigError(CollectionError):
+    """No usable kubeconfig (none found, no such context, no current-context) and no in-cluster account."""
+
+
+class ApiUnreachableError(CollectionError):
+    """The API server did not answer: refused, timed out, closed the connection or failed TLS."""
+
+
+class AuthError(CollectionError):
+    """The API server rejected the credentials (401 Unauthorized)."""
+
+
+class ForbiddenError(CollectionError):
+    """RBAC refused a request svctrace cannot do without (403); names the verb, resource and rule."""
+
+    def __init__(self, message: str, hint: str | None = None, *, verb: str = "", resource: str = "",
+                 group: str = "", namespace: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.verb = verb
+        self.resource = resource
+        self.group = group
+        self.namespace = namespace
