@@ -1,0 +1,149 @@
+"""What ``svctrace trace`` simulates and what it reports: one new connection and its possible outcomes.
+
+The same shapes serve every proxy mode; each mode's tracer (svctrace/trace/) fills them in.
+Conventions (docs/tracer.md):
+
+* ``Outcome.probability`` is the share of *new clients* (no session-affinity entry yet) that end in
+  this outcome; the probabilities of a result sum to 1.
+* Session affinity (``-m recent --rcheck``): outcomes reachable only by a client that is already
+  pinned to an endpoint carry ``probability`` 0.0, ``affinity`` = the pin (recent list name) and a note
+  "only for a client already pinned to ...". They are listed so nothing reachable is hidden.
+* A match the tracer cannot decide (an unknown module, ``physdev``, an ipset whose members were not
+  given) is followed both ways: the branch where the rule does *not* match carries the probability,
+  the branch where it matches carries 0.0; both are ``uncertain``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from svctrace.errors import UsageError
+
+ORIGINS = ("pod", "node", "external")
+PROTOCOLS = ("tcp", "udp", "sctp")
+VERDICTS = ("DNAT", "ACCEPT", "REJECT", "DROP")
+
+
+def _ip(value: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise UsageError(f"{what} {value!r} is not an IP address",
+                         "give a literal IPv4 or IPv6 address, e.g. 10.96.0.10") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """The first packet of one new connection, as it enters the node's rules."""
+
+    src: str
+    dst: str
+    dport: int
+    protocol: str = "tcp"
+    sport: int = 40000
+    origin: str = "pod"  # pod | node | external: where the packet enters the node's netfilter hooks
+    in_interface: str | None = None  # None: unknown (rules matching -i are then uncertain)
+
+    def __post_init__(self) -> None:
+        src = _ip(self.src, "source")
+        dst = _ip(self.dst, "destination")
+        if src.version != dst.version:
+            raise UsageError(f"source {self.src} and destination {self.dst} are different IP families",
+                             "trace an IPv4 packet against IPv4 rules or an IPv6 one against IPv6 rules")
+        # Store the canonical spelling so 010.0.0.1-style input cannot make rules fail to match.
+        object.__setattr__(self, "src", str(src))
+        object.__setattr__(self, "dst", str(dst))
+        object.__setattr__(self, "protocol", self.protocol.lower())
+        if self.protocol not in PROTOCOLS:
+            raise UsageError(f"protocol {self.protocol!r} is not supported",
+                             f"use one of {', '.join(PROTOCOLS)}")
+        for name, port in (("destination port", self.dport), ("source port", self.sport)):
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise UsageError(f"{name} {port!r} is out of range", "use a port between 1 and 65535")
+        if self.origin not in ORIGINS:
+            raise UsageError(f"packet origin {self.origin!r} is not known",
+                             f"use one of {', '.join(ORIGINS)}")
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.dst else 4
+
+    @property
+    def destination(self) -> str:
+        return format_address(self.dst, self.dport)
+
+
+def format_address(ip: str, port: int | None) -> str:
+    """``ip:port`` with IPv6 addresses bracketed; just the IP when there is no port."""
+    if port is None:
+        return ip
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One rule (or chain policy) the packet went through, and what it did there."""
+
+    table: str
+    chain: str
+    rule_index: int | None  # 1-based position in the chain; None for a chain policy or a hook
+    rule_text: str
+    action: str  # in words: "jump", "goto", "mark 0x4000", "DNAT to 10.0.0.1:80", "policy ACCEPT", ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One way the connection can end."""
+
+    verdict: str  # DNAT | ACCEPT | REJECT | DROP
+    destination: str | None  # "ip:port" after DNAT; None when no rule rewrote it (and for REJECT/DROP)
+    probability: float  # share of new clients; 0.0 for affinity-only and alternative uncertain branches
+    masquerade: bool  # the source address is rewritten (MASQUERADE/SNAT) on the way out
+    uncertain: bool = False  # a match on this path could not be decided
+    path: tuple[TraceStep, ...] = ()
+    notes: tuple[str, ...] = ()
+    affinity: str | None = None  # recent-list name this outcome is conditional on (session affinity)
+
+
+@dataclass(frozen=True, slots=True)
+class KubeProxyTestView:
+    """What kube-proxy's unit-test tracer would report: its ``output`` list and ``masq`` flag."""
+
+    outputs: tuple[str, ...]
+    masq: bool
+
+    @property
+    def output(self) -> str:
+        return ", ".join(self.outputs)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceResult:
+    packet: Packet
+    mode: str  # iptables | ipvs | nftables
+    outcomes: tuple[Outcome, ...]
+    warnings: tuple[str, ...] = ()
+    semantics: str = "kernel"  # kernel | kube-proxy-test
+    kube_proxy_test: KubeProxyTestView | None = None  # set only with kube-proxy test semantics
+
+    @property
+    def total_probability(self) -> float:
+        return sum(o.probability for o in self.outcomes)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceOptions:
+    """How to trace; the defaults follow the kernel."""
+
+    # Reproduce kube-proxy's own unit-test tracer instead of the kernel (docs/tracer.md, "kube-proxy
+    # test semantics"): used to check svctrace against kube-proxy's expectations.
+    kube_proxy_test_semantics: bool = False
+    mode: str | None = None  # force a proxy mode; None: from the snapshot
+    out_interface: str | None = None  # where the node routes the packet out, if known (rules with -o)
+    # net.ipv4.conf.all.route_localnet: may 127.0.0.0/8 cross a non-loopback interface? None: unknown,
+    # assumed 1 as kube-proxy sets it for localhost NodePorts (with a warning when it matters).
+    route_localnet: bool | None = None
+    max_depth: int = 64  # nested jumps before a branch is abandoned (a loop in hand-written rules)
+    max_states: int = 4096  # live branches kept at once; beyond it the least likely are dropped
+    masquerade_mark: int = 0x4000  # kube-proxy's --iptables-masquerade-bit, used if KUBE-MARK-MASQ is absent
