@@ -1005,8 +1005,9 @@ def merge_outcomes(outcomes: Iterable[Outcome]) -> tuple[Outcome, ...]:
         notes = keep.notes if keep is old else tuple(dict.fromkeys((*o.notes,)))
         merged[k] = replace(keep, probability=old.probability + o.probability,
                             uncertain=old.uncertain or o.uncertain, notes=notes)
-    # Stable: equal shares keep rule order (kube-proxy lists endpoints in rule order).
-    return tuple(sorted(merged.values(), key=lambda o: -o.probability))
+    # Stable, and rounded so 0.3333333333 and 0.33333333335 count as equal: equal shares keep rule order
+    # (kube-proxy lists endpoints in rule order).
+    return tuple(sorted(merged.values(), key=lambda o: -round(o.probability, 9)))
 
 
 def _is_loopback(ctx: _Context, text: str) -> bool:
