@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+import typer.completion
 
 from svctrace import __version__
-from svctrace.cli import demo, svc
+from svctrace.cli import completion, demo, svc
 from svctrace.cli.env import Environment
 
 app = typer.Typer(
@@ -42,6 +43,10 @@ def main_callback(
 
 svc.register(app)
 demo.register(app)
+completion.register(app)
+
+# Lets the generated completion scripts call back into svctrace (_SVCTRACE_COMPLETE=complete_bash ...).
+typer.completion.completion_init()
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from svctrace.cli.names import complete_namespace
+
 
 class OutputFormat(str, enum.Enum):
     tree = "tree"
@@ -20,4 +22,14 @@ FromSnapshot = Annotated[
     typer.Option("--from", help="Analyse a snapshot: a folder, a .tar.gz of one, or the word 'demo'.",
                  metavar="SNAPSHOT"),
 ]
-Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="The Service's namespace.")]
+Namespace = Annotated[
+    str | None,
+    typer.Option("--namespace", "-n", help="The namespace (default: the kubeconfig context's, else default).",
+                 autocompletion=complete_namespace),
+]
+Kubeconfig = Annotated[
+    str | None,
+    typer.Option("--kubeconfig", help="Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).",
+                 metavar="PATH"),
+]
+Context = Annotated[str | None, typer.Option("--context", help="The kubeconfig context to use.")]

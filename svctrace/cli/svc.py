@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from svctrace.cli.errors import env_of, handled
-from svctrace.cli.options import Explain, FromSnapshot, Namespace, Output, OutputFormat
+from svctrace.cli.names import complete_service
+from svctrace.cli.options import Context, Explain, FromSnapshot, Kubeconfig, Namespace, Output, OutputFormat
 from svctrace.cli.sources import snapshot_from
 from svctrace.errors import UsageError
 from svctrace.render.json import graph_to_dict
@@ -34,12 +35,15 @@ def split_name(name: str, namespace: str | None) -> tuple[str, str, str | None]:
 @handled
 def svc_command(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The Service: NAME, NS/NAME, or NAME:PORT.", metavar="NAME")],
+    name: Annotated[str, typer.Argument(help="The Service: NAME, NS/NAME, or NAME:PORT.", metavar="NAME",
+                                        autocompletion=complete_service)],
     namespace: Namespace = None,
     port: Annotated[str | None, typer.Option("--port", help="Only this port (name, number or NodePort).")] = None,
     from_: FromSnapshot = None,
     output: Output = OutputFormat.tree,
     explain: Explain = False,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
 ) -> None:
     """Show how traffic to one Service flows through this node: frontends, chains, endpoints, pods."""
     env = env_of(ctx)

@@ -1,0 +1,1 @@
+complete --command svctrace --no-files --arguments "(env _SVCTRACE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) svctrace)" --condition "env _SVCTRACE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) svctrace"

@@ -1,0 +1,55 @@
+"""Completion scripts are generated from the app and kept current; names complete from the source."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from svctrace.cli import completion
+from svctrace.cli.completion import FILES, complete_words, kubectl_complete, script
+
+REPO = Path(__file__).resolve().parents[2]
+OVERALL = str(REPO / "tests" / "fixtures" / "overall")
+
+
+@pytest.mark.parametrize("shell", sorted(FILES))
+def test_committed_scripts_are_current(shell: str) -> None:
+    committed = (REPO / "completions" / FILES[shell]).read_text()
+    assert committed == script(shell), "regenerate with: python -m svctrace.cli.completion"
+
+
+def test_scripts_call_back_into_svctrace() -> None:
+    assert "_SVCTRACE_COMPLETE=complete_bash" in script("bash")
+    assert "_SVCTRACE_COMPLETE=complete_fish" in script("fish")
+    assert "_SVCTRACE_COMPLETE=complete_zsh" in script("zsh")
+
+
+def test_commands_and_options_complete() -> None:
+    assert "svc" in complete_words([], "s") and "demo" in complete_words([], "d")
+    assert "--explain" in complete_words(["svc", "x"], "--ex")
+
+
+def test_namespaces_and_services_complete_from_a_snapshot() -> None:
+    assert complete_words(["svc", "--from", OVERALL, "-n"], "ns") == [f"ns{i}" for i in range(1, 7)]
+    assert complete_words(["svc", "--from", OVERALL, "-n", "ns4"], "s") == ["svc4"]
+
+
+def test_live_completion_failure_is_silent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert complete_words(["svc", "-n"], "") == []
+
+
+def test_kubectl_plugin_completion_protocol(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["kubectl_complete-svctrace", "svc", "--from", OVERALL, "-n", "ns"])
+    kubectl_complete()
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"ns{i}" for i in range(1, 7)] + [":4"]
+
+
+def test_unknown_shell_is_a_usage_error() -> None:
+    with pytest.raises(completion.UsageError):
+        script("powershell")
