@@ -7,15 +7,13 @@ exactly the pods the API objects say back each Service.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
-import yaml
 
 from svctrace.demo import demo_path
+from tests.fixtures.demo_build.demo_api import api_objects
 from tests.integration.netns import NetnsNode, Probe, probe_tcp, probe_udp, require_netns
 
 DEMO = demo_path()
@@ -24,16 +22,7 @@ TRIES = 32  # a 2-endpoint Service shows only one pod in 32 fresh connections wi
 
 pytestmark = pytest.mark.netns
 
-
-def api_objects() -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for path in sorted((DEMO / "api").iterdir()):
-        doc = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-        out += doc["items"] if doc["kind"] == "List" else [doc]
-    return out
-
-
-OBJECTS = api_objects()
+OBJECTS = api_objects(DEMO)
 PODS_BY_IP = {o["status"]["podIP"]: o for o in OBJECTS if o["kind"] == "Pod" and not o["spec"].get("hostNetwork")}
 
 

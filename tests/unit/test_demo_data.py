@@ -8,7 +8,6 @@ hash svctrace.kubeproxy.naming computes for the Service port / endpoint it serve
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import zipfile
 from collections import Counter
@@ -16,31 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 import svctrace.demo
 from svctrace.demo import demo_path
 from svctrace.errors import SvctraceError
 from svctrace.kubeproxy import naming
+from tests.fixtures.demo_build.demo_api import api_objects, read
 
 DEMO = demo_path()
 Obj = dict[str, Any]
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"  # apiserver uids are random UUIDs
 
 
-def read(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-
-
-def objects() -> list[Obj]:
-    out: list[Obj] = []
-    for path in sorted((DEMO / "api").iterdir()):
-        doc = read(path)
-        out += doc["items"] if doc["kind"] == "List" else [doc]
-    return out
-
-
-OBJECTS = objects()
+OBJECTS = api_objects(DEMO)
 
 
 def of_kind(kind: str) -> list[Obj]:
