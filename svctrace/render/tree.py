@@ -209,7 +209,7 @@ def _dns_branch(tree: Tree, graph: PathGraph, explain: bool) -> None:
     for rec in dns.records:
         rec_text = Text()
         rec_text.append(f"{rec.type:<5} ", "dns")
-        if rec.type == "SRV":
+        if rec.name != dns.names[0]:
             rec_text.append(rec.name + " -> ")
         rec_text.append(", ".join(rec.answers) if rec.answers else "(no answer)")
         node.add(rec_text)

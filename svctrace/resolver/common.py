@@ -187,6 +187,14 @@ def dns_info(snapshot: Snapshot, svc: Service) -> DnsInfo:
             pass
         explain = (f"ExternalName: cluster DNS answers {fqdn} with a CNAME to {target}; no ClusterIP, "
                    "no kube-proxy rules, the client resolves and connects to that name itself.")
+        aliased = _cluster_service_named(snapshot, target, domain)
+        if aliased is not None:
+            if aliased.virtual_ips:
+                v4 = tuple(ip for ip in aliased.virtual_ips if family_of(ip) == 4)
+                v6 = tuple(ip for ip in aliased.virtual_ips if family_of(ip) == 6)
+                records += [DnsRecord(target, t, ips) for t, ips in (("A", v4), ("AAAA", v6)) if ips]
+            explain += (f" {target} is Service {aliased.ref} of this cluster: see "
+                        f"`svctrace svc {aliased.name} -n {aliased.namespace}` for where its traffic goes.")
         return DnsInfo(domain, source, names, tuple(records), explain, tuple(notes))
     if svc.is_headless:
         ips: list[str] = []
@@ -219,7 +227,7 @@ def dns_info(snapshot: Snapshot, svc: Service) -> DnsInfo:
             records.append(DnsRecord(fqdn, "AAAA", v6))
         explain = (f"Cluster DNS answers {fqdn} with the ClusterIP"
                    f"{'s' if len(svc.virtual_ips) > 1 else ''}; kube-proxy's rules on each node "
-                   "turn connections to it into connections to a pod.")
+                   "turn connections to it into connections to an endpoint.")
     for sp in svc.ports:
         if not sp.name:
             continue
@@ -244,3 +252,14 @@ def _pod_dns_label(snapshot: Snapshot, svc: Service, ip: str) -> str:
             if ip in ep.addresses and ep.hostname:
                 return ep.hostname
     return ip.replace(".", "-").replace(":", "-")
+
+
+def _cluster_service_named(snapshot: Snapshot, host: str, domain: str) -> Service | None:
+    """The Service a cluster DNS name (``name.ns.svc.<domain>``) belongs to, if it is in the snapshot."""
+    suffix = f".svc.{domain}"
+    if not host.endswith(suffix):
+        return None
+    parts = host[: -len(suffix)].split(".")
+    if len(parts) != 2:
+        return None
+    return snapshot.service(parts[1], parts[0])

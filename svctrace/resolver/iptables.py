@@ -141,8 +141,6 @@ def _sep_hop(ctx: _Ctx, chain_name: str, *, rules: tuple[RuleRef, ...], share: f
             src = rule.source
             if src is not None and not src.negated:
                 masquerade = f"hairpin: when the pod {_addr(src.value)} reaches itself through the Service"
-                explain.append("A pod that connects to itself through the Service is masqueraded "
-                               "(hairpin), or its reply would bypass the NAT and be dropped.")
             else:
                 masquerade = describe_source(rule) or "always"
             own.append(_ref(rule))
@@ -258,6 +256,9 @@ def _service_chain_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: t
         sentences.append("A single endpoint takes every new connection.")
     if masq_explain:
         sentences.append(masq_explain)
+    if any(c.masquerade and c.masquerade.startswith("hairpin") for c in children):
+        sentences.append("Each endpoint chain also masquerades a pod that reaches itself through the Service "
+                         "(hairpin), or its reply would bypass the NAT and be dropped.")
     if affinity is not None:
         sentences.append(f"sessionAffinity ClientIP: a client seen in the last {affinity_seconds}s "
                          "(-m recent --rcheck) goes straight back to its endpoint; only new clients are balanced.")
