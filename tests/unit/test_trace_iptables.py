@@ -78,6 +78,13 @@ def test_ipv6_prefixes_and_bracketed_dnat() -> None:
 def test_ipv4_rule_never_matches_an_ipv6_packet() -> None:
     rules = nat(f"-s 0.0.0.0/0 {DNAT_A}")
     assert only(trace(rules, src="fd00::2", dst="fd00::3")).verdict == "ACCEPT"
+    assert only(trace(rules)).verdict == "DNAT"
+
+
+def test_unreadable_address_is_uncertain_not_a_silent_miss() -> None:
+    result = trace(nat(f"-d cluster.local {DNAT_A}"))
+    assert answer(result) == {"ACCEPT": 1.0, "10.1.0.1:8080": 0.0}
+    assert all(o.uncertain for o in result.outcomes)
 
 
 def test_protocol_and_numeric_protocol() -> None:
