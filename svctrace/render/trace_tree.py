@@ -1,0 +1,94 @@
+"""A packet trace as a rich Tree: one branch per possible outcome, the rules it passed as its children."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+from rich.tree import Tree
+
+from svctrace.model.trace import Outcome, TraceResult
+
+_TARGET = re.compile(r"\s-[jg]\s+(\S+)")
+ORIGIN_WORDS = {"pod": "from a pod", "node": "from the node itself", "external": "from outside the node"}
+VERDICT_STYLE = {"DNAT": "verdict.ok", "ACCEPT": "verdict.ok", "REJECT": "verdict.reject", "DROP": "verdict.drop"}
+VERDICT_WORDS = {
+    "ACCEPT": "ACCEPT, not rewritten (no Service rule matched: the packet is routed to its own destination)",
+    "REJECT": "REJECT (the client sees 'connection refused' / ICMP unreachable)",
+    "DROP": "DROP (the client sees a timeout)",
+}
+
+
+def _pct(p: float) -> str:
+    pct = p * 100
+    return f"{pct:.0f}%" if pct == 0 or pct >= 1 else f"{pct:.2g}%"
+
+
+def _outcome_label(o: Outcome, describe: Callable[[str], str | None]) -> Text:
+    text = Text()
+    text.append(f"{_pct(o.probability):>4}  " if o.affinity is None else "  --  ", "hop.share")
+    style = VERDICT_STYLE.get(o.verdict, "note")
+    if o.verdict == "DNAT" and o.destination:
+        text.append("DNAT -> ", style)
+        text.append(o.destination, "hop.address")
+        who = describe(o.destination)
+        if who:
+            text.append(f"  {who}", "ep.pod")
+    else:
+        text.append(VERDICT_WORDS.get(o.verdict, o.verdict), style)
+    if o.masquerade:
+        text.append("  (")
+        text.append("masqueraded", "hop.masq")
+        text.append(")")
+    if o.affinity:
+        text.append("  (")
+        text.append(f"only for a client already pinned by {o.affinity}", "hop.affinity")
+        text.append(")")
+    if o.uncertain:
+        text.append("  (uncertain)", "note")
+    return text
+
+
+def render_trace(result: TraceResult, *, explain: bool = False, node: str | None = None,
+                 describe: Callable[[str], str | None] = lambda _dest: None) -> RenderableType:
+    """The trace: the packet, then every outcome with its probability and the rules that decided it."""
+    p = result.packet
+    title = Text()
+    title.append(f"Packet {p.src} -> {p.destination}/{p.protocol.upper()}", "svc.title")
+    title.append(f"  new connection {ORIGIN_WORDS.get(p.origin, p.origin)}")
+    if p.in_interface:
+        title.append(f" (in on {p.in_interface})")
+    title.append("  ")
+    title.append(result.mode, "svc.mode")
+    if node:
+        title.append("  ")
+        title.append(f"node {node}", "svc.node")
+    if result.semantics != "kernel":
+        title.append(f"  [{result.semantics} semantics]", "note")
+    tree = Tree(title)
+    for outcome in result.outcomes:
+        lines: list[RenderableType] = [_outcome_label(outcome, describe)]
+        lines += [Text(f"! {n}", "note") for n in outcome.notes]
+        branch = tree.add(Group(*lines) if len(lines) > 1 else lines[0])
+        for step in outcome.path:
+            label = Text()
+            where = f"{step.table} {step.chain}"
+            label.append(where, "hop.chain")
+            if step.rule_index is not None:
+                label.append(f" #{step.rule_index}", "rule")
+            label.append(f"  {step.action}")
+            target = _TARGET.search(step.rule_text) if step.action in ("jump", "goto") else None
+            if target:
+                label.append(" -> ")
+                label.append(target.group(1), "hop.chain")
+            if explain and step.rule_text:
+                branch.add(Group(label, Text(step.rule_text, "rule")))
+            else:
+                branch.add(label)
+    if not result.outcomes:
+        tree.add(Text("no outcome: every branch was abandoned (see warnings)", "note"))
+    parts: list[RenderableType] = [tree]
+    parts += [Text(f"warning: {w}", "note") for w in result.warnings]
+    return Group(*parts)
