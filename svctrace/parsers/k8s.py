@@ -490,11 +490,8 @@ def _service(o: _Obj) -> Service:
 def _service_port(o: _Obj, raw: object, path: str) -> ServicePort:
     p = o.as_map(raw, path)
     target = p.get("targetPort")
-    target_port: int | str | None
-    if target is None or isinstance(target, str):
-        target_port = target  # a named port stays a name; it is resolved per Pod later
-    else:
-        target_port = o.as_port(target, f"{path}.targetPort")
+    # A named port stays a name; it is resolved per Pod later.
+    target_port = target if target is None or isinstance(target, str) else o.as_port(target, f"{path}.targetPort")
     port = o.as_port(p.get("port"), f"{path}.port", required=True)
     assert port is not None  # required=True raised otherwise
     return ServicePort(

@@ -27,8 +27,8 @@ MIXED = SNAPSHOTS / "mixed" / "api" / "objects.yaml"
 
 
 def parse_file(path: Path) -> ApiObjects:
-    fmt = "json" if path.suffix == ".json" else "yaml"
-    return parse_objects(decode_documents(path.read_text(), str(path), fmt), str(path))
+    docs = decode_documents(path.read_text(), str(path), "json" if path.suffix == ".json" else "yaml")
+    return parse_objects(docs, str(path))
 
 
 def parse_yaml(text: str, source: str = "api/test.yaml") -> ApiObjects:
