@@ -81,7 +81,7 @@ def normalise_proxy_mode(value: str, source: str) -> str | None:
     mode = _MODE_ALIASES.get(mode, mode)
     if mode not in PROXY_MODES:
         raise InputError(f"proxyMode {value!r} is not a kube-proxy mode svctrace reads",
-                         "write one of iptables, ipvs, nftables (or leave proxyMode out)", path=source)
+                         "write one of iptables, ipvs, nftables, or leave proxyMode out", path=source)
     return mode
 
 
@@ -114,5 +114,11 @@ def parse_meta_json(text: str, source: str) -> NodeMeta:
                              '{"net.ipv4.ip_forward": "1"}', path=source)
         # `sysctl -n` prints text; a number written by hand means the same.
         sysctls[str(key)] = ("1" if value else "0") if isinstance(value, bool) else str(value).strip()
-    return NodeMeta(name=name or None, proxy_mode=normalise_proxy_mode(mode, source) if mode else None,
-                    sysctls=sysctls, warnings=tuple(warnings))
+    proxy_mode = None
+    try:
+        proxy_mode = normalise_proxy_mode(mode, source) if mode else None
+    except InputError as exc:
+        # A mode this version does not know (a newer kube-proxy, Windows' kernelspace) makes the mode
+        # unknown; it is no reason to refuse the rest of the snapshot.
+        warnings.append(f"{exc.message}; treated as unknown ({exc.hint})")
+    return NodeMeta(name=name or None, proxy_mode=proxy_mode, sysctls=sysctls, warnings=tuple(warnings))

@@ -105,9 +105,16 @@ def test_proxy_mode_normalised(written: str, mode: str | None) -> None:
 
 
 def test_unknown_proxy_mode_is_an_error_with_the_choices() -> None:
-    with pytest.raises(InputError, match=r"^node/meta.json: proxyMode 'userspace' is not a kube-proxy mode") as err:
-        parse_meta_json('{"proxyMode": "userspace"}', "node/meta.json")
+    with pytest.raises(InputError, match=r"^m: proxyMode 'userspace' is not a kube-proxy mode") as err:
+        normalise_proxy_mode("userspace", "m")
     assert err.value.hint is not None and "iptables, ipvs, nftables" in err.value.hint
+
+
+def test_unknown_proxy_mode_in_meta_is_a_warning_and_the_mode_unknown() -> None:
+    meta = parse_meta_json('{"nodeName": "w1", "proxyMode": "kernelspace"}', "node/meta.json")
+    assert (meta.name, meta.proxy_mode) == ("w1", None)
+    assert meta.warnings == ("node/meta.json: proxyMode 'kernelspace' is not a kube-proxy mode svctrace reads; "
+                             "treated as unknown (write one of iptables, ipvs, nftables, or leave proxyMode out)",)
 
 
 def test_unknown_key_is_a_warning_with_a_suggestion() -> None:
