@@ -20,7 +20,7 @@ from typing import Literal
 from svctrace.errors import InputError
 from svctrace.model.dataplane import IptablesDump
 from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
-from svctrace.parsers import iptables_save
+from svctrace.parsers import iptables_save, ipvs
 from svctrace.parsers.k8s import ApiObjects, decode_documents, merge_objects, parse_objects
 from svctrace.parsers.node import NodeMeta, parse_ip_addr_json, parse_meta_json
 
@@ -51,8 +51,6 @@ API_MISSING = "Kubernetes objects (api/)"
 # replace entries here as they arrive; until then the user is told, rather than shown an answer that
 # silently ignores them.
 NOT_READ_YET: dict[str, str] = {
-    IPVSADM: "IPVS services",
-    IPSET: "ipsets",
     NFT: "the nftables ruleset",
 }
 
@@ -228,6 +226,11 @@ def _text(tree: _Tree, rel: str) -> str:
 def _build(tree: _Tree, label: str) -> Snapshot:
     root = _find_root(tree.files)
     if root is None:
+        inner = sorted({f.split("/", 1)[0] for f in tree.files
+                        if not _hidden(f) and f.count("/") >= 2 and f.split("/")[1] in ("api", "node")})
+        if len(inner) > 1:
+            raise InputError(f"{label}: holds several snapshots ({', '.join(inner)}); pass one of them",
+                             f"e.g. --from {posixpath.join(label, inner[0])}")
         raise InputError(f"{label}: no api/ or node/ files found; this is not a snapshot",
                          f"pass the folder that holds api/ and node/; {DOCS_HINT}")
     warnings: list[str] = []
@@ -251,6 +254,10 @@ def _build(tree: _Tree, label: str) -> Snapshot:
 
     iptables = _dump(tree, node_files.get(IPTABLES), 4)
     ip6tables = _dump(tree, node_files.get(IP6TABLES), 6)
+    ipvs_table = ipvs.parse_ipvsadm_save(_text(tree, node_files[IPVSADM]), tree.locate(node_files[IPVSADM])) \
+        if IPVSADM in node_files else None
+    ipsets = ipvs.parse_ipset_save(_text(tree, node_files[IPSET]), tree.locate(node_files[IPSET])) \
+        if IPSET in node_files else None
     addresses: tuple[HostAddress, ...] | None = None
     if IP_ADDR in node_files:
         full = node_files[IP_ADDR]
@@ -287,6 +294,8 @@ def _build(tree: _Tree, label: str) -> Snapshot:
         api_collected=api_collected,
         missing=tuple(missing),
         warnings=tuple(warnings),
+        ipvs=ipvs_table,
+        ipsets=ipsets,
     )
 
 

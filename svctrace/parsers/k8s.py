@@ -65,7 +65,7 @@ _KNOWN = {
 
 _T = TypeVar("_T")
 
-_HINT_EXPORT = "fix that field, or export the object again with `kubectl get ... -o yaml` and retry"
+_HINT_EXPORT = "fix that field, or export the object again with `kubectl get ... -o json` and retry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,7 @@ def decode_documents(text: str, source: str, fmt: Literal["json", "yaml"]) -> tu
             if not isinstance(item, Mapping):
                 raise InputError(
                     f"document {number} is a {_type_name(item)}, not a Kubernetes object",
-                    "api/ files hold `kubectl get ... -o yaml` (or -o json) output; keep kubectl's "
+                    "api/ files hold `kubectl get ... -o json` (or -o yaml) output; keep kubectl's "
                     "error messages out of them (no `2>&1`)",
                     path=source)
             docs.append(item)

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,8 +35,8 @@ COREDNS = SNAPSHOTS / "mixed" / "api" / "coredns.yaml"
 KUBE_PROXY_DUMP = SNAPSHOTS / "overall" / "node" / "iptables-save.txt"
 
 EXPECTED_KUBECTL_CALLS = [
-    "get svc,endpointslices,endpoints,pods,nodes,networkpolicies -A -o yaml",
-    "-n kube-system get cm coredns -o yaml",
+    "get svc,endpointslices,endpoints,pods,nodes,networkpolicies -A -o json",
+    "-n kube-system get cm coredns -o json",
 ]
 
 needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in ("bash", "ip", "tar", "hostname")),
@@ -58,9 +59,19 @@ def fake(bin_dir: Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
+def canned(name: str) -> str:
+    """A fixture file as `kubectl ... -o json` or `-o yaml` would print it, whichever the one-liner asks for."""
+    src = {"objects": OBJECTS, "coredns": COREDNS}[name]
+    to_json = "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout, indent=4)"
+    return f"""case "$*" in
+  *"-o json"*) "{sys.executable}" -c '{to_json}' {src} ;;
+  *) cat {src} ;;
+esac"""
+
+
 KUBECTL_CANNED = f"""case "$*" in
-  *"get cm coredns"*) cat {COREDNS} ;;
-  *) cat {OBJECTS} ;;
+  *"get cm coredns"*) {canned("coredns")} ;;
+  *) {canned("objects")} ;;
 esac"""
 
 
@@ -134,12 +145,12 @@ def test_one_liner_without_coredns_configmap_or_kube_proxy_metrics(tmp_path: Pat
     # a cluster with kube-dns (or no DNS): kubectl fails for the ConfigMap; nothing answers on :10249
     kubectl = f"""case "$*" in
   *"get cm coredns"*) echo 'Error from server (NotFound): configmaps "coredns" not found' >&2; exit 1 ;;
-  *) cat {OBJECTS} ;;
+  *) {canned("objects")} ;;
 esac"""
     folder, _, calls = run_one_liner(tmp_path, f"cat {KUBE_PROXY_DUMP}", "exit 1", kubectl_body=kubectl,
                                      curl_body="exit 7")
     assert calls.read_text().splitlines() == EXPECTED_KUBECTL_CALLS
-    assert not (folder / "api" / "coredns.yaml").exists()
+    assert not (folder / "api" / "coredns.json").exists()
     snap = load_snapshot(folder)
     assert snap.config_maps == () and snap.api_collected and len(snap.services) == 4
     assert snap.node.proxy_mode is None

@@ -215,6 +215,14 @@ def test_folder_of_unrelated_files(tmp_path: Path) -> None:
         load_snapshot(tmp_path)
 
 
+def test_folder_holding_several_snapshots_names_them(tmp_path: Path) -> None:
+    copy(MIXED, tmp_path / "snap-a")
+    copy(OVERALL, tmp_path / "snap-b")
+    with pytest.raises(InputError, match=r"holds several snapshots \(snap-a, snap-b\); pass one of them$") as err:
+        load_snapshot(tmp_path)
+    assert err.value.hint == f"e.g. --from {tmp_path}/snap-a"
+
+
 def test_parent_folder_holding_one_snapshot_is_accepted(tmp_path: Path) -> None:
     copy(MIXED, tmp_path / "snap-worker-1-1717400000")
     assert load_snapshot(tmp_path).node.name == "worker-1"
@@ -253,12 +261,14 @@ def test_files_not_read_yet_are_warned_about_not_pretended(tmp_path: Path) -> No
     assert "IPVS services (node/ipvsadm.txt)" not in snap.missing
     assert "ipsets (node/ipset.txt)" in snap.missing
     assert [w for w in snap.warnings if "does not read" in w] == [
-        "node/ipvsadm.txt is present, but this version of svctrace does not read IPVS services yet; "
-        "the answers here leave it out",
         "node/nft.json is present, but this version of svctrace does not read the nftables ruleset yet; "
         "the answers here leave it out",
     ]
-    assert set(NOT_READ_YET) == {"ipvsadm.txt", "ipset.txt", "nft.json"}
+    assert set(NOT_READ_YET) == {"nft.json"}
+    # ipvsadm.txt is read now: its virtual server and real server are in the snapshot.
+    assert snap.ipvs is not None and snap.ipsets is None
+    ((vs, (rs,)),) = snap.ipvs.services
+    assert (vs.label, rs.endpoint, rs.weight) == ("TCP 10.96.0.1:443 rr", "172.18.0.2:6443", 1)
 
 
 def test_unknown_and_hidden_files(tmp_path: Path) -> None:
