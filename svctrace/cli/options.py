@@ -33,3 +33,9 @@ Kubeconfig = Annotated[
                  metavar="PATH"),
 ]
 Context = Annotated[str | None, typer.Option("--context", help="The kubeconfig context to use.")]
+NodeName = Annotated[
+    str | None,
+    typer.Option("--node", help="This node's name in the cluster (default: the Node whose address is local)."),
+]
+RequestTimeout = Annotated[
+    float, typer.Option("--request-timeout", help="Seconds to wait for each API request.", min=0.1)]

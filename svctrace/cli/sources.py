@@ -1,18 +1,31 @@
-"""Where a command's Snapshot comes from: a snapshot folder, a tarball, the demo, or (later) the live node."""
+"""Where a command's Snapshot comes from: a snapshot folder, a tarball, the demo, or the live cluster and node."""
 
 from __future__ import annotations
 
+from svctrace.collectors.live import LiveOptions, live_all, live_service
+from svctrace.collectors.node import collect_node
 from svctrace.collectors.snapshot_dir import load_snapshot
-from svctrace.errors import UsageError
-from svctrace.model.snapshot import Snapshot
-
-LIVE_HINT = ("use --from SNAPSHOT (see docs/snapshot.md for the one-liner that makes one on a node) "
-             "or try `svctrace demo`")
+from svctrace.model.snapshot import NodeFacts, Snapshot
 
 
-def snapshot_from(spec: str | None) -> Snapshot:
-    """The Snapshot a command analyses."""
-    if spec is None:
-        raise UsageError("live collection from the cluster and this node is not available in this version",
-                         LIVE_HINT)
-    return load_snapshot(spec)
+def service_snapshot(spec: str | None, live: LiveOptions, namespace: str | None, name: str) -> tuple[Snapshot, str]:
+    """The Snapshot for one Service and the namespace it was looked up in."""
+    if spec is not None:
+        return load_snapshot(spec), namespace or "default"
+    collection = live_service(live, namespace, name)
+    return collection.snapshot, namespace or collection.api.target.namespace
+
+
+def node_snapshot(spec: str | None, live: LiveOptions, *, with_api_namespace: str | None = None,
+                  with_api: bool = False) -> Snapshot:
+    """A Snapshot for node-level commands (trace): the node's rules, and the API objects only when asked."""
+    if spec is not None:
+        return load_snapshot(spec)
+    if with_api:
+        return live_all(live, with_api_namespace).snapshot
+    node = collect_node(netns=live.netns, node_name=live.node_name)
+    sysctls = {k: v for k, v in node.sysctls.items() if v is not None}
+    return Snapshot(iptables=node.iptables, ip6tables=node.ip6tables, source="live node",
+                    node=NodeFacts(name=node.node_name or live.node_name, proxy_mode=node.proxy_mode,
+                                   addresses=node.addresses, sysctls=sysctls),
+                    api_collected=False, missing=node.missing, warnings=node.warnings)

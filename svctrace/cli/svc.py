@@ -9,16 +9,27 @@ import typer
 
 from svctrace.cli.errors import env_of, handled
 from svctrace.cli.names import complete_service
-from svctrace.cli.options import Context, Explain, FromSnapshot, Kubeconfig, Namespace, Output, OutputFormat
-from svctrace.cli.sources import snapshot_from
+from svctrace.cli.options import (
+    Context,
+    Explain,
+    FromSnapshot,
+    Kubeconfig,
+    Namespace,
+    NodeName,
+    Output,
+    OutputFormat,
+    RequestTimeout,
+)
+from svctrace.cli.sources import service_snapshot
+from svctrace.collectors.live import LiveOptions
 from svctrace.errors import UsageError
 from svctrace.render.json import graph_to_dict
 from svctrace.render.tree import render_graph
 from svctrace.resolver import resolve
 
 
-def split_name(name: str, namespace: str | None) -> tuple[str, str, str | None]:
-    """``name``, ``ns/name``, ``name:port`` or ``ns/name:port`` -> (namespace, name, port)."""
+def split_name(name: str, namespace: str | None) -> tuple[str | None, str, str | None]:
+    """``name``, ``ns/name``, ``name:port`` or ``ns/name:port`` -> (namespace or None, name, port)."""
     port = None
     if ":" in name:
         name, port = name.rsplit(":", 1)
@@ -29,7 +40,7 @@ def split_name(name: str, namespace: str | None) -> tuple[str, str, str | None]:
         namespace = ns
     if not name:
         raise UsageError("no Service name given", "svctrace svc NAME [-n NAMESPACE]")
-    return namespace or "default", name, port
+    return namespace, name, port
 
 
 @handled
@@ -44,13 +55,17 @@ def svc_command(
     explain: Explain = False,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
+    node: NodeName = None,
+    request_timeout: RequestTimeout = 5.0,
 ) -> None:
     """Show how traffic to one Service flows through this node: frontends, chains, endpoints, pods."""
     env = env_of(ctx)
     ns, svc_name, name_port = split_name(name, namespace)
     if port is not None and name_port is not None and port != name_port:
         raise UsageError(f"the name says port {name_port} but --port says {port}", "give one of them")
-    snapshot = snapshot_from(from_)
+    live = LiveOptions(kubeconfig=kubeconfig, context=context, namespace=ns, node_name=node,
+                       timeout=request_timeout)
+    snapshot, ns = service_snapshot(from_, live, ns, svc_name)
     graph = resolve(snapshot, ns, svc_name, port or name_port)
     if output is OutputFormat.json:
         env.stdout.print_json(json.dumps(graph_to_dict(graph)))

@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 
 from svctrace.cli.errors import env_of, handled
-from svctrace.cli.options import Explain, FromSnapshot, Output, OutputFormat
-from svctrace.cli.sources import snapshot_from
+from svctrace.cli.options import Context, Explain, FromSnapshot, Kubeconfig, NodeName, Output, OutputFormat
+from svctrace.cli.sources import node_snapshot
+from svctrace.collectors.live import LiveOptions
 from svctrace.errors import NotFoundError, UsageError
 from svctrace.model.snapshot import Snapshot
 from svctrace.render.trace_json import trace_to_dict
@@ -102,11 +103,17 @@ def trace_command(
     explain: Explain = False,
     kube_proxy_test: Annotated[bool, typer.Option(
         "--kube-proxy-test", help="Use kube-proxy's unit-test tracer shortcuts (docs/tracer.md).")] = False,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+    node: NodeName = None,
 ) -> None:
     """Simulate one new connection through this node's rules: every outcome, its probability and its path."""
     env = env_of(ctx)
     ip, port = parse_destination(dst)
-    snapshot = snapshot_from(from_)
+    live = LiveOptions(kubeconfig=kubeconfig, context=context, node_name=node)
+    # The API is only needed live to find --from-pod's address; the node's rules are always read.
+    pod_ns = (from_pod.rpartition("/")[0] or "default") if from_pod else None
+    snapshot = node_snapshot(from_, live, with_api=from_pod is not None, with_api_namespace=pod_ns)
     source, origin, note = choose_source(snapshot, _family(ip), src=src, from_pod=from_pod, from_node=from_node,
                                          from_external=from_external)
     packet = Packet(src=source, dst=ip, dport=port, protocol=proto, origin=origin, in_interface=in_interface)

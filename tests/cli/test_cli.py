@@ -78,12 +78,16 @@ def test_svc_from_a_tarball_equals_the_folder(runner: CliRunner, tmp_path: Path)
     assert json.loads(from_tar.output)["frontends"] == json.loads(from_dir.output)["frontends"]
 
 
-def test_live_collection_is_refused_in_one_line(runner: CliRunner) -> None:
+def test_live_without_a_kubeconfig_is_one_line(runner: CliRunner, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nope.yaml"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     result = runner.invoke(app, ["svc", "my-nginx"])
     assert result.exit_code == 2
     lines = result.output.splitlines()
-    assert lines[0].startswith("svctrace: error: live collection")
-    assert lines[1].startswith("  next: use --from SNAPSHOT")
+    assert lines[0].startswith("svctrace: error: ") and "kubeconfig" in lines[0]
+    assert lines[1].startswith("  next: ") and "--from" in lines[1]
     assert "Traceback" not in result.output
 
 
@@ -138,7 +142,7 @@ def test_internal_errors_exit_3_without_traceback(runner: CliRunner, monkeypatch
 
 
 @pytest.mark.parametrize(("text", "namespace", "expected"), [
-    ("web", None, ("default", "web", None)),
+    ("web", None, (None, "web", None)),
     ("shop/web", None, ("shop", "web", None)),
     ("web:http", "shop", ("shop", "web", "http")),
     ("shop/web:8080", "shop", ("shop", "web", "8080")),
