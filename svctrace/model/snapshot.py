@@ -18,6 +18,7 @@ from svctrace.model.k8s import (
     Pod,
     Service,
 )
+from svctrace.model.nft import NftRuleset
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class Snapshot:
     api_collected: bool = True  # False: no API objects were available at all
     missing: tuple[str, ...] = ()  # inputs that were not collected, in the user's words
     warnings: tuple[str, ...] = ()
+    nft: NftRuleset | None = None  # nftables ruleset (nft -j list ruleset); None: not collected
 
     def service(self, namespace: str, name: str) -> Service | None:
         for svc in self.services:

@@ -1,0 +1,124 @@
+"""nftables mode's dataplane: kube-proxy's ``ip kube-proxy`` / ``ip6 kube-proxy`` tables.
+
+``nft -j list ruleset`` (libnftables JSON) and knftables transaction text (``add rule ...``) both become
+these types. A rule keeps its JSON expression list whole (empty when read from text) plus ``text``, the
+rule as ``nft list`` prints it; the resolver reads ``text`` so both inputs are interpreted the same way,
+and expressions svctrace does not know are still shown as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+KUBE_PROXY_TABLE = "kube-proxy"
+
+
+@dataclass(frozen=True, slots=True)
+class NftRule:
+    """One rule of a chain."""
+
+    chain: str
+    handle: int | None  # the kernel's handle (None when read from transaction text)
+    index: int  # 1-based position in its chain
+    text: str  # as `nft list` prints it, without the comment
+    comment: str | None = None
+    expr: tuple[Mapping[str, Any], ...] = ()  # libnftables JSON expressions, kept whole; () from text input
+
+    @property
+    def full_text(self) -> str:
+        """The rule as `nft list` prints it, comment included."""
+        if self.comment is None:
+            return self.text
+        return f'{self.text} comment "{self.comment}"'
+
+
+@dataclass(frozen=True, slots=True)
+class NftChain:
+    """A chain; ``hook`` is set for base chains (attached to a netfilter hook)."""
+
+    name: str
+    rules: tuple[NftRule, ...] = ()
+    type: str | None = None  # filter | nat | route (base chains)
+    hook: str | None = None  # prerouting | input | forward | output | postrouting
+    priority: int | None = None
+    policy: str | None = None  # accept | drop (base chains)
+    comment: str | None = None
+
+    @property
+    def is_base(self) -> bool:
+        return self.hook is not None
+
+
+@dataclass(frozen=True, slots=True)
+class NftElement:
+    """A set element (``value`` None) or a map element ``key : value``.
+
+    ``key`` is the element as `nft list` prints it (``172.30.0.41 . tcp . 80``); ``value`` is the verdict
+    or data (``goto service-...``, ``drop``).
+    """
+
+    key: str
+    value: str | None = None
+    comment: str | None = None
+
+    @property
+    def text(self) -> str:
+        comment = f' comment "{self.comment}"' if self.comment is not None else ""
+        return f"{self.key}{comment}" + (f" : {self.value}" if self.value is not None else "")
+
+
+@dataclass(frozen=True, slots=True)
+class NftSet:
+    """A named set (``is_map`` False) or map (``is_map`` True, ``data_type`` the value type)."""
+
+    name: str
+    type: str  # key type, concatenations joined with " . " (ipv4_addr . inet_proto . inet_service)
+    is_map: bool = False
+    data_type: str | None = None  # maps: verdict, ipv4_addr, ...
+    flags: tuple[str, ...] = ()
+    timeout: str | None = None
+    comment: str | None = None
+    elements: tuple[NftElement, ...] = ()
+
+    def lookup(self, key: str) -> NftElement | None:
+        """The element whose key is exactly ``key`` (as `nft list` prints it)."""
+        for elem in self.elements:
+            if elem.key == key:
+                return elem
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class NftTable:
+    family: str  # ip | ip6 | inet | ...
+    name: str
+    chains: Mapping[str, NftChain] = field(default_factory=dict)
+    sets: Mapping[str, NftSet] = field(default_factory=dict)
+    maps: Mapping[str, NftSet] = field(default_factory=dict)
+    comment: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """``ip kube-proxy``: how nft names the table."""
+        return f"{self.family} {self.name}"
+
+    def chain(self, name: str) -> NftChain | None:
+        return self.chains.get(name)
+
+
+@dataclass(frozen=True, slots=True)
+class NftRuleset:
+    tables: tuple[NftTable, ...] = ()
+    source: str = ""  # the file it was read from, or "live"
+
+    def table(self, family: str, name: str = KUBE_PROXY_TABLE) -> NftTable | None:
+        for t in self.tables:
+            if t.family == family and t.name == name:
+                return t
+        return None
+
+    def kube_proxy(self, ip_family: int) -> NftTable | None:
+        """kube-proxy's table for an IP family (``ip kube-proxy`` or ``ip6 kube-proxy``)."""
+        return self.table("ip6" if ip_family == 6 else "ip")

@@ -1,0 +1,482 @@
+"""Parse nftables rulesets into svctrace.model.nft: ``nft -j list ruleset`` JSON and knftables transaction text.
+
+The JSON schema is libnftables-json(5). Each rule's expressions are kept whole and also rendered the way
+``nft list`` prints them (checked against nft 1.0.6 on kube-proxy's own ruleset), so a rule reads the same
+whether it came from JSON or from ``add rule`` text. An expression this module does not know is rendered
+as its JSON (``<name {...}>``) and kept, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from svctrace.errors import InputError
+from svctrace.model.nft import NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
+
+JSON_HINT = "capture it again with `nft -j list ruleset > nft.json` (nftables >= 0.9.3)"
+TEXT_HINT = "the file should hold knftables transaction lines (`add table/chain/set/map/rule/element ...`)"
+
+# Binary operators as `nft list` prints them.
+_BINOPS = {"&": "&", "|": "|", "^": "^", "<<": "<<", ">>": ">>"}
+_VERDICTS = ("accept", "drop", "continue", "return", "queue")
+
+
+# ------------------------------------------------------------------------------------------------
+# Rendering libnftables JSON expressions as `nft list` text
+
+
+def _is_mark(expr: Any) -> bool:
+    return isinstance(expr, Mapping) and (
+        ("meta" in expr and expr["meta"].get("key") == "mark") or ("ct" in expr and expr["ct"].get("key") == "mark")
+    )
+
+
+def _value(v: Any, *, hex32: bool = False) -> str:
+    """A right-hand value: address, number, prefix, range, anonymous set, set reference, list."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return f"0x{v:08x}" if hex32 else str(v)
+    if isinstance(v, str):
+        return v
+    if isinstance(v, list):
+        return ",".join(_value(x, hex32=hex32) for x in v)
+    if isinstance(v, Mapping):
+        if "prefix" in v:
+            return f"{v['prefix'].get('addr')}/{v['prefix'].get('len')}"
+        if "range" in v:
+            lo, hi = v["range"]
+            return f"{_value(lo)}-{_value(hi)}"
+        if "set" in v:
+            items = v["set"]
+            if not isinstance(items, list):
+                return _value(items, hex32=hex32)
+            return "{ " + ", ".join(_set_item(x) for x in items) + " }"
+        if "elem" in v:
+            return _elem_key(v)
+        return expression(v)
+    return json.dumps(v)
+
+
+def _set_item(item: Any) -> str:
+    if isinstance(item, list) and len(item) == 2:  # anonymous map: [key, value]
+        return f"{_elem_key(item[0])} : {_verdict_or_value(item[1])}"
+    return _elem_key(item)
+
+
+def _verdict_or_value(v: Any) -> str:
+    if isinstance(v, Mapping) and len(v) == 1:
+        (name, arg), = v.items()
+        if name in ("jump", "goto") and isinstance(arg, Mapping):
+            return f"{name} {arg.get('target')}"
+        if name in _VERDICTS and arg is None:
+            return str(name)
+    return _value(v)
+
+
+def expression(expr: Any) -> str:
+    """One expression (left/right side or key) as `nft list` prints it."""
+    if not isinstance(expr, Mapping):
+        return _value(expr)
+    if len(expr) != 1:
+        return json.dumps(expr, separators=(",", ":"))
+    (name, arg), = expr.items()
+    if name == "payload" and isinstance(arg, Mapping):
+        if "protocol" in arg:
+            return f"{arg['protocol']} {arg.get('field')}"
+        return f"@{arg.get('base')},{arg.get('offset')},{arg.get('len')}"
+    if name == "meta" and isinstance(arg, Mapping):
+        return f"meta {arg.get('key')}"
+    if name == "ct" and isinstance(arg, Mapping):
+        d = f" {arg['dir']}" if arg.get("dir") else ""
+        return f"ct{d} {arg.get('key')}"
+    if name == "fib" and isinstance(arg, Mapping):
+        flags = arg.get("flags") or []
+        flags = [flags] if isinstance(flags, str) else flags
+        return f"fib {' . '.join(flags)} {arg.get('result')}"
+    if name == "concat" and isinstance(arg, list):
+        return " . ".join(expression(x) for x in arg)
+    if name == "numgen" and isinstance(arg, Mapping):
+        off = f" offset {arg['offset']}" if arg.get("offset") else ""
+        return f"numgen {arg.get('mode')} mod {arg.get('mod')}{off}"
+    if name in _BINOPS and isinstance(arg, list) and len(arg) == 2:
+        hex32 = _is_mark(arg[0])
+        return f"{expression(arg[0])} {_BINOPS[name]} {_value(arg[1], hex32=hex32)}"
+    if name in ("prefix", "range", "set", "elem"):
+        return _value(expr)
+    return f"<{name} {json.dumps(arg, separators=(',', ':'))}>"
+
+
+def _match(arg: Mapping[str, Any]) -> str:
+    left, right, op = arg.get("left"), arg.get("right"), arg.get("op", "==")
+    text = expression(left)
+    hex32 = _is_mark(left) or (isinstance(left, Mapping) and any(
+        k in _BINOPS and isinstance(v, list) and v and _is_mark(v[0]) for k, v in left.items()))
+    value = _value(right, hex32=hex32)
+    binop_left = isinstance(left, Mapping) and any(k in _BINOPS for k in left)
+    if op in ("==", "in"):
+        # nft prints the implicit == only after a binary operation (`meta mark & 0x4000 == 0x0`).
+        return f"{text} == {value}" if binop_left else f"{text} {value}"
+    return f"{text} {op} {value}"
+
+
+def _nat(name: str, arg: Mapping[str, Any] | None, table_family: str) -> str:
+    if not arg:
+        return name
+    parts = [name]
+    fam = arg.get("family")
+    if fam and table_family in ("inet", "bridge", "netdev"):
+        parts.append(fam)
+    addr, port = arg.get("addr"), arg.get("port")
+    if addr is not None or port is not None:
+        a = _value(addr) if addr is not None else ""
+        if port is not None and ":" in a:
+            a = f"[{a}]"
+        parts.append("to " + a + (f":{_value(port)}" if port is not None else ""))
+    flags = arg.get("flags")
+    if flags:
+        parts.append(",".join(flags) if isinstance(flags, list) else str(flags))
+    return " ".join(parts)
+
+
+def statement(stmt: Any, table_family: str = "ip") -> str:
+    """One statement of a rule's ``expr`` list as `nft list` prints it."""
+    if not isinstance(stmt, Mapping) or len(stmt) != 1:
+        return f"<{json.dumps(stmt, separators=(',', ':'))}>"
+    (name, arg), = stmt.items()
+    try:
+        if name == "match" and isinstance(arg, Mapping):
+            return _match(arg)
+        if name in ("jump", "goto") and isinstance(arg, Mapping):
+            return f"{name} {arg.get('target')}"
+        if name in _VERDICTS and arg is None:
+            return str(name)
+        if name == "reject":
+            if not arg or (arg.get("type") == "icmp" and arg.get("expr") == "port-unreachable") or (
+                    arg.get("type") == "icmpx" and arg.get("expr") == "port-unreachable"):
+                return "reject"
+            if arg.get("type") == "tcp reset":
+                return "reject with tcp reset"
+            return f"reject with {arg.get('type')} {arg.get('expr')}".rstrip()
+        if name == "vmap" and isinstance(arg, Mapping):
+            return f"{expression(arg.get('key'))} vmap {_value(arg.get('data'))}"
+        if name == "map" and isinstance(arg, Mapping):
+            return f"{expression(arg.get('key'))} map {_value(arg.get('data'))}"
+        if name == "mangle" and isinstance(arg, Mapping):
+            key = arg.get("key")
+            return f"{expression(key)} set {_value(arg.get('value'), hex32=_is_mark(key))}"
+        if name in ("dnat", "snat", "redirect"):
+            return _nat(name, arg, table_family)
+        if name == "masquerade":
+            return _nat(name, arg, table_family)
+        if name == "set" and isinstance(arg, Mapping):
+            return f"{arg.get('op')} {arg.get('set')} {{ {expression(arg.get('elem'))} }}"
+        if name == "counter":
+            if isinstance(arg, Mapping):
+                return f"counter packets {arg.get('packets', 0)} bytes {arg.get('bytes', 0)}"
+            return "counter"
+        if name == "notrack":
+            return "notrack"
+    except (AttributeError, TypeError, ValueError):
+        pass
+    return f"<{name} {json.dumps(arg, separators=(',', ':'))}>"
+
+
+def render_rule(expr: list[Any] | tuple[Any, ...], table_family: str = "ip") -> str:
+    """A rule's expression list as one `nft list` line (without the comment)."""
+    return " ".join(statement(s, table_family) for s in expr)
+
+
+def _elem_key(key: Any) -> str:
+    if isinstance(key, Mapping) and "elem" in key:
+        return _elem_key(key["elem"].get("val"))
+    if isinstance(key, Mapping) and "concat" in key:
+        return " . ".join(_value(x) for x in key["concat"])
+    return _value(key)
+
+
+def _elem_comment(key: Any) -> str | None:
+    if isinstance(key, Mapping) and "elem" in key and isinstance(key["elem"], Mapping):
+        c = key["elem"].get("comment")
+        return str(c) if c is not None else None
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# nft -j list ruleset
+
+
+@dataclass
+class _TableBuilder:
+    family: str
+    name: str
+    comment: str | None = None
+    chains: dict[str, NftChain] = field(default_factory=dict)
+    rules: dict[str, list[NftRule]] = field(default_factory=dict)
+    sets: dict[str, NftSet] = field(default_factory=dict)
+    maps: dict[str, NftSet] = field(default_factory=dict)
+
+    def add_rule(self, chain: str, handle: int | None, text: str, comment: str | None,
+                 expr: tuple[Mapping[str, Any], ...] = (), *, prepend: bool = False) -> None:
+        rules = self.rules.setdefault(chain, [])
+        if chain not in self.chains:
+            self.chains[chain] = NftChain(name=chain)
+        rule = NftRule(chain=chain, handle=handle, index=0, text=text, comment=comment, expr=expr)
+        if prepend:
+            rules.insert(0, rule)
+        else:
+            rules.append(rule)
+
+    def build(self) -> NftTable:
+        chains: dict[str, NftChain] = {}
+        for name, chain in self.chains.items():
+            rules = tuple(NftRule(r.chain, r.handle, i, r.text, r.comment, r.expr)
+                          for i, r in enumerate(self.rules.get(name, ()), start=1))
+            chains[name] = NftChain(name, rules, chain.type, chain.hook, chain.priority, chain.policy, chain.comment)
+        return NftTable(self.family, self.name, chains, dict(self.sets), dict(self.maps), self.comment)
+
+
+def _type_text(t: Any) -> str:
+    if isinstance(t, list):
+        return " . ".join(str(x) for x in t)
+    return str(t)
+
+
+def _timeout_text(t: Any) -> str | None:
+    if t is None:
+        return None
+    return f"{t}s" if isinstance(t, int) else str(t)
+
+
+def _json_set(obj: Mapping[str, Any], is_map: bool) -> NftSet:
+    elements: list[NftElement] = []
+    for item in obj.get("elem") or ():
+        if is_map and isinstance(item, list) and len(item) == 2:
+            elements.append(NftElement(_elem_key(item[0]), _verdict_or_value(item[1]), _elem_comment(item[0])))
+        else:
+            elements.append(NftElement(_elem_key(item), None, _elem_comment(item)))
+    flags = obj.get("flags") or ()
+    return NftSet(
+        name=str(obj["name"]), type=_type_text(obj.get("type", "")), is_map=is_map,
+        data_type=_type_text(obj["map"]) if is_map and "map" in obj else None,
+        flags=tuple([flags] if isinstance(flags, str) else flags), timeout=_timeout_text(obj.get("timeout")),
+        comment=obj.get("comment"), elements=tuple(elements),
+    )
+
+
+def parse_nft_json(text: str, source: str) -> NftRuleset:
+    """The ruleset in ``nft -j list ruleset`` (or ``list table``) output."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg} (column {exc.colno})", JSON_HINT,
+                         path=source, line=exc.lineno) from None
+    items = doc.get("nftables") if isinstance(doc, Mapping) else None
+    if not isinstance(items, list):
+        raise InputError('not `nft -j` output: no top-level "nftables" list', JSON_HINT, path=source)
+    tables: dict[tuple[str, str], _TableBuilder] = {}
+
+    def table(obj: Mapping[str, Any], where: str) -> _TableBuilder:
+        fam, name = obj.get("family"), obj.get("table", obj.get("name"))
+        if not isinstance(fam, str) or not isinstance(name, str):
+            raise InputError(f"{where} has no family or table name", JSON_HINT, path=source)
+        return tables.setdefault((fam, name), _TableBuilder(fam, name))
+
+    for n, item in enumerate(items):
+        where = f"nftables[{n}]"
+        if not isinstance(item, Mapping) or len(item) != 1:
+            raise InputError(f"{where} is not an object with one key", JSON_HINT, path=source)
+        (kind, obj), = item.items()
+        if kind == "metainfo":
+            continue
+        if not isinstance(obj, Mapping):
+            raise InputError(f"{where}: {kind} is not an object", JSON_HINT, path=source)
+        try:
+            if kind == "table":
+                tb = table({"family": obj.get("family"), "table": obj.get("name")}, where)
+                tb.comment = obj.get("comment", tb.comment)
+            elif kind == "chain":
+                tb = table(obj, where)
+                prio = obj.get("prio")
+                tb.chains[str(obj["name"])] = NftChain(
+                    name=str(obj["name"]), type=obj.get("type"), hook=obj.get("hook"),
+                    priority=prio if isinstance(prio, int) else None, policy=obj.get("policy"),
+                    comment=obj.get("comment"))
+            elif kind == "rule":
+                tb = table(obj, where)
+                expr = obj.get("expr") or []
+                if not isinstance(expr, list):
+                    raise InputError(f"{where}: rule expr is not a list", JSON_HINT, path=source)
+                tb.add_rule(str(obj["chain"]), obj.get("handle"), render_rule(expr, tb.family),
+                            obj.get("comment"), tuple(expr))
+            elif kind in ("set", "map"):
+                tb = table(obj, where)
+                s = _json_set(obj, kind == "map")
+                (tb.maps if kind == "map" else tb.sets)[s.name] = s
+            # flowtables, counters, quotas, ct helpers...: not kube-proxy's; ignored.
+        except KeyError as exc:
+            raise InputError(f"{where}: {kind} has no {exc.args[0]!r}", JSON_HINT, path=source) from None
+    return NftRuleset(tuple(tb.build() for tb in tables.values()), source)
+
+
+# ------------------------------------------------------------------------------------------------
+# knftables transaction text (`add rule ip kube-proxy services ...`)
+
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\S+')
+_COMMENT_TAIL = re.compile(r'\s+comment\s+"((?:[^"\\]|\\.)*)"\s*$')
+_COMMENT_ANY = re.compile(r'\s+comment\s+"((?:[^"\\]|\\.)*)"')
+_SINGLE_SET = re.compile(r"\{ ([^{},\s]+) \}")
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside quotes and braces."""
+    out: list[str] = []
+    depth, quoted = 0, False
+    cur: list[str] = []
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == "{":
+            depth += 1
+        elif not quoted and ch == "}":
+            depth -= 1
+        if ch == sep and depth == 0 and not quoted:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return out
+
+
+def _spec(body: str) -> dict[str, str]:
+    """``{ type ipv4_addr ; flags dynamic,timeout ; comment "x" ; }`` as {keyword: value}."""
+    out: dict[str, str] = {}
+    inner = body.strip()
+    if inner.startswith("{") and inner.endswith("}"):
+        inner = inner[1:-1]
+    for part in _split_top(inner, ";"):
+        part = part.strip()
+        if not part:
+            continue
+        if part.startswith("type ") and " hook " in part:  # chain: type filter hook prerouting priority -110
+            toks = part.split()
+            out["type"] = toks[1]
+            for key in ("hook", "priority", "device"):
+                if key in toks:
+                    out[key] = toks[toks.index(key) + 1]
+            continue
+        key, _, value = part.partition(" ")
+        out[key] = value.strip()
+    return out
+
+
+def _unquote(s: str | None) -> str | None:
+    if s is None:
+        return None
+    s = s.strip()
+    return s[1:-1] if len(s) >= 2 and s[0] == s[-1] == '"' else s
+
+
+def _normalise_rule(text: str) -> str:
+    """knftables rule text in the spelling `nft list` uses where kube-proxy's rules differ."""
+    text = _SINGLE_SET.sub(r"\1", text)  # nft prints a one-element anonymous set without braces
+    return re.sub(r"\s+,\s+", ", ", text)
+
+
+def _elements(body: str) -> Iterator[NftElement]:
+    inner = body.strip()
+    if inner.startswith("{") and inner.endswith("}"):
+        inner = inner[1:-1]
+    for part in _split_top(inner, ","):
+        part = part.strip()
+        if not part:
+            continue
+        comment = None
+        m = _COMMENT_ANY.search(part)
+        if m:
+            comment = m.group(1)
+            part = part[: m.start()] + part[m.end():]
+        # " : " separates key and value; a bare ":" belongs to IPv6 addresses
+        key, sep, value_text = part.partition(" : ")
+        value = value_text.strip() if sep else None
+        yield NftElement(" ".join(key.split()), " ".join(value.split()) if value else None, comment)
+
+
+def parse_nft_transaction(text: str, source: str) -> NftRuleset:
+    """The ruleset a knftables transaction builds (``add table/chain/set/map/rule/element`` lines)."""
+    tables: dict[tuple[str, str], _TableBuilder] = {}
+    pending_elements: list[tuple[int, _TableBuilder, str, str]] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        toks = line.split(None, 4)
+        if len(toks) < 4:
+            raise InputError(f"cannot read {line[:60]!r}: expected `add <object> <family> <table> ...`",
+                             TEXT_HINT, path=source, line=lineno)
+        verb, kind, family, tname = toks[:4]
+        rest = toks[4] if len(toks) > 4 else ""
+        if verb not in ("add", "create", "insert", "flush"):
+            raise InputError(f"unsupported command {verb!r}", TEXT_HINT, path=source, line=lineno)
+        tb = tables.setdefault((family, tname), _TableBuilder(family, tname))
+        if kind == "table":
+            tb.comment = _unquote(_spec(rest).get("comment")) if rest else tb.comment
+            continue
+        name, _, body = rest.partition(" ")
+        if not name:
+            raise InputError(f"{kind} without a name", TEXT_HINT, path=source, line=lineno)
+        if verb == "flush":
+            if kind == "chain":
+                tb.rules[name] = []
+            elif kind in ("set", "map"):
+                pending_elements = [p for p in pending_elements if p[2] != name]
+            continue
+        if kind == "chain":
+            spec = _spec(body) if body.strip() else {}
+            prio = spec.get("priority")
+            tb.chains[name] = NftChain(
+                name=name, type=spec.get("type"), hook=spec.get("hook"),
+                priority=int(prio) if prio is not None and re.fullmatch(r"-?\d+", prio) else None,
+                policy=spec.get("policy") or ("accept" if spec.get("hook") else None),
+                comment=_unquote(spec.get("comment")))
+            tb.rules.setdefault(name, [])
+        elif kind in ("set", "map"):
+            spec = _spec(body)
+            type_ = spec.get("type", "")
+            data = None
+            if kind == "map" and " : " in type_:
+                type_, data = (p.strip() for p in type_.split(" : ", 1))
+            flags = tuple(f.strip() for f in spec.get("flags", "").split(",") if f.strip())
+            s = NftSet(name=name, type=type_, is_map=kind == "map", data_type=data, flags=flags,
+                       timeout=spec.get("timeout"), comment=_unquote(spec.get("comment")))
+            (tb.maps if kind == "map" else tb.sets)[name] = s
+        elif kind == "rule":
+            if not body.strip():
+                raise InputError(f"rule in chain {name} has no statements", TEXT_HINT, path=source, line=lineno)
+            comment = None
+            m = _COMMENT_TAIL.search(body)
+            if m:
+                comment, body = m.group(1), body[: m.start()]
+            tb.add_rule(name, None, _normalise_rule(" ".join(_TOKEN.findall(body))), comment,
+                        prepend=verb == "insert")
+        elif kind == "element":
+            if not body.strip().startswith("{"):
+                raise InputError(f"element for {name} is not in braces", TEXT_HINT, path=source, line=lineno)
+            pending_elements.append((lineno, tb, name, body))
+        else:
+            raise InputError(f"unknown object {kind!r}", TEXT_HINT, path=source, line=lineno)
+    # Elements last: knftables dumps may list them before their set or map.
+    for lineno, tb, name, body in pending_elements:
+        target = tb.maps.get(name) or tb.sets.get(name)
+        if target is None:
+            raise InputError(f"element for {name}, which no `add set` or `add map` declares", TEXT_HINT,
+                             path=source, line=lineno)
+        new = NftSet(target.name, target.type, target.is_map, target.data_type, target.flags, target.timeout,
+                     target.comment, target.elements + tuple(_elements(body)))
+        (tb.maps if target.is_map else tb.sets)[name] = new
+    return NftRuleset(tuple(tb.build() for tb in tables.values()), source)

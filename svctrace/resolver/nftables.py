@@ -1,0 +1,590 @@
+"""nftables mode: follow a Service's frontends through kube-proxy's ``ip kube-proxy`` / ``ip6 kube-proxy`` table.
+
+kube-proxy dispatches with verdict maps instead of a rule per Service: ``service-ips`` (address . proto . port),
+``service-nodeports`` (proto . port), ``firewall-ips`` (loadBalancerSourceRanges, checked before DNAT) and, in
+the filter hooks, ``no-endpoint-services`` / ``no-endpoint-nodeports`` (REJECT or DROP). The per-Service chains
+mirror iptables mode's: ``service-`` (KUBE-SVC), ``local-`` (KUBE-SVL), ``external-`` (KUBE-EXT), ``firewall-``
+(KUBE-FW), ``endpoint-`` (KUBE-SEP), so the PathGraph has the same shape and hop kinds. Rules are read from
+their `nft list` text, which both the JSON and the transaction-text parser produce.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from svctrace.kubeproxy import naming
+from svctrace.model import graph as g
+from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
+from svctrace.model.k8s import Service, ServicePort
+from svctrace.model.nft import NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
+from svctrace.model.snapshot import Snapshot
+from svctrace.resolver.common import api_endpoints, family_of
+
+MASQ_CHAIN = "mark-for-masquerade"
+KIND_BY_PREFIX = {
+    "service-": "service",
+    "local-": "local",
+    "external-": "external",
+    "firewall-": "firewall",
+    "endpoint-": "endpoint",
+}
+MAX_DEPTH = 8
+
+_SADDR = re.compile(r"\bip6? saddr (!= )?(\{[^}]*\}|\S+)")
+_DADDR = re.compile(r"\bip6? daddr (!= )?(\{[^}]*\}|\S+)(?! \.)")
+_FIB_LOCAL = re.compile(r"\bfib saddr type (!= )?local\b")
+_JUMP = re.compile(r"\b(jump|goto) (\S+)\s*$")
+_DNAT = re.compile(r"\bdnat (?:ip6? )?to (\S+)")
+_NUMGEN = re.compile(r"\bnumgen random mod (\d+)(?: offset (\d+))? vmap \{(.*)\}\s*$")
+_UPDATE = re.compile(r"\bupdate (@\S+)")
+_FINAL = re.compile(r"\b(drop|reject|accept|return)\s*$")
+
+
+def _kind(chain: str) -> str:
+    for prefix, kind in KIND_BY_PREFIX.items():
+        if chain.startswith(prefix) and "/" in chain:  # kube-proxy's own chains have no "/" in their names
+            return kind
+    return "chain"
+
+
+def _addr(value: str) -> str:
+    return naming.normalize_ip(value)
+
+
+def _cidrs(value: str) -> list[str]:
+    return [_addr(v.strip()) for v in value.strip("{} ").split(",") if v.strip()]
+
+
+def describe_source(rule: NftRule) -> str | None:
+    """The source condition of a rule in words, or None when it matches any source."""
+    parts = []
+    m = _SADDR.search(rule.text)
+    if m and not m.group(2).startswith("@"):
+        cidrs = ", ".join(_cidrs(m.group(2)))
+        parts.append(f"source not in {cidrs}" if m.group(1) else f"source in {cidrs}")
+    f = _FIB_LOCAL.search(rule.text)
+    if f:
+        what = "a local address of this node"
+        parts.append(f"source is not {what}" if f.group(1) else f"source is {what}")
+    return ", ".join(parts) or None
+
+
+def _target(rule: NftRule) -> tuple[str | None, str | None]:
+    """(jump|goto, chain) of a rule that ends in one, else (None, None)."""
+    m = _JUMP.search(rule.text)
+    return (m.group(1), m.group(2)) if m else (None, None)
+
+
+def _dnat(text: str) -> tuple[str, int | None] | None:
+    m = _DNAT.search(text)
+    if not m:
+        return None
+    dest = m.group(1)
+    if dest.startswith("["):
+        host, _, port = dest[1:].partition("]:")
+        return _addr(host), int(port) if port.isdigit() else None
+    if dest.count(":") == 1:
+        host, port = dest.split(":")
+        return _addr(host), int(port) if port.isdigit() else None
+    return _addr(dest), None
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:.0f}%" if share * 100 >= 1 or share == 0 else f"{share * 100:.2g}%"
+
+
+def _seconds(timeout: str | None) -> str:
+    """A set timeout as seconds (``10800s``, ``3h``, ``1h30m`` -> ``10800``)."""
+    if not timeout:
+        return "?"
+    total = 0
+    for num, unit in re.findall(r"(\d+)([dhms]?)", timeout):
+        total += int(num) * {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}[unit]
+    return str(total)
+
+
+@dataclass
+class _Ctx:
+    """What one walk needs; mutable only to record what the walk reached."""
+
+    snapshot: Snapshot
+    svc: Service
+    sp: ServicePort
+    table: NftTable
+    api: dict[tuple[str, int | None], EndpointInfo]
+    reached: set[str] = field(default_factory=set)
+    programmed: dict[tuple[str, int | None], EndpointInfo] = field(default_factory=dict)
+    # the no-endpoint-* element for the frontend being walked; the external chain falls through to it
+    external_verdict: tuple[RuleRef, ...] | None = None
+    external_verdict_value: str | None = None
+    stack: set[str] = field(default_factory=set)
+
+    @property
+    def ref(self) -> str:
+        return self.table.ref
+
+    def chain(self, name: str) -> NftChain | None:
+        return self.table.chain(name)
+
+    def rule_ref(self, rule: NftRule) -> RuleRef:
+        return RuleRef(table=self.ref, chain=rule.chain, index=rule.index, text=rule.full_text)
+
+
+def _map_rule(table: NftTable, chain: str, map_name: str) -> NftRule | None:
+    """The rule in ``chain`` that looks packets up in ``@map_name``."""
+    c = table.chain(chain)
+    for rule in c.rules if c is not None else ():
+        if f"@{map_name}" in rule.text:
+            return rule
+    return None
+
+
+def _element_refs(ctx: _Ctx, chain: str, m: NftSet, elem: NftElement) -> tuple[RuleRef, ...]:
+    """The lookup rule and the map element it finds, as the rules a hop rests on."""
+    rule = _map_rule(ctx.table, chain, m.name)
+    refs = [ctx.rule_ref(rule)] if rule is not None else []
+    refs.append(RuleRef(table=ctx.ref, chain=rule.chain if rule is not None else chain,
+                        index=rule.index if rule is not None else 0, text=f"element {m.name} {{ {elem.text} }}"))
+    return tuple(refs)
+
+
+def _find(m: NftSet | None, key: tuple[str, ...]) -> NftElement | None:
+    """The element of a set/map whose key (address parts normalised) is ``key``."""
+    if m is None:
+        return None
+    want = tuple(_addr(k) if ("." in k or ":" in k) else k for k in key)
+    for elem in m.elements:
+        parts = tuple(p.strip() for p in elem.key.split(" . "))
+        got = tuple(_addr(p) if ("." in p or ":" in p) else p for p in parts)
+        if got == want:
+            return elem
+    return None
+
+
+def _endpoint_info(ctx: _Ctx, ip: str, port: int | None) -> EndpointInfo:
+    known = ctx.api.get((ip, port))
+    if known is not None:
+        info = replace(known, in_dataplane=True)
+    else:
+        pod = ctx.snapshot.pod_by_ip(ip)
+        node = pod.node_name if pod is not None else None
+        this = ctx.snapshot.node.name
+        info = EndpointInfo(
+            ip=ip, port=port, protocol=ctx.sp.protocol, pod=pod.ref if pod is not None else None,
+            node=node, local=(node == this) if (node and this) else None,
+            ready=None, serving=None, terminating=None, in_api=False, in_dataplane=True,
+        )
+    ctx.programmed[(ip, port)] = info
+    return info
+
+
+def endpoint_chain_name(namespace: str, name: str, protocol: str, port_name: str, ip: str, port: int,
+                        prefix: str = "endpoint") -> str:
+    """kube-proxy's endpoint chain (or affinity set) name; IPv6 colons become dots, as proxier.go writes them."""
+    return naming.nft_endpoint_chain(namespace, name, protocol, port_name, ip.replace(":", "."), port, prefix)
+
+
+def _missing(ctx: _Ctx, kind: str, name: str, when: str | None, rules: tuple[RuleRef, ...],
+             share: float | None = None) -> Hop:
+    return Hop(kind=kind, name=name, table=ctx.ref, when=when, rules=rules, share=share, verdict="DROP",
+               notes=("chain missing from the ruleset",),
+               explain=f"{name} is jumped to but does not exist in {ctx.ref}; nft would have refused this, so the "
+                       "ruleset is incomplete.")
+
+
+def _endpoint_hop(ctx: _Ctx, chain_name: str, *, rules: tuple[RuleRef, ...], share: float | None,
+                  probability: str | None, affinity: str | None) -> Hop:
+    ctx.reached.add(chain_name)
+    chain = ctx.chain(chain_name)
+    if chain is None:
+        return _missing(ctx, "endpoint", chain_name, None, rules, share)
+    masquerade = None
+    endpoint: EndpointInfo | None = None
+    own: list[RuleRef] = []
+    notes: list[str] = []
+    explain: list[str] = []
+    records_affinity = False
+    for rule in chain.rules:
+        own.append(ctx.rule_ref(rule))
+        verb, target = _target(rule)
+        dnat = _dnat(rule.text)
+        if target == MASQ_CHAIN:
+            src = _SADDR.search(rule.text)
+            if src is not None and not src.group(1):
+                masquerade = f"hairpin: when the pod {_addr(src.group(2))} reaches itself through the Service"
+            else:
+                masquerade = describe_source(rule) or "always"
+        elif _UPDATE.search(rule.text):
+            records_affinity = True
+        elif dnat is not None:
+            ip, port = dnat
+            endpoint = _endpoint_info(ctx, ip, port)
+            expected = endpoint_chain_name(ctx.svc.namespace, ctx.svc.name, ctx.sp.protocol, ctx.sp.name, ip, port or 0)
+            if expected != chain_name:
+                notes.append(f"chain name does not hash from {endpoint.address}: kube-proxy would call it {expected}")
+            explain.append(f"dnat rewrites the destination to {endpoint.address}; conntrack remembers the "
+                           "translation, so replies are rewritten back.")
+        else:
+            notes.append(f"rule {rule.index} is not one kube-proxy writes here: {rule.full_text}")
+    if records_affinity:
+        explain.append("update @affinity-... records the client, so session affinity sends it here again.")
+    if endpoint is None:
+        return Hop(kind="endpoint", name=chain_name, table=ctx.ref, rules=rules + tuple(own), share=share,
+                   probability=probability, affinity=affinity, masquerade=masquerade,
+                   notes=tuple(notes) + ("no dnat rule: traffic falls through unchanged",),
+                   explain="This endpoint chain has no dnat rule, so nothing is translated here.")
+    return Hop(kind="endpoint", name=chain_name, table=ctx.ref, rules=rules + tuple(own), share=share,
+               probability=probability, masquerade=masquerade, affinity=affinity, verdict="DNAT",
+               endpoint=endpoint, explain=" ".join(explain), notes=tuple(notes))
+
+
+def _service_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...]) -> Hop:
+    """A service- or local- chain: masquerade rule, affinity rules, then the numgen vmap."""
+    ctx.reached.add(chain_name)
+    kind = _kind(chain_name)
+    chain = ctx.chain(chain_name)
+    if chain is None:
+        return _missing(ctx, kind, chain_name, when, rules)
+    masquerade = None
+    masq_explain = ""
+    affinity_seconds: str | None = None
+    affinity_targets: set[str] = set()
+    own: list[RuleRef] = []
+    children: list[Hop] = []
+    notes: list[str] = []
+    remaining = 1.0
+    for rule in chain.rules:
+        verb, target = _target(rule)
+        numgen = _NUMGEN.search(rule.text)
+        if target == MASQ_CHAIN:
+            masquerade = describe_source(rule) or "always"
+            own.append(ctx.rule_ref(rule))
+            src = _SADDR.search(rule.text)
+            if src is not None and src.group(1):
+                masq_explain = (f"Clients outside the pod network {', '.join(_cidrs(src.group(2)))} (the node "
+                                "itself, host-network pods) are marked 0x4000 so the masquerading chain SNATs "
+                                "them; otherwise the pod's reply would not come back through this node's NAT.")
+            else:
+                masq_explain = ("Every connection is marked 0x4000 for masquerading (--masquerade-all, or no pod "
+                                "CIDR is known to kube-proxy).")
+            continue
+        src = _SADDR.search(rule.text)
+        if target is not None and _kind(target) == "endpoint" and src is not None and src.group(2).startswith("@"):
+            aff_set = ctx.table.sets.get(src.group(2)[1:])
+            affinity_seconds = _seconds(aff_set.timeout if aff_set is not None else None)
+            affinity_targets.add(target)
+            own.append(ctx.rule_ref(rule))
+            continue
+        if numgen is not None:
+            mod = int(numgen.group(1))
+            entries = [(int(k), t) for k, t in re.findall(r"(\d+)\s*:\s*goto\s+([^,\s}]+)", numgen.group(3))]
+            offset = int(numgen.group(2) or 0)
+            hit = [(k, t) for k, t in entries if offset <= k < offset + mod]
+            if remaining <= 0:
+                notes.append(f"rule {rule.index} is never reached: an earlier rule takes every connection")
+            each = remaining / mod if mod else 0.0
+            for k, t in hit:
+                children.append(_endpoint_hop(ctx, t, rules=(ctx.rule_ref(rule),), share=each,
+                                              probability=f"{k} of mod {mod}",
+                                              affinity=None))
+            if len(hit) < mod:
+                notes.append(f"numgen mod {mod} has {len(hit)} entries: {_pct(each * (mod - len(hit)))} of "
+                             "connections match no entry and fall through")
+            remaining = 0.0
+            continue
+        if target is not None and _kind(target) == "endpoint" and verb == "goto":
+            share = remaining
+            remaining = 0.0
+            children.append(_endpoint_hop(ctx, target, rules=(ctx.rule_ref(rule),), share=share, probability=None,
+                                          affinity=None))
+            continue
+        own.append(ctx.rule_ref(rule))
+        notes.append(f"rule {rule.index} is not one kube-proxy writes here: {rule.full_text}")
+    affinity = f"ClientIP, {affinity_seconds}s" if affinity_seconds is not None else None
+    if affinity is not None:
+        children = [replace(c, affinity=affinity) if c.name in affinity_targets else c for c in children]
+    sentences = []
+    if kind == "local":
+        sentences.append("The local- chain holds only the endpoints on this node (traffic policy Local).")
+    n = len(children)
+    if n > 1:
+        sentences.append(f"kube-proxy balances new connections over {n} endpoints with `numgen random mod {n}`: "
+                         "a random number picks one entry of the verdict map, so each endpoint gets an equal "
+                         "share.")
+    elif n == 1:
+        sentences.append("A single endpoint takes every new connection.")
+    if masq_explain:
+        sentences.append(masq_explain)
+    if any(c.masquerade and c.masquerade.startswith("hairpin") for c in children):
+        sentences.append("Each endpoint chain also masquerades a pod that reaches itself through the Service "
+                         "(hairpin), or its reply would bypass the NAT and be dropped.")
+    if affinity is not None:
+        sentences.append(f"sessionAffinity ClientIP: a client in an endpoint's affinity set (kept "
+                         f"{affinity_seconds}s) goes straight back to that endpoint; only new clients are balanced.")
+    if not children:
+        notes.append("no endpoint rules: nothing is translated here")
+    return Hop(kind=kind, name=chain_name, table=ctx.ref, when=when, rules=rules + tuple(own),
+               masquerade=masquerade, affinity=affinity, explain=" ".join(sentences), notes=tuple(notes),
+               children=tuple(children))
+
+
+def _verdict_hop(ctx: _Ctx, value: str, refs: tuple[RuleRef, ...], *, when: str | None, what: str,
+                 reason: str) -> Hop:
+    verdict = "REJECT" if value.startswith(("goto reject", "jump reject")) or value == "reject" else "DROP"
+    if verdict == "REJECT":
+        explain = (f"The Service has no usable endpoints, so the filter hook rejects new connections to {what} "
+                   "(goto reject-chain: ICMP port unreachable, seen by clients as 'connection refused') rather "
+                   "than letting them time out.")
+    else:
+        explain = f"The filter hook drops new connections to {what}: {reason}"
+    return Hop(kind="verdict", name=verdict, table=ctx.ref, when=when, rules=refs, verdict=verdict, explain=explain)
+
+
+def _external_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...],
+                  depth: int) -> Hop:
+    """external-: masquerade, short-circuits for pods and the node, then the cluster or local chain."""
+    ctx.reached.add(chain_name)
+    chain = ctx.chain(chain_name)
+    if chain is None:
+        return _missing(ctx, "external", chain_name, when, rules)
+    masquerade = None
+    own: list[RuleRef] = []
+    children: list[Hop] = []
+    notes: list[str] = []
+    unconditional_exit = False
+    local_policy = ctx.svc.external_traffic_policy in ("Local", "OnlyLocal")
+    for rule in chain.rules:
+        verb, target = _target(rule)
+        cond = describe_source(rule)
+        if target == MASQ_CHAIN:
+            masquerade = cond or "always"
+            own.append(ctx.rule_ref(rule))
+            continue
+        if target is not None and _kind(target) in ("service", "local"):
+            if cond is None:
+                unconditional_exit = True
+                cond = "external clients" if local_policy else None
+            children.append(_walk(ctx, target, when=cond, rules=(ctx.rule_ref(rule),), depth=depth + 1))
+            continue
+        own.append(ctx.rule_ref(rule))
+        notes.append(f"rule {rule.index} is not one kube-proxy writes here: {rule.full_text}")
+    if local_policy:
+        explain = ("externalTrafficPolicy Local: clients from outside go only to endpoints on this node and keep "
+                   "their source address (no SNAT); pods and the node itself are short-circuited to every "
+                   "endpoint.")
+    else:
+        explain = ("externalTrafficPolicy Cluster: external connections are marked for masquerade, so the pod sees "
+                   "this node as the source and replies come back through it; any endpoint in the cluster may "
+                   "serve them.")
+    if not unconditional_exit:
+        if ctx.external_verdict is not None and ctx.external_verdict_value is not None:
+            verdict = _verdict_hop(ctx, ctx.external_verdict_value, ctx.external_verdict,
+                                   when="external clients" if local_policy else "otherwise",
+                                   what="this address", reason="no endpoint of this Service runs on this node, so "
+                                   "external clients are dropped; the load balancer's health check on the "
+                                   "healthCheckNodePort fails and takes this node out of rotation.")
+            children.append(verdict)
+        else:
+            notes.append("some sources fall through this chain without a verdict (no goto and no "
+                         "no-endpoint-services element): they are routed unchanged")
+    return Hop(kind="external", name=chain_name, table=ctx.ref, when=when, rules=rules + tuple(own),
+               masquerade=masquerade, explain=explain, notes=tuple(notes), children=tuple(children))
+
+
+def _walk(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int) -> Hop:
+    kind = _kind(chain_name)
+    if depth > MAX_DEPTH or chain_name in ctx.stack:
+        return Hop(kind=kind, name=chain_name, table=ctx.ref, when=when, rules=rules,
+                   notes=("jump loop or too deep; not followed",))
+    ctx.stack.add(chain_name)
+    try:
+        if kind in ("service", "local"):
+            return _service_hop(ctx, chain_name, when=when, rules=rules)
+        if kind == "external":
+            return _external_hop(ctx, chain_name, when=when, rules=rules, depth=depth)
+        if kind == "endpoint":
+            return _endpoint_hop(ctx, chain_name, rules=rules, share=None, probability=None, affinity=None)
+        return Hop(kind="chain", name=chain_name, table=ctx.ref, when=when, rules=rules,
+                   notes=("not a kube-proxy service chain; not followed",))
+    finally:
+        ctx.stack.discard(chain_name)
+
+
+def _firewall_hop(ctx: _Ctx, fw_refs: tuple[RuleRef, ...], fw_chain: str, inner: Hop | None) -> Hop:
+    """firewall-: loadBalancerSourceRanges, checked in the filter prerouting hook before any DNAT."""
+    ctx.reached.add(fw_chain)
+    chain = ctx.chain(fw_chain)
+    if chain is None:
+        return _missing(ctx, "firewall", fw_chain, None, fw_refs)
+    allowed: list[str] = []
+    own: list[RuleRef] = []
+    drop: NftRule | None = None
+    for rule in chain.rules:
+        m = _SADDR.search(rule.text)
+        if m and m.group(1) and _FINAL.search(rule.text) and rule.text.rstrip().endswith("drop"):
+            allowed += _cidrs(m.group(2))
+            drop = rule
+        else:
+            own.append(ctx.rule_ref(rule))
+    children: list[Hop] = []
+    if inner is not None:
+        children.append(replace(inner, when="source in " + (", ".join(allowed) or "nothing")))
+    notes: tuple[str, ...] = ()
+    if drop is not None:
+        children.append(Hop(kind="verdict", name="DROP", table=ctx.ref, when="any other source",
+                            rules=(ctx.rule_ref(drop),), verdict="DROP",
+                            explain="Sources outside loadBalancerSourceRanges are dropped in the filter prerouting "
+                                    "hook (firewall-check), before kube-proxy's NAT ever sees them."))
+    else:
+        notes = ("no `saddr != { ... } drop` rule: every source is allowed",)
+    return Hop(kind="firewall", name=fw_chain, table=ctx.ref, rules=fw_refs + tuple(own),
+               explain="loadBalancerSourceRanges: only " + (", ".join(allowed) or "no source")
+                       + " may use this load balancer IP.",
+               notes=notes, children=tuple(children))
+
+
+def _leaves(hop: Hop) -> Iterable[Hop]:
+    if not hop.children:
+        yield hop
+    for child in hop.children:
+        yield from _leaves(child)
+
+
+def _verdict(hops: tuple[Hop, ...]) -> str:
+    leaves = [leaf for hop in hops for leaf in _leaves(hop)]
+    dnat = any(leaf.verdict == "DNAT" for leaf in leaves)
+    blocked = any(leaf.verdict in ("DROP", "REJECT") for leaf in leaves)
+    if dnat and blocked:
+        return g.PARTIAL
+    if dnat:
+        return g.FORWARDED
+    if any(leaf.verdict == "REJECT" for leaf in leaves):
+        return g.REJECTED
+    if blocked:
+        return g.DROPPED
+    return g.NOT_PROGRAMMED
+
+
+def _frontend(ctx: _Ctx, type_: str, ip: str, port: int, key: tuple[str, ...], explain: str) -> Frontend:
+    """One frontend: the dispatch map entry (service-ips / service-nodeports), its firewall and filter verdicts."""
+    t = ctx.table
+    nodeport = type_ == "NodePort"
+    dispatch_map, dispatch_chain = ("service-nodeports", "services") if nodeport else ("service-ips", "services")
+    noep_map, noep_chain = (("no-endpoint-nodeports", "nodeport-endpoints-check") if nodeport
+                            else ("no-endpoint-services", "service-endpoints-check"))
+    dmap, nmap = t.maps.get(dispatch_map), t.maps.get(noep_map)
+    elem, noep = _find(dmap, key), _find(nmap, key)
+    ctx.external_verdict = ctx.external_verdict_value = None
+    if noep is not None and nmap is not None:
+        ctx.external_verdict = _element_refs(ctx, noep_chain, nmap, noep)
+        ctx.external_verdict_value = noep.value
+    notes: list[str] = []
+    hops: list[Hop] = []
+    what = f"NodePort {port}" if nodeport else f"{ip}:{port}"
+    if elem is not None and dmap is not None and elem.value:
+        m = re.fullmatch(r"(goto|jump) (\S+)", elem.value)
+        if m:
+            hop = _walk(ctx, m.group(2), when=None, rules=_element_refs(ctx, dispatch_chain, dmap, elem), depth=0)
+        else:
+            hop = _verdict_hop(ctx, elem.value, _element_refs(ctx, dispatch_chain, dmap, elem), when=None,
+                               what=what, reason=f"the {dispatch_map} entry says {elem.value}")
+        fmap = t.maps.get("firewall-ips")
+        fw = None if nodeport else _find(fmap, key)
+        if fw is not None and fmap is not None and fw.value:
+            fm = re.fullmatch(r"(goto|jump) (\S+)", fw.value)
+            if fm:
+                hop = _firewall_hop(ctx, _element_refs(ctx, "firewall-check", fmap, fw), fm.group(2), hop)
+        hops.append(hop)
+        if hop.kind in ("service", "local") and noep is not None:
+            notes.append(f"{noep_map} also lists this frontend ({noep.value}); connections are DNATed before the "
+                         "filter hook sees them, so that entry never matches")
+    elif noep is not None and ctx.external_verdict is not None and noep.value:
+        if type_ == "ClusterIP":
+            reason = ("internalTrafficPolicy is Local and no endpoint runs on this node, so pods on this node cannot "
+                      "reach the Service.")
+        else:
+            reason = "externalTrafficPolicy is Local and no endpoint runs on this node."
+        hops.append(_verdict_hop(ctx, noep.value, ctx.external_verdict, when=None, what=what, reason=reason))
+    verdict = _verdict(tuple(hops)) if hops else g.NOT_PROGRAMMED
+    if verdict == g.NOT_PROGRAMMED:
+        notes.append(f"no element in {ctx.ref} maps {dispatch_map} or {noep_map} handles this frontend: "
+                     "kube-proxy has not programmed it on this node")
+    return Frontend(type=type_, ip=ip, port=port, protocol=ctx.sp.protocol, port_name=ctx.sp.name,
+                    verdict=verdict, explain=explain, hops=tuple(hops), notes=tuple(notes))
+
+
+def nodeport_addresses(snapshot: Snapshot, table: NftTable, family: int) -> tuple[tuple[str, ...], str]:
+    """The addresses this node accepts NodePorts on, and how that was decided."""
+    services = table.chain("services")
+    np_rule = next((r for r in services.rules if "@service-nodeports" in r.text), None) \
+        if services is not None else None
+    if np_rule is not None and "@nodeport-ips" in np_rule.text:
+        ips = table.sets.get("nodeport-ips")
+        return (tuple(_addr(e.key) for e in ips.elements) if ips is not None else ()), \
+            "the nodeport-ips set (kube-proxy's --nodeport-addresses)"
+    node = snapshot.node_named(snapshot.node.name)
+    from_node = tuple(ip for ip in (node.ips if node is not None else ()) if family_of(ip) == family)
+    if from_node:
+        return from_node, "any local address of this node (shown: the Node's addresses)"
+    local = tuple(a.address for a in snapshot.node.addresses or ()
+                  if a.family == family and a.scope == "global" and a.ifname != "lo")
+    if local:
+        return local, "any local address of this node (shown: its global addresses)"
+    return ("*",), "any local address of this node (its addresses were not collected)"
+
+
+def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
+                 ruleset: NftRuleset) -> tuple[list[Frontend], tuple[EndpointInfo, ...], set[str]]:
+    """Every frontend of one Service port in one IP family, the endpoints seen, and the chains reached."""
+    api = {(e.ip, e.port): e for e in api_endpoints(snapshot, svc, sp, family)}
+    table = ruleset.kube_proxy(family)
+    fam = "ip6" if family == 6 else "ip"
+    if table is None:
+        table = NftTable(fam, "kube-proxy")
+    ctx = _Ctx(snapshot=snapshot, svc=svc, sp=sp, table=table, api=api)
+    proto = sp.protocol.lower()
+    frontends: list[Frontend] = []
+    for ip in svc.virtual_ips:
+        if family_of(ip) == family:
+            frontends.append(_frontend(
+                ctx, "ClusterIP", ip, sp.port, (ip, proto, str(sp.port)),
+                f"Clients inside the cluster connect to {ip}:{sp.port}; the services chain looks it up in the "
+                "service-ips verdict map."))
+    for ip in svc.external_ips:
+        if family_of(ip) == family:
+            frontends.append(_frontend(
+                ctx, "ExternalIP", ip, sp.port, (ip, proto, str(sp.port)),
+                f"externalIPs: traffic routed to this node for {ip}:{sp.port} is taken by kube-proxy (the address "
+                "itself is not managed by Kubernetes)."))
+    for ing in svc.load_balancer_ingress:
+        if ing.ip is None or family_of(ing.ip) != family or ing.ip_mode == "Proxy":
+            continue
+        frontends.append(_frontend(
+            ctx, "LoadBalancer", ing.ip, sp.port, (ing.ip, proto, str(sp.port)),
+            f"The load balancer's address {ing.ip}:{sp.port}; packets the cloud LB delivers with this destination "
+            "are caught on the node."))
+    if sp.node_port:
+        addresses, how = nodeport_addresses(snapshot, table, family)
+        for ip in addresses:
+            frontends.append(_frontend(
+                ctx, "NodePort", ip, sp.node_port, (proto, str(sp.node_port)),
+                f"NodePort {sp.node_port}: a packet to port {sp.node_port} on {how} is looked up in the "
+                "service-nodeports verdict map."))
+    seen = dict(api)
+    seen.update(ctx.programmed)
+    return frontends, tuple(seen.values()), ctx.reached
+
+
+def stale_chains(svc: Service, ruleset: NftRuleset, reached: set[str]) -> tuple[StaleChain, ...]:
+    """Chains named after this Service that its current ports do not reach (kube-proxy flushes, then deletes them)."""
+    out: list[StaleChain] = []
+    marker = f"-{svc.namespace}/{svc.name}/"
+    for table in ruleset.tables:
+        if table.name != "kube-proxy":
+            continue
+        for chain in table.chains.values():
+            if marker in chain.name and chain.name not in reached and _kind(chain.name) != "chain":
+                out.append(StaleChain(table=table.ref, chain=chain.name, comment=None, rule_count=len(chain.rules)))
+    return tuple(out)

@@ -1,0 +1,155 @@
+"""The nftables parsers: real `nft -j` JSON and knftables transaction text give the same ruleset."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from svctrace.errors import InputError
+from svctrace.model.nft import NftRuleset, NftTable
+from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction, render_rule
+from tests.shared_data import shared_dir
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nft"
+# conformance file -> the `nft -j list table ip kube-proxy` fixture made from it (tests/fixtures/nft/README.md)
+CASES = {"TestOverallNFTablesRules": "overall.json",
+         "TestSyncProxyRulesRepeated__after_service_delete": "after-service-delete.json"}
+
+
+def conformance(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((shared_dir() / "conformance" / "nftables" / f"{name}.json").read_text())
+    return data
+
+
+def listed_rules(rendered: str) -> dict[str, list[str]]:
+    """{chain: rule lines} from `nft list table` text."""
+    chains: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in rendered.splitlines():
+        m = re.match(r"\tchain (\S+) \{$", line)
+        if m:
+            current = chains.setdefault(m.group(1), [])
+        elif line == "\t}":
+            current = None
+        elif current is not None and line.strip() and not line.strip().startswith(("type ", "comment ")):
+            current.append(line.strip())
+    return chains
+
+
+def kube_proxy(ruleset: NftRuleset) -> NftTable:
+    table = ruleset.kube_proxy(4)
+    assert table is not None
+    return table
+
+
+def elements(table: NftTable) -> dict[str, list[str]]:
+    return {name: sorted(e.text for e in s.elements) for name, s in {**table.sets, **table.maps}.items()}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_json_rules_print_exactly_as_nft_list_prints_them(name: str) -> None:
+    table = kube_proxy(parse_nft_json((FIXTURES / CASES[name]).read_text(), CASES[name]))
+    expected = listed_rules(conformance(name)["derived"]["nft_list_rendered"])
+    assert set(table.chains) == set(expected)
+    for chain, lines in expected.items():
+        assert [r.full_text for r in table.chains[chain].rules] == lines, chain
+        assert all(r.expr and r.handle for r in table.chains[chain].rules)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_transaction_text_and_json_give_the_same_ruleset(name: str) -> None:
+    data = conformance(name)
+    text = kube_proxy(parse_nft_transaction(data["nft_ruleset"], f"{name}.json"))
+    js = kube_proxy(parse_nft_json((FIXTURES / CASES[name]).read_text(), CASES[name]))
+    assert text.ref == js.ref == "ip kube-proxy" and text.comment == "rules for kube-proxy"
+    # nft 1.0.6's JSON leaves out table and chain comments (`nft list` shows them)
+    assert js.comment is None and js.chains["reject-chain"].comment is None
+    assert set(text.chains) == set(js.chains) and set(text.maps) == set(js.maps) and set(text.sets) == set(js.sets)
+    assert elements(text) == elements(js)
+    for chain in js.chains:
+        a, b = text.chains[chain], js.chains[chain]
+        assert (a.type, a.hook, a.priority, a.policy) == (b.type, b.hook, b.priority, b.policy)
+        if chain not in ("mark-for-masquerade", "masquerading"):  # knftables writes `mark set mark or 0x4000`
+            assert [r.full_text for r in a.rules] == [r.full_text for r in b.rules], chain
+    for name_ in js.maps:
+        assert (text.maps[name_].type, text.maps[name_].data_type) == (js.maps[name_].type, js.maps[name_].data_type)
+
+
+def test_overall_ruleset_details() -> None:
+    table = kube_proxy(parse_nft_json((FIXTURES / "overall.json").read_text(), "overall.json"))
+    chain = table.chains["filter-prerouting-pre-dnat"]
+    assert (chain.type, chain.hook, chain.priority, chain.policy, chain.is_base) == \
+           ("filter", "prerouting", -110, "accept", True)
+    assert not table.chains["services"].is_base
+    ips = table.maps["service-ips"]
+    assert ips.type == "ipv4_addr . inet_proto . inet_service" and ips.data_type == "verdict" and ips.is_map
+    elem = ips.lookup("172.30.0.41 . tcp . 80")
+    assert elem is not None and elem.value == "goto service-ULMVA6XW-ns1/svc1/tcp/p80"
+    noep = table.maps["no-endpoint-services"].lookup("172.30.0.46 . tcp . 80")
+    assert noep is not None and (noep.value, noep.comment) == ("goto reject-chain", "ns6/svc6:p80")
+    assert noep.text == '172.30.0.46 . tcp . 80 comment "ns6/svc6:p80" : goto reject-chain'
+    aff = table.sets["affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80"]
+    assert aff.timeout == "10800s" and "timeout" in aff.flags
+    assert [e.key for e in table.sets["nodeport-ips"].elements] == ["192.168.0.2"]
+    rule = table.chains["external-42NFTM6N-ns2/svc2/tcp/p80"].rules[0]
+    assert (rule.index, rule.comment) == (1, "short-circuit pod traffic")
+    assert rule.text == "ip saddr 10.0.0.0/8 goto service-42NFTM6N-ns2/svc2/tcp/p80"
+
+
+def test_empty_stale_chains_are_kept() -> None:
+    data = conformance("TestSyncProxyRulesRepeated__after_service_delete")
+    table = kube_proxy(parse_nft_transaction(data["nft_ruleset"], "x"))
+    assert table.chains["service-MHHHYRWA-ns2/svc2/tcp/p8080"].rules == ()
+    assert table.chains["endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080"].rules == ()
+
+
+def test_unknown_expressions_are_shown_not_fatal() -> None:
+    doc = {"nftables": [
+        {"table": {"family": "ip", "name": "kube-proxy", "handle": 1}},
+        {"chain": {"family": "ip", "table": "kube-proxy", "name": "c", "handle": 2}},
+        {"rule": {"family": "ip", "table": "kube-proxy", "chain": "c", "handle": 3, "expr": [
+            {"match": {"op": "==", "left": {"osf": {"key": "name"}}, "right": "Linux"}},
+            {"limit": {"rate": 10, "per": "second"}}, {"counter": {"packets": 1, "bytes": 60}}, {"accept": None}]}},
+        {"flowtable": {"family": "ip", "table": "kube-proxy", "name": "f"}},
+    ]}
+    table = kube_proxy(parse_nft_json(json.dumps(doc), "x.json"))
+    (rule,) = table.chains["c"].rules
+    assert rule.text == ('<osf {"key":"name"}> Linux <limit {"rate":10,"per":"second"}> '
+                         "counter packets 1 bytes 60 accept")
+    assert len(rule.expr) == 4
+
+
+def test_render_ipv6_dnat_and_sets() -> None:
+    expr = [{"match": {"op": "!=", "left": {"payload": {"protocol": "ip6", "field": "saddr"}},
+                       "right": {"set": [{"prefix": {"addr": "fd00::", "len": 8}}, "fd01::1"]}}},
+            {"dnat": {"addr": "fd00::5", "port": 8080}}]
+    assert render_rule(expr, "ip6") == "ip6 saddr != { fd00::/8, fd01::1 } dnat to [fd00::5]:8080"
+
+
+@pytest.mark.parametrize("text,where,what", [
+    ('{"nftables": [', "f.json:1", "not valid JSON"),
+    ('{"rules": []}', "f.json", 'no top-level "nftables" list'),
+    ('{"nftables": [42]}', "f.json", "nftables[0] is not an object"),
+    ('{"nftables": [{"rule": {"family": "ip", "table": "t", "expr": []}}]}', "f.json", "rule has no 'chain'"),
+])
+def test_bad_json_names_file_and_position(text: str, where: str, what: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse_nft_json(text, "f.json")
+    assert err.value.message.startswith(where + ":") and what in err.value.message
+    assert err.value.hint is not None and "nft -j list ruleset" in err.value.hint
+
+
+@pytest.mark.parametrize("text,line,what", [
+    ("add table ip t\nadd chain ip t c\nreplace rule ip t c drop\n", 3, "unsupported command 'replace'"),
+    ("add table ip t\nadd element ip t nosuch { 1.2.3.4 }\n", 2, "no `add set` or `add map` declares"),
+    ("\n# x\nadd rule ip\n", 3, "expected `add <object> <family> <table> ...`"),
+])
+def test_bad_transaction_text_names_the_line(text: str, line: int, what: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse_nft_transaction(text, "rules.nft")
+    assert err.value.line == line and err.value.message.startswith(f"rules.nft:{line}:")
+    assert what in err.value.message and err.value.hint

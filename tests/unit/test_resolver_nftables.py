@@ -1,0 +1,289 @@
+"""The nftables-mode resolver against kube-proxy's own expected ruleset, and against iptables mode."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from svctrace.collectors.snapshot_dir import load_snapshot
+from svctrace.kubeproxy import naming
+from svctrace.model import graph as g
+from svctrace.model.graph import Frontend, Hop
+from svctrace.model.nft import NftRuleset
+from svctrace.model.snapshot import NodeFacts, Snapshot
+from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction
+from svctrace.resolver import nftables, resolve
+from tests.shared_data import shared_dir
+from tests.snapshots import make_snapshot
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+TABLE = "ip kube-proxy"
+
+
+def conformance(name: str) -> dict[str, str]:
+    data: dict[str, str] = json.loads((shared_dir() / "conformance" / "nftables" / f"{name}.json").read_text())
+    return data
+
+
+def nft_snapshot(ruleset: NftRuleset) -> Snapshot:
+    """The overall fixture's API objects (the same six Services) on a node running kube-proxy in nftables mode."""
+    snap = load_snapshot(FIXTURES / "overall")
+    return replace(snap, iptables=None, ip6tables=None, nft=ruleset,
+                   node=NodeFacts(name=snap.node.name, proxy_mode="nftables", addresses=snap.node.addresses))
+
+
+@pytest.fixture(scope="module")
+def snap() -> Snapshot:
+    return nft_snapshot(parse_nft_json((FIXTURES / "nft" / "overall.json").read_text(), "nft/overall.json"))
+
+
+def frontends(snapshot: Snapshot, ns: str, name: str, family: int = 4) -> list[Frontend]:
+    svc = snapshot.service(ns, name)
+    assert svc is not None and snapshot.nft is not None
+    out: list[Frontend] = []
+    for sp in svc.ports:
+        out += nftables.resolve_port(snapshot, svc, sp, family, snapshot.nft)[0]
+    return out
+
+
+def frontend(fes: list[Frontend], type_: str, ip: str | None = None) -> Frontend:
+    found = [f for f in fes if f.type == type_ and (ip is None or f.ip == ip)]
+    assert len(found) == 1, [(f.type, f.ip) for f in fes]
+    return found[0]
+
+
+def leaves(hop: Hop) -> list[Hop]:
+    if not hop.children:
+        return [hop]
+    return [leaf for c in hop.children for leaf in leaves(c)]
+
+
+def endpoint_shares(hop: Hop) -> dict[str, float]:
+    return {leaf.endpoint.address: round(leaf.share or 0, 4) for leaf in leaves(hop) if leaf.endpoint}
+
+
+def summary(fes: list[Frontend] | tuple[Frontend, ...]) -> list[tuple[object, ...]]:
+    """What must not depend on the proxy mode: frontends, verdicts, endpoint shares, and each path's outcome."""
+    return [(f.type, f.ip, f.port, f.protocol, f.verdict, [endpoint_shares(h) for h in f.hops],
+             [(leaf.verdict, leaf.when, leaf.affinity) for h in f.hops for leaf in leaves(h)]) for f in fes]
+
+
+@pytest.mark.parametrize("source", ["nft -j JSON", "knftables transaction text"])
+@pytest.mark.parametrize("ns,name", [(f"ns{i}", f"svc{i}") for i in range(1, 7)])
+def test_same_answer_as_iptables_mode(source: str, ns: str, name: str) -> None:
+    if source == "nft -j JSON":
+        ruleset = parse_nft_json((FIXTURES / "nft" / "overall.json").read_text(), "overall.json")
+    else:
+        ruleset = parse_nft_transaction(conformance("TestOverallNFTablesRules")["nft_ruleset"], "conformance")
+    iptables_graph = resolve(load_snapshot(FIXTURES / "overall"), ns, name)
+    assert iptables_graph.mode == "iptables"
+    nft = frontends(nft_snapshot(ruleset), ns, name)
+    assert summary(nft) == summary(iptables_graph.frontends)
+    assert [f.verdict for f in nft] != [] and len(nft) == len(iptables_graph.frontends)
+
+
+def test_cluster_ip_single_endpoint(snap: Snapshot) -> None:
+    fe = frontend(frontends(snap, "ns1", "svc1"), "ClusterIP")
+    assert (fe.ip, fe.port, fe.protocol, fe.verdict) == ("172.30.0.41", 80, "TCP", g.FORWARDED)
+    (svc_hop,) = fe.hops
+    assert (svc_hop.kind, svc_hop.name, svc_hop.table) == ("service", "service-ULMVA6XW-ns1/svc1/tcp/p80", TABLE)
+    assert svc_hop.masquerade == "source not in 10.0.0.0/8"
+    dispatch, element = svc_hop.rules[:2]
+    assert (dispatch.chain, dispatch.text) == ("services", "ip daddr . meta l4proto . th dport vmap @service-ips")
+    assert element.text == "element service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }"
+    (ep,) = svc_hop.children
+    assert (ep.kind, ep.name, ep.verdict, ep.share) == \
+           ("endpoint", "endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80", "DNAT", 1.0)
+    assert ep.endpoint is not None and ep.endpoint.address == "10.180.0.1:80"
+    assert ep.endpoint.in_api and ep.endpoint.in_dataplane and ep.endpoint.ready is True
+    assert ep.masquerade is not None and ep.masquerade.startswith("hairpin")
+    assert ep.rules[-1].text == "meta l4proto tcp dnat to 10.180.0.1:80" and ep.notes == ()
+
+
+def test_numgen_splits_evenly(snap: Snapshot) -> None:
+    fes = frontends(snap, "ns4", "svc4")
+    svc_hop = frontend(fes, "ClusterIP").hops[0]
+    assert endpoint_shares(svc_hop) == {"10.180.0.4:80": 0.5, "10.180.0.5:80": 0.5}
+    assert [c.probability for c in svc_hop.children] == ["0 of mod 2", "1 of mod 2"]
+    assert "numgen random mod 2" in svc_hop.explain
+    ext = frontend(fes, "ExternalIP", "192.168.99.33")
+    (ext_hop,) = ext.hops
+    assert (ext_hop.kind, ext_hop.masquerade, ext.verdict) == ("external", "always", g.FORWARDED)
+
+
+def test_external_policy_local_without_local_endpoints_drops_in_filter(snap: Snapshot) -> None:
+    fes = frontends(snap, "ns2", "svc2")
+    for type_, ip in (("ExternalIP", "192.168.99.22"), ("LoadBalancer", "1.2.3.4")):
+        fe = frontend(fes, type_, ip)
+        assert fe.verdict == g.PARTIAL
+        (ext,) = fe.hops
+        assert ext.name == "external-42NFTM6N-ns2/svc2/tcp/p80"
+        assert [c.when for c in ext.children] == ["source in 10.0.0.0/8", "source is a local address of this node",
+                                                  "external clients"]
+        drop = ext.children[-1]
+        assert (drop.kind, drop.verdict) == ("verdict", "DROP")
+        assert drop.rules[0].chain == "service-endpoints-check"
+        assert drop.rules[1].text == f'element no-endpoint-services {{ {ip} . tcp . 80 comment "ns2/svc2:p80" : drop }}'
+    nodeport = frontend(fes, "NodePort")
+    assert (nodeport.ip, nodeport.port, nodeport.verdict) == ("192.168.0.2", 3001, g.PARTIAL)
+    assert nodeport.hops[0].children[-1].rules[0].chain == "nodeport-endpoints-check"
+
+
+def test_source_ranges_and_affinity(snap: Snapshot) -> None:
+    fes = frontends(snap, "ns5", "svc5")
+    lb = frontend(fes, "LoadBalancer", "5.6.7.8")
+    assert lb.verdict == g.PARTIAL
+    (fw,) = lb.hops
+    assert (fw.kind, fw.name) == ("firewall", "firewall-HVFWP5L3-ns5/svc5/tcp/p80")
+    assert fw.rules[1].text == "element firewall-ips { 5.6.7.8 . tcp . 80 : goto firewall-HVFWP5L3-ns5/svc5/tcp/p80 }"
+    allowed, dropped = fw.children
+    assert (allowed.when, allowed.name) == ("source in 203.0.113.0/25", "external-HVFWP5L3-ns5/svc5/tcp/p80")
+    assert dropped.verdict == "DROP" and dropped.rules[0].text == "ip saddr != 203.0.113.0/25 drop"
+    svc_hop = frontend(fes, "ClusterIP").hops[0]
+    assert svc_hop.affinity == "ClientIP, 10800s"
+    (ep,) = svc_hop.children
+    assert ep.affinity == "ClientIP, 10800s" and ep.share == 1.0
+    assert any(r.text.startswith("update @affinity-GTK6MW7G") for r in ep.rules)
+    assert frontend(fes, "NodePort").verdict == g.FORWARDED  # NodePorts bypass source ranges
+
+
+def test_no_endpoints_is_rejected(snap: Snapshot) -> None:
+    fe = frontend(frontends(snap, "ns6", "svc6"), "ClusterIP")
+    assert fe.verdict == g.REJECTED
+    (verdict,) = fe.hops
+    assert (verdict.kind, verdict.verdict, verdict.name) == ("verdict", "REJECT", "REJECT")
+    assert verdict.rules[1].text == \
+        'element no-endpoint-services { 172.30.0.46 . tcp . 80 comment "ns6/svc6:p80" : goto reject-chain }'
+
+
+def test_chain_names_recompute_from_the_service() -> None:
+    ruleset = parse_nft_transaction(conformance("TestOverallNFTablesRules")["nft_ruleset"], "x")
+    table = ruleset.kube_proxy(4)
+    assert table is not None
+    ours = [c for c in table.chains if "/" in c]
+    assert len(ours) == 16
+    (affinity,) = [s for s in table.sets if s.startswith("affinity-")]
+    assert affinity == naming.nft_endpoint_chain("ns5", "svc5", "tcp", "p80", "10.180.0.3", 80, "affinity")
+    for chain in ours:
+        prefix, _, rest = chain.partition("-")
+        base = rest.split("-", 1)[1]
+        svc_part, _, ep = base.partition("__")
+        ns, name, proto, port = svc_part.split("/")
+        if ep:
+            ip, _, p = ep.partition("/")
+            assert naming.nft_endpoint_chain(ns, name, proto, port, ip, int(p), prefix) == chain
+        else:
+            assert naming.nft_service_chain(ns, name, proto, port, prefix) == chain
+
+
+def test_stale_chains_after_a_service_delete() -> None:
+    ruleset = parse_nft_transaction(conformance("TestSyncProxyRulesRepeated__after_service_delete")["nft_ruleset"],
+                                    "x")
+    api = """
+    apiVersion: v1
+    kind: Service
+    metadata: {namespace: ns2, name: svc2}
+    spec: {clusterIP: 172.30.0.42, clusterIPs: [172.30.0.42], ports: [{name: p8080, port: 8080, protocol: TCP}]}
+    """
+    snapshot = replace(make_snapshot(api, None, proxy_mode="nftables"), nft=ruleset)
+    svc = snapshot.service("ns2", "svc2")
+    assert svc is not None
+    fes, _, reached = nftables.resolve_port(snapshot, svc, svc.ports[0], 4, ruleset)
+    assert [f.verdict for f in fes] == [g.NOT_PROGRAMMED]
+    assert sorted(s.chain for s in nftables.stale_chains(svc, ruleset, reached)) == [
+        "endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080", "service-MHHHYRWA-ns2/svc2/tcp/p8080"]
+
+
+V6_API = """
+apiVersion: v1
+kind: Service
+metadata: {namespace: ns1, name: web}
+spec:
+  type: NodePort
+  clusterIPs: ["fd00:10::10"]
+  ipFamilies: [IPv6]
+  ports: [{name: http, port: 80, protocol: TCP, nodePort: 30080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {namespace: ns1, name: web-v6, labels: {kubernetes.io/service-name: web}}
+addressType: IPv6
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- {addresses: ["fd00:244::5"], conditions: {ready: true}}
+- {addresses: ["fd00:244::6"], conditions: {ready: true}}
+"""
+
+
+def v6_ruleset(node_ip: str = "2001:db8::1") -> str:
+    """A kube-proxy ``ip6 kube-proxy`` ruleset for V6_API, in knftables order (load order for `nft -f`)."""
+    svc = naming.nft_service_chain("ns1", "web", "tcp", "http")
+    ext = naming.nft_service_chain("ns1", "web", "tcp", "http", "external")
+    eps = [(ip, nftables.endpoint_chain_name("ns1", "web", "TCP", "http", ip, 8080))
+           for ip in ("fd00:244::5", "fd00:244::6")]
+    t = "ip6 kube-proxy"
+    lines = [
+        f'add table {t} {{ comment "rules for kube-proxy" ; }}',
+        f"add set {t} nodeport-ips {{ type ipv6_addr ; }}",
+        f"add map {t} service-ips {{ type ipv6_addr . inet_proto . inet_service : verdict ; }}",
+        f"add map {t} service-nodeports {{ type inet_proto . inet_service : verdict ; }}",
+        f"add chain {t} mark-for-masquerade",
+        f"add chain {t} masquerading",
+        f"add chain {t} services",
+        f"add chain {t} nat-prerouting {{ type nat hook prerouting priority -100 ; }}",
+        f"add chain {t} nat-output {{ type nat hook output priority -100 ; }}",
+        f"add chain {t} nat-postrouting {{ type nat hook postrouting priority 100 ; }}",
+        f"add chain {t} {svc}", f"add chain {t} {ext}",
+        *[f"add chain {t} {c}" for _, c in eps],
+        f"add rule {t} mark-for-masquerade mark set mark or 0x4000",
+        f"add rule {t} masquerading mark and 0x4000 == 0 return",
+        f"add rule {t} masquerading mark set mark xor 0x4000",
+        f"add rule {t} masquerading masquerade fully-random",
+        f"add rule {t} nat-prerouting jump services",
+        f"add rule {t} nat-output jump services",
+        f"add rule {t} nat-postrouting jump masquerading",
+        f"add rule {t} services ip6 daddr . meta l4proto . th dport vmap @service-ips",
+        f"add rule {t} services ip6 daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
+        f"add rule {t} {svc} ip6 daddr fd00:10::10 ip6 saddr != fd00:244::/64 jump mark-for-masquerade",
+        f"add rule {t} {svc} numgen random mod 2 vmap {{ 0 : goto {eps[0][1]} , 1 : goto {eps[1][1]} }}",
+        f"add rule {t} {ext} jump mark-for-masquerade",
+        f"add rule {t} {ext} goto {svc}",
+        *[r for ip, c in eps for r in (f"add rule {t} {c} ip6 saddr {ip} jump mark-for-masquerade",
+                                       f"add rule {t} {c} meta l4proto tcp dnat to [{ip}]:8080")],
+        f"add element {t} nodeport-ips {{ {node_ip} }}",
+        f"add element {t} service-ips {{ fd00:10::10 . tcp . 80 : goto {svc} }}",
+        f"add element {t} service-nodeports {{ tcp . 30080 : goto {ext} }}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_ipv6_table_and_endpoint_chain_names() -> None:
+    ruleset = parse_nft_transaction(v6_ruleset(), "v6.nft")
+    snapshot = replace(make_snapshot(textwrap.dedent(V6_API), None, proxy_mode="nftables",
+                                     node_ips=("2001:db8::1",)), nft=ruleset)
+    svc = snapshot.service("ns1", "web")
+    assert svc is not None
+    fes, eps, _ = nftables.resolve_port(snapshot, svc, svc.ports[0], 6, ruleset)
+    cluster, nodeport = fes
+    assert (cluster.ip, cluster.verdict, nodeport.ip, nodeport.port) == \
+           ("fd00:10::10", g.FORWARDED, "2001:db8::1", 30080)
+    svc_hop = cluster.hops[0]
+    assert svc_hop.table == "ip6 kube-proxy" and svc_hop.masquerade == "source not in fd00:244::/64"
+    assert endpoint_shares(svc_hop) == {"[fd00:244::5]:8080": 0.5, "[fd00:244::6]:8080": 0.5}
+    names = [c.name for c in svc_hop.children]
+    assert names[0].endswith("__fd00.244..5/8080")  # colons become dots, as kube-proxy writes them
+    assert all(c.notes == () for c in svc_hop.children)  # the names hash as kube-proxy's would
+    assert endpoint_shares(nodeport.hops[0]) == {"[fd00:244::5]:8080": 0.5, "[fd00:244::6]:8080": 0.5}
+    assert {e.address for e in eps if e.in_api and e.in_dataplane} == {"[fd00:244::5]:8080", "[fd00:244::6]:8080"}
+
+
+def test_missing_table_means_not_programmed(snap: Snapshot) -> None:
+    svc = snap.service("ns1", "svc1")
+    assert svc is not None
+    fes, eps, reached = nftables.resolve_port(snap, svc, svc.ports[0], 4, NftRuleset())
+    assert [f.verdict for f in fes] == [g.NOT_PROGRAMMED] and reached == set()
+    assert [e.in_dataplane for e in eps] == [False]
