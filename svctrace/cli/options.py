@@ -39,3 +39,8 @@ NodeName = Annotated[
 ]
 RequestTimeout = Annotated[
     float, typer.Option("--request-timeout", help="Seconds to wait for each API request.", min=0.1)]
+Netns = Annotated[
+    str | None,
+    typer.Option("--netns", hidden=True, help="Read the dataplane of this named network namespace (testing).",
+                 metavar="NAME"),
+]

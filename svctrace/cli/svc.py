@@ -15,6 +15,7 @@ from svctrace.cli.options import (
     FromSnapshot,
     Kubeconfig,
     Namespace,
+    Netns,
     NodeName,
     Output,
     OutputFormat,
@@ -57,6 +58,7 @@ def svc_command(
     context: Context = None,
     node: NodeName = None,
     request_timeout: RequestTimeout = 5.0,
+    netns: Netns = None,
 ) -> None:
     """Show how traffic to one Service flows through this node: frontends, chains, endpoints, pods."""
     env = env_of(ctx)
@@ -64,7 +66,7 @@ def svc_command(
     if port is not None and name_port is not None and port != name_port:
         raise UsageError(f"the name says port {name_port} but --port says {port}", "give one of them")
     live = LiveOptions(kubeconfig=kubeconfig, context=context, namespace=ns, node_name=node,
-                       timeout=request_timeout)
+                       timeout=request_timeout, netns=netns)
     snapshot, ns = service_snapshot(from_, live, ns, svc_name)
     graph = resolve(snapshot, ns, svc_name, port or name_port)
     if output is OutputFormat.json:

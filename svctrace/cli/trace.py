@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 
 from svctrace.cli.errors import env_of, handled
-from svctrace.cli.options import Context, Explain, FromSnapshot, Kubeconfig, NodeName, Output, OutputFormat
+from svctrace.cli.options import (
+    Context,
+    Explain,
+    FromSnapshot,
+    Kubeconfig,
+    Netns,
+    NodeName,
+    Output,
+    OutputFormat,
+)
 from svctrace.cli.sources import node_snapshot
 from svctrace.collectors.live import LiveOptions
 from svctrace.errors import NotFoundError, UsageError
@@ -106,11 +115,12 @@ def trace_command(
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     node: NodeName = None,
+    netns: Netns = None,
 ) -> None:
     """Simulate one new connection through this node's rules: every outcome, its probability and its path."""
     env = env_of(ctx)
     ip, port = parse_destination(dst)
-    live = LiveOptions(kubeconfig=kubeconfig, context=context, node_name=node)
+    live = LiveOptions(kubeconfig=kubeconfig, context=context, node_name=node, netns=netns)
     # The API is only needed live to find --from-pod's address; the node's rules are always read.
     pod_ns = (from_pod.rpartition("/")[0] or "default") if from_pod else None
     snapshot = node_snapshot(from_, live, with_api=from_pod is not None, with_api_namespace=pod_ns)

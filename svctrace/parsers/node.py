@@ -13,7 +13,9 @@ from svctrace.model.snapshot import HostAddress
 
 PROXY_MODES = ("iptables", "ipvs", "nftables")
 _MODE_ALIASES = {"nft": "nftables"}
-_META_KEYS = ("nodeName", "proxyMode", "sysctls")
+_META_KEYS = ("nodeName", "proxyMode", "sysctls",
+              # written by `svctrace capture` for the record; not needed to analyse the snapshot
+              "capturedAt", "svctraceVersion", "server", "context")
 _FAMILIES = {"inet": 4, "inet6": 6}
 
 
