@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from svctrace.model.dataplane import IptablesDump
+from svctrace.model.ipvs import IpSets, IpvsTable
 from svctrace.model.k8s import (
     ConfigMap,
     EndpointSlice,
@@ -60,6 +61,8 @@ class Snapshot:
     api_collected: bool = True  # False: no API objects were available at all
     missing: tuple[str, ...] = ()  # inputs that were not collected, in the user's words
     warnings: tuple[str, ...] = ()
+    ipvs: IpvsTable | None = None  # IPVS virtual servers (ipvsadm -Sn or netlink); None: not collected
+    ipsets: IpSets | None = None  # ipset save or netlink; None: not collected
     nft: NftRuleset | None = None  # nftables ruleset (nft -j list ruleset); None: not collected
 
     def service(self, namespace: str, name: str) -> Service | None:

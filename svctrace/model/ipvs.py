@@ -1,0 +1,123 @@
+"""IPVS mode's dataplane: virtual servers with their real servers, and the ipsets kube-proxy keeps beside them.
+
+Both ``ipvsadm -Sn`` / ``ipset save`` text and live netlink dumps become these types, so nothing downstream
+can tell a snapshot from a live node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ipvsadm's forwarding methods, by the option it prints and by the kernel's IP_VS_CONN_F_* value.
+FORWARD_MASQ = "masq"  # -m: NAT; the only method kube-proxy uses
+FORWARD_ROUTE = "route"  # -g: direct routing ("gatewaying")
+FORWARD_TUNNEL = "tunnel"  # -i: IP-in-IP
+FORWARD_LOCAL = "local"  # the kernel's IP_VS_CONN_F_LOCALNODE; ipvsadm shows it as "Local"
+FORWARD_BYPASS = "bypass"
+
+# Schedulers whose connection split follows the weights alone (round robin over weight).
+WEIGHT_SCHEDULERS = ("rr", "wrr")
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualServer:
+    """An IPVS service: where clients connect (protocol, address, port) or a firewall mark."""
+
+    protocol: str  # TCP | UDP | SCTP; "" for a firewall-mark service
+    address: str  # "" for a firewall-mark service
+    port: int
+    scheduler: str = "wlc"
+    persistent_timeout: int | None = None  # seconds; None: not persistent (no session affinity)
+    flags: tuple[str, ...] = ()  # scheduler flags and other options as written (e.g. "-b sh-port", "-M 24")
+    fwmark: int | None = None
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.address else 4
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.protocol, self.address, self.port)
+
+    @property
+    def endpoint(self) -> str:
+        if self.fwmark is not None and not self.address:
+            return f"fwmark {self.fwmark}"
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """How svctrace names it: "TCP 10.96.0.1:443 rr"."""
+        head = f"FWM {self.fwmark}" if self.fwmark is not None and not self.address else \
+            f"{self.protocol} {self.endpoint}"
+        return f"{head} {self.scheduler}"
+
+
+@dataclass(frozen=True, slots=True)
+class RealServer:
+    """A backend of a virtual server."""
+
+    address: str
+    port: int
+    weight: int = 1
+    forward: str = FORWARD_MASQ
+    active_conns: int | None = None  # None: not known (ipvsadm -S does not print it)
+    inactive_conns: int | None = None
+    options: tuple[str, ...] = ()  # options the parser does not interpret, kept as written
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsTable:
+    services: tuple[tuple[VirtualServer, tuple[RealServer, ...]], ...] = ()
+    source: str = ""
+
+    def find(self, protocol: str, address: str, port: int) -> tuple[VirtualServer, tuple[RealServer, ...]] | None:
+        """The virtual server for a protocol, address and port, with its real servers."""
+        proto = protocol.upper()
+        for vs, reals in self.services:
+            if vs.protocol == proto and vs.address == address and vs.port == port:
+                return vs, reals
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class IpSet:
+    """One ipset: its type, its create options and its members as ``ipset save`` writes them."""
+
+    name: str
+    type: str  # hash:ip,port | bitmap:port | ...
+    members: tuple[str, ...] = ()  # "10.96.0.1,tcp:443", "30380"
+    options: tuple[str, ...] = ()  # create options as written: ("family", "inet", "hashsize", "1024", ...)
+    comments: tuple[tuple[str, str], ...] = ()  # (member, comment) for members that carry one
+    member_options: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (member, other options as written)
+
+    @property
+    def family(self) -> int | None:
+        """4 or 6 from the "family" option; None for types without one (bitmap:port)."""
+        opts = list(self.options)
+        if "family" in opts:
+            i = opts.index("family")
+            if i + 1 < len(opts):
+                return 6 if opts[i + 1] == "inet6" else 4
+        return None
+
+    def has(self, member: str) -> bool:
+        return member.lower() in {m.lower() for m in self.members}
+
+
+@dataclass(frozen=True, slots=True)
+class IpSets:
+    sets: tuple[IpSet, ...] = ()
+    source: str = ""
+
+    def get(self, name: str) -> IpSet | None:
+        for s in self.sets:
+            if s.name == name:
+                return s
+        return None

@@ -1,0 +1,283 @@
+"""``ipvsadm -Sn`` and ``ipset save`` text -> the IPVS model (pure).
+
+Lines are first split into words and options (``_split_*``), then typed (``_virtual_server``,
+``_real_server``), as in the other parsers. Options this parser does not interpret are kept as written,
+so a newer ipvsadm or ipset does not make a snapshot unreadable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import shlex
+from dataclasses import dataclass, field
+
+from svctrace.errors import InputError
+from svctrace.model.ipvs import (
+    FORWARD_MASQ,
+    FORWARD_ROUTE,
+    FORWARD_TUNNEL,
+    IpSet,
+    IpSets,
+    IpvsTable,
+    RealServer,
+    VirtualServer,
+)
+
+_SAVE_HINT = "make the file on the node with `ipvsadm -Sn > node/ipvsadm.txt` (docs/snapshot.md)"
+_IPSET_HINT = "make the file on the node with `ipset save > node/ipset.txt` (docs/snapshot.md)"
+
+# The options naming a virtual server, long and short, and the protocol each one means.
+_SERVICE_OPTS = {
+    "-t": "TCP", "--tcp-service": "TCP",
+    "-u": "UDP", "--udp-service": "UDP",
+    "--sctp-service": "SCTP",
+    "-f": "", "--fwmark-service": "",
+}
+_FORWARD_OPTS = {
+    "-m": FORWARD_MASQ, "--masquerading": FORWARD_MASQ,
+    "-g": FORWARD_ROUTE, "--gatewaying": FORWARD_ROUTE,
+    "-i": FORWARD_TUNNEL, "--ipip": FORWARD_TUNNEL,
+}
+# Options that take a value; anything else starting with "-" is a flag.
+_VALUED = {"-s", "--scheduler", "-p", "--persistent", "-M", "--netmask", "-b", "--sched-flags", "--pe",
+           "-r", "--real-server", "-w", "--weight", "-x", "--u-threshold", "-y", "--l-threshold",
+           "--tun-type", "--tun-port", "--tun-nocsum", "--tun-csum", "--tun-remcsum"}
+
+
+def _bad(message: str, source: str, line: int, hint: str = _SAVE_HINT) -> InputError:
+    return InputError(message, hint, path=source, line=line)
+
+
+def split_address(text: str, source: str, line: int) -> tuple[str, int]:
+    """``10.96.0.1:443`` or ``[fd00::1]:443`` -> (normalised address, port)."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise _bad(f"{text!r} is not ADDRESS:PORT", source, line)
+    try:
+        addr = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise _bad(f"{host!r} is not a numeric IP address", source, line,
+                   "ipvsadm printed names; save with `ipvsadm -Sn` (numeric) instead of `ipvsadm -S`") from None
+    if not port.isdigit() or int(port) > 65535:
+        raise _bad(f"{port!r} is not a port number", source, line,
+                   "ipvsadm printed a service name; save with `ipvsadm -Sn` (numeric)")
+    return addr, int(port)
+
+
+@dataclass
+class _Line:
+    command: str  # -A | -a
+    service: tuple[str, str]  # (service option, value)
+    options: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+def _split_ipvsadm_line(words: list[str], source: str, line: int) -> _Line:
+    command = words[0]
+    service: tuple[str, str] | None = None
+    options: list[tuple[str, str | None]] = []
+    i = 1
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("-"):
+            raise _bad(f"unexpected word {word!r}", source, line)
+        if word in _SERVICE_OPTS:
+            if i + 1 >= len(words):
+                raise _bad(f"{word} needs an address", source, line)
+            service = (word, words[i + 1])
+            i += 2
+            continue
+        value: str | None = None
+        if word in _VALUED:
+            # -p's timeout is optional for ipvsadm's input; -S always writes it.
+            if i + 1 < len(words) and not (word in ("-p", "--persistent") and words[i + 1].startswith("-")):
+                value = words[i + 1]
+                i += 1
+            elif word not in ("-p", "--persistent"):
+                raise _bad(f"{word} needs a value", source, line)
+        options.append((word, value))
+        i += 1
+    if service is None:
+        raise _bad("no virtual server (-t, -u, --sctp-service or -f)", source, line)
+    return _Line(command, service, options)
+
+
+def _int(value: str | None, what: str, source: str, line: int) -> int:
+    if value is None or not value.isdigit():
+        raise _bad(f"{what} {value!r} is not a number", source, line)
+    return int(value)
+
+
+def _service_key(spec: tuple[str, str], six: bool, source: str, line: int) -> tuple[str, str, int, int | None]:
+    opt, value = spec
+    proto = _SERVICE_OPTS[opt]
+    if proto == "":
+        mark = _int(value, "firewall mark", source, line)
+        return "", "::" if six else "", 0, mark
+    addr, port = split_address(value, source, line)
+    return proto, addr, port, None
+
+
+def _virtual_server(parsed: _Line, source: str, line: int) -> VirtualServer:
+    six = any(opt in ("-6", "--ipv6") for opt, _ in parsed.options)
+    proto, addr, port, mark = _service_key(parsed.service, six, source, line)
+    scheduler = "wlc"  # ipvsadm's default when -s is absent
+    timeout: int | None = None
+    flags: list[str] = []
+    for opt, value in parsed.options:
+        if opt in ("-s", "--scheduler"):
+            scheduler = value or scheduler
+        elif opt in ("-p", "--persistent"):
+            timeout = _int(value, "persistence timeout", source, line) if value is not None else 300
+        elif opt in ("-6", "--ipv6"):
+            continue
+        else:
+            flags.append(f"{opt} {value}" if value is not None else opt)
+    return VirtualServer(protocol=proto, address=addr if mark is None else "", port=port, scheduler=scheduler,
+                         persistent_timeout=timeout, flags=tuple(flags), fwmark=mark)
+
+
+def _real_server(parsed: _Line, source: str, line: int) -> RealServer:
+    addr: str | None = None
+    port = 0
+    weight = 1
+    forward = FORWARD_ROUTE  # ipvsadm's default method is direct routing
+    extra: list[str] = []
+    for opt, value in parsed.options:
+        if opt in ("-r", "--real-server"):
+            if value is None:
+                raise _bad("-r needs an address", source, line)
+            if value.startswith("[") or value.count(":") == 1:
+                addr, port = split_address(value, source, line)
+            else:
+                # A real server without a port takes the virtual server's port (ipvsadm's rule).
+                try:
+                    addr = str(ipaddress.ip_address(value))
+                except ValueError:
+                    raise _bad(f"{value!r} is not a numeric IP address", source, line) from None
+        elif opt in ("-w", "--weight"):
+            weight = _int(value, "weight", source, line)
+        elif opt in _FORWARD_OPTS:
+            forward = _FORWARD_OPTS[opt]
+        else:
+            extra.append(f"{opt} {value}" if value is not None else opt)
+    if addr is None:
+        raise _bad("-a without -r (the real server)", source, line)
+    return RealServer(address=addr, port=port, weight=weight, forward=forward, options=tuple(extra))
+
+
+def parse_ipvsadm_save(text: str, source: str) -> IpvsTable:
+    """``ipvsadm -Sn`` output -> IpvsTable; real servers keep the order ipvsadm printed them in."""
+    order: list[tuple[str, str, int, int | None]] = []
+    servers: dict[tuple[str, str, int, int | None], VirtualServer] = {}
+    reals: dict[tuple[str, str, int, int | None], list[RealServer]] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        words = stripped.split()
+        if words[0] in ("-A", "--add-service"):
+            parsed = _split_ipvsadm_line(words, source, lineno)
+            vs = _virtual_server(parsed, source, lineno)
+            key = (vs.protocol, vs.address, vs.port, vs.fwmark)
+            if key in servers:
+                raise _bad(f"virtual server {vs.label} is defined twice", source, lineno)
+            servers[key] = vs
+            reals[key] = []
+            order.append(key)
+        elif words[0] in ("-a", "--add-server"):
+            parsed = _split_ipvsadm_line(words, source, lineno)
+            six = any(opt in ("-6", "--ipv6") for opt, _ in parsed.options)
+            key = _service_key(parsed.service, six, source, lineno)
+            if key[3] is not None:
+                key = ("", "", 0, key[3])
+            if key not in servers:
+                raise _bad(f"real server for {parsed.service[1]}, which no earlier -A line defines", source, lineno)
+            rs = _real_server(parsed, source, lineno)
+            if rs.port == 0:
+                rs = RealServer(rs.address, servers[key].port, rs.weight, rs.forward, options=rs.options)
+            reals[key].append(rs)
+        else:
+            raise _bad(f"expected -A or -a, found {words[0]!r}", source, lineno,
+                       "this does not look like `ipvsadm -Sn` output (`ipvsadm -Ln` is a different format); "
+                       + _SAVE_HINT)
+    return IpvsTable(services=tuple((servers[k], tuple(reals[k])) for k in order), source=source)
+
+
+# ---------------------------------------------------------------------------------------------
+# ipset save
+
+
+def normalize_member(member: str) -> str:
+    """A member in one spelling: lower case, IPv6 addresses compressed ("FD00:0::1,TCP:443" -> "fd00::1,tcp:443")."""
+    parts = []
+    for part in member.lower().split(","):
+        head, sep, tail = part.partition("/")
+        proto, colon, rest = head.partition(":")
+        if colon and proto in ("tcp", "udp", "sctp", "icmp", "icmpv6", "tcp6", "udp6"):
+            parts.append(part)
+            continue
+        with contextlib.suppress(ValueError):
+            head = str(ipaddress.ip_address(head))
+        parts.append(head + sep + tail)
+    return ",".join(parts)
+
+
+def parse_ipset_save(text: str, source: str) -> IpSets:
+    """``ipset save`` output -> IpSets (sets in the order created, members in the order added)."""
+    order: list[str] = []
+    types: dict[str, str] = {}
+    options: dict[str, tuple[str, ...]] = {}
+    members: dict[str, list[str]] = {}
+    comments: dict[str, list[tuple[str, str]]] = {}
+    extras: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            words = shlex.split(stripped)
+        except ValueError as exc:
+            raise _bad(f"cannot split the line: {exc}", source, lineno, _IPSET_HINT) from None
+        command = words[0]
+        if command in ("create", "-N") and len(words) >= 3:
+            name = words[1]
+            if name in types:
+                raise _bad(f"set {name} is created twice", source, lineno, _IPSET_HINT)
+            types[name] = words[2]
+            options[name] = tuple(w for w in words[3:] if w != "-exist")
+            members[name] = []
+            comments[name] = []
+            extras[name] = []
+            order.append(name)
+        elif command in ("add", "-A") and len(words) >= 3:
+            name = words[1]
+            if name not in types:
+                raise _bad(f"member of set {name}, which no earlier create line defines", source, lineno,
+                           _IPSET_HINT)
+            member = words[2]
+            members[name].append(member)
+            rest = words[3:]
+            if "comment" in rest:
+                i = rest.index("comment")
+                if i + 1 >= len(rest):
+                    raise _bad("comment without text", source, lineno, _IPSET_HINT)
+                comments[name].append((member, rest[i + 1]))
+                rest = rest[:i] + rest[i + 2:]
+            if rest:
+                extras[name].append((member, tuple(rest)))
+        elif command in ("create", "add", "-N", "-A"):
+            raise _bad(f"{command} needs a set name and a {'type' if command in ('create', '-N') else 'member'}",
+                       source, lineno, _IPSET_HINT)
+        else:
+            raise _bad(f"expected create or add, found {command!r}", source, lineno,
+                       "this does not look like `ipset save` output (`ipset list` is a different format); "
+                       + _IPSET_HINT)
+    return IpSets(
+        sets=tuple(IpSet(name=n, type=types[n], members=tuple(members[n]), options=options[n],
+                         comments=tuple(comments[n]), member_options=tuple(extras[n])) for n in order),
+        source=source,
+    )
