@@ -421,7 +421,7 @@ class _RuleBuilder:
     def fast(self, line: str) -> _RuleParts | None:
         """The same result as ``general`` for iptables-save's own layout, or None to ask ``general``."""
         sp = line.find(" ", 3)
-        if sp <= 3 or not self.plain and ("\\" in line or "\t" in line):
+        if sp <= 3 or line[3] == "-" or not self.plain and ("\\" in line or "\t" in line):
             return None
         tj = line.rfind(" -j ", sp)
         tg = line.rfind(" -g ", sp)
