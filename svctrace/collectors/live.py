@@ -53,14 +53,19 @@ class LiveCollection:
                 "svctraceVersion": __version__}
 
 
-def node_name_for(nodes: tuple[Node, ...], addresses: tuple[HostAddress, ...] | None,
-                  hint: str | None) -> str | None:
-    """This node's name: the Node whose address is configured here, else the hint (``--node`` or hostname)."""
+def node_name_for(nodes: tuple[Node, ...], addresses: tuple[HostAddress, ...] | None, *,
+                  explicit: str | None, hostname: str | None) -> str | None:
+    """This node's name: ``--node``; else the Node whose address is configured here; else the hostname,
+    if a Node has that name; else None (local endpoints then cannot be told apart)."""
+    if explicit:
+        return explicit
     local = {a.address for a in addresses or ()}
     for node in nodes:
         if local.intersection(node.ips):
             return node.name
-    return hint
+    if hostname and any(n.name == hostname for n in nodes):
+        return hostname
+    return None
 
 
 def _node(opts: LiveOptions) -> NodeCollection:
@@ -70,10 +75,11 @@ def _node(opts: LiveOptions) -> NodeCollection:
     return collect_node(**kwargs)
 
 
-def assemble(api: ApiCollection, node: NodeCollection, *, hint: str | None, source: str) -> Snapshot:
+def assemble(api: ApiCollection, node: NodeCollection, *, explicit: str | None, hostname: str | None,
+             source: str) -> Snapshot:
     """One Snapshot from what the API and the node collectors read."""
     objs = api.objects
-    name = node_name_for(objs.nodes, node.addresses, hint or node.node_name)
+    name = node_name_for(objs.nodes, node.addresses, explicit=explicit or node.node_name, hostname=hostname)
     sysctls: Mapping[str, str] = {k: v for k, v in node.sysctls.items() if v is not None}
     return Snapshot(
         services=objs.services, endpoint_slices=objs.endpoint_slices, legacy_endpoints=objs.legacy_endpoints,
@@ -88,13 +94,14 @@ def assemble(api: ApiCollection, node: NodeCollection, *, hint: str | None, sour
 
 def live_service(opts: LiveOptions, namespace: str | None, name: str) -> LiveCollection:
     """What ``svctrace svc NAME`` needs, read live: a fixed number of API requests and this node's rules."""
-    hint = opts.node_name or socket.gethostname().split(".")[0]
+    hostname = socket.gethostname().split(".")[0]
     with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout) as kube:
         _ = kube.target  # a missing or broken kubeconfig fails here, before the node is read
         node = _node(opts)
-        api = kube.collect_service(namespace, name, node_name=hint)
-    source = f"live: {api.target.server}, node {hint}"
-    return LiveCollection(assemble(api, node, hint=opts.node_name, source=source), api, node)
+        api = kube.collect_service(namespace, name, node_name=opts.node_name or node.node_name or hostname)
+    source = f"live: {api.target.server}"
+    snap = assemble(api, node, explicit=opts.node_name, hostname=hostname, source=source)
+    return LiveCollection(snap, api, node)
 
 
 def live_all(opts: LiveOptions, namespace: str | None) -> LiveCollection:
@@ -104,7 +111,8 @@ def live_all(opts: LiveOptions, namespace: str | None) -> LiveCollection:
         node = _node(opts)
         api = kube.collect_all(namespace)
     source = f"live: {api.target.server}"
-    return LiveCollection(assemble(api, node, hint=opts.node_name, source=source), api, node)
+    snap = assemble(api, node, explicit=opts.node_name, hostname=socket.gethostname().split(".")[0], source=source)
+    return LiveCollection(snap, api, node)
 
 
 def default_namespace(opts: LiveOptions) -> str:

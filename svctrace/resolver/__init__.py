@@ -123,7 +123,8 @@ def resolve(snapshot: Snapshot, namespace: str, name: str, port: str | None = No
     endpoints: dict[tuple[str, int | None, str], EndpointInfo] = {}
     stale: list[StaleChain] = []
     if snapshot.node.name is None:
-        warnings.append("this node's name is unknown (node/meta.json), so local endpoints cannot be told apart")
+        warnings.append("this node's name is unknown, so local endpoints cannot be told apart "
+                        "(pass --node NAME, or set nodeName in the snapshot's node/meta.json)")
 
     def keep(eps: tuple[EndpointInfo, ...]) -> None:
         for e in eps:
