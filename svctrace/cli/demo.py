@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import json
+from typing import Annotated
 
 import typer
 from rich.console import Group, RenderableType
@@ -11,17 +13,29 @@ from rich.text import Text
 
 from svctrace.cli.errors import env_of, handled
 from svctrace.cli.options import Explain, Output, OutputFormat
-from svctrace.collectors.snapshot_dir import load_snapshot
+from svctrace.collectors.snapshot_dir import load_demo
 from svctrace.render.json import graph_to_dict
 from svctrace.render.tree import render_graph
 from svctrace.resolver import all_stale_chains, resolve
 
 
+class DemoMode(str, enum.Enum):
+    iptables = "iptables"
+    ipvs = "ipvs"
+    nftables = "nftables"
+
+
 @handled
-def demo_command(ctx: typer.Context, output: Output = OutputFormat.tree, explain: Explain = False) -> None:
+def demo_command(
+    ctx: typer.Context,
+    output: Output = OutputFormat.tree,
+    explain: Explain = False,
+    mode: Annotated[DemoMode, typer.Option("--mode", help="The proxy mode whose rules the demo node shows.")]
+    = DemoMode.iptables,
+) -> None:
     """Explain every Service of the bundled demo cluster (the k8s Service tutorial's)."""
     env = env_of(ctx)
-    snapshot = load_snapshot("demo")
+    snapshot = load_demo(mode.value)
     services = sorted(snapshot.services, key=lambda s: (s.namespace != "default", s.namespace, s.name))
     graphs = [resolve(snapshot, s.namespace, s.name) for s in services]
     if output is OutputFormat.json:
@@ -30,8 +44,9 @@ def demo_command(ctx: typer.Context, output: Output = OutputFormat.tree, explain
                                for c in all_stale_chains(snapshot)]}
         env.stdout.print_json(json.dumps(doc))
         return
-    intro = Text(f"Demo snapshot: the tutorial cluster, seen from node {snapshot.node.name} "
-                 f"({len(services)} Services). Try: svctrace svc my-nginx-nodeport --from demo --explain")
+    source = "demo" if mode is DemoMode.iptables else f"demo:{mode.value}"
+    intro = Text(f"Demo snapshot: the tutorial cluster in {mode.value} mode, seen from node {snapshot.node.name} "
+                 f"({len(services)} Services). Try: svctrace svc my-nginx-nodeport --from {source} --explain")
     parts: list[RenderableType] = [intro]
     for gr in graphs:
         parts += [Rule(style="rule"), render_graph(gr, explain=explain)]

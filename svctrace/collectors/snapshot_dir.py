@@ -74,6 +74,8 @@ def load_snapshot(spec: str | Path) -> Snapshot:
     """A Snapshot from a snapshot folder, a .tar.gz of one, or the word ``demo``."""
     if isinstance(spec, str) and spec == "demo":
         return _build(_folder_tree(_demo_path(), "demo"), "demo")
+    if isinstance(spec, str) and spec.startswith("demo:"):
+        return load_demo(spec.partition(":")[2])
     label = str(spec)
     path = Path(spec).expanduser()
     if not path.exists():
@@ -87,13 +89,31 @@ def load_snapshot(spec: str | Path) -> Snapshot:
                      f"pass a snapshot folder or a .tar.gz of one; {DOCS_HINT}")
 
 
-def _demo_path() -> Path:
+def _demo_path(mode: str = "iptables") -> Path:
     try:
         from svctrace.demo import demo_path
     except ImportError:
         raise InputError("this build of svctrace has no bundled demo",
                          "pass a snapshot folder or tarball with --from instead") from None
-    return Path(demo_path())
+    return Path(demo_path(mode))
+
+
+def load_demo(mode: str = "iptables") -> Snapshot:
+    """The demo cluster as kube-proxy in ``mode`` programs it: the shared api/ plus that mode's node/ files."""
+    label = "demo" if mode == "iptables" else f"demo:{mode}"
+    api = _folder_tree(_demo_path(), label)
+    if mode == "iptables":
+        return _build(api, label)
+    node = _folder_tree(_demo_path(mode), label)
+    files = tuple(f for f in api.files if f.startswith("api/")) + tuple(f for f in node.files if f.startswith("node/"))
+
+    def read(name: str) -> bytes:
+        return (api if name.startswith("api/") else node).read(name)
+
+    def locate(name: str) -> str:
+        return (api if name.startswith("api/") else node).locate(name)
+
+    return _build(_Tree(label=label, files=files, read=read, locate=locate), label)
 
 
 # ---------------------------------------------------------------------------------------------

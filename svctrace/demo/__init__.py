@@ -14,12 +14,19 @@ from pathlib import Path
 from svctrace.errors import SvctraceError
 
 DEMO_NAME = "tutorial"
+# The same cluster as each proxy mode writes it: ``tutorial-<mode>/node/`` beside the shared ``tutorial/api/``.
+DEMO_MODES = ("iptables", "ipvs", "nftables")
 
 
-def demo_path() -> Path:
-    """The folder of the bundled demo snapshot (``svctrace/demo/tutorial``)."""
-    folder = files(__name__) / DEMO_NAME
+def demo_path(mode: str = "iptables") -> Path:
+    """The folder of the bundled demo snapshot (``svctrace/demo/tutorial``, or ``tutorial-<mode>``)."""
+    if mode not in DEMO_MODES:
+        raise SvctraceError(f"the demo has no {mode!r} mode", f"choose one of {', '.join(DEMO_MODES)}")
+    folder = files(__name__) / (DEMO_NAME if mode == "iptables" else f"{DEMO_NAME}-{mode}")
     # An installed wheel is unpacked on disk, so this is a real folder; a zipped import is not.
+    if isinstance(folder, Path) and not folder.exists():
+        raise SvctraceError(f"this build of svctrace has no {mode} demo ({folder} is missing)",
+                            "try `svctrace demo` (iptables mode), or reinstall svctrace")
     if not isinstance(folder, Path) or not folder.is_dir():
         raise SvctraceError(
             f"the bundled demo snapshot is not a folder on disk ({folder})",

@@ -82,11 +82,11 @@ def _hop_text(hop: Hop, graph: PathGraph, family_ip: str, *, merged_into: Fronte
         text.append(" -> ")
     elif hop.when:
         text.append(f"{hop.when}: ", "hop.when")
-    if hop.kind == "endpoint":
+    if hop.kind in ("endpoint", "real-server"):
         if hop.share is not None:
             text.append(f"{_pct(hop.share):>4}  ", "hop.share")
         if hop.endpoint is not None:
-            if hop.table is not None:
+            if hop.name != hop.endpoint.address:
                 text.append(hop.name, "hop.chain")
                 text.append(" -> ")
             text.append(hop.endpoint.address, "hop.address")
@@ -112,7 +112,7 @@ def _hop_text(hop: Hop, graph: PathGraph, family_ip: str, *, merged_into: Fronte
     masq = _masq(hop.masquerade)
     if masq:
         extras.append((masq, "hop.masq"))
-    if hop.affinity and hop.kind != "endpoint":
+    if hop.affinity and hop.kind not in ("endpoint", "real-server"):
         extras.append((f"affinity {hop.affinity}", "hop.affinity"))
     elif hop.affinity:
         extras.append(("affinity", "hop.affinity"))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
-from svctrace.model.dataplane import IptablesDump
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, PathGraph, StaleChain
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.snapshot import Snapshot
-from svctrace.resolver import iptables
+from svctrace.resolver import iptables, ipvs, nftables
 from svctrace.resolver.common import (
     api_endpoints,
     categorize,
@@ -18,7 +19,7 @@ from svctrace.resolver.common import (
     select_ports,
 )
 
-SUPPORTED_MODES = ("iptables",)
+SUPPORTED_MODES = ("iptables", "ipvs", "nftables")
 
 # node/ files that matter to each proxy mode; a missing file another mode reads is not worth a line.
 _MODE_FILES = {
@@ -48,6 +49,10 @@ def detect_mode(snapshot: Snapshot) -> str:
     """The proxy mode: as recorded in the snapshot, else read from the dataplane; "none" if unknown."""
     if snapshot.node.proxy_mode:
         return snapshot.node.proxy_mode
+    if snapshot.nft is not None and any(snapshot.nft.kube_proxy(f) is not None for f in (4, 6)):
+        return "nftables"
+    if snapshot.ipvs is not None and snapshot.ipvs.services:
+        return "ipvs"
     for dump in (snapshot.iptables, snapshot.ip6tables):
         if dump is None:
             continue
@@ -111,6 +116,45 @@ def _unknown_frontends(svc: Service, sp: ServicePort, endpoints: tuple[EndpointI
     return out
 
 
+class _NotCollected(Exception):
+    """The part of the dataplane a mode needs for this family was not collected."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+PortResult = tuple[list[Frontend], tuple[EndpointInfo, ...], set[str]]
+
+
+def _iptables_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int) -> PortResult:
+    dump = snapshot.dump(family)
+    if dump is None:
+        raise _NotCollected(f"ip{'6' if family == 6 else ''}tables rules were not collected")
+    return iptables.resolve_port(snapshot, svc, sp, family, dump)
+
+
+def _ipvs_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int) -> PortResult:
+    if snapshot.ipvs is None:
+        raise _NotCollected("the IPVS table was not collected (node/ipvsadm.txt, or IPVS is not in this kernel)")
+    return ipvs.resolve_port(snapshot, svc, sp, family, snapshot.ipvs, snapshot.ipsets, snapshot.dump(family))
+
+
+def _nftables_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int) -> PortResult:
+    if snapshot.nft is None or snapshot.nft.kube_proxy(family) is None:
+        table = "ip6 kube-proxy" if family == 6 else "ip kube-proxy"
+        raise _NotCollected(f"the nftables table {table} was not collected (node/nft.json)")
+    return nftables.resolve_port(snapshot, svc, sp, family, snapshot.nft)
+
+
+# One entry per proxy mode: a new mode is a new module and a line here.
+PORT_RESOLVERS: dict[str, Callable[[Snapshot, Service, ServicePort, int], PortResult]] = {
+    "iptables": _iptables_port,
+    "ipvs": _ipvs_port,
+    "nftables": _nftables_port,
+}
+
+
 def resolve(snapshot: Snapshot, namespace: str, name: str, port: str | None = None) -> PathGraph:
     """Follow every frontend of a Service through this node's dataplane."""
     svc = find_service(snapshot, namespace, name)
@@ -132,38 +176,39 @@ def resolve(snapshot: Snapshot, namespace: str, name: str, port: str | None = No
 
     for sp in ports:
         keep(api_endpoints(snapshot, svc, sp))
+    port_resolver = PORT_RESOLVERS.get(mode)
     if svc.is_external_name or svc.is_headless:
-        graph_mode = mode
-    elif mode == "iptables":
-        graph_mode = mode
-        reached: set[str] = set()
+        pass
+    elif port_resolver is not None:
+        reached: dict[int, set[str]] = {}
         for family in _families(svc, snapshot):
-            dump: IptablesDump | None = snapshot.dump(family)
-            if dump is None:
-                why = f"ip{'6' if family == 6 else ''}tables rules were not collected"
-                for sp in ports:
+            for sp in ports:
+                try:
+                    fronts, eps, seen = port_resolver(snapshot, svc, sp, family)
+                except _NotCollected as gap:
                     frontends += _unknown_frontends(
                         svc, sp, tuple(e for e in api_endpoints(snapshot, svc, sp) if family_of(e.ip) == family),
-                        why)
-                continue
-            for sp in ports:
-                fronts, eps, seen = iptables.resolve_port(snapshot, svc, sp, family, dump)
+                        gap.why)
+                    continue
                 frontends += fronts
                 keep(eps)
-                reached |= seen
-            stale += iptables.stale_chains(svc, dump, reached)
+                reached.setdefault(family, set()).update(seen)
+        if mode == "iptables":
+            for family, seen_chains in reached.items():
+                dump = snapshot.dump(family)
+                if dump is not None:
+                    stale += iptables.stale_chains(svc, dump, seen_chains)
     else:
-        graph_mode = mode
         if mode == "none":
             why = "the node's dataplane was not collected"
         else:
-            why = f"this node runs kube-proxy in {mode} mode, which this version of svctrace does not read yet"
+            why = f"this node runs kube-proxy in {mode} mode, which this version of svctrace does not read"
             warnings.append(why)
         for sp in ports:
             frontends += _unknown_frontends(svc, sp, api_endpoints(snapshot, svc, sp), why)
     n_api = len({(e.ip, e.port) for e in endpoints.values() if e.in_api})
     return PathGraph(
-        service=svc, mode=graph_mode, node=snapshot.node.name, dns=dns, frontends=tuple(frontends),
+        service=svc, mode=mode, node=snapshot.node.name, dns=dns, frontends=tuple(frontends),
         endpoints=tuple(endpoints.values()), stale_chains=tuple(stale), explain=_describe(svc, n_api),
         warnings=tuple(dict.fromkeys(warnings)), missing=missing,
     )
