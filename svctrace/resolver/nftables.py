@@ -33,7 +33,6 @@ KIND_BY_PREFIX = {
 MAX_DEPTH = 8
 
 _SADDR = re.compile(r"\bip6? saddr (!= )?(\{[^}]*\}|\S+)")
-_DADDR = re.compile(r"\bip6? daddr (!= )?(\{[^}]*\}|\S+)(?! \.)")
 _FIB_LOCAL = re.compile(r"\bfib saddr type (!= )?local\b")
 _JUMP = re.compile(r"\b(jump|goto) (\S+)\s*$")
 _DNAT = re.compile(r"\bdnat (?:ip6? )?to (\S+)")

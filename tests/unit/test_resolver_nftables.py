@@ -287,3 +287,64 @@ def test_missing_table_means_not_programmed(snap: Snapshot) -> None:
     fes, eps, reached = nftables.resolve_port(snap, svc, svc.ports[0], 4, NftRuleset())
     assert [f.verdict for f in fes] == [g.NOT_PROGRAMMED] and reached == set()
     assert [e.in_dataplane for e in eps] == [False]
+
+
+LOCAL_API = """
+apiVersion: v1
+kind: Service
+metadata: {namespace: ns1, name: svc1}
+spec:
+  type: NodePort
+  clusterIPs: [172.30.1.1]
+  ports: [{name: p80, port: 80, protocol: TCP, nodePort: 30001}]
+  externalTrafficPolicy: Local
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {namespace: ns1, name: svc1-x, labels: {kubernetes.io/service-name: svc1}}
+addressType: IPv4
+ports: [{name: p80, port: 80, protocol: TCP}]
+endpoints:
+- {addresses: [10.0.1.1], nodeName: node-a, conditions: {ready: true}}
+- {addresses: [10.0.1.2], nodeName: host2, conditions: {ready: true}}
+"""
+
+
+def test_external_policy_local_goes_to_the_local_chain() -> None:
+    t = "ip kube-proxy"
+    svc, local, ext = (naming.nft_service_chain("ns1", "svc1", "tcp", "p80", p) for p in ("service", "local",
+                                                                                          "external"))
+    ep1, ep2 = (nftables.endpoint_chain_name("ns1", "svc1", "TCP", "p80", ip, 80) for ip in ("10.0.1.1", "10.0.1.2"))
+    text = "\n".join([
+        f"add table {t}", f"add set {t} nodeport-ips {{ type ipv4_addr ; }}",
+        f"add map {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; }}",
+        f"add map {t} service-nodeports {{ type inet_proto . inet_service : verdict ; }}",
+        f"add chain {t} services",
+        f"add rule {t} services ip daddr . meta l4proto . th dport vmap @service-ips",
+        f"add rule {t} services ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
+        f"add rule {t} {svc} numgen random mod 2 vmap {{ 0 : goto {ep1} , 1 : goto {ep2} }}",
+        f"add rule {t} {local} numgen random mod 1 vmap {{ 0 : goto {ep1} }}",
+        f'add rule {t} {ext} ip saddr 10.0.0.0/8 goto {svc} comment "short-circuit pod traffic"',
+        f'add rule {t} {ext} fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"',
+        f'add rule {t} {ext} fib saddr type local goto {svc} comment "short-circuit local traffic"',
+        f"add rule {t} {ext} goto {local}",
+        f"add rule {t} {ep1} meta l4proto tcp dnat to 10.0.1.1:80",
+        f"add rule {t} {ep2} meta l4proto tcp dnat to 10.0.1.2:80",
+        f"add element {t} nodeport-ips {{ 192.168.0.2 }}",
+        f"add element {t} service-ips {{ 172.30.1.1 . tcp . 80 : goto {svc} }}",
+        f"add element {t} service-nodeports {{ tcp . 30001 : goto {ext} }}",
+    ])
+    ruleset = parse_nft_transaction(text, "local.nft")
+    snapshot = replace(make_snapshot(textwrap.dedent(LOCAL_API), None, proxy_mode="nftables"), nft=ruleset)
+    svc_obj = snapshot.service("ns1", "svc1")
+    assert svc_obj is not None
+    cluster, nodeport = nftables.resolve_port(snapshot, svc_obj, svc_obj.ports[0], 4, ruleset)[0]
+    assert endpoint_shares(cluster.hops[0]) == {"10.0.1.1:80": 0.5, "10.0.1.2:80": 0.5}
+    assert (nodeport.ip, nodeport.verdict) == ("192.168.0.2", g.FORWARDED)
+    (ext_hop,) = nodeport.hops
+    assert [c.when for c in ext_hop.children] == ["source in 10.0.0.0/8", "source is a local address of this node",
+                                                  "external clients"]
+    local_hop = ext_hop.children[-1]
+    assert (local_hop.kind, local_hop.name) == ("local", local)
+    assert endpoint_shares(local_hop) == {"10.0.1.1:80": 1.0}
+    assert ext_hop.masquerade == "source is a local address of this node"
