@@ -8,7 +8,7 @@ import typer
 import typer.completion
 
 from svctrace import __version__
-from svctrace.cli import capture, completion, demo, svc, trace
+from svctrace.cli import capture, completion, demo, svc, trace, why
 from svctrace.cli.env import Environment
 
 app = typer.Typer(
@@ -44,6 +44,7 @@ def main_callback(
 svc.register(app)
 demo.register(app)
 trace.register(app)
+why.register(app)
 capture.register(app)
 completion.register(app)
 

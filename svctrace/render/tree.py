@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rich.console import Group, RenderableType
 from rich.text import Text
 from rich.tree import Tree
@@ -124,9 +126,10 @@ def _hop_text(hop: Hop, graph: PathGraph, family_ip: str, *, merged_into: Fronte
 
 
 def _add_hop(parent: Tree, hop: Hop, graph: PathGraph, family_ip: str, explain: set[str] | None,
-             merged_into: Frontend | None = None) -> None:
+             merged_into: Frontend | None = None, marks: Mapping[str, str] | None = None) -> None:
     """Add a hop; ``explain`` holds the hops already explained (a chain reached twice is explained once)."""
     label = _hop_text(hop, graph, family_ip, merged_into=merged_into)
+    _mark(label, marks, hop.name, merged_into.address if merged_into is not None else None)
     if merged_into is not None and merged_into.verdict not in (g.FORWARDED,) and hop.kind != "verdict":
         words, style = VERDICT_WORDS[merged_into.verdict]
         if words:
@@ -146,7 +149,7 @@ def _add_hop(parent: Tree, hop: Hop, graph: PathGraph, family_ip: str, explain: 
         lines.append(Text(f"! {note}", "note"))
     node = parent.add(Group(*lines) if len(lines) > 1 else label)
     for child in hop.children:
-        _add_hop(node, child, graph, family_ip, explain)
+        _add_hop(node, child, graph, family_ip, explain, marks=marks)
 
 
 def _cluster_ip_for(graph: PathGraph, frontend: Frontend) -> str:
@@ -160,10 +163,21 @@ def _cluster_ip_for(graph: PathGraph, frontend: Frontend) -> str:
     return "ClusterIP"
 
 
-def _frontend_branch(tree: Tree, fe: Frontend, graph: PathGraph, explain: set[str] | None) -> None:
+def _mark(label: Text, marks: Mapping[str, str] | None, *names: str | None) -> None:
+    """Flag a hop a finding points at: ``  ✗ code``."""
+    if not marks:
+        return
+    for name in names:
+        if name is not None and name in marks:
+            label.append(f"  ✗ {marks[name]}", "verdict.reject")
+            return
+
+
+def _frontend_branch(tree: Tree, fe: Frontend, graph: PathGraph, explain: set[str] | None,
+                     marks: Mapping[str, str] | None = None) -> None:
     family_ip = _cluster_ip_for(graph, fe)
     if len(fe.hops) == 1:
-        _add_hop(tree, fe.hops[0], graph, family_ip, explain, merged_into=fe)
+        _add_hop(tree, fe.hops[0], graph, family_ip, explain, merged_into=fe, marks=marks)
         return
     label = Text()
     label.append(fe.address, "hop.address")
@@ -177,9 +191,10 @@ def _frontend_branch(tree: Tree, fe: Frontend, graph: PathGraph, explain: set[st
     if explain is not None and fe.explain:
         lines.append(Text(fe.explain, "hop.explain"))
     lines += [Text(f"! {n}", "note") for n in fe.notes]
+    _mark(label, marks, fe.address)
     node = tree.add(Group(*lines) if len(lines) > 1 else label)
     for hop in fe.hops:
-        _add_hop(node, hop, graph, family_ip, explain)
+        _add_hop(node, hop, graph, family_ip, explain, marks=marks)
 
 
 def _title(graph: PathGraph) -> Text:
@@ -232,13 +247,17 @@ def _unprogrammed_branch(tree: Tree, graph: PathGraph) -> None:
         node.add(text)
 
 
-def render_graph(graph: PathGraph, *, explain: bool = False) -> RenderableType:
-    """The whole answer for one Service: the tree, then warnings and what was not available."""
+def render_graph(graph: PathGraph, *, explain: bool = False, marks: Mapping[str, str] | None = None) \
+        -> RenderableType:
+    """The whole answer for one Service: the tree, then warnings and what was not available.
+
+    ``marks`` flags broken hops: hop name (chain, address, or a frontend's ``ip:port/PROTO``) -> finding code.
+    """
     tree = Tree(Group(_title(graph), Text(graph.explain, "hop.explain")) if explain else _title(graph))
     _dns_branch(tree, graph, explain)
     explained: set[str] | None = set() if explain else None
     for fe in graph.frontends:
-        _frontend_branch(tree, fe, graph, explained)
+        _frontend_branch(tree, fe, graph, explained, marks)
     if not graph.frontends and not (graph.service.is_external_name or graph.service.is_headless):
         tree.add(Text("no ports: nothing to route", "note"))
     _unprogrammed_branch(tree, graph)

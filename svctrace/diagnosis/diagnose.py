@@ -1,0 +1,46 @@
+"""why-unreachable: match the target, resolve its path, run the checks, rank the findings, give a verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from svctrace.diagnosis.findings import ERROR, Finding, ranked, verdict
+from svctrace.diagnosis.registry import CheckContext, Client, run_checks
+from svctrace.diagnosis.target import ResolvedTarget, parse_target, resolve_target
+from svctrace.errors import NotFoundError
+from svctrace.model.graph import PathGraph
+from svctrace.model.snapshot import Snapshot
+from svctrace.resolver import resolve
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    target: ResolvedTarget
+    client: Client
+    verdict: str  # reachable | unreachable | degraded
+    reason: str  # one sentence
+    findings: tuple[Finding, ...]
+    graph: PathGraph | None
+    skipped: tuple[str, ...] = ()  # checks that could not run, with why
+
+
+def diagnose(snapshot: Snapshot, target_text: str, *, namespace: str | None = None,
+             client: Client | None = None) -> Diagnosis:
+    """Why the target is (or is not) reachable for this client, with ranked findings."""
+    target = resolve_target(snapshot, parse_target(target_text, namespace), namespace or "default")
+    graph = None
+    port = target.port
+    if target.service is not None:
+        try:
+            graph = resolve(snapshot, target.namespace, target.name, port)
+        except NotFoundError as exc:  # the port is not defined: the port-not-defined check says so
+            graph = resolve(snapshot, target.namespace, target.name, None)
+            if "has no port" not in exc.message:
+                raise
+    ctx = CheckContext(snapshot=snapshot, target=target, client=client or Client(), graph=graph)
+    found, skipped = run_checks(ctx)
+    findings = ranked(found)
+    word, reason = verdict(findings)
+    if target.service is None and not any(f.severity == ERROR for f in findings):
+        word, reason = "unreachable", target.how
+    return Diagnosis(target, ctx.client, word, reason, findings, graph, skipped)

@@ -1,0 +1,125 @@
+"""What the user asked about: a Service, a DNS name, IP:PORT, or a URL, resolved against a Snapshot."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from svctrace.errors import UsageError
+from svctrace.model.k8s import Service
+from svctrace.model.snapshot import Snapshot
+from svctrace.resolver.common import cluster_domain
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The parsed target, before it is matched to a Service."""
+
+    text: str
+    kind: str  # service | dns | address | url
+    namespace: str | None = None
+    name: str | None = None
+    host: str | None = None  # DNS name or IP
+    port: str | None = None  # name or number as given (None: every port)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedTarget:
+    """The target matched to a Service port (or not found: service is None)."""
+
+    target: Target
+    namespace: str
+    name: str
+    service: Service | None
+    port: str | None  # the Service port name or number to check; None: all
+    frontend: str | None = None  # "ClusterIP" / "NodePort" / ... when the target named an address
+    how: str = ""  # how the target was matched, in words
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_target(text: str, namespace: str | None) -> Target:
+    """``name``, ``ns/name``, ``name:port``, ``name.ns[.svc.domain]``, ``IP:PORT``, ``[v6]:PORT`` or a URL."""
+    raw = text.strip()
+    if not raw:
+        raise UsageError("no target given", "svctrace why-unreachable NAME | NS/NAME | IP:PORT | URL")
+    if "://" in raw:
+        parts = urlsplit(raw)
+        if not parts.hostname:
+            raise UsageError(f"{raw!r} is not a URL svctrace understands", "e.g. http://web.shop:8080/health")
+        default = {"http": "80", "https": "443"}.get(parts.scheme)
+        port = str(parts.port) if parts.port else default
+        inner = parse_target(parts.hostname if port is None else _join(parts.hostname, port), namespace)
+        return Target(raw, "url", inner.namespace, inner.name, inner.host, inner.port)
+    host, port = raw, None
+    if raw.startswith("["):
+        host, _, rest = raw[1:].partition("]")
+        port = rest.lstrip(":") or None
+    elif raw.count(":") == 1:
+        host, port = raw.split(":")
+    elif raw.count(":") > 1 and not _is_ip(raw):
+        raise UsageError(f"{raw!r}: write an IPv6 address with a port as [ADDRESS]:PORT", "e.g. [fd00::10]:80")
+    if _is_ip(host):
+        return Target(raw, "address", host=host, port=port)
+    if "/" in host:
+        ns, _, name = host.partition("/")
+        return Target(raw, "service", ns, name, port=port)
+    if "." in host:
+        labels = host.rstrip(".").split(".")
+        if len(labels) >= 2 and all(_DNS_LABEL.match(x) for x in labels):
+            return Target(raw, "dns", labels[1], labels[0], host=host.rstrip("."), port=port)
+        raise UsageError(f"{host!r} is not a Service name, a cluster DNS name or an IP address",
+                         "give NAME, NS/NAME, NAME.NS.svc.cluster.local, IP:PORT or a URL")
+    return Target(raw, "service", namespace, host, port=port)
+
+
+def _join(host: str, port: str) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def resolve_target(snapshot: Snapshot, target: Target, default_namespace: str) -> ResolvedTarget:
+    """Match the target to a Service of the snapshot; an address matches ClusterIPs, externalIPs, LB IPs, NodePorts."""
+    if target.kind in ("service", "dns", "url") and target.name is not None:
+        ns = target.namespace or default_namespace
+        how = "by name"
+        if target.kind in ("dns", "url") and target.host:
+            domain, _ = cluster_domain(snapshot)
+            how = f"from the DNS name {target.host} (cluster domain {domain})"
+        return ResolvedTarget(target, ns, target.name, snapshot.service(ns, target.name), target.port, how=how)
+    if target.kind in ("address", "url") and target.host is not None:
+        return _by_address(snapshot, target)
+    raise UsageError(f"cannot tell what {target.text!r} names", "give NAME, NS/NAME, IP:PORT or a URL")
+
+
+def _by_address(snapshot: Snapshot, target: Target) -> ResolvedTarget:
+    ip = str(ipaddress.ip_address(target.host or ""))
+    port = int(target.port) if target.port and target.port.isdigit() else None
+    node_ips = set(snapshot.node.local_ips)
+    node = snapshot.node_named(snapshot.node.name)
+    if node is not None:
+        node_ips |= set(node.ips)
+    for svc in snapshot.services:
+        for sp in svc.ports:
+            matches: list[tuple[str, bool]] = [
+                ("ClusterIP", ip in svc.virtual_ips and port in (None, sp.port)),
+                ("ExternalIP", ip in svc.external_ips and port in (None, sp.port)),
+                ("LoadBalancer", any(i.ip == ip for i in svc.load_balancer_ingress) and port in (None, sp.port)),
+                ("NodePort", sp.node_port is not None and port == sp.node_port
+                 and (ip in node_ips or any(ip in n.ips for n in snapshot.nodes))),
+            ]
+            for frontend, hit in matches:
+                if hit:
+                    return ResolvedTarget(target, svc.namespace, svc.name, svc, sp.name or str(sp.port),
+                                          frontend=frontend, how=f"{target.text} is the {frontend} of {svc.ref}")
+    return ResolvedTarget(target, "", target.text, None, target.port,
+                          how=f"no Service in {snapshot.source or 'the snapshot'} has the address {target.text}")
