@@ -289,6 +289,9 @@ class _RuleBuilder:
     order, quotes around " -m ", errors) it returns None and ``general`` decides.
     """
 
+    __slots__ = ("_options", "_matches", "_pieces", "_impure", "_heads", "_targets", "_strings", "_groups",
+                 "saw_ipv6_address", "plain")
+
     def __init__(self) -> None:
         self._options: dict[tuple[str, tuple[str, ...], bool], Option] = {}
         self._matches: dict[tuple[object, ...], Match] = {}
@@ -448,7 +451,7 @@ class _RuleBuilder:
             if cut < 0:
                 return line[3:sp], basic, matches, None, False, (), None
             tpart = line[cut + 4:]  # "TARGET --opt v ..."
-            if " " not in tpart:  # a target without options, the commonest case
+            if " " not in tpart and '"' not in tpart and tpart[:1] not in ("-", "!"):  # the commonest case
                 return line[3:sp], basic, matches, self._strings.setdefault(tpart, tpart), cut == tg, (), None
             target = self._targets.get(tpart)
             if target is None:
@@ -486,7 +489,7 @@ class _RuleBuilder:
     def _fast_target(self, tpart: str) -> tuple[str, tuple[Option, ...]]:
         """``"DNAT --to-destination 10.0.0.1:80"`` -> (target, its options); _NO_TARGET if not simple."""
         words, quoted = split_words(tpart)
-        if not words or 0 in quoted or _is_option(words[0]):
+        if not words or 0 in quoted or _is_option(words[0]) or words[0] == "!":
             return _NO_TARGET
         if len(words) == 3 and not quoted and words[1] not in _SPECIAL_OPTIONS and _is_option(words[1]) \
                 and words[2] != "!" and not _is_option(words[2]):
@@ -513,13 +516,13 @@ class _RuleBuilder:
         """``"tcp --dport 80"`` (text after " -m ") as a Match, or None when the piece's options
         would not all be the module's own (an option a known module does not take, a basic option, a
         target): then only the whole rule can say who owns them."""
+        if piece[:19] == 'comment --comment "' and piece[-1] == '"' and piece.count('"') == 2:
+            # the commonest piece, and often unique ("S -> IP:port"): no need for the general splitter
+            return Match("comment", (Option("--comment", (piece[19:-1],)),))
         module, _, rest = piece.partition(" ")
-        if not module or '"' in module or _is_option(module):
+        if not module or '"' in module or _is_option(module) or module == "!":
             return None
         known = MODULE_OPTIONS.get(module)
-        if module == "comment" and rest[:11] == '--comment "' and rest.count('"') == 2 and rest[-1] == '"':
-            # the commonest piece, and often unique ("S -> IP:port"): no need for the general splitter
-            return Match("comment", (Option("--comment", (rest[11:-1],)),))
         words, quoted = split_words(rest) if '"' in rest else (rest.split(), _NO_QUOTES)
         opts = []
         for negated, name, values in group_options(words, quoted):
@@ -611,6 +614,8 @@ def _short(text: str, limit: int = 60) -> str:
 
 class _Parser:
     """One pass over the lines; tables are finished at their COMMIT."""
+
+    __slots__ = ("builder", "tables", "header", "current", "_last")
 
     def __init__(self) -> None:
         self.builder = _RuleBuilder()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 from collections import Counter
 from pathlib import Path
@@ -517,6 +518,51 @@ def test_the_fast_path_and_the_exact_splitter_agree() -> None:
     assert fast > 100
 
 
+_GROUPS = [
+    "-p tcp", "! -s 10.0.0.0/8", "-d 1.2.3.4/32", "-i cali+", "! -o docker0", "-f", "-c 1 2", "--dport 443",
+    '-m comment --comment "ns/svc:p -> 10.0.0.1:80"', '-m comment --comment "x -m y"', '-m comment --comment "-j z"',
+    '-m comment --comment "!"', "-m comment --comment plain", "-m comment --comment two words",
+    '-m comment --comment ""', "-m tcp --dport 80", "-m tcp", "-m udp --sport 53", "-m foo --bar 1 2", "-m foo",
+    "-m recent --set --name N --rsource", "-m recent --rcheck --seconds 10 --reap --name N",
+    "-m statistic --mode random --probability 0.5", "-m mark ! --mark 0x1/0x1", "-m set ! --match-set S dst,dst",
+    "-m addrtype --src-type LOCAL --limit-iface-out", "-m conntrack --ctstate NEW", "--dport ! 22",
+    "-m multiport --dports 80,443",
+]
+_TARGETS = [
+    "-j ACCEPT", "-j DNAT --to-destination 1.2.3.4:80", "-j DNAT --to-destination [fd00::1]:80",
+    '-j LOG --log-prefix "a -j b"', '-j LOG --log-prefix "p: " --log-level 4', "-g KUBE-X", "",
+    "-j MARK --set-xmark 0x1/0x1", "-j MASQUERADE --random-fully", "-j REJECT --reject-with tcp-reset -p tcp",
+    "-j X -m comment --comment late",
+]
+
+
+def test_the_fast_path_and_the_exact_splitter_agree_on_generated_rules() -> None:
+    """Rules made of well-formed pieces in any order, with a stray word now and then: whenever the fast
+    path answers, it answers what the exact splitter does (and it never accepts what that refuses)."""
+    rnd = random.Random(20261124)
+    fast_builder, exact_builder = iptables_save._RuleBuilder(), iptables_save._RuleBuilder()
+    answered = refused = 0
+    for _ in range(4000):
+        groups = rnd.sample(_GROUPS, rnd.randint(0, 5))
+        target = rnd.choice(_TARGETS)
+        if target:
+            groups.insert(rnd.randint(0, len(groups)) if rnd.random() < 0.2 else len(groups), target)
+        words = ("-A C " + " ".join(groups)).split(" ")
+        if rnd.random() < 0.1:
+            words.insert(rnd.randint(2, len(words)), rnd.choice(["!", "-m", "-j", "x", '"', "--dport"]))
+        line = " ".join(w for w in words if w)
+        try:
+            exact = exact_builder.general(line)
+        except iptables_save._Fail:
+            exact = None
+            refused += 1
+        quick = fast_builder.fast(line)
+        if quick is not None:
+            answered += 1
+            assert quick == exact, line
+    assert answered > 1000 and refused > 100
+
+
 def test_split_rule_is_the_lexical_stage() -> None:
     chain, options = split_rule('-A KUBE-FW-X -m comment --comment "a -j b" ! -s 10.0.0.0/8 -j DROP')
     assert chain == "KUBE-FW-X"
@@ -607,6 +653,9 @@ EDIT = iptables_save.HINT_EDIT
     ("*nat\n:X - [0:0]\n-A X -j ACCEPT -g Y\nCOMMIT\n", 3, "two targets in one rule (ACCEPT and Y)", EDIT),
     ("*nat\n:X - [0:0]\n-A X -m -j ACCEPT\nCOMMIT\n", 3, "-m takes one module name, found 0 words", EDIT),
     ("*nat\n:X - [0:0]\n-A X -j\nCOMMIT\n", 3, "-j takes one target name, found 0 words", EDIT),
+    ("*nat\n:X - [0:0]\n-A X -j -j\nCOMMIT\n", 3, "-j takes one target name, found 0 words", EDIT),
+    ("*nat\n:X - [0:0]\n-A X -g ! -p tcp\nCOMMIT\n", 3, "-g takes one target name, found 0 words", EDIT),
+    ("*nat\n:X - [0:0]\n-A X -m !\nCOMMIT\n", 3, "'!' must be followed by an option", EDIT),
     ("*nat\n:X - [0:0]\n-A X ! -j ACCEPT\nCOMMIT\n", 3, "a target (ACCEPT) cannot be negated", EDIT),
     ("*nat\n:X - [0:0]\n-A X ! -m tcp -j ACCEPT\nCOMMIT\n", 3, "-m cannot be negated", EDIT),
     ("*nat\n:X - [0:0]\n-A X -p tcp udp -j ACCEPT\nCOMMIT\n", 3, "-p takes one value, found 2", EDIT),
