@@ -157,7 +157,7 @@ def parse_header(comment: str) -> Header | None:
 RawOption = tuple[bool, str, tuple[str, ...]]  # (negated, "--name", values)
 
 
-class _Fail(Exception):
+class _Fail(ValueError):
     """A problem in one line; ``parse`` adds the file and line number."""
 
     def __init__(self, message: str, hint: str = HINT_EDIT) -> None:
