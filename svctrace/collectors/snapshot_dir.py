@@ -22,6 +22,7 @@ from svctrace.model.dataplane import IptablesDump
 from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
 from svctrace.parsers import iptables_save, ipvs
 from svctrace.parsers.k8s import ApiObjects, decode_documents, merge_objects, parse_objects
+from svctrace.parsers.nft_json import parse_nft_json
 from svctrace.parsers.node import NodeMeta, parse_ip_addr_json, parse_meta_json
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,9 @@ NODE_FILES: dict[str, str] = {
 }
 API_MISSING = "Kubernetes objects (api/)"
 
-# Files this version carries in a snapshot but cannot read yet. The IPVS, ipset and nftables parsers
-# replace entries here as they arrive; until then the user is told, rather than shown an answer that
-# silently ignores them.
-NOT_READ_YET: dict[str, str] = {
-    NFT: "the nftables ruleset",
-}
+# Files a snapshot may carry that this version cannot read yet: the user is told, rather than shown an
+# answer that silently ignores them. (Every node/ file of the format is read today.)
+NOT_READ_YET: dict[str, str] = {}
 
 API_SUFFIXES: dict[str, Literal["json", "yaml"]] = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
@@ -278,6 +276,7 @@ def _build(tree: _Tree, label: str) -> Snapshot:
         if IPVSADM in node_files else None
     ipsets = ipvs.parse_ipset_save(_text(tree, node_files[IPSET]), tree.locate(node_files[IPSET])) \
         if IPSET in node_files else None
+    nft = parse_nft_json(_text(tree, node_files[NFT]), tree.locate(node_files[NFT])) if NFT in node_files else None
     addresses: tuple[HostAddress, ...] | None = None
     if IP_ADDR in node_files:
         full = node_files[IP_ADDR]
@@ -316,6 +315,7 @@ def _build(tree: _Tree, label: str) -> Snapshot:
         warnings=tuple(warnings),
         ipvs=ipvs_table,
         ipsets=ipsets,
+        nft=nft,
     )
 
 

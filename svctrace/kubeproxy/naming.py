@@ -61,17 +61,31 @@ def nft_base(namespace: str, name: str, protocol: str, port_name: str) -> str:
     return f"{namespace}/{name}/{protocol.lower()}/{port_name}"
 
 
+# kube-proxy (nftables) caps the hashed part of a chain name at this many characters.
+NFT_CHAIN_BASE_MAX = 240
+
+
+def _nft_hash_and_truncate(base: str) -> str:
+    """``HASH8-base``, cut to NFT_CHAIN_BASE_MAX with a trailing "..." as kube-proxy's hashAndTruncate does."""
+    name = f"{_hash(base, 8)}-{base}"
+    if len(name) > NFT_CHAIN_BASE_MAX:
+        name = name[: NFT_CHAIN_BASE_MAX - 3] + "..."
+    return name
+
+
 def nft_service_chain(namespace: str, name: str, protocol: str, port_name: str, prefix: str = "service") -> str:
     """``service-<hash8>-ns/name/proto/port`` (also ``external-``, ``firewall-``, ``local-``)."""
-    base = nft_base(namespace, name, protocol, port_name)
-    return f"{prefix}-{_hash(base, 8)}-{base}"
+    return f"{prefix}-{_nft_hash_and_truncate(nft_base(namespace, name, protocol, port_name))}"
 
 
 def nft_endpoint_chain(namespace: str, name: str, protocol: str, port_name: str, ip: str, port: int,
                        prefix: str = "endpoint") -> str:
-    """``endpoint-<hash8>-ns/name/proto/port__IP/port`` (also ``affinity-`` for the affinity set)."""
-    base = f"{nft_base(namespace, name, protocol, port_name)}__{ip}/{port}"
-    return f"{prefix}-{_hash(base, 8)}-{base}"
+    """``endpoint-<hash8>-ns/name/proto/port__IP/port`` (also ``affinity-`` for the affinity set).
+
+    IPv6 colons are not allowed in chain names, so kube-proxy writes them as dots.
+    """
+    base = f"{nft_base(namespace, name, protocol, port_name)}__{ip.replace(':', '.')}/{port}"
+    return f"{prefix}-{_nft_hash_and_truncate(base)}"
 
 
 def is_ipv6(address: str) -> bool:

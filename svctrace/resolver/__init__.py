@@ -198,6 +198,8 @@ def resolve(snapshot: Snapshot, namespace: str, name: str, port: str | None = No
                 dump = snapshot.dump(family)
                 if dump is not None:
                     stale += iptables.stale_chains(svc, dump, seen_chains)
+        elif mode == "nftables" and snapshot.nft is not None:
+            stale += nftables.stale_chains(svc, snapshot.nft, set().union(*reached.values()))
     else:
         if mode == "none":
             why = "the node's dataplane was not collected"

@@ -181,8 +181,8 @@ def _endpoint_info(ctx: _Ctx, ip: str, port: int | None) -> EndpointInfo:
 
 def endpoint_chain_name(namespace: str, name: str, protocol: str, port_name: str, ip: str, port: int,
                         prefix: str = "endpoint") -> str:
-    """kube-proxy's endpoint chain (or affinity set) name; IPv6 colons become dots, as proxier.go writes them."""
-    return naming.nft_endpoint_chain(namespace, name, protocol, port_name, ip.replace(":", "."), port, prefix)
+    """kube-proxy's endpoint chain (or affinity set) name."""
+    return naming.nft_endpoint_chain(namespace, name, protocol, port_name, ip, port, prefix)
 
 
 def _missing(ctx: _Ctx, kind: str, name: str, when: str | None, rules: tuple[RuleRef, ...],

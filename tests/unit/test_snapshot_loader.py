@@ -252,7 +252,7 @@ def test_api_folder_with_only_empty_files_counts_as_not_collected(tmp_path: Path
     assert not snap.api_collected and "Kubernetes objects (api/)" in snap.missing
 
 
-def test_files_not_read_yet_are_warned_about_not_pretended(tmp_path: Path) -> None:
+def test_every_node_file_is_read(tmp_path: Path) -> None:
     snap_dir = copy(MIXED, tmp_path / "s")
     (snap_dir / "node" / "ipvsadm.txt").write_text(
         "-A -t 10.96.0.1:443 -s rr\n-a -t 10.96.0.1:443 -r 172.18.0.2:6443 -m -w 1\n")
@@ -260,11 +260,9 @@ def test_files_not_read_yet_are_warned_about_not_pretended(tmp_path: Path) -> No
     snap = load_snapshot(snap_dir)
     assert "IPVS services (node/ipvsadm.txt)" not in snap.missing
     assert "ipsets (node/ipset.txt)" in snap.missing
-    assert [w for w in snap.warnings if "does not read" in w] == [
-        "node/nft.json is present, but this version of svctrace does not read the nftables ruleset yet; "
-        "the answers here leave it out",
-    ]
-    assert set(NOT_READ_YET) == {"nft.json"}
+    assert [w for w in snap.warnings if "does not read" in w] == []
+    assert NOT_READ_YET == {}
+    assert snap.nft is not None and snap.nft.tables == ()  # nft.json is read: an empty ruleset
     # ipvsadm.txt is read now: its virtual server and real server are in the snapshot.
     assert snap.ipvs is not None and snap.ipsets is None
     ((vs, (rs,)),) = snap.ipvs.services
