@@ -149,7 +149,12 @@ def _sep_hop(ctx: _Ctx, chain_name: str, *, rules: tuple[RuleRef, ...], share: f
             if dest is None:
                 notes.append(f"DNAT rule without --to-destination (rule {rule.index})")
                 continue
-            ip, port = parse_dnat_destination(dest.value)
+            try:
+                ip, port = parse_dnat_destination(dest.value)
+            except ValueError:
+                notes.append(f"rule {rule.index}: cannot read the DNAT destination {dest.value!r}: {rule.text}")
+                own.append(_ref(rule))
+                continue
             endpoint = _endpoint_info(ctx, ip, port)
             own.append(_ref(rule))
             if rule.option("--set", "recent") is not None:

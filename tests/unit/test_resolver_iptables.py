@@ -333,3 +333,15 @@ def test_unknown_port_lists_the_ports(overall: Snapshot) -> None:
         resolve(overall, "ns1", "svc1", port="8443")
     assert err.value.hint == "its ports are: p80:80/TCP"
     assert [f.port for f in resolve(overall, "ns3", "svc3", port="3003").frontends] == [80, 3003]
+
+
+def test_a_malformed_dnat_destination_is_a_note_not_a_crash() -> None:
+    dump = ("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-AQI2S6QIMU7PVVRP - [0:0]\n:KUBE-SEP-A - [0:0]\n"
+            "-A KUBE-SERVICES -d 172.30.1.1/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-AQI2S6QIMU7PVVRP\n"
+            "-A KUBE-SVC-AQI2S6QIMU7PVVRP -j KUBE-SEP-A\n"
+            "-A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination not-an-address\nCOMMIT\n")
+    api = SVC_TEMPLATE.format(type="ClusterIP", itp="Cluster", affinity="None",
+                              endpoints=_ep("10.0.0.1", "n", True, True, False))
+    graph = resolve(make_snapshot(api, dump), "ns1", "svc1")
+    (sep,) = frontend(graph, "ClusterIP").hops[0].children
+    assert sep.endpoint is None and any("cannot read the DNAT destination 'not-an-address'" in n for n in sep.notes)
