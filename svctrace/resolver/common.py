@@ -5,10 +5,12 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from svctrace.errors import NotFoundError
-from svctrace.model.graph import DnsInfo, DnsRecord, EndpointInfo
+from svctrace.model import graph as g
+from svctrace.model.graph import DnsInfo, DnsRecord, EndpointInfo, Hop
 from svctrace.model.k8s import EndpointSlice, Service, ServicePort
 from svctrace.model.snapshot import Snapshot
 
@@ -263,3 +265,27 @@ def _cluster_service_named(snapshot: Snapshot, host: str, domain: str) -> Servic
     if len(parts) != 2:
         return None
     return snapshot.service(parts[1], parts[0])
+
+
+def leaves(hop: Hop) -> Iterator[Hop]:
+    """The hops at the ends of a path: endpoints and verdicts."""
+    if not hop.children:
+        yield hop
+    for child in hop.children:
+        yield from leaves(child)
+
+
+def frontend_verdict(hops: tuple[Hop, ...]) -> str:
+    """A frontend's outcome from where its paths end: forwarded, partial, rejected, dropped or not programmed."""
+    ends = [leaf for hop in hops for leaf in leaves(hop)]
+    dnat = any(leaf.verdict == "DNAT" for leaf in ends)
+    blocked = any(leaf.verdict in ("DROP", "REJECT") for leaf in ends)
+    if dnat and blocked:
+        return g.PARTIAL
+    if dnat:
+        return g.FORWARDED
+    if any(leaf.verdict == "REJECT" for leaf in ends):
+        return g.REJECTED
+    if blocked:
+        return g.DROPPED
+    return g.NOT_PROGRAMMED

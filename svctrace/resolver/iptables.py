@@ -6,7 +6,6 @@ rules carry no comments (large-cluster mode) and chains that no Service owns any
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from svctrace.kubeproxy import naming
@@ -16,7 +15,7 @@ from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChai
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.snapshot import Snapshot
 from svctrace.parsers.iptables_values import parse_dnat_destination
-from svctrace.resolver.common import api_endpoints, categorize, family_of
+from svctrace.resolver.common import api_endpoints, categorize, family_of, frontend_verdict
 
 MASQ_CHAIN = "KUBE-MARK-MASQ"
 SERVICE_CHAIN_PREFIXES = naming.IPT_SERVICE_PREFIXES + (naming.IPT_ENDPOINT_PREFIX,)
@@ -393,28 +392,6 @@ def _walk(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[RuleRef,
         ctx.stack.discard(chain_name)
 
 
-def _leaves(hop: Hop) -> Iterable[Hop]:
-    if not hop.children:
-        yield hop
-    for child in hop.children:
-        yield from _leaves(child)
-
-
-def _verdict(hops: tuple[Hop, ...]) -> str:
-    leaves = [leaf for hop in hops for leaf in _leaves(hop)]
-    dnat = any(leaf.verdict == "DNAT" for leaf in leaves)
-    blocked = any(leaf.verdict in ("DROP", "REJECT") for leaf in leaves)
-    if dnat and blocked:
-        return g.PARTIAL
-    if dnat:
-        return g.FORWARDED
-    if any(leaf.verdict == "REJECT" for leaf in leaves):
-        return g.REJECTED
-    if blocked:
-        return g.DROPPED
-    return g.NOT_PROGRAMMED
-
-
 def _filter_verdict_hop(rule: Rule, what: str, policy_note: str) -> Hop:
     target = rule.target or "REJECT"
     if target == "REJECT":
@@ -500,7 +477,7 @@ def _frontend(ctx: _Ctx, spec: _FrontendSpec, explain: str) -> Frontend:
     if localhost:
         notes.append(f"also answers on 127.0.0.1:{spec.port} from this node (localhost NodePorts, needs "
                      "net.ipv4.conf.all.route_localnet=1)")
-    verdict = _verdict(tuple(hops)) if hops else g.NOT_PROGRAMMED
+    verdict = frontend_verdict(tuple(hops)) if hops else g.NOT_PROGRAMMED
     if verdict == g.NOT_PROGRAMMED:
         notes.append(f"no rule in nat {spec.dispatch_chain} or filter {'/'.join(spec.filter_chains)} handles "
                      f"this frontend: kube-proxy has not programmed it on this node")

@@ -11,7 +11,6 @@ their `nft list` text, which both the JSON and the transaction-text parser produ
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from svctrace.kubeproxy import naming
@@ -20,7 +19,7 @@ from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChai
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.nft import NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.model.snapshot import Snapshot
-from svctrace.resolver.common import api_endpoints, family_of
+from svctrace.resolver.common import api_endpoints, family_of, frontend_verdict
 
 MASQ_CHAIN = "mark-for-masquerade"
 KIND_BY_PREFIX = {
@@ -444,28 +443,6 @@ def _firewall_hop(ctx: _Ctx, fw_refs: tuple[RuleRef, ...], fw_chain: str, inner:
                notes=notes, children=tuple(children))
 
 
-def _leaves(hop: Hop) -> Iterable[Hop]:
-    if not hop.children:
-        yield hop
-    for child in hop.children:
-        yield from _leaves(child)
-
-
-def _verdict(hops: tuple[Hop, ...]) -> str:
-    leaves = [leaf for hop in hops for leaf in _leaves(hop)]
-    dnat = any(leaf.verdict == "DNAT" for leaf in leaves)
-    blocked = any(leaf.verdict in ("DROP", "REJECT") for leaf in leaves)
-    if dnat and blocked:
-        return g.PARTIAL
-    if dnat:
-        return g.FORWARDED
-    if any(leaf.verdict == "REJECT" for leaf in leaves):
-        return g.REJECTED
-    if blocked:
-        return g.DROPPED
-    return g.NOT_PROGRAMMED
-
-
 def _frontend(ctx: _Ctx, type_: str, ip: str, port: int, key: tuple[str, ...], explain: str) -> Frontend:
     """One frontend: the dispatch map entry (service-ips / service-nodeports), its firewall and filter verdicts."""
     t = ctx.table
@@ -506,7 +483,7 @@ def _frontend(ctx: _Ctx, type_: str, ip: str, port: int, key: tuple[str, ...], e
         else:
             reason = "externalTrafficPolicy is Local and no endpoint runs on this node."
         hops.append(_verdict_hop(ctx, noep.value, ctx.external_verdict, when=None, what=what, reason=reason))
-    verdict = _verdict(tuple(hops)) if hops else g.NOT_PROGRAMMED
+    verdict = frontend_verdict(tuple(hops)) if hops else g.NOT_PROGRAMMED
     if verdict == g.NOT_PROGRAMMED:
         notes.append(f"no element in {ctx.ref} maps {dispatch_map} or {noep_map} handles this frontend: "
                      "kube-proxy has not programmed it on this node")
