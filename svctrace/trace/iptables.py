@@ -1108,7 +1108,17 @@ def _reachability_warnings(dump: IptablesDump, ctx: _Context) -> None:
                      "(kube-proxy adds those jumps outside its restore data; was the dump complete?)")
 
 
-def _trace_kernel(dump: IptablesDump, packet: Packet, ctx: _Context, options: TraceOptions) -> TraceResult:
+# A hook at LOCAL_IN, after filter INPUT, for a mode that takes packets over there (IPVS): given a branch
+# delivered locally, None leaves it delivered; otherwise the branches it becomes, each with "out" (sent on
+# through LOCAL_OUT and POSTROUTING, as IPVS does after rewriting the destination), "local" (rewritten but
+# still delivered on this node) or a verdict (DROP/REJECT) that ends it.
+LocalIn = Callable[["_Branch"], "list[tuple[_Branch, str]] | None"]
+# The branch type, for such hooks (they rewrite ``dst``/``dport`` and the share with dataclasses.replace).
+Branch = _Branch
+
+
+def _trace_kernel(dump: IptablesDump, packet: Packet, ctx: _Context, options: TraceOptions,
+                  local_in: LocalIn | None = None) -> TraceResult:
     walker = _Walker(dump, ctx, options)
     _reachability_warnings(dump, ctx)
     start = _Branch(src=packet.src, dst=packet.dst, sport=packet.sport, dport=packet.dport,
@@ -1138,6 +1148,30 @@ def _trace_kernel(dump: IptablesDump, packet: Packet, ctx: _Context, options: Tr
                 kept.append(b.note(f"{reason}: needs route_localnet=1"))
         return kept
 
+    def hand_over(branches: list[_Branch]) -> list[_Branch]:
+        """Give locally delivered branches to ``local_in``; walk what it sends on through POSTROUTING."""
+        if local_in is None:
+            return branches
+        kept: list[_Branch] = []
+        sent: list[_Branch] = []
+        for b in branches:
+            got = local_in(b)
+            if got is None:
+                kept.append(b)
+                continue
+            for nb, flow in got:
+                if flow == "out":
+                    sent.append(replace(nb, out_iface=options.out_interface))
+                elif flow == "local":
+                    kept.append(nb)
+                else:
+                    ended.append((nb, flow))
+        # The nat table is not consulted in OUTPUT again (conntrack holds the destination binding); the
+        # source binding is made in POSTROUTING, where kube-proxy masquerades.
+        sent = run((("filter", "OUTPUT"), ("security", "OUTPUT"), ("mangle", "POSTROUTING"),
+                    ("nat", "POSTROUTING")), sent)
+        return kept + sent
+
     if packet.origin == "node":
         out = run((("raw", "OUTPUT"), ("mangle", "OUTPUT"), ("nat", "OUTPUT")), [start])
         # Routing (again, after DNAT) picks the way out; a local destination leaves through lo.
@@ -1150,7 +1184,7 @@ def _trace_kernel(dump: IptablesDump, packet: Packet, ctx: _Context, options: Tr
         away = [b for b in out if not ctx.is_local(b.dst)]
         local = run((("raw", "PREROUTING"), ("mangle", "PREROUTING"), ("mangle", "INPUT"),
                      ("filter", "INPUT"), ("security", "INPUT")), local)
-        final = away + local
+        final = away + hand_over(local)
     else:
         pre = run((("raw", "PREROUTING"), ("mangle", "PREROUTING"), ("nat", "PREROUTING")), [start])
         pre = not_martian(pre, "PREROUTING")
@@ -1161,7 +1195,7 @@ def _trace_kernel(dump: IptablesDump, packet: Packet, ctx: _Context, options: Tr
                        to_local)
         forward = run((("mangle", "FORWARD"), ("filter", "FORWARD"), ("security", "FORWARD"),
                        ("mangle", "POSTROUTING"), ("nat", "POSTROUTING")), forward)
-        final = forward + to_local
+        final = forward + hand_over(to_local)
     outcomes = _finish(final, ended, ctx, packet)
     if walker.lost > 0:
         ctx.warn(f"outcome shares sum to {1 - walker.lost:.3g}: some branches were cut (max_states)")
@@ -1311,14 +1345,15 @@ def _trace_kube_proxy_test(dump: IptablesDump, packet: Packet, local_ips: Iterab
 
 def trace_iptables(dump: IptablesDump, packet: Packet, *, local_ips: Iterable[str] = (),
                    options: TraceOptions | None = None,
-                   ipsets: Mapping[str, Collection[str]] | None = None) -> TraceResult:
+                   ipsets: Mapping[str, Collection[str]] | None = None,
+                   local_in: LocalIn | None = None) -> TraceResult:
     """Trace one new connection through an iptables dump; ``local_ips`` are the node's addresses."""
     opts = options or TraceOptions()
     local = tuple(local_ips)
     if opts.kube_proxy_test_semantics:
         return _trace_kube_proxy_test(dump, packet, local)
     ctx = _Context(local, ipsets, packet, opts)
-    return _trace_kernel(dump, packet, ctx, opts)
+    return _trace_kernel(dump, packet, ctx, opts, local_in)
 
 
 def kube_proxy_output(result: TraceResult) -> tuple[str, bool]:

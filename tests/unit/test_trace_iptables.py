@@ -478,8 +478,10 @@ def test_trace_packet_dispatches_on_the_snapshot() -> None:
     assert any("addresses are not known" in w for w in trace_packet(snap, pkt).warnings)
     with pytest.raises(SvctraceError, match="no IPv6 iptables rules"):
         trace_packet(snap, Packet("fd00::2", "fd00::3", 80))
-    with pytest.raises(SvctraceError, match="nftables mode is not supported yet"):
+    with pytest.raises(SvctraceError, match="no nftables ruleset in"):
         trace_packet(snap, pkt, TraceOptions(mode="nftables"))
+    with pytest.raises(SvctraceError, match="ebpf mode is not supported yet"):
+        trace_packet(snap, pkt, TraceOptions(mode="ebpf"))
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
