@@ -29,7 +29,8 @@ def test_nftables_names() -> None:
 
 
 def test_nftables_names_are_truncated_like_hash_and_truncate() -> None:
-    long = naming.nft_endpoint_chain("n" * 63, "s" * 63, "tcp", "p" * 63, "fd00:1111:2222:3333:4444:5555:6666:7777", 65535)
+    v6 = "fd00:1111:2222:3333:4444:5555:6666:7777"
+    long = naming.nft_endpoint_chain("n" * 63, "s" * 63, "tcp", "p" * 63, v6, 65535)
     assert len(long) == len("endpoint-") + naming.NFT_CHAIN_BASE_MAX and long.endswith("...")
     short = naming.nft_service_chain("ns1", "svc1", "tcp", "p80")
     assert not short.endswith("...")
