@@ -31,7 +31,8 @@ NODE_IP = "192.168.0.2"
 
 
 def _load(path: str) -> dict[str, Any]:
-    return json.loads((shared_dir() / "conformance" / path).read_text())
+    data: dict[str, Any] = json.loads((shared_dir() / "conformance" / path).read_text())
+    return data
 
 
 @pytest.fixture(scope="module")
