@@ -8,7 +8,7 @@ import typer
 import typer.completion
 
 from svctrace import __version__
-from svctrace.cli import capture, completion, demo, svc, trace, why
+from svctrace.cli import audit, capture, completion, demo, svc, trace, why
 from svctrace.cli.env import Environment
 
 app = typer.Typer(
@@ -46,6 +46,7 @@ demo.register(app)
 trace.register(app)
 why.register(app)
 capture.register(app)
+audit.register(app)
 completion.register(app)
 
 # Lets the generated completion scripts call back into svctrace (_SVCTRACE_COMPLETE=complete_bash ...).

@@ -1,0 +1,96 @@
+"""audit: every Service's checks at once, summarised (programmed, drifted, without endpoints, by code)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from svctrace.diagnosis.diagnose import Diagnosis, diagnose
+from svctrace.diagnosis.findings import ERROR, WARNING
+from svctrace.model.graph import FORWARDED, REJECTED, PathGraph
+from svctrace.model.snapshot import Snapshot
+from svctrace.resolver.common import api_endpoints, categorize
+
+# Findings that mean the node's rules and the API disagree (the dataplane checks own these codes).
+DRIFT_CODES = ("dataplane-stale-endpoints", "dataplane-missing-service")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAudit:
+    """One Service's diagnosis and the facts the summary counts."""
+
+    ref: str
+    diagnosis: Diagnosis
+    programmed: bool  # some frontend is forwarded or rejected as expected on this node
+    drifted: bool
+    without_endpoints: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    services: tuple[ServiceAudit, ...]
+    source: str
+    namespace: str | None  # None: every namespace
+    dataplane_collected: bool
+
+    @property
+    def programmed(self) -> int:
+        return sum(s.programmed for s in self.services)
+
+    @property
+    def drifted(self) -> int:
+        return sum(s.drifted for s in self.services)
+
+    @property
+    def without_endpoints(self) -> int:
+        return sum(s.without_endpoints for s in self.services)
+
+    @property
+    def by_code(self) -> dict[str, int]:
+        """How many Services each finding code was raised for, most frequent first."""
+        counts = Counter(code for s in self.services for code in {f.code for f in s.diagnosis.findings})
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    @property
+    def by_severity(self) -> dict[str, int]:
+        counts = Counter(f.severity for s in self.services for f in s.diagnosis.findings)
+        return {sev: counts.get(sev, 0) for sev in (ERROR, WARNING, "info")}
+
+    @property
+    def has_problems(self) -> bool:
+        return any(f.severity in (ERROR, WARNING) for s in self.services for f in s.diagnosis.findings)
+
+
+Progress = Callable[[int, int, str], None]  # (done, total, the Service being checked)
+
+
+def _endpoints_drift(graph: PathGraph) -> bool:
+    """Rules to an endpoint the API no longer lists, or no rule for one kube-proxy should program."""
+    if any(e.in_dataplane and not e.in_api for e in graph.endpoints):
+        return True
+    # Not-ready endpoints are rightly absent from the rules: compare only those kube-proxy would choose.
+    chosen = categorize(tuple(e for e in graph.endpoints if e.in_api)).cluster
+    return any(not e.in_dataplane for e in chosen)
+
+
+def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress | None = None) -> Audit:
+    """Run every check for each Service (of one namespace, or all) and summarise the results."""
+    chosen = sorted((s for s in snapshot.services if namespace is None or s.namespace == namespace),
+                    key=lambda s: (s.namespace, s.name))
+    dataplane = any(x is not None for x in (snapshot.iptables, snapshot.ip6tables, snapshot.ipvs, snapshot.nft))
+    results: list[ServiceAudit] = []
+    for i, svc in enumerate(chosen):
+        if progress is not None:
+            progress(i, len(chosen), svc.ref)
+        diag = diagnose(snapshot, f"{svc.namespace}/{svc.name}", namespace=svc.namespace)
+        graph = diag.graph
+        programmed = graph is not None and any(fe.verdict in (FORWARDED, REJECTED) for fe in graph.frontends)
+        drifted = any(f.code in DRIFT_CODES for f in diag.findings) or (
+            dataplane and graph is not None and bool(graph.frontends) and _endpoints_drift(graph))
+        without = not svc.is_external_name and not any(
+            categorize(api_endpoints(snapshot, svc, sp)).has_any for sp in svc.ports)
+        results.append(ServiceAudit(svc.ref, diag, programmed, drifted, without))
+    if progress is not None:
+        progress(len(chosen), len(chosen), "")
+    return Audit(tuple(results), snapshot.source, namespace, dataplane)
