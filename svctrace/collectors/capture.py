@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from svctrace.collectors.snapshot_dir import IP6TABLES, IP_ADDR, IPSET, IPTABLES, IPVSADM, META, NFT
+from svctrace.collectors.snapshot_dir import CONNTRACK, IP6TABLES, IP_ADDR, IPSET, IPTABLES, IPVSADM, META, NFT
 from svctrace.errors import InputError
 
-NODE_FILE_NAMES = frozenset({IPTABLES, IP6TABLES, IPVSADM, IPSET, NFT, IP_ADDR})
+NODE_FILE_NAMES = frozenset({IPTABLES, IP6TABLES, IPVSADM, IPSET, NFT, IP_ADDR, CONNTRACK})
 TARBALL_SUFFIXES = (".tar.gz", ".tgz")
 FILE_MODE = 0o600
 DIR_MODE = 0o700

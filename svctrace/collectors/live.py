@@ -43,12 +43,13 @@ class LiveCollection:
 
     def node_files(self) -> dict[str, str]:
         files = {"iptables-save.txt": self.node.iptables_text, "ip6tables-save.txt": self.node.ip6tables_text,
-                 "ip-addr.json": self.node.ip_addr_json}
+                 "ip-addr.json": self.node.ip_addr_json, "conntrack.txt": self.node.conntrack_text}
         return {name: text for name, text in files.items() if text is not None}
 
     def meta(self) -> dict[str, Any]:
         facts = self.snapshot.node
         return {"nodeName": facts.name, "proxyMode": facts.proxy_mode, "sysctls": dict(facts.sysctls),
+                "iptablesBackend": facts.iptables_backend, "iptablesBackendReason": facts.iptables_backend_reason,
                 "server": self.api.target.server, "context": self.api.target.context,
                 "svctraceVersion": __version__}
 
@@ -85,8 +86,9 @@ def assemble(api: ApiCollection, node: NodeCollection, *, explicit: str | None, 
         services=objs.services, endpoint_slices=objs.endpoint_slices, legacy_endpoints=objs.legacy_endpoints,
         pods=objs.pods, nodes=objs.nodes, config_maps=objs.config_maps, network_policies=objs.network_policies,
         iptables=node.iptables, ip6tables=node.ip6tables,
-        node=NodeFacts(name=name, proxy_mode=node.proxy_mode, addresses=node.addresses, sysctls=sysctls),
-        source=source, api_collected=True,
+        node=NodeFacts(name=name, proxy_mode=node.proxy_mode, addresses=node.addresses, sysctls=sysctls,
+                       iptables_backend=node.backend, iptables_backend_reason=node.backend_reason),
+        source=source, api_collected=True, conntrack=node.conntrack,
         missing=tuple(dict.fromkeys((*api.missing, *node.missing))),
         warnings=tuple(dict.fromkeys((*api.warnings, *objs.warnings, *node.warnings))),
     )

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from svctrace.collectors import _probe
+from svctrace.collectors.conntrack import MISSING_CONNTRACK, collect_conntrack
 from svctrace.errors import InputError
+from svctrace.model.conntrack import ConntrackEntry
 from svctrace.model.dataplane import IptablesDump
 from svctrace.model.snapshot import HostAddress, NodeFacts
 from svctrace.parsers import iptables_save
@@ -90,11 +92,14 @@ class NodeCollection:
     netns: str | None = None
     warnings: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()  # what could not be collected, in the user's words
+    conntrack: tuple[ConntrackEntry, ...] | None = None  # UDP conntrack entries (None: not read)
+    conntrack_text: str | None = None  # the same as `conntrack -L` text (node/conntrack.txt)
 
     def node_facts(self) -> NodeFacts:
         """The node facts a Snapshot carries (sysctls whose file is absent are left out)."""
         return NodeFacts(name=self.node_name, proxy_mode=self.proxy_mode, addresses=self.addresses,
-                         sysctls={k: v for k, v in self.sysctls.items() if v is not None})
+                         sysctls={k: v for k, v in self.sysctls.items() if v is not None},
+                         iptables_backend=self.backend, iptables_backend_reason=self.backend_reason)
 
 
 @dataclass
@@ -247,6 +252,7 @@ def collect_node(*, netns: str | None = None, node_name: str | None = None,
     decision: BackendDecision | None = None
     texts: dict[int, str | None] = {4: None, 6: None}
     nft_tables: tuple[str, ...] | None = None
+    ct = None
     if not root:
         warnings.append(NOT_ROOT_WARNING)
         missing += [MISSING_RULES[4], MISSING_RULES[6], MISSING_NFT]
@@ -277,6 +283,10 @@ def collect_node(*, netns: str | None = None, node_name: str | None = None,
                 warnings.append(f"cannot list nftables tables{where}: {nft_run.error}")
         else:
             nft_tables = parse_nft_list_tables(nft_run.stdout)
+        ct = collect_conntrack(netns)
+        if ct.error is not None:
+            warnings.append(ct.error)
+            missing.append(MISSING_CONNTRACK)
 
     dumps: dict[int, IptablesDump | None] = {4: None, 6: None}
     for family, text in texts.items():
@@ -305,4 +315,5 @@ def collect_node(*, netns: str | None = None, node_name: str | None = None,
         proxy_mode=mode.mode, proxy_mode_how=how, ipvs_available=ipvs_available, ipvs_services=ipvs_services,
         nft_tables=nft_tables, sysctls=sysctls, node_name=node_name, netns=netns,
         warnings=tuple(warnings), missing=tuple(missing),
+        conntrack=ct.entries if ct is not None else None, conntrack_text=ct.text if ct is not None else None,
     )

@@ -21,6 +21,7 @@ from svctrace.errors import InputError
 from svctrace.model.dataplane import IptablesDump
 from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
 from svctrace.parsers import iptables_save, ipvs
+from svctrace.parsers.conntrack import parse_conntrack
 from svctrace.parsers.k8s import ApiObjects, decode_documents, merge_objects, parse_objects
 from svctrace.parsers.nft_json import parse_nft_json
 from svctrace.parsers.node import NodeMeta, parse_ip_addr_json, parse_meta_json
@@ -37,6 +38,7 @@ IPSET = "ipset.txt"
 NFT = "nft.json"
 IP_ADDR = "ip-addr.json"
 META = "meta.json"
+CONNTRACK = "conntrack.txt"
 NODE_FILES: dict[str, str] = {
     IPTABLES: "iptables rules (node/iptables-save.txt)",
     IP6TABLES: "IPv6 iptables rules (node/ip6tables-save.txt)",
@@ -45,7 +47,11 @@ NODE_FILES: dict[str, str] = {
     NFT: "nftables ruleset (node/nft.json)",
     IP_ADDR: "the node's own addresses (node/ip-addr.json)",
     META: "node name and proxy mode (node/meta.json)",
+    CONNTRACK: "UDP conntrack entries (node/conntrack.txt)",
 }
+# Read when present, not listed as missing when absent: captures before it never had one, and only the
+# stale-udp-conntrack check uses it (and says itself that it could not look).
+OPTIONAL_NODE_FILES = frozenset({CONNTRACK})
 API_MISSING = "Kubernetes objects (api/)"
 
 # Files a snapshot may carry that this version cannot read yet: the user is told, rather than shown an
@@ -277,6 +283,8 @@ def _build(tree: _Tree, label: str) -> Snapshot:
     ipsets = ipvs.parse_ipset_save(_text(tree, node_files[IPSET]), tree.locate(node_files[IPSET])) \
         if IPSET in node_files else None
     nft = parse_nft_json(_text(tree, node_files[NFT]), tree.locate(node_files[NFT])) if NFT in node_files else None
+    conntrack = parse_conntrack(_text(tree, node_files[CONNTRACK]), tree.locate(node_files[CONNTRACK])) \
+        if CONNTRACK in node_files else None
     addresses: tuple[HostAddress, ...] | None = None
     if IP_ADDR in node_files:
         full = node_files[IP_ADDR]
@@ -296,7 +304,7 @@ def _build(tree: _Tree, label: str) -> Snapshot:
     api_collected = bool(api_files) and api.objects_seen > 0
     if not api_collected:
         missing.append(API_MISSING)
-    missing += [what for name, what in NODE_FILES.items() if name not in node_files]
+    missing += [what for name, what in NODE_FILES.items() if name not in node_files and name not in OPTIONAL_NODE_FILES]
 
     return Snapshot(
         services=api.services,
@@ -308,7 +316,8 @@ def _build(tree: _Tree, label: str) -> Snapshot:
         network_policies=api.network_policies,
         iptables=iptables,
         ip6tables=ip6tables,
-        node=NodeFacts(name=meta.name, proxy_mode=meta.proxy_mode, addresses=addresses, sysctls=meta.sysctls),
+        node=NodeFacts(name=meta.name, proxy_mode=meta.proxy_mode, addresses=addresses, sysctls=meta.sysctls,
+                       iptables_backend=meta.iptables_backend, iptables_backend_reason=meta.iptables_backend_reason),
         source=label,
         api_collected=api_collected,
         missing=tuple(missing),
@@ -316,6 +325,7 @@ def _build(tree: _Tree, label: str) -> Snapshot:
         ipvs=ipvs_table,
         ipsets=ipsets,
         nft=nft,
+        conntrack=conntrack,
     )
 
 

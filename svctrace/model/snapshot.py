@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from svctrace.model.conntrack import ConntrackEntry
 from svctrace.model.dataplane import IptablesDump
 from svctrace.model.ipvs import IpSets, IpvsTable
 from svctrace.model.k8s import (
@@ -39,6 +40,9 @@ class NodeFacts:
     proxy_mode: str | None = None  # iptables | ipvs | nftables | None (unknown)
     addresses: tuple[HostAddress, ...] | None = None  # None: not collected
     sysctls: Mapping[str, str] = field(default_factory=dict)
+    # legacy | nf_tables | both (KUBE-* chains in both: split brain) | None (unknown or no KUBE-* chains)
+    iptables_backend: str | None = None
+    iptables_backend_reason: str = ""  # how the backend was decided, in words
 
     @property
     def local_ips(self) -> tuple[str, ...]:
@@ -64,6 +68,7 @@ class Snapshot:
     ipvs: IpvsTable | None = None  # IPVS virtual servers (ipvsadm -Sn or netlink); None: not collected
     ipsets: IpSets | None = None  # ipset save or netlink; None: not collected
     nft: NftRuleset | None = None  # nftables ruleset (nft -j list ruleset); None: not collected
+    conntrack: tuple[ConntrackEntry, ...] | None = None  # UDP conntrack entries; None: not collected
 
     def service(self, namespace: str, name: str) -> Service | None:
         for svc in self.services:

@@ -13,7 +13,8 @@ from svctrace.model.snapshot import HostAddress
 
 PROXY_MODES = ("iptables", "ipvs", "nftables")
 _MODE_ALIASES = {"nft": "nftables"}
-_META_KEYS = ("nodeName", "proxyMode", "sysctls",
+IPTABLES_BACKENDS = ("legacy", "nf_tables", "both")  # as collectors/node.py decides it
+_META_KEYS = ("nodeName", "proxyMode", "sysctls", "iptablesBackend", "iptablesBackendReason",
               # written by `svctrace capture` for the record; not needed to analyse the snapshot
               "capturedAt", "svctraceVersion", "server", "context")
 _FAMILIES = {"inet": 4, "inet6": 6}
@@ -27,6 +28,8 @@ class NodeMeta:
     proxy_mode: str | None = None  # iptables | ipvs | nftables
     sysctls: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    iptables_backend: str | None = None  # legacy | nf_tables | both
+    iptables_backend_reason: str = ""
 
 
 def _load_json(text: str, source: str, what: str) -> Any:
@@ -116,6 +119,12 @@ def parse_meta_json(text: str, source: str) -> NodeMeta:
                              '{"net.ipv4.ip_forward": "1"}', path=source)
         # `sysctl -n` prints text; a number written by hand means the same.
         sysctls[str(key)] = ("1" if value else "0") if isinstance(value, bool) else str(value).strip()
+    backend = doc.get("iptablesBackend")
+    if backend is not None and backend not in IPTABLES_BACKENDS:
+        warnings.append(f"{source}: iptablesBackend {backend!r} is not one of {', '.join(IPTABLES_BACKENDS)}; "
+                        "treated as unknown")
+        backend = None
+    reason = doc.get("iptablesBackendReason")
     proxy_mode = None
     try:
         proxy_mode = normalise_proxy_mode(mode, source) if mode else None
@@ -123,4 +132,5 @@ def parse_meta_json(text: str, source: str) -> NodeMeta:
         # A mode this version does not know (a newer kube-proxy, Windows' kernelspace) makes the mode
         # unknown; it is no reason to refuse the rest of the snapshot.
         warnings.append(f"{exc.message}; treated as unknown ({exc.hint})")
-    return NodeMeta(name=name or None, proxy_mode=proxy_mode, sysctls=sysctls, warnings=tuple(warnings))
+    return NodeMeta(name=name or None, proxy_mode=proxy_mode, sysctls=sysctls, warnings=tuple(warnings),
+                    iptables_backend=backend, iptables_backend_reason=reason if isinstance(reason, str) else "")
