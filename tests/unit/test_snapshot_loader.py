@@ -272,13 +272,13 @@ def test_every_node_file_is_read(tmp_path: Path) -> None:
 def test_unknown_and_hidden_files(tmp_path: Path) -> None:
     snap_dir = copy(MIXED, tmp_path / "s")
     (snap_dir / "api" / "README.md").write_text("what I ran\n")
-    (snap_dir / "node" / "conntrack.txt").write_text("tcp 6 ...\n")
+    (snap_dir / "node" / "route.txt").write_text("default via 10.0.0.1\n")  # conntrack.txt is read now
     (snap_dir / "api" / "._objects.yaml").write_bytes(b"\x00\x05\x16\x07 macOS resource fork \xff")
     (snap_dir / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     snap = load_snapshot(snap_dir)
     assert snap.warnings == (
         "api/README.md: not a file svctrace reads; ignored (see docs/snapshot.md)",
-        "node/conntrack.txt: not a file svctrace reads; ignored (see docs/snapshot.md)",
+        "node/route.txt: not a file svctrace reads; ignored (see docs/snapshot.md)",
     )
 
 
