@@ -415,6 +415,8 @@ class NetnsNode(Namespace):
         pod.iproute("link", "set", "lo", "up")
         self.iproute("link", "add", pod.host_iface, "type", "veth", "peer", "name", "eth0", "netns", pod.name)
         self.sysctl(f"net.ipv4.conf.{pod.host_iface}.proxy_arp", 1)
+        # Proxy ARP answers after a random delay of up to 0.8 s, which can eat a 1 s probe's first try.
+        self.sysctl(f"net.ipv4.neigh.{pod.host_iface}.proxy_delay", 0)
         self.iproute("link", "set", pod.host_iface, "up")
         pod.iproute("addr", "add", f"{ip}/32", "dev", "eth0")
         pod.iproute("link", "set", "eth0", "up")

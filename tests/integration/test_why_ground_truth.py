@@ -117,10 +117,6 @@ def make_node(netns_factory: Callable[..., NetnsNode]) -> Callable[..., NetnsNod
         for ip, name in (pods if pods is not None else PODS).items():
             node.add_pod(name, ip, tcp_ports=(80,), udp_ports=udp)
         node.add_pod("client-pod", CLIENT_POD_IP, tcp_ports=(80,))
-        # Proxy ARP answers after a random delay of up to 0.8 s by default: a pod's first packet could then
-        # outlast a 1 s probe, and a slow answer would pass for a broken dataplane.
-        for pod in node.pods.values():
-            node.sysctl(f"net.ipv4.neigh.{pod.host_iface}.proxy_delay", 0)
         node.client.iproute("route", "add", "default", "via", NODE_IP)
         return node
     return make
