@@ -28,4 +28,5 @@ def node_snapshot(spec: str | None, live: LiveOptions, *, with_api_namespace: st
     return Snapshot(iptables=node.iptables, ip6tables=node.ip6tables, source="live node",
                     node=NodeFacts(name=node.node_name or live.node_name, proxy_mode=node.proxy_mode,
                                    addresses=node.addresses, sysctls=sysctls),
-                    api_collected=False, missing=node.missing, warnings=node.warnings)
+                    api_collected=False, missing=node.missing, warnings=node.warnings,
+                    nft=node.nft, ipvs=node.ipvs, ipsets=node.ipsets)

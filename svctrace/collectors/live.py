@@ -15,6 +15,7 @@ from svctrace.collectors.kube import ApiCollection, KubeCollector
 from svctrace.collectors.node import NodeCollection, collect_node
 from svctrace.model.k8s import Node
 from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
+from svctrace.parsers.ipvs import format_ipset_save, format_ipvsadm_save
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,13 @@ class LiveCollection:
 
     def node_files(self) -> dict[str, str]:
         files = {"iptables-save.txt": self.node.iptables_text, "ip6tables-save.txt": self.node.ip6tables_text,
-                 "ip-addr.json": self.node.ip_addr_json, "conntrack.txt": self.node.conntrack_text}
+                 "ip-addr.json": self.node.ip_addr_json, "conntrack.txt": self.node.conntrack_text,
+                 "nft.json": self.node.nft_json_text}
+        # IPVS and ipsets were read over netlink; the same data in the save formats reads back identically.
+        if self.node.ipvs is not None:
+            files["ipvsadm.txt"] = format_ipvsadm_save(self.node.ipvs)
+        if self.node.ipsets is not None:
+            files["ipset.txt"] = format_ipset_save(self.node.ipsets)
         return {name: text for name, text in files.items() if text is not None}
 
     def meta(self) -> dict[str, Any]:
@@ -88,7 +95,8 @@ def assemble(api: ApiCollection, node: NodeCollection, *, explicit: str | None, 
         iptables=node.iptables, ip6tables=node.ip6tables,
         node=NodeFacts(name=name, proxy_mode=node.proxy_mode, addresses=node.addresses, sysctls=sysctls,
                        iptables_backend=node.backend, iptables_backend_reason=node.backend_reason),
-        source=source, api_collected=True, conntrack=node.conntrack,
+        source=source, api_collected=True, conntrack=node.conntrack, nft=node.nft, ipvs=node.ipvs,
+        ipsets=node.ipsets,
         missing=tuple(dict.fromkeys((*api.missing, *node.missing))),
         warnings=tuple(dict.fromkeys((*api.warnings, *objs.warnings, *node.warnings))),
     )

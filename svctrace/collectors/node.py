@@ -1,8 +1,8 @@
 """The live node collector: iptables rules of the backend kube uses, addresses, sysctls and kube-proxy's mode.
 
 Read-only by construction: it runs only ``*-save`` commands (never ``-t TABLE`` on the legacy backend,
-which would make the kernel create that table), ``nft list tables``, reads /proc and asks netlink for
-addresses; it never writes a rule.
+which would make the kernel create that table), ``nft list tables`` and ``nft -j list ruleset``, reads /proc
+and asks netlink for addresses, IPVS services and ipsets (dump requests only); it never writes a rule.
 
 Why ``iptables-legacy-save`` and not python-iptables for the legacy backend: bench/bench_node_collect.py
 measured, for 1,000 Services x 10 endpoints (32k rules), 0.15 s for ``iptables-legacy-save`` plus 0.34 s
@@ -28,9 +28,12 @@ from typing import Any
 
 from svctrace.collectors import _probe
 from svctrace.collectors.conntrack import MISSING_CONNTRACK, collect_conntrack
-from svctrace.errors import InputError
+from svctrace.collectors.ipvs import read_ipsets, read_ipvs
+from svctrace.errors import CollectionError, InputError
 from svctrace.model.conntrack import ConntrackEntry
 from svctrace.model.dataplane import IptablesDump
+from svctrace.model.ipvs import IpSets, IpvsTable
+from svctrace.model.nft import NftRuleset
 from svctrace.model.snapshot import HostAddress, NodeFacts
 from svctrace.parsers import iptables_save
 from svctrace.parsers.detect import (
@@ -43,6 +46,7 @@ from svctrace.parsers.detect import (
     decide_proxy_mode,
     parse_nft_list_tables,
 )
+from svctrace.parsers.nft_json import parse_nft_json
 
 DEFAULT_PROXY_MODE_URL = "http://127.0.0.1:10249/proxyMode"
 KUBE_IPVS0 = "kube-ipvs0"
@@ -59,6 +63,9 @@ SAVE_COMMANDS: dict[str, dict[int, str]] = {
 }
 MISSING_RULES = {4: "iptables rules (iptables-save)", 6: "IPv6 iptables rules (ip6tables-save)"}
 MISSING_NFT = "nftables tables (nft list tables)"
+MISSING_NFT_RULESET = "the nftables ruleset (nft -j list ruleset)"
+MISSING_IPVS = "IPVS virtual servers (netlink; ipvsadm -Sn)"
+MISSING_IPSETS = "ipsets (netlink; ipset save)"
 MISSING_ADDRESSES = "the node's own addresses (netlink)"
 
 # rtnetlink scopes as `ip` names them.
@@ -85,6 +92,10 @@ class NodeCollection:
     ipvs_available: bool | None = None  # /proc/net/ip_vs exists
     ipvs_services: int | None = None
     nft_tables: tuple[str, ...] | None = None  # "ip kube-proxy", ... (None: not read)
+    nft: NftRuleset | None = None  # the whole ruleset, parsed (None: not read, or unreadable)
+    nft_json_text: str | None = None  # exactly what `nft -j list ruleset` printed (node/nft.json)
+    ipvs: IpvsTable | None = None  # IPVS virtual servers over netlink (None: not read; IPVS absent)
+    ipsets: IpSets | None = None  # ipsets over netlink, read beside IPVS (None: not read)
     # Sysctl name -> value; None when its file does not exist (the module behind it, e.g. br_netfilter
     # for net.bridge.*, is not loaded), which is a fact about the node rather than something missing.
     sysctls: Mapping[str, str | None] = field(default_factory=dict)
@@ -207,6 +218,42 @@ def _joined(*runs: _Run) -> str | None:
     return "".join(texts) if texts else None
 
 
+def _read_nft(netns: str | None, where: str, warnings: list[str], missing: list[str]
+              ) -> tuple[NftRuleset | None, str | None]:
+    """The whole nftables ruleset as `nft -j` JSON: parsed, and the raw text (kept even when unparsable)."""
+    run = _run(["nft", "-j", "list", "ruleset"], netns, timeout=60.0)
+    if run.stdout is None:
+        warnings.append(f"cannot read the nftables ruleset{where}: {run.error}")
+        missing.append(MISSING_NFT_RULESET)
+        return None, None
+    source = f"nft -j list ruleset{where}"
+    try:
+        return parse_nft_json(run.stdout, source), run.stdout
+    except InputError as exc:
+        # The raw text still goes into a capture, so the ruleset can be looked at (and reported) later.
+        warnings.append(f"cannot parse what {source} printed: {exc.message}")
+        missing.append(MISSING_NFT_RULESET)
+        return None, run.stdout
+
+
+def _read_ipvs(netns: str | None, where: str, warnings: list[str], missing: list[str]
+               ) -> tuple[IpvsTable | None, IpSets | None]:
+    """IPVS virtual servers and ipsets over netlink; an absent IPVS or ipset module is a warning."""
+    table: IpvsTable | None = None
+    sets: IpSets | None = None
+    try:
+        table = read_ipvs(netns)
+    except CollectionError as exc:
+        warnings.append(f"cannot read IPVS{where}: {exc.message}" + (f"; {exc.hint}" if exc.hint else ""))
+        missing.append(MISSING_IPVS)
+    try:
+        sets = read_ipsets(netns)
+    except CollectionError as exc:
+        warnings.append(f"cannot read ipsets{where}: {exc.message}" + (f"; {exc.hint}" if exc.hint else ""))
+        missing.append(MISSING_IPSETS)
+    return table, sets
+
+
 # ---------------------------------------------------------------------------------------------
 # the collector
 
@@ -249,6 +296,10 @@ def collect_node(*, netns: str | None = None, node_name: str | None = None,
         url_answer = facts["url_answer"]
 
     root = os.geteuid() == 0
+    nft: NftRuleset | None = None
+    nft_json_text: str | None = None
+    ipvs_table: IpvsTable | None = None
+    ipsets: IpSets | None = None
     decision: BackendDecision | None = None
     texts: dict[int, str | None] = {4: None, 6: None}
     nft_tables: tuple[str, ...] | None = None
@@ -283,10 +334,17 @@ def collect_node(*, netns: str | None = None, node_name: str | None = None,
                 warnings.append(f"cannot list nftables tables{where}: {nft_run.error}")
         else:
             nft_tables = parse_nft_list_tables(nft_run.stdout)
+        if shutil.which("nft") is not None:
+            nft, nft_json_text = _read_nft(netns, where, warnings, missing)
         ct = collect_conntrack(netns)
         if ct.error is not None:
             warnings.append(ct.error)
             missing.append(MISSING_CONNTRACK)
+
+    # IPVS only where the node shows it (the module loaded, or kube-proxy's dummy device): asking netlink
+    # on other nodes would only say that IPVS is absent. Without root netlink refuses; said above already.
+    if root and (ipvs_available or kube_ipvs0):
+        ipvs_table, ipsets = _read_ipvs(netns, where, warnings, missing)
 
     dumps: dict[int, IptablesDump | None] = {4: None, 6: None}
     for family, text in texts.items():
@@ -313,7 +371,8 @@ def collect_node(*, netns: str | None = None, node_name: str | None = None,
         addresses=addresses, ip_addr_json=ip_addr_json, interfaces=interfaces, kube_ipvs0=kube_ipvs0,
         backend=decision.backend if decision else None, backend_reason=decision.reason if decision else "",
         proxy_mode=mode.mode, proxy_mode_how=how, ipvs_available=ipvs_available, ipvs_services=ipvs_services,
-        nft_tables=nft_tables, sysctls=sysctls, node_name=node_name, netns=netns,
+        nft_tables=nft_tables, nft=nft, nft_json_text=nft_json_text, ipvs=ipvs_table, ipsets=ipsets,
+        sysctls=sysctls, node_name=node_name, netns=netns,
         warnings=tuple(warnings), missing=tuple(missing),
         conntrack=ct.entries if ct is not None else None, conntrack_text=ct.text if ct is not None else None,
     )

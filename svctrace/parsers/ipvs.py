@@ -281,3 +281,61 @@ def parse_ipset_save(text: str, source: str) -> IpSets:
                          comments=tuple(comments[n]), member_options=tuple(extras[n])) for n in order),
         source=source,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# back to text: what a capture writes for IPVS and ipsets read over netlink
+
+# ipvsadm's protocol options, and the option each forwarding method is written with (ipvsadm's
+# fwd_switch: the kernel's LOCALNODE and bypass are printed as direct routing, "-g").
+_PROTO_WRITE = {"TCP": "-t", "UDP": "-u", "SCTP": "--sctp-service"}
+_FORWARD_WRITE = {FORWARD_MASQ: "-m", FORWARD_TUNNEL: "-i"}
+
+
+def _vs_spec(vs: VirtualServer) -> str:
+    if vs.fwmark is not None and not vs.address:
+        return f"-f {vs.fwmark}"
+    return f"{_PROTO_WRITE.get(vs.protocol, '-t')} {vs.endpoint}"
+
+
+def format_ipvsadm_save(table: IpvsTable) -> str:
+    """An IpvsTable as ``ipvsadm -Sn`` prints it (parse_ipvsadm_save reads it back to the same table)."""
+    lines: list[str] = []
+    for vs, reals in table.services:
+        spec = _vs_spec(vs)
+        words = [f"-A {spec}", f"-s {vs.scheduler}"]
+        if vs.persistent_timeout is not None:
+            words.append(f"-p {vs.persistent_timeout}")
+        words += list(vs.flags)
+        lines.append(" ".join(words))
+        for rs in reals:
+            rwords = [f"-a {spec}", f"-r {rs.endpoint}", _FORWARD_WRITE.get(rs.forward, "-g"), f"-w {rs.weight}"]
+            lines.append(" ".join(rwords + list(rs.options)))
+    return "".join(line + "\n" for line in lines)
+
+
+def _quoted(text: str) -> str:
+    """Double quotes as ``ipset save`` writes a comment, escaped so a shell-style split reads it back."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_ipset_save(sets: IpSets) -> str:
+    """IpSets as ``ipset save`` prints them (parse_ipset_save reads them back to the same sets)."""
+    lines: list[str] = []
+    for s in sets.sets:
+        lines.append(" ".join(["create", s.name, s.type, *s.options]))
+        comments = list(s.comments)
+        extras = list(s.member_options)
+        for member in s.members:
+            words = ["add", s.name, member]
+            # A member's comment and other options are paired by member, first unused pair first.
+            comment = next((c for c in comments if c[0] == member), None)
+            if comment is not None:
+                comments.remove(comment)
+                words += ["comment", _quoted(comment[1])]
+            extra = next((e for e in extras if e[0] == member), None)
+            if extra is not None:
+                extras.remove(extra)
+                words += list(extra[1])
+            lines.append(" ".join(words))
+    return "".join(line + "\n" for line in lines)
