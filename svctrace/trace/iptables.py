@@ -38,6 +38,7 @@ from svctrace.model.trace import (
     TraceStep,
     format_address,
 )
+from svctrace.trace.common import LOOPBACK_NETS, finish, martian
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,7 +56,6 @@ _PASSIVE_TARGETS = frozenset({"LOG", "NFLOG", "ULOG", "TRACE", "CLASSIFY", "DSCP
                               "TCPMSS", "CHECKSUM", "AUDIT", "SET", "SECMARK", "CONNSECMARK", "IDLETIMER",
                               "LED", "RATEEST", "TEE", "HMARK", "ECN", "TCPOPTSTRIP", "IPV4OPTSSTRIP"})
 
-_LOOPBACK_NETS: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 _PROTO_NUMBERS = {"6": "tcp", "17": "udp", "132": "sctp", "1": "icmp", "58": "ipv6-icmp", "136": "udplite"}
 _PORT_OPTIONS = frozenset({"--dport", "--destination-port", "--sport", "--source-port"})
 _ADDRTYPE_UNDECIDABLE = frozenset({"UNSPEC", "ANYCAST", "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW",
@@ -161,7 +161,7 @@ class _Context:
         ip = self.ip(text)
         if ip is None:
             return False
-        return ip in self.local or any(ip.version == n.version and ip in n for n in _LOOPBACK_NETS)
+        return ip in self.local or any(ip.version == n.version and ip in n for n in LOOPBACK_NETS)
 
     def addrtype(self, text: str) -> str:
         ip = self.ip(text)
@@ -1032,70 +1032,6 @@ class _Walker:
         return br.step(TraceStep("routing", via, None, f"{br.dst} is {where}", action))
 
 
-def _finish(branches: list[_Branch], ended: list[tuple[_Branch, str]], ctx: _Context,
-            packet: Packet) -> tuple[Outcome, ...]:
-    raw: list[Outcome] = []
-    for b, verdict in ended:
-        notes = b.notes
-        if b.dnat:
-            notes = (*notes, f"after DNAT to {format_address(b.dst, b.dport)}")
-        raw.append(Outcome(verdict=verdict, destination=None, probability=b.prob, masquerade=False,
-                           uncertain=b.uncertain, path=b.path, notes=notes, affinity=b.pinned))
-    for b in branches:
-        notes = b.notes
-        if b.snat and b.snat != "MASQUERADE":
-            notes = (*notes, b.snat)
-        if b.dnat:
-            raw.append(Outcome(verdict="DNAT", destination=format_address(b.dst, b.dport), probability=b.prob,
-                               masquerade=b.snat is not None, uncertain=b.uncertain, path=b.path, notes=notes,
-                               affinity=b.pinned))
-        else:
-            where = "delivered to the node itself" if ctx.is_local(b.dst) else "forwarded unchanged"
-            if packet.origin == "node" and not ctx.is_local(b.dst):
-                where = "sent out unchanged"
-            raw.append(Outcome(verdict="ACCEPT", destination=None, probability=b.prob,
-                               masquerade=b.snat is not None, uncertain=b.uncertain, path=b.path,
-                               notes=(*notes, f"no rule rewrote the destination; {where}"),
-                               affinity=b.pinned))
-    return merge_outcomes(raw)
-
-
-def merge_outcomes(outcomes: Iterable[Outcome]) -> tuple[Outcome, ...]:
-    """Merge outcomes with the same verdict, destination, masquerade and affinity pin; most likely first."""
-    merged: dict[tuple[object, ...], Outcome] = {}
-    for o in outcomes:
-        k = (o.verdict, o.destination, o.masquerade, o.affinity)
-        old = merged.get(k)
-        if old is None:
-            merged[k] = o
-            continue
-        keep = o if o.probability > old.probability else old
-        merged[k] = replace(keep, probability=old.probability + o.probability,
-                            uncertain=old.uncertain or o.uncertain)
-    # Stable, and rounded so 0.3333333333 and 0.33333333335 count as equal: equal shares keep rule order
-    # (kube-proxy lists endpoints in rule order).
-    return tuple(sorted(merged.values(), key=lambda o: -round(o.probability, 9)))
-
-
-def _is_loopback(ctx: _Context, text: str) -> bool:
-    ip = ctx.ip(text)
-    return ip is not None and any(n.version == ip.version and ip in n for n in _LOOPBACK_NETS)
-
-
-def _martian(br: _Branch, packet: Packet, ctx: _Context) -> str | None:
-    """Why routing would refuse a loopback address crossing a real interface, or None."""
-    if packet.origin == "node":
-        # Only a loopback source sent off the node (a localhost NodePort DNATed to a remote pod).
-        if _is_loopback(ctx, br.src) and not ctx.is_local(br.dst):
-            return f"loopback source {br.src} would leave the node towards {br.dst}"
-        return None
-    if _is_loopback(ctx, br.dst):
-        return f"loopback destination {br.dst} arriving from outside the node"
-    if _is_loopback(ctx, br.src):
-        return f"loopback source {br.src} arriving from outside the node"
-    return None
-
-
 def _reachability_warnings(dump: IptablesDump, ctx: _Context) -> None:
     nat = dump.table("nat")
     if nat is None or nat.chain("KUBE-SERVICES") is None:
@@ -1134,7 +1070,7 @@ def _trace_kernel(dump: IptablesDump, packet: Packet, ctx: _Context, options: Tr
     def not_martian(branches: list[_Branch], via: str) -> list[_Branch]:
         kept = []
         for b in branches:
-            reason = _martian(b, packet, ctx)
+            reason = martian(b, packet.origin, ctx.is_local)
             if reason is None:
                 kept.append(b)
             elif packet.family == 6 or options.route_localnet is False:
@@ -1196,7 +1132,7 @@ def _trace_kernel(dump: IptablesDump, packet: Packet, ctx: _Context, options: Tr
         forward = run((("mangle", "FORWARD"), ("filter", "FORWARD"), ("security", "FORWARD"),
                        ("mangle", "POSTROUTING"), ("nat", "POSTROUTING")), forward)
         final = forward + hand_over(to_local)
-    outcomes = _finish(final, ended, ctx, packet)
+    outcomes = finish(final, ended, packet.origin, ctx.is_local)
     if walker.lost > 0:
         ctx.warn(f"outcome shares sum to {1 - walker.lost:.3g}: some branches were cut (max_states)")
     return TraceResult(packet=packet, mode="iptables", outcomes=outcomes, warnings=tuple(ctx.warnings))

@@ -27,12 +27,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from svctrace.model.nft import NftChain, NftRule, NftRuleset, NftSet, NftTable
-from svctrace.model.trace import Outcome, Packet, TraceOptions, TraceResult, TraceStep, format_address
-from svctrace.trace.iptables import merge_outcomes
+from svctrace.model.trace import Packet, TraceOptions, TraceResult, TraceStep, format_address
+from svctrace.trace.common import LOOPBACK_NETS, finish, martian
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 _PROTO_NUMBERS = {"6": "tcp", "17": "udp", "132": "sctp", "1": "icmp", "58": "ipv6-icmp"}
 _BINOPS = {"and": "&", "&": "&", "or": "|", "|": "|", "xor": "^", "^": "^"}
 _RELOPS = ("==", "!=", "<", ">", "<=", ">=")
@@ -345,7 +344,7 @@ class _Context:
         ip = _ip(text)
         if ip is None:
             return False
-        return ip in self.local or any(ip.version == n.version and ip in n for n in _LOOPBACK)
+        return ip in self.local or any(ip.version == n.version and ip in n for n in LOOPBACK_NETS)
 
     def statements(self, rule: NftRule) -> tuple[_Stmt, ...]:
         got = self.parsed.get(id(rule))
@@ -796,49 +795,6 @@ def _other_tables(ruleset: NftRuleset, table: NftTable, packet: Packet) -> list[
     return out
 
 
-def _finish(branches: list[_Branch], ended: list[tuple[_Branch, str]], ctx: _Context) -> tuple[Outcome, ...]:
-    raw: list[Outcome] = []
-    for b, verdict in ended:
-        notes = b.notes
-        if b.dnat:
-            notes = (*notes, f"after DNAT to {format_address(b.dst, b.dport)}")
-        raw.append(Outcome(verdict=verdict, destination=None, probability=b.prob, masquerade=False,
-                           uncertain=b.uncertain, path=b.path, notes=notes, affinity=b.pinned))
-    for b in branches:
-        notes = b.notes
-        if b.snat and b.snat != "MASQUERADE":
-            notes = (*notes, b.snat)
-        if b.dnat:
-            raw.append(Outcome(verdict="DNAT", destination=format_address(b.dst, b.dport), probability=b.prob,
-                               masquerade=b.snat is not None, uncertain=b.uncertain, path=b.path, notes=notes,
-                               affinity=b.pinned))
-        else:
-            local = ctx.is_local(b.dst)
-            where = "delivered to the node itself" if local else "forwarded unchanged"
-            if ctx.packet.origin == "node" and not local:
-                where = "sent out unchanged"
-            raw.append(Outcome(verdict="ACCEPT", destination=None, probability=b.prob,
-                               masquerade=b.snat is not None, uncertain=b.uncertain, path=b.path,
-                               notes=(*notes, f"no rule rewrote the destination; {where}"), affinity=b.pinned))
-    return merge_outcomes(raw)
-
-
-def _martian(ctx: _Context, br: _Branch) -> str | None:
-    def loop(text: str) -> bool:
-        ip = _ip(text)
-        return ip is not None and any(ip.version == n.version and ip in n for n in _LOOPBACK)
-
-    if ctx.packet.origin == "node":
-        if loop(br.src) and not ctx.is_local(br.dst):
-            return f"loopback source {br.src} would leave the node towards {br.dst}"
-        return None
-    if loop(br.dst):
-        return f"loopback destination {br.dst} arriving from outside the node"
-    if loop(br.src):
-        return f"loopback source {br.src} arriving from outside the node"
-    return None
-
-
 def trace_nftables(ruleset: NftRuleset, packet: Packet, *, local_ips: Iterable[str] = (),
                    options: TraceOptions | None = None) -> TraceResult:
     """Trace one new connection through kube-proxy's nftables table; ``local_ips`` are the node's addresses."""
@@ -872,7 +828,7 @@ def trace_nftables(ruleset: NftRuleset, packet: Packet, *, local_ips: Iterable[s
     def not_martian(branches: list[_Branch], via: str) -> list[_Branch]:
         kept = []
         for b in branches:
-            reason = _martian(ctx, b)
+            reason = martian(b, ctx.packet.origin, ctx.is_local)
             if reason is None:
                 kept.append(b)
             elif packet.family == 6 or opts.route_localnet is False:
@@ -904,7 +860,7 @@ def trace_nftables(ruleset: NftRuleset, packet: Packet, *, local_ips: Iterable[s
         forward = run("forward", forward)
         forward = run("postrouting", forward)
         final = forward + to_local
-    outcomes = _finish(final, ended, ctx)
+    outcomes = finish(final, ended, ctx.packet.origin, ctx.is_local)
     if walker.lost > 0:
         ctx.warn(f"outcome shares sum to {1 - walker.lost:.3g}: some branches were cut (max_states)")
     return TraceResult(packet=packet, mode="nftables", outcomes=outcomes, warnings=tuple(ctx.warnings))
