@@ -11,7 +11,8 @@ from rich.tree import Tree
 
 from svctrace.model.trace import Outcome, TraceResult
 
-_TARGET = re.compile(r"\s-[jg]\s+(\S+)")
+# the chain a jump or goto step enters: iptables' `-j X` / `-g X`, nftables' `jump X` / `goto X`
+_TARGET = re.compile(r"(?:\s-[jg]\s+|\b(?:jump|goto)\s+)([^\s;,}]+)")
 ORIGIN_WORDS = {"pod": "from a pod", "node": "from the node itself", "external": "from outside the node"}
 VERDICT_STYLE = {"DNAT": "verdict.ok", "ACCEPT": "verdict.ok", "REJECT": "verdict.reject", "DROP": "verdict.drop"}
 VERDICT_WORDS = {
