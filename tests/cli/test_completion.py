@@ -53,3 +53,17 @@ def test_kubectl_plugin_completion_protocol(monkeypatch: pytest.MonkeyPatch,
 def test_unknown_shell_is_a_usage_error() -> None:
     with pytest.raises(completion.UsageError):
         script("powershell")
+
+
+def test_names_complete_from_the_live_cluster(tmp_path: Path) -> None:
+    from svctrace.demo import demo_path
+    from tests.harness.apiserver import FakeApiServer
+
+    with FakeApiServer.from_manifests(sorted((demo_path() / "api").iterdir())) as server:
+        kubeconfig = str(server.write_kubeconfig(tmp_path / "kubeconfig"))
+        assert complete_words(["svc", "--kubeconfig", kubeconfig, "-n"], "") == ["default", "kube-system", "nginx-ns"]
+        assert complete_words(["svc", "--kubeconfig", kubeconfig, "-n", "default"], "my") == [
+            "my-nginx", "my-nginx-nodeport", "mysql"]
+        # one LIST per completion, and nothing but reads
+        assert [(r.method, r.path) for r in server.requests] == [
+            ("GET", "/api/v1/namespaces"), ("GET", "/api/v1/namespaces/default/services")]
