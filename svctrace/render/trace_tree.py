@@ -52,6 +52,21 @@ def _outcome_label(o: Outcome, describe: Callable[[str], str | None]) -> Text:
     return text
 
 
+def journey(o: Outcome) -> str:
+    """The chains an outcome entered, in order, grouped by table: "nat: PREROUTING > KUBE-SERVICES | routing: ..."."""
+    groups: list[tuple[str, list[str]]] = []
+    for step in o.path:
+        if step.table == "routing":
+            groups.append(("routing", [step.action.removeprefix("route: ")]))
+            continue
+        if not groups or groups[-1][0] != step.table:
+            groups.append((step.table, []))
+        chains = groups[-1][1]
+        if step.chain not in chains:  # returning to a caller is not a new stop
+            chains.append(step.chain)
+    return " | ".join(f"{table}: {' > '.join(chains)}" for table, chains in groups)
+
+
 def render_trace(result: TraceResult, *, explain: bool = False, node: str | None = None,
                  describe: Callable[[str], str | None] = lambda _dest: None) -> RenderableType:
     """The trace: the packet, then every outcome with its probability and the rules that decided it."""
@@ -71,6 +86,8 @@ def render_trace(result: TraceResult, *, explain: bool = False, node: str | None
     tree = Tree(title)
     for outcome in result.outcomes:
         lines: list[RenderableType] = [_outcome_label(outcome, describe)]
+        if outcome.path:
+            lines.append(Text(f"      {journey(outcome)}", "rule"))
         lines += [Text(f"! {n}", "note") for n in outcome.notes]
         branch = tree.add(Group(*lines) if len(lines) > 1 else lines[0])
         for step in outcome.path:
