@@ -88,3 +88,12 @@ def test_parse_destination() -> None:
     assert parse_destination("[fd00::10]:443") == ("fd00::10", 443)
     with pytest.raises(UsageError):
         parse_destination("[fd00::10]")
+
+
+def test_each_outcome_summarises_its_journey(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["trace", "--dst", "192.168.1.63:30380", "--from-external", "--from", "demo"])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert ("nat: PREROUTING > cali-PREROUTING > KUBE-SERVICES > KUBE-NODEPORTS > KUBE-EXT-J5QV2XWG4FEBPH3Q > "
+            "KUBE-MARK-MASQ > KUBE-SVC-J5QV2XWG4FEBPH3Q > KUBE-SEP-XRUO23GXY67LXLQN | routing: forward (FORWARD) | "
+            "filter: FORWARD > cali-FORWARD > KUBE-FORWARD | nat: POSTROUTING") in flat
