@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from svctrace.model.trace import Outcome, TraceStep, format_address
 
@@ -103,3 +103,40 @@ def merge_outcomes(outcomes: Iterable[Outcome]) -> tuple[Outcome, ...]:
     # Stable, and rounded so 0.3333333333 and 0.33333333335 count as equal: equal shares keep rule order
     # (kube-proxy lists endpoints in rule order).
     return tuple(sorted(merged.values(), key=lambda o: -round(o.probability, 9)))
+
+
+class Mergeable(Protocol):
+    """A branch that can be merged with others in the same state (a dataclass with a key and a probability)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def prob(self) -> float: ...
+    def key(self) -> Hashable: ...
+
+
+M = TypeVar("M", bound=Mergeable)
+
+
+def merge_branches(branches: list[M], cap: int, where: str, warn: Callable[[str], None]) -> tuple[list[M], float]:
+    """Branches in the same state merged (probabilities summed), at most ``cap`` kept; and the share dropped."""
+    if len(branches) < 2:
+        return branches, 0.0
+    by_key: dict[Hashable, M] = {}
+    for br in branches:
+        k = br.key()
+        old = by_key.get(k)
+        if old is None:
+            by_key[k] = br
+        else:
+            keep = br if br.prob > old.prob else old
+            by_key[k] = replace(keep, prob=old.prob + br.prob)
+    merged = list(by_key.values())
+    if len(merged) <= cap:
+        return merged, 0.0
+    merged.sort(key=lambda b: -b.prob)
+    dropped = merged[cap:]
+    share = sum(b.prob for b in dropped)
+    warn(f"too many branches at {where}: {len(dropped)} least likely ones (share {share:.3g}) were not traced "
+         "further")
+    return merged[:cap], share

@@ -38,7 +38,7 @@ from svctrace.model.trace import (
     TraceStep,
     format_address,
 )
-from svctrace.trace.common import LOOPBACK_NETS, finish, martian
+from svctrace.trace.common import LOOPBACK_NETS, finish, martian, merge_branches
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -808,27 +808,8 @@ class _Walker:
         return pending, failed
 
     def merge(self, branches: list[_Branch], where: str) -> list[_Branch]:
-        if len(branches) < 2:
-            return branches
-        by_key: dict[tuple[object, ...], _Branch] = {}
-        for br in branches:
-            k = br.key()
-            old = by_key.get(k)
-            if old is None:
-                by_key[k] = br
-            else:
-                keep = br if br.prob > old.prob else old
-                by_key[k] = replace(keep, prob=old.prob + br.prob)
-        merged = list(by_key.values())
-        cap = self.options.max_states
-        if len(merged) > cap:
-            merged.sort(key=lambda b: -b.prob)
-            dropped = merged[cap:]
-            merged = merged[:cap]
-            share = sum(b.prob for b in dropped)
-            self.lost += share
-            self.ctx.warn(f"too many branches at {where}: {len(dropped)} least likely ones "
-                          f"(share {share:.3g}) were not traced further")
+        merged, lost = merge_branches(branches, self.options.max_states, where, self.ctx.warn)
+        self.lost += lost
         return merged
 
     def run_chain(self, table: str, name: str, branches: list[_Branch], depth: int,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 
 from svctrace.model.nft import NftChain, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.model.trace import Packet, TraceOptions, TraceResult, TraceStep, format_address
-from svctrace.trace.common import LOOPBACK_NETS, finish, martian
+from svctrace.trace.common import LOOPBACK_NETS, finish, martian, merge_branches
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -704,27 +704,8 @@ class _Walker:
         return [], [(br.step(TraceStep(self.ref, chain.name, rule.index, rule.full_text, word.upper())), flow)]
 
     def merge(self, branches: list[_Branch], where: str) -> list[_Branch]:
-        if len(branches) < 2:
-            return branches
-        by_key: dict[tuple[object, ...], _Branch] = {}
-        for b in branches:
-            k = b.key()
-            old = by_key.get(k)
-            if old is None:
-                by_key[k] = b
-            else:
-                keep = b if b.prob > old.prob else old
-                by_key[k] = replace(keep, prob=old.prob + b.prob)
-        merged = list(by_key.values())
-        cap = self.ctx.options.max_states
-        if len(merged) > cap:
-            merged.sort(key=lambda b: -b.prob)
-            dropped = merged[cap:]
-            merged = merged[:cap]
-            share = sum(b.prob for b in dropped)
-            self.lost += share
-            self.ctx.warn(f"too many branches at {where}: {len(dropped)} least likely ones (share {share:.3g}) "
-                          "were not traced further")
+        merged, lost = merge_branches(branches, self.ctx.options.max_states, where, self.ctx.warn)
+        self.lost += lost
         return merged
 
     def run_chain(self, chain: NftChain, branches: list[_Branch], depth: int,
