@@ -18,12 +18,13 @@ import pytest
 
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
-from svctrace.model.graph import Frontend, Hop
+from svctrace.model.graph import Frontend
 from svctrace.model.nft import NftRuleset
 from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
 from svctrace.parsers.k8s import decode_documents, parse_objects
 from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction
 from svctrace.resolver import nftables
+from tests.graphs import leaves
 from tests.integration.netns import NetnsNode, Probe, probe_tcp, require_netns
 
 pytestmark = pytest.mark.netns
@@ -171,10 +172,6 @@ def predicted(snapshot: Snapshot, ns: str, name: str, family: int) -> dict[tuple
         for fe in nftables.resolve_port(snapshot, svc, sp, family, snapshot.nft)[0]:
             out[(fe.ip, fe.port)] = fe
     return out
-
-
-def leaves(hop: Hop) -> list[Hop]:
-    return [hop] if not hop.children else [leaf for c in hop.children for leaf in leaves(c)]
 
 
 def pods_of(fe: Frontend, services: list[Svc]) -> set[str]:

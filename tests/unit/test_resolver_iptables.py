@@ -11,9 +11,9 @@ import pytest
 from svctrace.collectors.snapshot_dir import load_snapshot
 from svctrace.errors import NotFoundError
 from svctrace.model import graph as g
-from svctrace.model.graph import Frontend, Hop, PathGraph
 from svctrace.model.snapshot import Snapshot
 from svctrace.resolver import all_stale_chains, resolve
+from tests.graphs import endpoint_shares, frontend
 from tests.shared_data import shared_dir
 from tests.snapshots import make_snapshot
 
@@ -26,26 +26,10 @@ def overall() -> Snapshot:
     return load_snapshot(FIXTURES / "overall")
 
 
-def frontend(graph: PathGraph, type_: str, ip: str | None = None) -> Frontend:
-    found = [f for f in graph.frontends if f.type == type_ and (ip is None or f.ip == ip)]
-    assert len(found) == 1, [(f.type, f.ip) for f in graph.frontends]
-    return found[0]
-
-
-def leaves(hop: Hop) -> list[Hop]:
-    if not hop.children:
-        return [hop]
-    return [leaf for c in hop.children for leaf in leaves(c)]
-
-
-def endpoint_shares(hop: Hop) -> dict[str, float]:
-    return {leaf.endpoint.address: round(leaf.share or 0, 4) for leaf in leaves(hop) if leaf.endpoint}
-
-
 def test_cluster_ip_single_endpoint(overall: Snapshot) -> None:
     graph = resolve(overall, "ns1", "svc1")
     assert graph.mode == "iptables" and graph.node == "test-node"
-    fe = frontend(graph, "ClusterIP")
+    fe = frontend(graph.frontends, "ClusterIP")
     assert (fe.ip, fe.port, fe.protocol, fe.verdict) == ("172.30.0.41", 80, "TCP", g.FORWARDED)
     (svc_hop,) = fe.hops
     assert svc_hop.kind == "service" and svc_hop.name == "KUBE-SVC-XPGD46QRK7WJZT7O"
@@ -60,8 +44,9 @@ def test_cluster_ip_single_endpoint(overall: Snapshot) -> None:
 
 def test_two_endpoints_share_evenly_and_external_ip_masquerades(overall: Snapshot) -> None:
     graph = resolve(overall, "ns4", "svc4")
-    assert endpoint_shares(frontend(graph, "ClusterIP").hops[0]) == {"10.180.0.4:80": 0.5, "10.180.0.5:80": 0.5}
-    ext = frontend(graph, "ExternalIP", "192.168.99.33")
+    shares = endpoint_shares(frontend(graph.frontends, "ClusterIP").hops[0])
+    assert shares == {"10.180.0.4:80": 0.5, "10.180.0.5:80": 0.5}
+    ext = frontend(graph.frontends, "ExternalIP", "192.168.99.33")
     assert ext.verdict == g.FORWARDED
     (ext_hop,) = ext.hops
     assert ext_hop.kind == "external" and ext_hop.masquerade == "always"
@@ -72,9 +57,9 @@ def test_two_endpoints_share_evenly_and_external_ip_masquerades(overall: Snapsho
 
 def test_external_traffic_policy_local_without_local_endpoints(overall: Snapshot) -> None:
     graph = resolve(overall, "ns2", "svc2")
-    assert frontend(graph, "ClusterIP").verdict == g.FORWARDED
+    assert frontend(graph.frontends, "ClusterIP").verdict == g.FORWARDED
     for type_, ip in (("ExternalIP", "192.168.99.22"), ("LoadBalancer", "1.2.3.4"), ("NodePort", "192.168.0.2")):
-        fe = frontend(graph, type_, ip)
+        fe = frontend(graph.frontends, type_, ip)
         assert fe.verdict == g.PARTIAL, type_
         (ext,) = fe.hops
         assert ext.name == "KUBE-EXT-GNZBNJ2PO5MGZ6GT"
@@ -84,31 +69,31 @@ def test_external_traffic_policy_local_without_local_endpoints(overall: Snapshot
         drop = ext.children[-1]
         assert drop.verdict == "DROP" and drop.rules[0].chain == "KUBE-EXTERNAL-SERVICES"
         assert "has no local endpoints" in drop.rules[0].text
-    nodeport = frontend(graph, "NodePort")
+    nodeport = frontend(graph.frontends, "NodePort")
     assert nodeport.port == 3001
     assert any("127.0.0.1:3001" in n for n in nodeport.notes)
 
 
 def test_source_ranges_and_affinity(overall: Snapshot) -> None:
     graph = resolve(overall, "ns5", "svc5")
-    lb = frontend(graph, "LoadBalancer", "5.6.7.8")
+    lb = frontend(graph.frontends, "LoadBalancer", "5.6.7.8")
     assert lb.verdict == g.PARTIAL
     (fw,) = lb.hops
     assert fw.kind == "firewall" and fw.name == "KUBE-FW-NUKIZ6OKUXPJNT4C"
     allowed, dropped = fw.children
     assert allowed.when == "source in 203.0.113.0/25" and allowed.name == "KUBE-EXT-NUKIZ6OKUXPJNT4C"
     assert dropped.verdict == "DROP" and dropped.rules[0].chain == "KUBE-PROXY-FIREWALL"
-    svc_hop = frontend(graph, "ClusterIP").hops[0]
+    svc_hop = frontend(graph.frontends, "ClusterIP").hops[0]
     assert svc_hop.affinity == "ClientIP, 10800s"
     (sep,) = svc_hop.children
     assert sep.affinity == "ClientIP, 10800s" and sep.share == 1.0
     # the NodePort bypasses the source ranges, as kube-proxy documents
-    assert frontend(graph, "NodePort").verdict == g.FORWARDED
+    assert frontend(graph.frontends, "NodePort").verdict == g.FORWARDED
 
 
 def test_no_endpoints_is_rejected_in_filter(overall: Snapshot) -> None:
     graph = resolve(overall, "ns6", "svc6")
-    fe = frontend(graph, "ClusterIP")
+    fe = frontend(graph.frontends, "ClusterIP")
     assert fe.verdict == g.REJECTED
     (verdict,) = fe.hops
     assert verdict.kind == "verdict" and verdict.verdict == "REJECT"
@@ -200,7 +185,7 @@ def test_internal_traffic_policy_local_uses_the_local_chain() -> None:
         _ep("10.0.1.3", "host2", True, True, False)]))
     dump = _older("TestInternalTrafficPolicyE2E__internalTrafficPolicy_is_local_and_there_are_local_endpoints")
     graph = resolve(make_snapshot(api, dump, node="test-hostname"), "ns1", "svc1")
-    fe = frontend(graph, "ClusterIP")
+    fe = frontend(graph.frontends, "ClusterIP")
     (svl,) = fe.hops
     assert svl.kind == "local" and svl.name == "KUBE-SVL-AQI2S6QIMU7PVVRP"
     assert endpoint_shares(svl) == {"10.0.1.1:80": 1.0}
@@ -215,13 +200,13 @@ def test_only_terminating_endpoints_with_affinity() -> None:
     dump = _older("TestEndpointSliceWithTerminatingEndpointsTrafficPolicyCluster__"
                   "feature_gate_ProxyTerminatingEndpoints_enabled__only_terminating_endpoints_exist")
     graph = resolve(make_snapshot(api, dump, node="test-hostname"), "ns1", "svc1")
-    svc_hop = frontend(graph, "ClusterIP").hops[0]
+    svc_hop = frontend(graph.frontends, "ClusterIP").hops[0]
     assert endpoint_shares(svc_hop) == {"10.0.1.2:80": 0.3333, "10.0.1.3:80": 0.3333, "10.0.1.5:80": 0.3333}
     assert [c.probability for c in svc_hop.children] == ["0.3333333333", "0.5000000000", None]
     assert svc_hop.affinity == "ClientIP, 10800s"
     left_out = [e for e in graph.endpoints if not e.in_dataplane]
     assert [(e.address, e.serving, e.terminating) for e in left_out] == [("10.0.1.4:80", False, True)]
-    assert frontend(graph, "LoadBalancer").verdict == g.FORWARDED
+    assert frontend(graph.frontends, "LoadBalancer").verdict == g.FORWARDED
 
 
 def test_four_endpoints_get_a_quarter_each() -> None:
@@ -238,10 +223,10 @@ def test_four_endpoints_get_a_quarter_each() -> None:
     api = SVC_TEMPLATE.format(type="ClusterIP", itp="Cluster", affinity="None", endpoints="".join(
         _ep(ip, "n", True, True, False) for ip in seps))
     graph = resolve(make_snapshot(api, dump), "ns1", "svc1")
-    shares = endpoint_shares(frontend(graph, "ClusterIP").hops[0])
+    shares = endpoint_shares(frontend(graph.frontends, "ClusterIP").hops[0])
     assert shares == {f"10.0.0.{i}:80": 0.25 for i in range(1, 5)}
     # the chain names here are made up, so each endpoint carries a note saying what kube-proxy would call it
-    sep = frontend(graph, "ClusterIP").hops[0].children[0]
+    sep = frontend(graph.frontends, "ClusterIP").hops[0].children[0]
     assert any("kube-proxy would call it KUBE-SEP-" in n for n in sep.notes)
 
 
@@ -262,7 +247,7 @@ def test_service_without_rules_is_not_programmed() -> None:
     api = SVC_TEMPLATE.format(type="ClusterIP", itp="Cluster", affinity="None",
                               endpoints=_ep("10.0.0.1", "n", True, True, False))
     graph = resolve(make_snapshot(api, "*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n"), "ns1", "svc1")
-    fe = frontend(graph, "ClusterIP")
+    fe = frontend(graph.frontends, "ClusterIP")
     assert fe.verdict == g.NOT_PROGRAMMED and fe.hops == ()
     assert any("has not programmed it" in n for n in fe.notes)
 
@@ -272,7 +257,7 @@ def test_without_a_dataplane_the_expected_endpoints_are_shown() -> None:
         _ep("10.0.0.1", "n", True, True, False), _ep("10.0.0.2", "n", False, False, False)]))
     graph = resolve(make_snapshot(api, None, proxy_mode=None), "ns1", "svc1")
     assert graph.mode == "none"
-    fe = frontend(graph, "ClusterIP")
+    fe = frontend(graph.frontends, "ClusterIP")
     assert fe.verdict == g.UNKNOWN
     assert [(h.name, h.share, h.verdict) for h in fe.hops] == [("10.0.0.1:80", 1.0, None)]
 
@@ -343,5 +328,5 @@ def test_a_malformed_dnat_destination_is_a_note_not_a_crash() -> None:
     api = SVC_TEMPLATE.format(type="ClusterIP", itp="Cluster", affinity="None",
                               endpoints=_ep("10.0.0.1", "n", True, True, False))
     graph = resolve(make_snapshot(api, dump), "ns1", "svc1")
-    (sep,) = frontend(graph, "ClusterIP").hops[0].children
+    (sep,) = frontend(graph.frontends, "ClusterIP").hops[0].children
     assert sep.endpoint is None and any("cannot read the DNAT destination 'not-an-address'" in n for n in sep.notes)

@@ -12,11 +12,12 @@ import pytest
 from svctrace.collectors.snapshot_dir import load_snapshot
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
-from svctrace.model.graph import Frontend, Hop
+from svctrace.model.graph import Frontend
 from svctrace.model.nft import NftRuleset
 from svctrace.model.snapshot import NodeFacts, Snapshot
 from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction
 from svctrace.resolver import nftables, resolve
+from tests.graphs import endpoint_shares, frontend, leaves
 from tests.shared_data import shared_dir
 from tests.snapshots import make_snapshot
 
@@ -48,22 +49,6 @@ def frontends(snapshot: Snapshot, ns: str, name: str, family: int = 4) -> list[F
     for sp in svc.ports:
         out += nftables.resolve_port(snapshot, svc, sp, family, snapshot.nft)[0]
     return out
-
-
-def frontend(fes: list[Frontend], type_: str, ip: str | None = None) -> Frontend:
-    found = [f for f in fes if f.type == type_ and (ip is None or f.ip == ip)]
-    assert len(found) == 1, [(f.type, f.ip) for f in fes]
-    return found[0]
-
-
-def leaves(hop: Hop) -> list[Hop]:
-    if not hop.children:
-        return [hop]
-    return [leaf for c in hop.children for leaf in leaves(c)]
-
-
-def endpoint_shares(hop: Hop) -> dict[str, float]:
-    return {leaf.endpoint.address: round(leaf.share or 0, 4) for leaf in leaves(hop) if leaf.endpoint}
 
 
 def summary(fes: list[Frontend] | tuple[Frontend, ...]) -> list[tuple[object, ...]]:
