@@ -24,6 +24,7 @@ from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
 from svctrace.parsers.k8s import decode_documents, parse_objects
 from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction
 from svctrace.resolver import nftables
+from tests.fixtures.demo_build.gen_demo_nftables import base_declarations, base_rules
 from tests.graphs import leaves
 from tests.integration.netns import NetnsNode, Probe, probe_tcp, require_netns
 
@@ -49,51 +50,10 @@ def kube_proxy_ruleset(family: int, services: list[Svc], *, pod_cidr: str, servi
                        nodeport_ips: tuple[str, ...]) -> str:
     """kube-proxy's nftables ruleset for ``services`` (proxier.go's layout), in an order `nft -f` loads."""
     t = "ip6 kube-proxy" if family == 6 else "ip kube-proxy"
-    ipx, addr = ("ip6", "ipv6_addr") if family == 6 else ("ip", "ipv4_addr")
-    key = f"{addr} . inet_proto . inet_service"
-    decl = [
-        f'add table {t} {{ comment "rules for kube-proxy" ; }}',
-        f'add set {t} cluster-ips {{ type {addr} ; comment "Active ClusterIPs" ; }}',
-        f'add set {t} nodeport-ips {{ type {addr} ; comment "IPs that accept NodePort traffic" ; }}',
-        *[f"add map {t} {m} {{ type {k} : verdict ; }}" for m, k in (
-            ("firewall-ips", key), ("no-endpoint-nodeports", "inet_proto . inet_service"),
-            ("no-endpoint-services", key), ("service-ips", key), ("service-nodeports", "inet_proto . inet_service"))],
-        *[f"add chain {t} {c}" for c in ("cluster-ips-check", "firewall-check", "mark-for-masquerade", "masquerading",
-                                         "nodeport-endpoints-check", "reject-chain", "services",
-                                         "service-endpoints-check")],
-        *[f"add chain {t} {c} {{ type {ty} hook {hook} priority {prio} ; }}" for c, ty, hook, prio in (
-            ("filter-prerouting-pre-dnat", "filter", "prerouting", -110), ("filter-output-pre-dnat", "filter",
-                                                                             "output", -110),
-            ("filter-forward", "filter", "forward", 0), ("filter-input", "filter", "input", 0),
-            ("filter-output", "filter", "output", 0), ("nat-output", "nat", "output", -100),
-            ("nat-postrouting", "nat", "postrouting", 100), ("nat-prerouting", "nat", "prerouting", -100))],
-    ]
-    rules = [
-        f'add rule {t} cluster-ips-check {ipx} daddr @cluster-ips reject comment "Reject traffic to invalid ports"',
-        f"add rule {t} cluster-ips-check {ipx} daddr {{ {service_cidr} }} drop",
-        f"add rule {t} filter-prerouting-pre-dnat ct state new jump firewall-check",
-        f"add rule {t} filter-output-pre-dnat ct state new jump firewall-check",
-        f"add rule {t} filter-forward ct state new jump service-endpoints-check",
-        f"add rule {t} filter-forward ct state new jump cluster-ips-check",
-        f"add rule {t} filter-input ct state new jump nodeport-endpoints-check",
-        f"add rule {t} filter-input ct state new jump service-endpoints-check",
-        f"add rule {t} filter-output ct state new jump service-endpoints-check",
-        f"add rule {t} filter-output ct state new jump cluster-ips-check",
-        f"add rule {t} firewall-check {ipx} daddr . meta l4proto . th dport vmap @firewall-ips",
-        f"add rule {t} mark-for-masquerade mark set mark or 0x4000",
-        f"add rule {t} masquerading mark and 0x4000 == 0 return",
-        f"add rule {t} masquerading mark set mark xor 0x4000",
-        f"add rule {t} masquerading masquerade fully-random",
-        f"add rule {t} nat-output jump services",
-        f"add rule {t} nat-postrouting jump masquerading",
-        f"add rule {t} nat-prerouting jump services",
-        f"add rule {t} nodeport-endpoints-check {ipx} daddr @nodeport-ips meta l4proto . th dport "
-        "vmap @no-endpoint-nodeports",
-        f"add rule {t} reject-chain reject",
-        f"add rule {t} services {ipx} daddr . meta l4proto . th dport vmap @service-ips",
-        f"add rule {t} services {ipx} daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
-        f"add rule {t} service-endpoints-check {ipx} daddr . meta l4proto . th dport vmap @no-endpoint-services",
-    ]
+    ipx = "ip6" if family == 6 else "ip"
+    table, sets, maps, chains = base_declarations(family)
+    decl = [*table, *sets, *maps, *chains]
+    rules = base_rules(family, service_cidr)
     elements = [f"add element {t} nodeport-ips {{ {ip} }}" for ip in nodeport_ips]
     for s in services:
         spn = f"{s.ns}/{s.name}:{s.port_name}"
