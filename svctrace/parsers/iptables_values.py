@@ -1,35 +1,22 @@
 """Readers for the values inside iptables options: NAT destinations, marks and port lists.
 
-The parser keeps option values as the text iptables-save printed; the resolver and the tracer call
-these when they need numbers. Each raises ``ValueError`` with the offending text on bad input, so the
-caller can turn it into an error that names the rule.
+svctrace.parsers.iptables_typing calls these to type a rule's values once. Each raises ``ValueError``
+with the offending text on bad input, so the caller can say which rule holds it.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
-MARK_FULL_MASK = 0xFFFFFFFF
-PortRange = tuple[int, int]
+from svctrace.model.matches import MARK_FULL_MASK, NatRange, PortRange, ipv4_value
 
-
-@dataclass(frozen=True, slots=True)
-class NatRange:
-    """``--to-destination`` / ``--to-source`` spelled out: ``10.0.0.1-10.0.0.3:80-90``."""
-
-    first_ip: str | None  # None for a ports-only range (``:80``)
-    last_ip: str | None
-    first_port: int | None  # None when no port is given: the packet's port is kept
-    last_port: int | None
-
-    @property
-    def is_single(self) -> bool:
-        """One address and at most one port: the shape kube-proxy writes."""
-        return self.first_ip == self.last_ip and self.first_port == self.last_port
+__all__ = ["MARK_FULL_MASK", "NatRange", "PortRange", "parse_dnat_destination", "parse_mark", "parse_nat_range",
+           "parse_ports", "port_in"]
 
 
 def _ip(text: str, whole: str) -> str:
+    if ipv4_value(text) is not None:
+        return text  # already canonical
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -64,6 +51,10 @@ def parse_nat_range(text: str) -> NatRange:
     """Parse a DNAT/SNAT destination, ranges included (``a-b:p1-p2``, ``[v6]:p``, ``:p``)."""
     if not text:
         raise ValueError("empty NAT destination")
+    host, colon, port_text = text.partition(":")
+    if colon and port_text.isdigit() and len(port_text) <= 5 and ipv4_value(host) is not None \
+            and int(port_text) <= 65535:  # kube-proxy's shape, IPv4: one address, one port
+        return NatRange(host, host, int(port_text), int(port_text))
     host, port = _split_host_port(text)
     first_ip = last_ip = None
     if host:

@@ -14,13 +14,36 @@ import pytest
 
 from svctrace.errors import InputError
 from svctrace.kubeproxy import naming
-from svctrace.model.dataplane import IptablesDump, Match, Option, Rule
+from svctrace.model.iptables import IptablesDump, Rule
 from svctrace.parsers import iptables_save
+from svctrace.parsers.iptables_options import RawRule, RuleBuilder, raw_rule
 from svctrace.parsers.iptables_save import MODULE_OPTIONS, parse, parse_header, split_rule
 from svctrace.parsers.iptables_values import parse_dnat_destination
+from svctrace.parsers.iptables_words import Fail, Option
+from svctrace.parsers.iptables_words import RawMatch as Match
 from tests.shared_data import REPO, shared_dir
 
 FIXTURES = REPO / "tests" / "fixtures" / "iptables"
+
+
+class _Both:
+    """A parsed rule seen two ways: its options as written and owned (the parser's stages 1 and 2, what
+    these tests are about) and, for what only the dump knows (line counters, comments), the typed rule."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.typed = rule
+        self.raw: RawRule = raw_rule(rule.text)
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("comment", "counters", "text", "index", "line", "chain", "table", "probability"):
+            if name == "counters" and self.typed.counters is None:
+                return self.raw.counters
+            return getattr(self.typed, name)
+        return getattr(self.raw, name)
+
+
+def _both(rules: tuple[Rule, ...]) -> list[_Both]:
+    return [_Both(r) for r in rules]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -85,7 +108,8 @@ def test_corpus_dump_parses_with_every_option_owned(path: Path | None, kind: str
                     assert rule.chain.startswith("KUBE-FW-") and "will be dropped" in (rule.comment or "")
 
 
-def _assert_owned(rule: Rule) -> None:
+def _assert_owned(typed: Rule) -> None:
+    rule = raw_rule(typed.text)
     for m in rule.matches:
         known = MODULE_OPTIONS.get(m.module)
         assert known is not None, f"kube-proxy uses only modules we know; {m.module} in {rule.text}"
@@ -115,13 +139,13 @@ def test_corpus_endpoint_chains_agree_with_comments_and_hashes(path: Path | None
             assert sep is not None
             dnat = [r for r in sep.rules if r.target == "DNAT"]
             assert len(dnat) == 1
-            dest = dnat[0].target_option("--to-destination")
+            dest = raw_rule(dnat[0].text).target_option("--to-destination")
             assert dest is not None and dest.value == m.group(2)
             ip, port = parse_dnat_destination(dest.value)
             proto = dnat[0].protocol
             assert proto is not None and port is not None
-            assert naming.ipt_endpoint_chain(m.group(1), proto.value, ip, port) == sep.name
-            assert naming.ipt_service_chain(m.group(1), proto.value)[9:] == chain.name.split("-", 2)[2]
+            assert naming.ipt_endpoint_chain(m.group(1), proto.protocol, ip, port) == sep.name
+            assert naming.ipt_service_chain(m.group(1), proto.protocol)[9:] == chain.name.split("-", 2)[2]
             checked.add(sep.name)
     assert checked == {c.name for c in nat.chains.values() if c.name.startswith("KUBE-SEP-")}
 
@@ -137,7 +161,8 @@ def _digest(dump: IptablesDump) -> dict[tuple[str, str], list[tuple[object, ...]
     return out
 
 
-def _rule_digest(rule: Rule) -> tuple[object, ...]:
+def _rule_digest(typed: Rule) -> tuple[object, ...]:
+    rule = raw_rule(typed.text)
     basic = sorted((o.name, o.negated, naming.normalize_ip(o.value) if o.name in ("-s", "-d") else o.value)
                    for o in rule.basic)
     matches = sorted((m.module, tuple(sorted(_opt_digest(o) for o in m.options
@@ -183,7 +208,7 @@ def test_trace_packet_literal_takes_unquoted_multi_word_comments_whole() -> None
     dump = parse(json.loads(text)["iptables_save"])
     filt = dump.table("filter")
     assert filt is not None
-    inp = filt.chains["INPUT"].rules
+    inp = _both(filt.chains["INPUT"].rules)
     assert inp[0].comment == "kubernetes health check service ports" and inp[0].target == "KUBE-NODEPORTS"
     assert inp[1].comment == "kubernetes externally-visible service portals"
     assert [m.module for m in inp[1].matches] == ["conntrack", "comment"]
@@ -219,7 +244,7 @@ def describe(dump: IptablesDump) -> str:
         for chain in table.chains.values():
             out.append(f":{chain.name} policy={chain.policy} counters={chain.packets}:{chain.bytes}"
                        f"{'' if chain.declared else ' IMPLICIT'}")
-            for r in chain.rules:
+            for r in _both(chain.rules):
                 parts = [f"  #{r.index} line {r.line}"]
                 if r.counters is not None:
                     parts.append(f"[{r.counters[0]}:{r.counters[1]}]")
@@ -252,10 +277,10 @@ def _fixture(name: str) -> IptablesDump:
     return parse((FIXTURES / f"{name}.txt").read_text(), source=f"{name}.txt")
 
 
-def _rule(dump: IptablesDump, table: str, chain: str, index: int) -> Rule:
+def _rule(dump: IptablesDump, table: str, chain: str, index: int) -> _Both:
     c = dump.chain(table, chain)
     assert c is not None, f"{table} {chain}"
-    return c.rules[index - 1]
+    return _Both(c.rules[index - 1])
 
 
 def test_node_with_docker_calico_and_people() -> None:
@@ -300,7 +325,7 @@ def test_node_with_docker_calico_and_people() -> None:
 
     svc = dump.chain("nat", "KUBE-SVC-ERIFXISQEP7F7OF4")
     assert svc is not None and [r.probability for r in svc.rules] == [None, 0.5, None]
-    masq = svc.rules[0]
+    masq = _Both(svc.rules[0])
     assert masq.source == Option("-s", ("10.244.0.0/16",), negated=True)
     assert masq.destination == Option("-d", ("10.96.0.10/32",))
     assert masq.dport == Option("--dport", ("53",))
@@ -321,8 +346,8 @@ def test_ip6tables_dump() -> None:
     assert (dump.family, dump.backend) == (6, "nf_tables")
     sep = dump.chain("nat", "KUBE-SEP-VBF3M44FXEMK7CYW")
     assert sep is not None
-    assert sep.rules[0].source == Option("-s", ("fd00:10:244::5/128",))
-    assert parse_dnat_destination(sep.rules[1].target_option("--to-destination").value) == (  # type: ignore[union-attr]
+    assert _Both(sep.rules[0]).source == Option("-s", ("fd00:10:244::5/128",))
+    assert parse_dnat_destination(_Both(sep.rules[1]).target_option("--to-destination").value) == (  # type: ignore[union-attr]
         "fd00:10:244::5", 8080)
     last = _rule(dump, "nat", "KUBE-SERVICES", 2)
     assert last.destination == Option("-d", ("::1/128",), negated=True)
@@ -342,7 +367,7 @@ def test_family_is_detected_from_addresses_without_a_header() -> None:
 
 def test_quoted_comments() -> None:
     dump = _fixture("quoted-comments")
-    rules = dump.chain("filter", "INPUT").rules  # type: ignore[union-attr]
+    rules = _both(dump.chain("filter", "INPUT").rules)  # type: ignore[union-attr]
     assert [r.comment for r in rules[:7]] == ['a "quoted" word', "back\\slash", "-starts with a dash",
                                                "has -m tcp and -j DROP inside", "ns/svc:p80 -> 10.0.0.1:80",
                                                "!", "single"]
@@ -384,12 +409,12 @@ def test_other_comments_are_not_headers() -> None:
 # Option ownership on tricky lines.
 
 
-def _one(rule_text: str, table: str = "nat") -> Rule:
+def _one(rule_text: str, table: str = "nat") -> _Both:
     dump = parse(f"*{table}\n{rule_text}\nCOMMIT\n")
     (tbl,) = dump.tables.values()
     (chain,) = tbl.chains.values()
     (rule,) = chain.rules
-    return rule
+    return _Both(rule)
 
 
 def test_kube_proxy_order_and_save_order_give_equal_matches() -> None:
@@ -501,7 +526,7 @@ def test_the_fast_path_and_the_exact_splitter_agree() -> None:
     splitter for anything else; on every rule of the corpus and the fixtures both must give the same."""
     texts = [p.read_text() for p in _FIXTURES] + [p.read_text() for p in FIXTURES.glob("inputs/*.rules")]
     texts += [t for p in _conformance_files() for t in _renderings(p).values()]
-    builder = iptables_save._RuleBuilder()
+    builder = RuleBuilder()
     fast = 0
     for text in texts:
         for line in text.splitlines():
@@ -540,7 +565,7 @@ def test_the_fast_path_and_the_exact_splitter_agree_on_generated_rules() -> None
     """Rules made of well-formed pieces in any order, with a stray word now and then: whenever the fast
     path answers, it answers what the exact splitter does (and it never accepts what that refuses)."""
     rnd = random.Random(20261124)
-    fast_builder, exact_builder = iptables_save._RuleBuilder(), iptables_save._RuleBuilder()
+    fast_builder, exact_builder = RuleBuilder(), RuleBuilder()
     answered = refused = 0
     for _ in range(4000):
         groups = rnd.sample(_GROUPS, rnd.randint(0, 5))
@@ -553,7 +578,7 @@ def test_the_fast_path_and_the_exact_splitter_agree_on_generated_rules() -> None
         line = " ".join(w for w in words if w)
         try:
             exact = exact_builder.general(line)
-        except iptables_save._Fail:
+        except Fail:
             exact = None
             refused += 1
         quick = fast_builder.fast(line)
@@ -606,7 +631,7 @@ def test_empty_input_is_an_empty_dump() -> None:
 
 def test_windows_line_endings_and_tabs() -> None:
     dump = parse("*filter\r\n:INPUT ACCEPT [0:0]\r\n-A INPUT\t-p tcp\t--dport 22 -j ACCEPT\r\nCOMMIT\r\n")
-    rule = dump.chain("filter", "INPUT").rules[0]  # type: ignore[union-attr]
+    rule = _Both(dump.chain("filter", "INPUT").rules[0])  # type: ignore[union-attr]
     assert rule.dport == Option("--dport", ("22",)) and rule.target == "ACCEPT"
 
 

@@ -1,0 +1,289 @@
+"""iptables mode's dataplane as parsed from ``iptables-save``: tables, chains and typed rules.
+
+A rule keeps its text as written (to show it) and its meaning as typed values (svctrace.model.matches):
+what it matches, where it jumps and what its target does. Rules written by CNIs, Docker or people are
+kept whatever they hold; what svctrace cannot type is an ``UnknownMatch``.
+
+A big table is not parsed at once. The parser indexes where each chain's rules sit in the dump's text
+and a ``Table`` parses a chain the first time it is asked for (``Table.chain``), so answering for one
+Service reads its chains and the dispatch chains, not the 400,000 rules of a 10,000-Service node.
+Parsed chains are kept up to a bound and parsed again when needed after that.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from svctrace.model.matches import (
+    DST,
+    SRC,
+    Action,
+    AddrMatch,
+    Match,
+    PortMatch,
+    ProtoMatch,
+    StatisticMatch,
+)
+
+BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
+
+M = TypeVar("M")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One ``-A CHAIN ...`` line."""
+
+    table: str
+    chain: str
+    index: int  # 1-based position in its chain, as `iptables -L --line-numbers` counts
+    line: int  # line number in the dump it came from (0 when built in code)
+    text: str  # the rule as written in the dump, without counters
+    matches: tuple[Match, ...] = ()  # in the order the tracer evaluates them (decisive ones first)
+    target: str | None = None  # a chain, a verdict or a target extension; None: no -j
+    goto: bool = False  # -g instead of -j
+    action: Action | None = None  # what a target extension does, typed (DNAT, MARK, ...)
+    comment: str | None = None  # -m comment --comment
+    counters: tuple[int, int] | None = None  # [packets:bytes] when dumped with -c
+
+    def first(self, kind: type[M]) -> M | None:
+        """The first match of a type (``rule.first(RecentMatch)``)."""
+        for m in self.matches:
+            if isinstance(m, kind):
+                return m
+        return None
+
+    def all(self, kind: type[M]) -> tuple[M, ...]:
+        return tuple(m for m in self.matches if isinstance(m, kind))
+
+    def _addr(self, field: str) -> AddrMatch | None:
+        for m in self.matches:
+            if isinstance(m, AddrMatch) and m.field == field:
+                return m
+        return None
+
+    @property
+    def source(self) -> AddrMatch | None:
+        return self._addr(SRC)
+
+    @property
+    def destination(self) -> AddrMatch | None:
+        return self._addr(DST)
+
+    @property
+    def protocol(self) -> ProtoMatch | None:
+        return self.first(ProtoMatch)
+
+    @property
+    def dport(self) -> PortMatch | None:
+        for m in self.matches:
+            if isinstance(m, PortMatch) and m.field == "dport":
+                return m
+        return None
+
+    @property
+    def probability(self) -> float | None:
+        """The probability of a ``-m statistic --mode random`` match (None when the rule has none)."""
+        for m in self.matches:
+            if isinstance(m, StatisticMatch) and not m.nth and not m.negated:
+                return m.probability
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    name: str
+    policy: str | None = None  # ACCEPT/DROP for built-in chains, None for user chains ("-")
+    packets: int = 0
+    bytes: int = 0
+    rules: tuple[Rule, ...] = ()
+    # False when no ``:CHAIN`` line declared it and only ``-A CHAIN`` lines did (hand-written dumps);
+    # iptables-restore would refuse such a dump, so a renderer may want to say so.
+    declared: bool = True
+
+    @property
+    def builtin(self) -> bool:
+        return self.policy is not None
+
+
+class ChainHead:
+    """A chain as the index knows it before its rules are parsed."""
+
+    __slots__ = ("name", "policy", "packets", "bytes", "declared", "rule_count", "spans")
+
+    def __init__(self, name: str, policy: str | None, packets: int, bytes: int, declared: bool,  # noqa: A002
+                 rule_count: int = 0, spans: list[tuple[int, int, int]] | None = None) -> None:
+        self.name = name
+        self.policy = policy  # ACCEPT/DROP for built-in chains, None for user chains
+        self.packets = packets
+        self.bytes = bytes
+        self.declared = declared
+        self.rule_count = rule_count
+        # Where its rules sit: (start, end) offsets into the dump text and the line number of the first.
+        self.spans: list[tuple[int, int, int]] = spans if spans is not None else []
+
+
+ChainLoader = Callable[[str, ChainHead], tuple[Rule, ...]]  # (table name, head) -> the chain's rules
+
+
+class Table:
+    """One ``*table`` of a dump. Chains are parsed on first use (``chain``) and cached up to ``keep``."""
+
+    __slots__ = ("name", "heads", "_load", "_parsed", "_keep", "memo")
+
+    def __init__(self, name: str, heads: Mapping[str, ChainHead], load: ChainLoader | None = None, *,
+                 parsed: Mapping[str, Chain] | None = None, keep: int = 50_000) -> None:
+        self.name = name
+        self.heads: Mapping[str, ChainHead] = heads
+        self._load = load
+        self._parsed: OrderedDict[str, Chain] = OrderedDict(parsed or {})
+        self._keep = keep
+        # Indexes that consumers build once per table (frontend lookups, comment owners): see ``memoized``.
+        self.memo: dict[str, object] = {}
+
+    @classmethod
+    def of(cls, name: str, chains: Mapping[str, Chain]) -> Table:
+        """A table from chains already built (tests, code that makes rules)."""
+        heads = {c.name: ChainHead(c.name, c.policy, c.packets, c.bytes, c.declared, len(c.rules))
+                 for c in chains.values()}
+        return cls(name, heads, parsed=chains, keep=1 << 62)
+
+    def chain(self, name: str) -> Chain | None:
+        got = self._parsed.get(name)
+        if got is not None:
+            self._parsed.move_to_end(name)
+            return got
+        head = self.heads.get(name)
+        if head is None:
+            return None
+        rules = self._load(self.name, head) if self._load is not None and head.rule_count else ()
+        got = Chain(head.name, head.policy, head.packets, head.bytes, rules, head.declared)
+        self._parsed[name] = got
+        if len(self._parsed) > self._keep:
+            self._parsed.popitem(last=False)
+        return got
+
+    def has(self, name: str) -> bool:
+        return name in self.heads
+
+    def rule_count(self, name: str) -> int:
+        head = self.heads.get(name)
+        return head.rule_count if head is not None else 0
+
+    @property
+    def chains(self) -> Mapping[str, Chain]:
+        """Every chain by name; iterating the values parses each chain (prefer ``chain(name)``)."""
+        return _ChainView(self)
+
+    def __eq__(self, other: object) -> bool:
+        """Same name and the same chains, rule for rule (parses every chain of both)."""
+        if not isinstance(other, Table):
+            return NotImplemented
+        return self.name == other.name and list(self.heads) == list(other.heads) and all(
+            self.chain(n) == other.chain(n) for n in self.heads)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def memoized(self, key: str, build: Callable[[], M]) -> M:
+        """A derived index of this table, built once (``build`` must depend on the table alone)."""
+        got = self.memo.get(key)
+        if got is None:
+            got = self.memo[key] = build()
+        return got  # type: ignore[return-value]
+
+
+class _ChainView(Mapping[str, Chain]):
+    __slots__ = ("_table",)
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def __getitem__(self, name: str) -> Chain:
+        got = self._table.chain(name)
+        if got is None:
+            raise KeyError(name)
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table.heads)
+
+    def __len__(self) -> int:
+        return len(self._table.heads)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._table.heads
+
+
+class TextIndex(Protocol):
+    """What the parser can tell of a table from the dump's text without parsing every rule."""
+
+    def targets(self, table: str) -> frozenset[str]:
+        """Every name a -j/-g of ``table`` names."""
+
+    def first_comments(self, table: str, prefixes: tuple[str, ...]) -> Mapping[str, str | None]:
+        """The comment of the first rule of each chain whose name starts with one of ``prefixes``."""
+
+
+class IptablesDump:
+    """Everything one ``iptables-save`` (or ``ip6tables-save``) printed."""
+
+    __slots__ = ("family", "tables", "source", "backend", "version", "_text_index")
+
+    def __init__(self, family: int = 4, tables: Mapping[str, Table] | None = None, source: str = "",
+                 backend: str | None = None, version: str | None = None,
+                 text_index: TextIndex | None = None) -> None:
+        self.family = family  # 4 or 6
+        self.tables: Mapping[str, Table] = tables or {}
+        self.source = source  # the file or command it came from, for messages
+        self.backend = backend  # "legacy" | "nf_tables" | None when the header does not say
+        self.version = version  # iptables version from the header comment
+        self._text_index = text_index
+
+    def table(self, name: str) -> Table | None:
+        return self.tables.get(name)
+
+    def chain(self, table: str, name: str) -> Chain | None:
+        t = self.tables.get(table)
+        return t.chain(name) if t is not None else None
+
+    def with_source(self, source: str) -> IptablesDump:
+        """The same dump, said to come from ``source``."""
+        return IptablesDump(self.family, self.tables, source, self.backend, self.version, self._text_index)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IptablesDump):
+            return NotImplemented
+        return (self.family, self.source, self.backend, self.version, dict(self.tables)) == (
+            other.family, other.source, other.backend, other.version, dict(other.tables))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def targets(self, table: str) -> frozenset[str]:
+        """Every name a rule of ``table`` jumps or goes to, without parsing every rule."""
+        t = self.tables.get(table)
+        if t is None:
+            return frozenset()
+        if self._text_index is not None:
+            return self._text_index.targets(table)
+        return t.memoized("targets", lambda: frozenset(
+            r.target for c in t.chains.values() for r in c.rules if r.target))
+
+    def first_comments(self, table: str, prefixes: tuple[str, ...]) -> Mapping[str, str | None]:
+        """The comment of the first commented rule of each chain named with one of ``prefixes``."""
+        t = self.tables.get(table)
+        if t is None:
+            return {}
+        if self._text_index is not None:
+            return self._text_index.first_comments(table, prefixes)
+
+        def build() -> dict[str, str | None]:
+            return {name: next((r.comment for r in t.chain(name).rules if r.comment), None)  # type: ignore[union-attr]
+                    for name in t.heads if name.startswith(prefixes)}
+        return t.memoized(f"comments{prefixes}", build)
+
+    @property
+    def rule_count(self) -> int:
+        return sum(h.rule_count for t in self.tables.values() for h in t.heads.values())
