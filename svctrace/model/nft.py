@@ -1,16 +1,17 @@
 """nftables mode's dataplane: kube-proxy's ``ip kube-proxy`` / ``ip6 kube-proxy`` tables.
 
 ``nft -j list ruleset`` (libnftables JSON) and knftables transaction text (``add rule ...``) both become
-these types. A rule keeps its JSON expression list whole (empty when read from text) plus ``text``, the
-rule as ``nft list`` prints it; the resolver reads ``text`` so both inputs are interpreted the same way,
-and expressions svctrace does not know are still shown as they are.
+these types. A rule keeps ``text``, the rule as ``nft list`` prints it (to show it), and ``stmts``, what
+it does as typed statements (svctrace.model.matches), which the resolver and the tracer read; set and
+map elements keep their text and their typed key and verdict the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from svctrace.model.matches import Element, ElementPart, Jump, Statement, Verdict
 
 KUBE_PROXY_TABLE = "kube-proxy"
 
@@ -24,7 +25,7 @@ class NftRule:
     index: int  # 1-based position in its chain
     text: str  # as `nft list` prints it, without the comment
     comment: str | None = None
-    expr: tuple[Mapping[str, Any], ...] = ()  # libnftables JSON expressions, kept whole; () from text input
+    stmts: tuple[Statement, ...] = ()  # what it does, typed, in order
 
     @property
     def full_text(self) -> str:
@@ -62,6 +63,12 @@ class NftElement:
     key: str
     value: str | None = None
     comment: str | None = None
+    parts: tuple[ElementPart, ...] = ()  # the key typed, per component of the concatenation
+    verdict: Verdict | Jump | None = None  # a verdict map's value, typed
+
+    @property
+    def typed(self) -> Element:
+        return Element(self.parts, self.key, self.verdict)
 
     @property
     def text(self) -> str:
@@ -81,6 +88,7 @@ class NftSet:
     timeout: str | None = None
     comment: str | None = None
     elements: tuple[NftElement, ...] = ()
+    timeout_seconds: int | None = None  # ``timeout`` read as seconds
 
     def lookup(self, key: str) -> NftElement | None:
         """The element whose key is exactly ``key`` (as `nft list` prints it)."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from svctrace.errors import InputError
 from svctrace.model.nft import NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
+from svctrace.parsers.nft_statements import element, parse_statements
 
 JSON_HINT = "capture it again with `nft -j list ruleset > nft.json` (nftables >= 0.9.3)"
 TEXT_HINT = "the file should hold knftables transaction lines (`add table/chain/set/map/rule/element ...`)"
@@ -191,6 +192,12 @@ def render_rule(expr: list[Any] | tuple[Any, ...], table_family: str = "ip") -> 
     return " ".join(statement(s, table_family) for s in expr)
 
 
+def new_element(key: str, value: str | None, comment: str | None) -> NftElement:
+    """A set or map element with its key and verdict typed."""
+    typed = element(key, value)
+    return NftElement(key, value, comment, typed.key, typed.verdict)
+
+
 def _elem_key(key: Any) -> str:
     if isinstance(key, Mapping) and "elem" in key:
         return _elem_key(key["elem"].get("val"))
@@ -220,12 +227,13 @@ class _TableBuilder:
     sets: dict[str, NftSet] = field(default_factory=dict)
     maps: dict[str, NftSet] = field(default_factory=dict)
 
-    def add_rule(self, chain: str, handle: int | None, text: str, comment: str | None,
-                 expr: tuple[Mapping[str, Any], ...] = (), *, prepend: bool = False) -> None:
+    def add_rule(self, chain: str, handle: int | None, text: str, comment: str | None, *,
+                 prepend: bool = False) -> None:
         rules = self.rules.setdefault(chain, [])
         if chain not in self.chains:
             self.chains[chain] = NftChain(name=chain)
-        rule = NftRule(chain=chain, handle=handle, index=0, text=text, comment=comment, expr=expr)
+        rule = NftRule(chain=chain, handle=handle, index=0, text=text, comment=comment,
+                       stmts=parse_statements(text))
         if prepend:
             rules.insert(0, rule)
         else:
@@ -234,7 +242,7 @@ class _TableBuilder:
     def build(self) -> NftTable:
         chains: dict[str, NftChain] = {}
         for name, chain in self.chains.items():
-            rules = tuple(NftRule(r.chain, r.handle, i, r.text, r.comment, r.expr)
+            rules = tuple(NftRule(r.chain, r.handle, i, r.text, r.comment, r.stmts)
                           for i, r in enumerate(self.rules.get(name, ()), start=1))
             chains[name] = NftChain(name, rules, chain.type, chain.hook, chain.priority, chain.policy, chain.comment)
         return NftTable(self.family, self.name, chains, dict(self.sets), dict(self.maps), self.comment)
@@ -252,19 +260,34 @@ def _timeout_text(t: Any) -> str | None:
     return f"{t}s" if isinstance(t, int) else str(t)
 
 
+_DURATION = re.compile(r"(\d+)([dhms]?)")
+
+
+def timeout_seconds(timeout: str | None) -> int | None:
+    """A set timeout as seconds (``10800s``, ``3h``, ``1h30m`` -> 10800); None when there is none or it
+    does not read."""
+    if not timeout:
+        return None
+    parts = _DURATION.findall(timeout)
+    if not parts or "".join(n + u for n, u in parts) != timeout.replace(" ", ""):
+        return None
+    return sum(int(n) * {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}[u] for n, u in parts)
+
+
 def _json_set(obj: Mapping[str, Any], is_map: bool) -> NftSet:
     elements: list[NftElement] = []
     for item in obj.get("elem") or ():
         if is_map and isinstance(item, list) and len(item) == 2:
-            elements.append(NftElement(_elem_key(item[0]), _verdict_or_value(item[1]), _elem_comment(item[0])))
+            elements.append(new_element(_elem_key(item[0]), _verdict_or_value(item[1]), _elem_comment(item[0])))
         else:
-            elements.append(NftElement(_elem_key(item), None, _elem_comment(item)))
+            elements.append(new_element(_elem_key(item), None, _elem_comment(item)))
     flags = obj.get("flags") or ()
     return NftSet(
         name=str(obj["name"]), type=_type_text(obj.get("type", "")), is_map=is_map,
         data_type=_type_text(obj["map"]) if is_map and "map" in obj else None,
         flags=tuple([flags] if isinstance(flags, str) else flags), timeout=_timeout_text(obj.get("timeout")),
         comment=obj.get("comment"), elements=tuple(elements),
+        timeout_seconds=timeout_seconds(_timeout_text(obj.get("timeout"))),
     )
 
 
@@ -312,7 +335,7 @@ def parse_nft_json(text: str, source: str) -> NftRuleset:
                 if not isinstance(expr, list):
                     raise InputError(f"{where}: rule expr is not a list", JSON_HINT, path=source)
                 tb.add_rule(str(obj["chain"]), obj.get("handle"), render_rule(expr, tb.family),
-                            obj.get("comment"), tuple(expr))
+                            obj.get("comment"))
             elif kind in ("set", "map"):
                 tb = table(obj, where)
                 s = _json_set(obj, kind == "map")
@@ -404,7 +427,7 @@ def _elements(body: str) -> Iterator[NftElement]:
         # " : " separates key and value; a bare ":" belongs to IPv6 addresses
         key, sep, value_text = part.partition(" : ")
         value = value_text.strip() if sep else None
-        yield NftElement(" ".join(key.split()), " ".join(value.split()) if value else None, comment)
+        yield new_element(" ".join(key.split()), " ".join(value.split()) if value else None, comment)
 
 
 def parse_nft_transaction(text: str, source: str) -> NftRuleset:
@@ -453,7 +476,8 @@ def parse_nft_transaction(text: str, source: str) -> NftRuleset:
                 type_, data = (p.strip() for p in type_.split(" : ", 1))
             flags = tuple(f.strip() for f in spec.get("flags", "").split(",") if f.strip())
             s = NftSet(name=name, type=type_, is_map=kind == "map", data_type=data, flags=flags,
-                       timeout=spec.get("timeout"), comment=_unquote(spec.get("comment")))
+                       timeout=spec.get("timeout"), comment=_unquote(spec.get("comment")),
+                       timeout_seconds=timeout_seconds(spec.get("timeout")))
             (tb.maps if kind == "map" else tb.sets)[name] = s
         elif kind == "rule":
             if not body.strip():
@@ -477,6 +501,6 @@ def parse_nft_transaction(text: str, source: str) -> NftRuleset:
             raise InputError(f"element for {name}, which no `add set` or `add map` declares", TEXT_HINT,
                              path=source, line=lineno)
         new = NftSet(target.name, target.type, target.is_map, target.data_type, target.flags, target.timeout,
-                     target.comment, target.elements + tuple(_elements(body)))
+                     target.comment, target.elements + tuple(_elements(body)), target.timeout_seconds)
         (tb.maps if target.is_map else tb.sets)[name] = new
     return NftRuleset(tuple(tb.build() for tb in tables.values()), source)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from svctrace.errors import InputError
+from svctrace.model.matches import UnknownMatch, UnknownStatement, Verdict
 from svctrace.model.nft import NftRuleset, NftTable
 from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction, render_rule
 from tests.shared_data import shared_dir
@@ -57,7 +58,10 @@ def test_json_rules_print_exactly_as_nft_list_prints_them(name: str) -> None:
     assert set(table.chains) == set(expected)
     for chain, lines in expected.items():
         assert [r.full_text for r in table.chains[chain].rules] == lines, chain
-        assert all(r.expr and r.handle for r in table.chains[chain].rules)
+        assert all(r.stmts and r.handle for r in table.chains[chain].rules)
+        # every statement of kube-proxy's own rules is typed: none is left for the tracer to guess at
+        assert not any(isinstance(s, (UnknownStatement, UnknownMatch)) for r in table.chains[chain].rules
+                       for s in r.stmts), chain
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -120,7 +124,9 @@ def test_unknown_expressions_are_shown_not_fatal() -> None:
     (rule,) = table.chains["c"].rules
     assert rule.text == ('<osf {"key":"name"}> Linux <limit {"rate":10,"per":"second"}> '
                          "counter packets 1 bytes 60 accept")
-    assert len(rule.expr) == 4
+    # The unknown expression is typed as such, with the verdict the rule still ends in.
+    assert rule.stmts == (UnknownStatement('<osf {"key":"name"}> Linux <limit {"rate":10,"per":"second"}> '
+                                           "counter packets 1 bytes 60 accept", Verdict("accept")),)
 
 
 def test_render_ipv6_dnat_and_sets() -> None:
