@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from svctrace.collectors.live import LiveOptions, live_all, live_service
-from svctrace.collectors.node import collect_node
+from svctrace.collectors.live import LiveOptions, live_all, live_node, live_service
 from svctrace.collectors.snapshot_dir import load_snapshot
-from svctrace.model.snapshot import NodeFacts, Snapshot
+from svctrace.model.snapshot import Snapshot
 
 
 def service_snapshot(spec: str | None, live: LiveOptions, namespace: str | None, name: str) -> tuple[Snapshot, str]:
@@ -23,10 +22,4 @@ def node_snapshot(spec: str | None, live: LiveOptions, *, with_api_namespace: st
         return load_snapshot(spec)
     if with_api:
         return live_all(live, with_api_namespace).snapshot
-    node = collect_node(netns=live.netns, node_name=live.node_name)
-    sysctls = {k: v for k, v in node.sysctls.items() if v is not None}
-    return Snapshot(iptables=node.iptables, ip6tables=node.ip6tables, source="live node",
-                    node=NodeFacts(name=node.node_name or live.node_name, proxy_mode=node.proxy_mode,
-                                   addresses=node.addresses, sysctls=sysctls),
-                    api_collected=False, missing=node.missing, warnings=node.warnings,
-                    nft=node.nft, ipvs=node.ipvs, ipsets=node.ipsets)
+    return live_node(live)

@@ -24,6 +24,9 @@ SYSCTLS = (
     "net.ipv4.conf.default.rp_filter",
 )
 IP_VS = Path("/proc/net/ip_vs")
+# The legacy (x_tables) tables the kernel holds: reading them tells whether iptables-legacy has anything,
+# without running iptables-legacy-save (which would load modules and create tables).
+LEGACY_TABLES = {4: Path("/proc/net/ip_tables_names"), 6: Path("/proc/net/ip6_tables_names")}
 
 
 def read_sysctl(key: str) -> str | None:
@@ -52,7 +55,14 @@ def probe(url: str | None, timeout: float) -> dict[str, Any]:
     # Absent: no IPVS in this kernel; unreadable: not root (ip_vs_present tells which).
     with contextlib.suppress(OSError):
         ip_vs = IP_VS.read_text()
+    legacy: dict[str, list[str] | None] = {}
+    for family, path in LEGACY_TABLES.items():
+        try:
+            legacy[str(family)] = path.read_text().split()
+        except OSError:
+            legacy[str(family)] = None  # the x_tables module is not loaded: no legacy tables
     return {
+        "legacy_tables": legacy,
         "sysctls": {key: read_sysctl(key) for key in SYSCTLS},
         "ip_vs_present": IP_VS.exists(),
         "ip_vs": ip_vs,

@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from svctrace.collectors.snapshot_dir import CONNTRACK, IP6TABLES, IP_ADDR, IPSET, IPTABLES, IPVSADM, META, NFT
 from svctrace.errors import InputError
+from svctrace.model.snapshot import NodeFile
 
-NODE_FILE_NAMES = frozenset({IPTABLES, IP6TABLES, IPVSADM, IPSET, NFT, IP_ADDR, CONNTRACK})
+NODE_FILE_NAMES = frozenset(f.value for f in NodeFile if f is not NodeFile.META)
 TARBALL_SUFFIXES = (".tar.gz", ".tgz")
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -51,7 +51,7 @@ def snapshot_files(*, api_documents: Mapping[str, Mapping[str, Any]], node_files
             known = ", ".join(sorted(NODE_FILE_NAMES))
             raise ValueError(f"{name!r} is not a node/ file of the snapshot format ({known})")
         files[f"node/{name}"] = text.encode()
-    files[f"node/{META}"] = _json(meta)
+    files[f"node/{NodeFile.META}"] = _json(meta)
     return files
 
 

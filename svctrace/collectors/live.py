@@ -6,16 +6,16 @@ Whatever a live run reads is also what ``capture`` writes, so ``--from`` a captu
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from svctrace import __version__
-from svctrace.collectors.kube import ApiCollection, KubeCollector
-from svctrace.collectors.node import NodeCollection, collect_node
-from svctrace.model.k8s import Node
-from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
-from svctrace.parsers.ipvs import format_ipset_save, format_ipvsadm_save
+from svctrace.collectors.node import ALL_TABLES, SERVICE_TABLES, collect_node
+from svctrace.model.snapshot import API, Missing, NodeFile, Snapshot
+from svctrace.parsers.snapshot import NodeInput, build_snapshot
+
+if TYPE_CHECKING:
+    from svctrace.collectors.kube import ApiCollection
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,95 +37,77 @@ class LiveCollection:
 
     snapshot: Snapshot
     api: ApiCollection
-    node: NodeCollection
+    node: NodeInput
 
     def api_documents(self) -> dict[str, dict[str, Any]]:
         return self.api.list_documents()
 
     def node_files(self) -> dict[str, str]:
-        files = {"iptables-save.txt": self.node.iptables_text, "ip6tables-save.txt": self.node.ip6tables_text,
-                 "ip-addr.json": self.node.ip_addr_json, "conntrack.txt": self.node.conntrack_text,
-                 "nft.json": self.node.nft_json_text}
-        # IPVS and ipsets were read over netlink; the same data in the save formats reads back identically.
-        if self.node.ipvs is not None:
-            files["ipvsadm.txt"] = format_ipvsadm_save(self.node.ipvs)
-        if self.node.ipsets is not None:
-            files["ipset.txt"] = format_ipset_save(self.node.ipsets)
-        return {name: text for name, text in files.items() if text is not None}
+        """The node/ files as read (meta.json apart: ``meta`` writes it with what was decided)."""
+        return {name: text for name, text in self.node.files.items() if name != NodeFile.META}
 
     def meta(self) -> dict[str, Any]:
         facts = self.snapshot.node
-        return {"nodeName": facts.name, "proxyMode": facts.proxy_mode, "sysctls": dict(facts.sysctls),
+        return {"nodeName": facts.name, "proxyMode": facts.proxy_mode.value if facts.proxy_mode else None,
+                "proxyModeHow": facts.proxy_mode_how, "sysctls": dict(facts.sysctls),
                 "iptablesBackend": facts.iptables_backend, "iptablesBackendReason": facts.iptables_backend_reason,
                 "server": self.api.target.server, "context": self.api.target.context,
                 "svctraceVersion": __version__}
 
 
-def node_name_for(nodes: tuple[Node, ...], addresses: tuple[HostAddress, ...] | None, *,
-                  explicit: str | None, hostname: str | None) -> str | None:
-    """This node's name: ``--node``; else the Node whose address is configured here; else the hostname,
-    if a Node has that name; else None (local endpoints then cannot be told apart)."""
-    if explicit:
-        return explicit
-    local = {a.address for a in addresses or ()}
-    for node in nodes:
-        if local.intersection(node.ips):
-            return node.name
-    if hostname and any(n.name == hostname for n in nodes):
-        return hostname
-    return None
-
-
-def _node(opts: LiveOptions) -> NodeCollection:
-    kwargs: dict[str, Any] = {"netns": opts.netns, "node_name": opts.node_name}
+def _node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES) -> NodeInput:
+    kwargs: dict[str, Any] = {"netns": opts.netns, "node_name": opts.node_name, "tables": tables}
     if opts.proxy_mode_url is not None:
         kwargs["proxy_mode_url"] = opts.proxy_mode_url
     return collect_node(**kwargs)
 
 
-def assemble(api: ApiCollection, node: NodeCollection, *, explicit: str | None, hostname: str | None,
-             source: str) -> Snapshot:
-    """One Snapshot from what the API and the node collectors read."""
-    objs = api.objects
-    name = node_name_for(objs.nodes, node.addresses, explicit=explicit or node.node_name, hostname=hostname)
-    sysctls: Mapping[str, str] = {k: v for k, v in node.sysctls.items() if v is not None}
-    return Snapshot(
-        services=objs.services, endpoint_slices=objs.endpoint_slices, legacy_endpoints=objs.legacy_endpoints,
-        pods=objs.pods, nodes=objs.nodes, config_maps=objs.config_maps, network_policies=objs.network_policies,
-        iptables=node.iptables, ip6tables=node.ip6tables,
-        node=NodeFacts(name=name, proxy_mode=node.proxy_mode, addresses=node.addresses, sysctls=sysctls,
-                       iptables_backend=node.backend, iptables_backend_reason=node.backend_reason),
-        source=source, api_collected=True, conntrack=node.conntrack, nft=node.nft, ipvs=node.ipvs,
-        ipsets=node.ipsets,
-        missing=tuple(dict.fromkeys((*api.missing, *node.missing))),
-        warnings=tuple(dict.fromkeys((*api.warnings, *objs.warnings, *node.warnings))),
-    )
+def _hostname() -> str:
+    return socket.gethostname().split(".")[0]
+
+
+def assemble(api: ApiCollection | None, node: NodeInput, *, explicit: str | None, source: str) -> Snapshot:
+    """The Snapshot of what the API and the node collectors read (the one assembly every source uses)."""
+    objects = api.objects if api is not None else None
+    api_missing = tuple(Missing(what) for what in api.missing) if api is not None else (Missing(API, "not read"),)
+    return build_snapshot(objects, node, source=source, api_missing=api_missing,
+                          api_warnings=api.warnings if api is not None else (), explicit_node=explicit,
+                          hostname=_hostname(), api_collected=api is not None)
 
 
 def live_service(opts: LiveOptions, namespace: str | None, name: str) -> LiveCollection:
     """What ``svctrace svc NAME`` needs, read live: a fixed number of API requests and this node's rules."""
-    hostname = socket.gethostname().split(".")[0]
+    from svctrace.collectors.kube import KubeCollector
+
     with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout) as kube:
         _ = kube.target  # a missing or broken kubeconfig fails here, before the node is read
-        node = _node(opts)
-        api = kube.collect_service(namespace, name, node_name=opts.node_name or node.node_name or hostname)
-    source = f"live: {api.target.server}"
-    snap = assemble(api, node, explicit=opts.node_name, hostname=hostname, source=source)
+        node = _node(opts, SERVICE_TABLES)
+        api = kube.collect_service(namespace, name, node_name=opts.node_name or _hostname())
+    snap = assemble(api, node, explicit=opts.node_name, source=f"live: {api.target.server}")
     return LiveCollection(snap, api, node)
 
 
 def live_all(opts: LiveOptions, namespace: str | None) -> LiveCollection:
     """Every Service in one namespace (or all) and this node's rules: what ``capture`` and ``audit`` read."""
+    from svctrace.collectors.kube import KubeCollector
+
     with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout) as kube:
         _ = kube.target
         node = _node(opts)
         api = kube.collect_all(namespace)
-    source = f"live: {api.target.server}"
-    snap = assemble(api, node, explicit=opts.node_name, hostname=socket.gethostname().split(".")[0], source=source)
+    snap = assemble(api, node, explicit=opts.node_name, source=f"live: {api.target.server}")
     return LiveCollection(snap, api, node)
+
+
+def live_node(opts: LiveOptions) -> Snapshot:
+    """This node's rules alone (no API objects): what ``trace`` reads when it needs no Service."""
+    node = _node(opts)
+    return assemble(None, node, explicit=opts.node_name, source="live node")
 
 
 def default_namespace(opts: LiveOptions) -> str:
     """The namespace kubectl would use: -n, else the context's, else "default"."""
+    from svctrace.collectors.kube import KubeCollector
+
     with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout) as kube:
         return kube.target.namespace

@@ -1,8 +1,13 @@
-"""The live node collector: iptables rules of the backend kube uses, addresses, sysctls and kube-proxy's mode.
+"""The live node collector: the node's files of a snapshot (docs/snapshot.md), read from the kernel.
 
-Read-only by construction: it runs only ``*-save`` commands (never ``-t TABLE`` on the legacy backend,
-which would make the kernel create that table), ``nft list tables`` and ``nft -j list ruleset``, reads /proc
-and asks netlink for addresses, IPVS services and ipsets (dump requests only); it never writes a rule.
+Read-only by construction: it runs only ``*-save`` commands (``-t TABLE`` on the legacy backend only for a
+table /proc/net/ip_tables_names lists, since asking for another would make the kernel create it) and
+``nft -j list table ip|ip6 kube-proxy``, reads /proc and asks netlink for addresses, IPVS services, ipsets
+and conntrack entries (dump requests only); it never writes a rule. It reads cheaply first: the legacy
+backend's save runs only when the kernel holds legacy tables, and nftables is asked for kube-proxy's tables
+by name, never for the whole ruleset (listing every table takes minutes on a node with 100,000
+iptables-nft chains). What it read is turned into a Snapshot by svctrace.parsers.snapshot, exactly as a
+snapshot folder is.
 
 Why ``iptables-legacy-save`` and not python-iptables for the legacy backend: bench/bench_node_collect.py
 measured, for 1,000 Services x 10 endpoints (32k rules), 0.15 s for ``iptables-legacy-save`` plus 0.34 s
@@ -22,31 +27,18 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from svctrace.collectors import _probe
-from svctrace.collectors.conntrack import MISSING_CONNTRACK, collect_conntrack
+from svctrace.collectors.conntrack import collect_conntrack
 from svctrace.collectors.ipvs import read_ipsets, read_ipvs
-from svctrace.errors import CollectionError, InputError
-from svctrace.model.conntrack import ConntrackEntry
-from svctrace.model.dataplane import IptablesDump
-from svctrace.model.ipvs import IpSets, IpvsTable
-from svctrace.model.nft import NftRuleset
-from svctrace.model.snapshot import HostAddress, NodeFacts
-from svctrace.parsers import iptables_save
-from svctrace.parsers.detect import (
-    LEGACY,
-    NFT,
-    BackendDecision,
-    ModeFacts,
-    count_ipvs_services,
-    decide_backend,
-    decide_proxy_mode,
-    parse_nft_list_tables,
-)
-from svctrace.parsers.nft_json import parse_nft_json
+from svctrace.errors import CollectionError
+from svctrace.model.snapshot import Missing, NodeFile
+from svctrace.parsers.detect import LEGACY, NFT, BackendDecision, count_ipvs_services, decide_backend
+from svctrace.parsers.ipvs import format_ipset_save, format_ipvsadm_save
+from svctrace.parsers.snapshot import NodeInput, Probe
 
 DEFAULT_PROXY_MODE_URL = "http://127.0.0.1:10249/proxyMode"
 KUBE_IPVS0 = "kube-ipvs0"
@@ -61,56 +53,10 @@ SAVE_COMMANDS: dict[str, dict[int, str]] = {
     LEGACY: {4: "iptables-legacy-save", 6: "ip6tables-legacy-save"},
     NFT: {4: "iptables-nft-save", 6: "ip6tables-nft-save"},
 }
-MISSING_RULES = {4: "iptables rules (iptables-save)", 6: "IPv6 iptables rules (ip6tables-save)"}
-MISSING_NFT = "nftables tables (nft list tables)"
-MISSING_NFT_RULESET = "the nftables ruleset (nft -j list ruleset)"
-MISSING_IPVS = "IPVS virtual servers (netlink; ipvsadm -Sn)"
-MISSING_IPSETS = "ipsets (netlink; ipset save)"
-MISSING_ADDRESSES = "the node's own addresses (netlink)"
 
 # rtnetlink scopes as `ip` names them.
 _SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
 _FAMILIES = {2: 4, 10: 6}  # AF_INET, AF_INET6
-
-
-@dataclass(frozen=True)
-class NodeCollection:
-    """Everything collect_node read from the node, plus the raw text ``capture`` writes to a snapshot."""
-
-    iptables: IptablesDump | None = None  # the IPv4 rules of the backend in use; None: not read
-    ip6tables: IptablesDump | None = None
-    iptables_text: str | None = None  # exactly what the save command printed (node/iptables-save.txt)
-    ip6tables_text: str | None = None  # (node/ip6tables-save.txt)
-    addresses: tuple[HostAddress, ...] | None = None  # None: not collected
-    ip_addr_json: str | None = None  # the same addresses in `ip -j addr` shape (node/ip-addr.json)
-    interfaces: tuple[str, ...] = ()  # every link's name
-    kube_ipvs0: bool | None = None  # a kube-ipvs0 device exists (None: links not read)
-    backend: str | None = None  # legacy | nf_tables | both | None (no KUBE-* chains, or not read)
-    backend_reason: str = ""
-    proxy_mode: str | None = None  # iptables | ipvs | nftables | None (unknown)
-    proxy_mode_how: str = ""  # how proxy_mode was decided, in words
-    ipvs_available: bool | None = None  # /proc/net/ip_vs exists
-    ipvs_services: int | None = None
-    nft_tables: tuple[str, ...] | None = None  # "ip kube-proxy", ... (None: not read)
-    nft: NftRuleset | None = None  # the whole ruleset, parsed (None: not read, or unreadable)
-    nft_json_text: str | None = None  # exactly what `nft -j list ruleset` printed (node/nft.json)
-    ipvs: IpvsTable | None = None  # IPVS virtual servers over netlink (None: not read; IPVS absent)
-    ipsets: IpSets | None = None  # ipsets over netlink, read beside IPVS (None: not read)
-    # Sysctl name -> value; None when its file does not exist (the module behind it, e.g. br_netfilter
-    # for net.bridge.*, is not loaded), which is a fact about the node rather than something missing.
-    sysctls: Mapping[str, str | None] = field(default_factory=dict)
-    node_name: str | None = None
-    netns: str | None = None
-    warnings: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()  # what could not be collected, in the user's words
-    conntrack: tuple[ConntrackEntry, ...] | None = None  # UDP conntrack entries (None: not read)
-    conntrack_text: str | None = None  # the same as `conntrack -L` text (node/conntrack.txt)
-
-    def node_facts(self) -> NodeFacts:
-        """The node facts a Snapshot carries (sysctls whose file is absent are left out)."""
-        return NodeFacts(name=self.node_name, proxy_mode=self.proxy_mode, addresses=self.addresses,
-                         sysctls={k: v for k, v in self.sysctls.items() if v is not None},
-                         iptables_backend=self.backend, iptables_backend_reason=self.backend_reason)
 
 
 @dataclass
@@ -119,6 +65,7 @@ class _Run:
 
     stdout: str | None
     error: str | None = None
+    skipped: bool = False  # not run: the kernel holds nothing for it to read
 
 
 def _argv(netns: str | None, argv: Sequence[str]) -> list[str]:
@@ -167,12 +114,16 @@ def _probe_facts(netns: str | None, url: str | None, timeout: float) -> tuple[di
     return facts, None
 
 
-def _links_and_addresses(netns: str | None) -> tuple[list[tuple[int, str, str]], list[dict[str, Any]]]:
-    """(index, name, operstate) per link and one plain dict per address; netlink stays in here."""
+Link = tuple[int, str, str, "int | None"]  # index, name, operstate, the index of its master (bridge)
+
+
+def _links_and_addresses(netns: str | None) -> tuple[list[Link], list[dict[str, Any]]]:
+    """(index, name, operstate, master) per link and one plain dict per address; netlink stays in here."""
     from pyroute2 import IPRoute  # imported late: a collector that is never used costs nothing
 
     with (IPRoute(netns=netns) if netns else IPRoute()) as ipr:
-        links = [(int(m["index"]), str(m.get_attr("IFLA_IFNAME") or ""), str(m.get_attr("IFLA_OPERSTATE") or ""))
+        links = [(int(m["index"]), str(m.get_attr("IFLA_IFNAME") or ""), str(m.get_attr("IFLA_OPERSTATE") or ""),
+                  m.get_attr("IFLA_MASTER"))
                  for m in ipr.get_links()]
         addrs = []
         for m in ipr.get_addr():
@@ -186,31 +137,198 @@ def _links_and_addresses(netns: str | None) -> tuple[list[tuple[int, str, str]],
     return links, addrs
 
 
-def addresses_from_netlink(links: list[tuple[int, str, str]], addrs: list[dict[str, Any]]
-                           ) -> tuple[tuple[HostAddress, ...], str]:
-    """HostAddresses and the same data as `ip -j addr` JSON (for a snapshot's node/ip-addr.json)."""
-    names = {index: name for index, name, _ in links}
-    out: list[HostAddress] = []
+def addresses_from_netlink(links: list[Link], addrs: list[dict[str, Any]]) -> str:
+    """The links and addresses as `ip -j addr` JSON (a snapshot's node/ip-addr.json), with each bridge
+    port's master and a link_type, as `ip -j addr` writes them."""
+    names = {link[0]: link[1] for link in links}
     doc: list[dict[str, Any]] = []
     by_index: dict[int, list[dict[str, Any]]] = {}
     for a in addrs:
         by_index.setdefault(a["index"], []).append(a)
-    for index, name, operstate in sorted(links):
+    for index, name, operstate, master in sorted(links, key=lambda link: link[0]):
         infos = []
         for a in by_index.get(index, []):
-            out.append(HostAddress(ifname=name, address=a["local"], prefixlen=a["prefixlen"], family=a["family"],
-                                   scope=a["scope"]))
             info = {"family": "inet" if a["family"] == 4 else "inet6", "local": a["local"],
                     "prefixlen": a["prefixlen"], "scope": a["scope"]}
             if a.get("label"):
                 info["label"] = a["label"]
             infos.append(info)
-        doc.append({"ifindex": index, "ifname": names[index], "operstate": operstate or "UNKNOWN", "addr_info": infos})
-    return tuple(out), json.dumps(doc, indent=1) + "\n"
+        entry: dict[str, Any] = {"ifindex": index, "ifname": names[index], "operstate": operstate or "UNKNOWN",
+                                 "link_type": "loopback" if name == "lo" else "ether"}
+        if master is not None and master in names:
+            entry["master"] = names[master]
+        entry["addr_info"] = infos
+        doc.append(entry)
+    return json.dumps(doc, indent=1) + "\n"
 
 
-def _save(backend: str, family: int, netns: str | None) -> _Run:
-    return _run([SAVE_COMMANDS[backend][family]], netns)
+# ---------------------------------------------------------------------------------------------
+# the collector
+
+# What each kind of command reads; "*" for every table of the backend.
+ALL_TABLES = ("*",)
+SERVICE_TABLES = ("nat", "filter")  # what `svc` needs: kube-proxy's dispatch, Service and REJECT rules
+
+
+def _save(backend: str, family: int, tables: tuple[str, ...], netns: str | None) -> _Run:
+    """One backend's rules, only ``tables`` (each its own -t run), as one iptables-save text."""
+    command = SAVE_COMMANDS[backend][family]
+    if tables == ALL_TABLES:
+        return _run([command], netns)
+    texts: list[str] = []
+    for table in tables:
+        run = _run([command, "-t", table], netns)
+        if run.stdout is None:
+            return run
+        texts.append(run.stdout)
+    return _Run("".join(texts))
+
+
+def _kube_proxy_nft(netns: str | None, where: str, warnings: list[str]) -> tuple[str | None, tuple[str, ...]]:
+    """kube-proxy's nftables tables as one `nft -j` document, read by name (never the whole ruleset:
+    listing every table costs minutes on a node with 100,000 iptables-nft chains); and which exist."""
+    items: list[Any] = []
+    found: list[str] = []
+    for family in ("ip", "ip6"):
+        run = _run(["nft", "-j", "list", "table", family, "kube-proxy"], netns, timeout=60.0)
+        if run.stdout is None:
+            if run.error and "No such file or directory" not in run.error:
+                warnings.append(f"cannot read nftables table {family} kube-proxy{where}: {run.error}")
+            continue
+        try:
+            doc = json.loads(run.stdout)
+        except json.JSONDecodeError:
+            warnings.append(f"nft -j list table {family} kube-proxy{where} printed something that is not JSON")
+            continue
+        got = doc.get("nftables") if isinstance(doc, dict) else None
+        if isinstance(got, list):
+            items += [i for i in got if not (isinstance(i, dict) and "metainfo" in i and items)]
+            found.append(f"{family} kube-proxy")
+    if not items:
+        items = [{"metainfo": {"json_schema_version": 1}}]
+    return json.dumps({"nftables": items}) + "\n", tuple(found)
+
+
+def _meta(node_name: str | None, sysctls: Mapping[str, str | None], decision: BackendDecision | None) -> str:
+    doc: dict[str, Any] = {"sysctls": {k: v for k, v in sysctls.items() if v is not None}}
+    if node_name:
+        doc["nodeName"] = node_name
+    if decision is not None and decision.backend is not None:
+        doc["iptablesBackend"] = decision.backend
+        doc["iptablesBackendReason"] = decision.reason
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def collect_node(*, netns: str | None = None, node_name: str | None = None,
+                 proxy_mode_url: str = DEFAULT_PROXY_MODE_URL, timeout: float = 1.0,
+                 tables: tuple[str, ...] = ALL_TABLES) -> NodeInput:
+    """Read this node (or network namespace ``netns``) without changing anything: its node/ files, as a
+    snapshot holds them (docs/snapshot.md), and what could not be read; problems become warnings."""
+    node = NodeInput(netns=netns)
+    warnings, missing, files = node.warnings, node.missing, node.files
+    where = f" in network namespace {netns}" if netns else ""
+
+    # Addresses work without root (outside a namespace); anything netlink says is a warning, not a crash.
+    try:
+        links, addrs = _links_and_addresses(netns)
+    except Exception as exc:  # noqa: BLE001 - pyroute2 raises many kinds; every one means "not collected"
+        warnings.append(f"cannot read the node's addresses{where}: {exc}; local addresses are unknown")
+        missing.append(Missing(NodeFile.IP_ADDR, f"netlink: {exc}"))
+        kube_ipvs0 = None
+    else:
+        files[NodeFile.IP_ADDR] = addresses_from_netlink(links, addrs)
+        kube_ipvs0 = any(link[1] == KUBE_IPVS0 for link in links)
+
+    facts, probe_error = _probe_facts(netns, proxy_mode_url, timeout)
+    sysctls: dict[str, str | None] = {}
+    ipvs_available: bool | None = None
+    ipvs_services: int | None = None
+    url_answer: str | None = None
+    legacy_tables: dict[str, list[str] | None] = {}
+    if facts is None:
+        warnings.append(f"cannot read sysctls or ask kube-proxy{where}: {probe_error}")
+    else:
+        sysctls = dict(facts["sysctls"])
+        ipvs_available = bool(facts["ip_vs_present"])
+        if facts["ip_vs"] is not None:
+            ipvs_services = count_ipvs_services(facts["ip_vs"])
+        url_answer = facts["url_answer"]
+        legacy_tables = facts.get("legacy_tables") or {}
+
+    decision: BackendDecision | None = None
+    nft_tables: tuple[str, ...] | None = None
+    if os.geteuid() != 0:
+        warnings.append(NOT_ROOT_WARNING)
+        for f in (NodeFile.IPTABLES, NodeFile.IP6TABLES, NodeFile.NFT):
+            missing.append(Missing(f, "not root"))
+    else:
+        decision = _read_iptables(netns, where, tables, legacy_tables, node)
+        if shutil.which("nft") is not None:
+            nft_text, nft_tables = _kube_proxy_nft(netns, where, warnings)
+            if nft_text is not None:
+                files[NodeFile.NFT] = nft_text
+            node.where[NodeFile.NFT] = f"nft -j list table ip/ip6 kube-proxy{where}"
+        else:
+            missing.append(Missing(NodeFile.NFT, "nft is not installed"))
+        ct = collect_conntrack(netns)
+        if ct.error is not None:
+            warnings.append(ct.error)
+            missing.append(Missing(NodeFile.CONNTRACK, ct.error))
+        elif ct.text is not None:
+            files[NodeFile.CONNTRACK] = ct.text
+            if ct.entries is not None:
+                node.parsed[NodeFile.CONNTRACK] = ct.entries
+        # IPVS only where the node shows it (the module loaded, or kube-proxy's dummy device): asking netlink
+        # on other nodes would only say that IPVS is absent.
+        if ipvs_available or kube_ipvs0:
+            _read_ipvs(netns, where, node)
+    if os.geteuid() == 0 and not (ipvs_available or kube_ipvs0):
+        missing.append(Missing(NodeFile.IPVSADM, "IPVS is not in use on this node"))
+        missing.append(Missing(NodeFile.IPSET, "IPVS is not in use on this node"))
+    files[NodeFile.META] = _meta(node_name, sysctls, decision)
+    node.probe = Probe(url_answer=url_answer, ipvs_available=ipvs_available, ipvs_services=ipvs_services,
+                       nft_tables=nft_tables)
+    return node
+
+
+def _read_iptables(netns: str | None, where: str, tables: tuple[str, ...],
+                   legacy_tables: Mapping[str, list[str] | None], node: NodeInput) -> BackendDecision:
+    """The iptables rules of the backend that holds kube's chains (both read only where both have tables)."""
+    runs: dict[tuple[str, int], _Run] = {}
+    for family in (4, 6):
+        # The legacy backend has nothing when the kernel holds no x_tables table: its save is not even run.
+        # It is asked for a table (-t) only when the table exists: -t would make the kernel create it.
+        if legacy_tables:
+            have = legacy_tables.get(str(family)) or []
+            wanted = tables if tables == ALL_TABLES else tuple(t for t in tables if t in have)
+            runs[LEGACY, family] = _save(LEGACY, family, wanted, netns) if have and wanted else \
+                _Run(None, "the kernel holds no iptables-legacy table", skipped=True)
+        else:
+            runs[LEGACY, family] = _save(LEGACY, family, ALL_TABLES, netns)
+        runs[NFT, family] = _save(NFT, family, tables, netns)
+    decision = decide_backend(_joined(runs[LEGACY, 4], runs[LEGACY, 6]), _joined(runs[NFT, 4], runs[NFT, 6]))
+    node.warnings.extend(decision.warnings)
+    for backend in (LEGACY, NFT):
+        error = runs[backend, 4].error
+        if decision.use is not None and backend != decision.use and error and not runs[backend, 4].skipped:
+            node.warnings.append(f"cannot check the {backend} backend for KUBE-* chains{where}: {error}")
+    for family, name in ((4, NodeFile.IPTABLES), (6, NodeFile.IP6TABLES)):
+        if decision.use is None:
+            errors = "; ".join(e for e in (runs[LEGACY, family].error, runs[NFT, family].error) if e)
+            node.warnings.append(f"cannot read the IPv{family} iptables rules{where}: {errors}")
+            node.missing.append(Missing(name, errors))
+            continue
+        run = runs[decision.use, family]
+        if run.stdout is None:
+            node.warnings.append(f"cannot read the IPv{family} iptables rules of the {decision.use} backend{where}: "
+                                 f"{run.error}")
+            node.missing.append(Missing(name, run.error or ""))
+            continue
+        node.files[name] = run.stdout
+        node.where[name] = f"{SAVE_COMMANDS[decision.use][family]}{where}"
+    if tables != ALL_TABLES:
+        node.missing.append(Missing("iptables tables", f"only {', '.join(tables)} read"))
+    return decision
 
 
 def _joined(*runs: _Run) -> str | None:
@@ -218,161 +336,21 @@ def _joined(*runs: _Run) -> str | None:
     return "".join(texts) if texts else None
 
 
-def _read_nft(netns: str | None, where: str, warnings: list[str], missing: list[str]
-              ) -> tuple[NftRuleset | None, str | None]:
-    """The whole nftables ruleset as `nft -j` JSON: parsed, and the raw text (kept even when unparsable)."""
-    run = _run(["nft", "-j", "list", "ruleset"], netns, timeout=60.0)
-    if run.stdout is None:
-        warnings.append(f"cannot read the nftables ruleset{where}: {run.error}")
-        missing.append(MISSING_NFT_RULESET)
-        return None, None
-    source = f"nft -j list ruleset{where}"
-    try:
-        return parse_nft_json(run.stdout, source), run.stdout
-    except InputError as exc:
-        # The raw text still goes into a capture, so the ruleset can be looked at (and reported) later.
-        warnings.append(f"cannot parse what {source} printed: {exc.message}")
-        missing.append(MISSING_NFT_RULESET)
-        return None, run.stdout
-
-
-def _read_ipvs(netns: str | None, where: str, warnings: list[str], missing: list[str]
-               ) -> tuple[IpvsTable | None, IpSets | None]:
-    """IPVS virtual servers and ipsets over netlink; an absent IPVS or ipset module is a warning."""
-    table: IpvsTable | None = None
-    sets: IpSets | None = None
+def _read_ipvs(netns: str | None, where: str, node: NodeInput) -> None:
+    """IPVS virtual servers and ipsets over netlink, kept parsed and in their save formats."""
     try:
         table = read_ipvs(netns)
     except CollectionError as exc:
-        warnings.append(f"cannot read IPVS{where}: {exc.message}" + (f"; {exc.hint}" if exc.hint else ""))
-        missing.append(MISSING_IPVS)
+        node.warnings.append(f"cannot read IPVS{where}: {exc.message}" + (f"; {exc.hint}" if exc.hint else ""))
+        node.missing.append(Missing(NodeFile.IPVSADM, exc.message))
+    else:
+        node.parsed[NodeFile.IPVSADM] = table
+        node.files[NodeFile.IPVSADM] = format_ipvsadm_save(table)
     try:
         sets = read_ipsets(netns)
     except CollectionError as exc:
-        warnings.append(f"cannot read ipsets{where}: {exc.message}" + (f"; {exc.hint}" if exc.hint else ""))
-        missing.append(MISSING_IPSETS)
-    return table, sets
-
-
-# ---------------------------------------------------------------------------------------------
-# the collector
-
-
-def collect_node(*, netns: str | None = None, node_name: str | None = None,
-                 proxy_mode_url: str = DEFAULT_PROXY_MODE_URL, timeout: float = 1.0) -> NodeCollection:
-    """Read this node (or network namespace ``netns``) without changing anything; problems become warnings."""
-    warnings: list[str] = []
-    missing: list[str] = []
-    where = f" in network namespace {netns}" if netns else ""
-
-    # Addresses work without root (outside a namespace); anything netlink says is a warning, not a crash.
-    addresses: tuple[HostAddress, ...] | None = None
-    ip_addr_json: str | None = None
-    interfaces: tuple[str, ...] = ()
-    kube_ipvs0: bool | None = None
-    try:
-        links, addrs = _links_and_addresses(netns)
-    except Exception as exc:  # noqa: BLE001 - pyroute2 raises many kinds; every one means "not collected"
-        warnings.append(f"cannot read the node's addresses{where}: {exc}; local addresses are unknown")
-        missing.append(MISSING_ADDRESSES)
+        node.warnings.append(f"cannot read ipsets{where}: {exc.message}" + (f"; {exc.hint}" if exc.hint else ""))
+        node.missing.append(Missing(NodeFile.IPSET, exc.message))
     else:
-        addresses, ip_addr_json = addresses_from_netlink(links, addrs)
-        interfaces = tuple(name for _, name, _ in sorted(links))
-        kube_ipvs0 = KUBE_IPVS0 in interfaces
-
-    facts, probe_error = _probe_facts(netns, proxy_mode_url, timeout)
-    sysctls: dict[str, str | None] = {}
-    ipvs_available: bool | None = None
-    ipvs_services: int | None = None
-    url_answer: str | None = None
-    if facts is None:
-        warnings.append(f"cannot read sysctls or ask kube-proxy{where}: {probe_error}")
-        missing.append("sysctls and kube-proxy's /proxyMode")
-    else:
-        sysctls = dict(facts["sysctls"])
-        ipvs_available = bool(facts["ip_vs_present"])
-        if facts["ip_vs"] is not None:
-            ipvs_services = count_ipvs_services(facts["ip_vs"])
-        url_answer = facts["url_answer"]
-
-    root = os.geteuid() == 0
-    nft: NftRuleset | None = None
-    nft_json_text: str | None = None
-    ipvs_table: IpvsTable | None = None
-    ipsets: IpSets | None = None
-    decision: BackendDecision | None = None
-    texts: dict[int, str | None] = {4: None, 6: None}
-    nft_tables: tuple[str, ...] | None = None
-    ct = None
-    if not root:
-        warnings.append(NOT_ROOT_WARNING)
-        missing += [MISSING_RULES[4], MISSING_RULES[6], MISSING_NFT]
-    else:
-        runs = {(b, f): _save(b, f, netns) for b in (LEGACY, NFT) for f in (4, 6)}
-        decision = decide_backend(_joined(runs[LEGACY, 4], runs[LEGACY, 6]), _joined(runs[NFT, 4], runs[NFT, 6]))
-        warnings += decision.warnings
-        for backend in (LEGACY, NFT):
-            error = runs[backend, 4].error
-            if decision.use is not None and backend != decision.use and error:
-                warnings.append(f"cannot check the {backend} backend for KUBE-* chains{where}: {error}")
-        for family in (4, 6):
-            if decision.use is None:
-                errors = "; ".join(e for e in (runs[LEGACY, family].error, runs[NFT, family].error) if e)
-                warnings.append(f"cannot read the IPv{family} iptables rules{where}: {errors}")
-                missing.append(MISSING_RULES[family])
-                continue
-            run = runs[decision.use, family]
-            if run.stdout is None:
-                warnings.append(f"cannot read the IPv{family} iptables rules of the {decision.use} backend{where}: "
-                                f"{run.error}")
-                missing.append(MISSING_RULES[family])
-            texts[family] = run.stdout
-        nft_run = _run(["nft", "list", "tables"], netns, timeout=30.0)
-        if nft_run.stdout is None:
-            missing.append(MISSING_NFT)
-            if shutil.which("nft") is not None:
-                warnings.append(f"cannot list nftables tables{where}: {nft_run.error}")
-        else:
-            nft_tables = parse_nft_list_tables(nft_run.stdout)
-        if shutil.which("nft") is not None:
-            nft, nft_json_text = _read_nft(netns, where, warnings, missing)
-        ct = collect_conntrack(netns)
-        if ct.error is not None:
-            warnings.append(ct.error)
-            missing.append(MISSING_CONNTRACK)
-
-    # IPVS only where the node shows it (the module loaded, or kube-proxy's dummy device): asking netlink
-    # on other nodes would only say that IPVS is absent. Without root netlink refuses; said above already.
-    if root and (ipvs_available or kube_ipvs0):
-        ipvs_table, ipsets = _read_ipvs(netns, where, warnings, missing)
-
-    dumps: dict[int, IptablesDump | None] = {4: None, 6: None}
-    for family, text in texts.items():
-        if text is None:
-            continue
-        source = f"{SAVE_COMMANDS[decision.use][family]}{where}" if decision and decision.use else "iptables-save"
-        try:
-            dumps[family] = iptables_save.parse(text, source=source, family=family)
-        except InputError as exc:
-            # A rule our parser cannot read must not hide the rest of the node.
-            warnings.append(f"cannot parse what {source} printed: {exc.message}")
-            missing.append(MISSING_RULES[family])
-
-    mode = decide_proxy_mode(ModeFacts(url_answer=url_answer, iptables=dumps[4], ip6tables=dumps[6],
-                                       ipvs_available=ipvs_available, ipvs_services=ipvs_services,
-                                       kube_ipvs0=kube_ipvs0, nft_tables=nft_tables))
-    warnings += mode.warnings
-    how = mode.how
-    if mode.mode is None and not root and url_answer is None:
-        how = "unknown: kube-proxy did not answer on /proxyMode and the rules cannot be read without root"
-
-    return NodeCollection(
-        iptables=dumps[4], ip6tables=dumps[6], iptables_text=texts[4], ip6tables_text=texts[6],
-        addresses=addresses, ip_addr_json=ip_addr_json, interfaces=interfaces, kube_ipvs0=kube_ipvs0,
-        backend=decision.backend if decision else None, backend_reason=decision.reason if decision else "",
-        proxy_mode=mode.mode, proxy_mode_how=how, ipvs_available=ipvs_available, ipvs_services=ipvs_services,
-        nft_tables=nft_tables, nft=nft, nft_json_text=nft_json_text, ipvs=ipvs_table, ipsets=ipsets,
-        sysctls=sysctls, node_name=node_name, netns=netns,
-        warnings=tuple(warnings), missing=tuple(missing),
-        conntrack=ct.entries if ct is not None else None, conntrack_text=ct.text if ct is not None else None,
-    )
+        node.parsed[NodeFile.IPSET] = sets
+        node.files[NodeFile.IPSET] = format_ipset_save(sets)

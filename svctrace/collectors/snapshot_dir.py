@@ -18,45 +18,16 @@ from pathlib import Path
 from typing import Literal
 
 from svctrace.errors import InputError
-from svctrace.model.dataplane import IptablesDump
-from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
-from svctrace.parsers import iptables_save, ipvs
-from svctrace.parsers.conntrack import parse_conntrack
+from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.parsers.k8s import ApiObjects, decode_documents, merge_objects, parse_objects
-from svctrace.parsers.nft_json import parse_nft_json
-from svctrace.parsers.node import NodeMeta, parse_ip_addr_json, parse_meta_json
+from svctrace.parsers.snapshot import NodeInput, build_snapshot, check_text
 
 log = logging.getLogger(__name__)
 
 DOCS_HINT = "see docs/snapshot.md for the layout and the one-liner that makes a snapshot on a node"
 
-# The node/ files svctrace knows, and how `missing` names each one when it is absent.
-IPTABLES = "iptables-save.txt"
-IP6TABLES = "ip6tables-save.txt"
-IPVSADM = "ipvsadm.txt"
-IPSET = "ipset.txt"
-NFT = "nft.json"
-IP_ADDR = "ip-addr.json"
-META = "meta.json"
-CONNTRACK = "conntrack.txt"
-NODE_FILES: dict[str, str] = {
-    IPTABLES: "iptables rules (node/iptables-save.txt)",
-    IP6TABLES: "IPv6 iptables rules (node/ip6tables-save.txt)",
-    IPVSADM: "IPVS services (node/ipvsadm.txt)",
-    IPSET: "ipsets (node/ipset.txt)",
-    NFT: "nftables ruleset (node/nft.json)",
-    IP_ADDR: "the node's own addresses (node/ip-addr.json)",
-    META: "node name and proxy mode (node/meta.json)",
-    CONNTRACK: "UDP conntrack entries (node/conntrack.txt)",
-}
-# Read when present, not listed as missing when absent: captures before it never had one, and only the
-# stale-udp-conntrack check uses it (and says itself that it could not look).
-OPTIONAL_NODE_FILES = frozenset({CONNTRACK})
-API_MISSING = "Kubernetes objects (api/)"
-
-# Files a snapshot may carry that this version cannot read yet: the user is told, rather than shown an
-# answer that silently ignores them. (Every node/ file of the format is read today.)
-NOT_READ_YET: dict[str, str] = {}
+# The node/ files svctrace knows (docs/snapshot.md).
+NODE_FILES = frozenset(f.value for f in NodeFile)
 
 API_SUFFIXES: dict[str, Literal["json", "yaml"]] = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
@@ -231,20 +202,7 @@ def _find_root(files: tuple[str, ...]) -> str | None:
 
 
 def _text(tree: _Tree, rel: str) -> str:
-    data = tree.read(rel)
-    where = tree.locate(rel)
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise InputError(f"{where}: the file is UTF-16, not UTF-8",
-                         "PowerShell's `>` writes UTF-16; save it with `| Out-File -Encoding utf8` "
-                         "or make it on the node with a POSIX shell")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise InputError(f"not UTF-8 text (column {column})",
-                         "svctrace reads the text kubectl, iptables-save and ip print; copy the file again "
-                         "without converting it", path=where, line=line) from None
+    return check_text(tree.read(rel), tree.locate(rel))
 
 
 def _build(tree: _Tree, label: str) -> Snapshot:
@@ -259,7 +217,7 @@ def _build(tree: _Tree, label: str) -> Snapshot:
                          f"pass the folder that holds api/ and node/; {DOCS_HINT}")
     warnings: list[str] = []
     api_files: list[str] = []
-    node_files: dict[str, str] = {}
+    node = NodeInput()
     for full in tree.files:
         if _hidden(full):
             log.debug("%s: hidden file %s skipped", label, full)
@@ -268,71 +226,16 @@ def _build(tree: _Tree, label: str) -> Snapshot:
         if rel is not None and rel.startswith("api/") and posixpath.splitext(rel)[1].lower() in API_SUFFIXES:
             api_files.append(full)
         elif rel is not None and rel.startswith("node/") and rel[len("node/"):] in NODE_FILES:
-            node_files[rel[len("node/"):]] = full
+            name = rel[len("node/"):]
+            node.files[name] = _text(tree, full)
+            node.where[name] = tree.locate(full)
         else:
             shown = rel if rel is not None else full
             warnings.append(f"{shown}: not a file svctrace reads; ignored (see docs/snapshot.md)")
-
+    node.warnings = warnings
     api = _read_api(tree, api_files, root, label)
-    warnings += api.warnings
-
-    iptables = _dump(tree, node_files.get(IPTABLES), 4)
-    ip6tables = _dump(tree, node_files.get(IP6TABLES), 6)
-    ipvs_table = ipvs.parse_ipvsadm_save(_text(tree, node_files[IPVSADM]), tree.locate(node_files[IPVSADM])) \
-        if IPVSADM in node_files else None
-    ipsets = ipvs.parse_ipset_save(_text(tree, node_files[IPSET]), tree.locate(node_files[IPSET])) \
-        if IPSET in node_files else None
-    nft = parse_nft_json(_text(tree, node_files[NFT]), tree.locate(node_files[NFT])) if NFT in node_files else None
-    conntrack = parse_conntrack(_text(tree, node_files[CONNTRACK]), tree.locate(node_files[CONNTRACK])) \
-        if CONNTRACK in node_files else None
-    addresses: tuple[HostAddress, ...] | None = None
-    if IP_ADDR in node_files:
-        full = node_files[IP_ADDR]
-        addresses = parse_ip_addr_json(_text(tree, full), tree.locate(full))
-    meta = NodeMeta()
-    if META in node_files:
-        full = node_files[META]
-        meta = parse_meta_json(_text(tree, full), tree.locate(full))
-        warnings += _relative(meta.warnings, tree.locate(full), f"node/{META}")
-
-    for name, what in NOT_READ_YET.items():
-        if name in node_files:
-            warnings.append(f"node/{name} is present, but this version of svctrace does not read {what} yet; "
-                            "the answers here leave it out")
-
-    missing: list[str] = []
-    api_collected = bool(api_files) and api.objects_seen > 0
-    if not api_collected:
-        missing.append(API_MISSING)
-    missing += [what for name, what in NODE_FILES.items() if name not in node_files and name not in OPTIONAL_NODE_FILES]
-
-    return Snapshot(
-        services=api.services,
-        endpoint_slices=api.endpoint_slices,
-        legacy_endpoints=api.legacy_endpoints,
-        pods=api.pods,
-        nodes=api.nodes,
-        config_maps=api.config_maps,
-        network_policies=api.network_policies,
-        iptables=iptables,
-        ip6tables=ip6tables,
-        node=NodeFacts(name=meta.name, proxy_mode=meta.proxy_mode, addresses=addresses, sysctls=meta.sysctls,
-                       iptables_backend=meta.iptables_backend, iptables_backend_reason=meta.iptables_backend_reason),
-        source=label,
-        api_collected=api_collected,
-        missing=tuple(missing),
-        warnings=tuple(warnings),
-        ipvs=ipvs_table,
-        ipsets=ipsets,
-        nft=nft,
-        conntrack=conntrack,
-    )
-
-
-def _dump(tree: _Tree, full: str | None, family: int) -> IptablesDump | None:
-    if full is None:
-        return None
-    return iptables_save.parse(_text(tree, full), source=tree.locate(full), family=family)
+    return build_snapshot(api if api_files and api.objects_seen > 0 else None, node, source=label,
+                          api_warnings=api.warnings)
 
 
 def _relative(warnings: tuple[str, ...], where: str, rel: str) -> list[str]:

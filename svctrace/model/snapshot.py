@@ -6,11 +6,13 @@ them apart.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from svctrace.model.conntrack import ConntrackEntry
-from svctrace.model.dataplane import IptablesDump
+from svctrace.model.iptables import IptablesDump
 from svctrace.model.ipvs import IpSets, IpvsTable
 from svctrace.model.k8s import (
     ConfigMap,
@@ -20,7 +22,54 @@ from svctrace.model.k8s import (
     Pod,
     Service,
 )
+from svctrace.model.mode import ProxyMode
 from svctrace.model.nft import NftRuleset
+
+
+class NodeFile(str, enum.Enum):
+    """A file of a snapshot's node/ folder: what one read of the node gives (docs/snapshot.md)."""
+
+    IPTABLES = "iptables-save.txt"
+    IP6TABLES = "ip6tables-save.txt"
+    IPVSADM = "ipvsadm.txt"
+    IPSET = "ipset.txt"
+    NFT = "nft.json"
+    IP_ADDR = "ip-addr.json"
+    META = "meta.json"
+    CONNTRACK = "conntrack.txt"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+API = "api"  # Missing.what for the Kubernetes objects
+
+# What each input is, in the user's words (how answers name what was not collected).
+WHAT: dict[str, str] = {
+    NodeFile.IPTABLES: "iptables rules (node/iptables-save.txt)",
+    NodeFile.IP6TABLES: "IPv6 iptables rules (node/ip6tables-save.txt)",
+    NodeFile.IPVSADM: "IPVS services (node/ipvsadm.txt)",
+    NodeFile.IPSET: "ipsets (node/ipset.txt)",
+    NodeFile.NFT: "nftables ruleset (node/nft.json)",
+    NodeFile.IP_ADDR: "the node's own addresses (node/ip-addr.json)",
+    NodeFile.META: "node name and proxy mode (node/meta.json)",
+    NodeFile.CONNTRACK: "UDP conntrack entries (node/conntrack.txt)",
+    API: "Kubernetes objects (api/)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """An input that was not collected, and why (``what`` is a NodeFile value or API, or free words for
+    an API read that failed)."""
+
+    what: str
+    why: str = ""
+
+    @property
+    def words(self) -> str:
+        base = WHAT.get(self.what, self.what)
+        return f"{base}: {self.why}" if self.why else base
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +86,20 @@ class HostAddress:
 @dataclass(frozen=True, slots=True)
 class NodeFacts:
     name: str | None = None
-    proxy_mode: str | None = None  # iptables | ipvs | nftables | None (unknown)
+    proxy_mode: ProxyMode | None = None  # None: unknown (decided once, when the Snapshot is built)
+    proxy_mode_how: str = ""  # how the mode was decided, in words
     addresses: tuple[HostAddress, ...] | None = None  # None: not collected
     sysctls: Mapping[str, str] = field(default_factory=dict)
     # legacy | nf_tables | both (KUBE-* chains in both: split brain) | None (unknown or no KUBE-* chains)
     iptables_backend: str | None = None
     iptables_backend_reason: str = ""  # how the backend was decided, in words
+
+    # interface -> the bridge it is a port of ("master" in `ip -j addr`); None: not collected
+    bridge_ports: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.proxy_mode, str) and not isinstance(self.proxy_mode, ProxyMode):
+            object.__setattr__(self, "proxy_mode", ProxyMode.parse(self.proxy_mode))
 
     @property
     def local_ips(self) -> tuple[str, ...]:
@@ -63,53 +120,79 @@ class Snapshot:
     node: NodeFacts = NodeFacts()
     source: str = ""  # "demo", a folder, a tarball, "live"
     api_collected: bool = True  # False: no API objects were available at all
-    missing: tuple[str, ...] = ()  # inputs that were not collected, in the user's words
+    missing: tuple[Missing, ...] = ()  # inputs that were not collected, and why
     warnings: tuple[str, ...] = ()
     ipvs: IpvsTable | None = None  # IPVS virtual servers (ipvsadm -Sn or netlink); None: not collected
     ipsets: IpSets | None = None  # ipset save or netlink; None: not collected
     nft: NftRuleset | None = None  # nftables ruleset (nft -j list ruleset); None: not collected
     conntrack: tuple[ConntrackEntry, ...] | None = None  # UDP conntrack entries; None: not collected
 
+    _index: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    @property
+    def mode(self) -> ProxyMode | None:
+        """kube-proxy's mode on this node, as decided when the Snapshot was built; None: unknown."""
+        return self.node.proxy_mode
+
+    def _by(self, key: str, build: Any) -> Any:
+        got = self._index.get(key)
+        if got is None:
+            got = self._index[key] = build()
+        return got
+
+    def _group(self, items: tuple[Any, ...], key: Any) -> dict[Any, list[Any]]:
+        out: dict[Any, list[Any]] = {}
+        for item in items:
+            out.setdefault(key(item), []).append(item)
+        return out
+
     def service(self, namespace: str, name: str) -> Service | None:
-        for svc in self.services:
-            if svc.namespace == namespace and svc.name == name:
-                return svc
-        return None
+        index = self._by("services", lambda: {(s.namespace, s.name): s for s in reversed(self.services)})
+        return index.get((namespace, name))  # type: ignore[no-any-return]
 
     def slices_for(self, svc: Service) -> tuple[EndpointSlice, ...]:
         """EndpointSlices of a Service; v1 Endpoints only when no slice exists (older clusters)."""
-        found = tuple(s for s in self.endpoint_slices
-                      if s.namespace == svc.namespace and s.service_name == svc.name)
+        key = (svc.namespace, svc.name)
+        found = self._by("slices", lambda: self._group(self.endpoint_slices,
+                                                       lambda s: (s.namespace, s.service_name))).get(key)
         if found:
-            return found
-        return tuple(s for s in self.legacy_endpoints
-                     if s.namespace == svc.namespace and s.service_name == svc.name)
+            return tuple(found)
+        legacy = self._by("legacy", lambda: self._group(self.legacy_endpoints,
+                                                        lambda s: (s.namespace, s.service_name))).get(key)
+        return tuple(legacy or ())
 
     def pod(self, namespace: str, name: str) -> Pod | None:
-        for pod in self.pods:
-            if pod.namespace == namespace and pod.name == name:
-                return pod
-        return None
+        index = self._by("pods", lambda: {(p.namespace, p.name): p for p in reversed(self.pods)})
+        return index.get((namespace, name))  # type: ignore[no-any-return]
 
     def pod_by_ip(self, ip: str) -> Pod | None:
-        for pod in self.pods:
-            if ip in pod.pod_ips and not pod.host_network:
-                return pod
-        return None
+        def build() -> dict[str, Pod]:
+            out: dict[str, Pod] = {}
+            for pod in self.pods:
+                if not pod.host_network:
+                    for pip in pod.pod_ips:
+                        out.setdefault(pip, pod)
+            return out
+        return self._by("pod_ips", build).get(ip)  # type: ignore[no-any-return]
+
+    def pods_in(self, namespace: str) -> tuple[Pod, ...]:
+        return tuple(self._by("pods_ns", lambda: self._group(self.pods, lambda p: p.namespace)).get(namespace, ()))
 
     def node_named(self, name: str | None) -> Node | None:
         if name is None:
             return None
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        return None
+        return self._by("nodes", lambda: {n.name: n for n in reversed(self.nodes)}).get(name)  # type: ignore[no-any-return]
 
     def config_map(self, namespace: str, name: str) -> ConfigMap | None:
-        for cm in self.config_maps:
-            if cm.namespace == namespace and cm.name == name:
-                return cm
-        return None
+        index = self._by("cms", lambda: {(c.namespace, c.name): c for c in reversed(self.config_maps)})
+        return index.get((namespace, name))  # type: ignore[no-any-return]
 
     def dump(self, family: int) -> IptablesDump | None:
         return self.iptables if family == 4 else self.ip6tables
+
+    @property
+    def missing_words(self) -> tuple[str, ...]:
+        return tuple(m.words for m in self.missing)
+
+    def has_missing(self, what: str) -> bool:
+        return any(m.what == what for m in self.missing)

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from svctrace.errors import InputError
-from svctrace.model.dataplane import IptablesDump
+from svctrace.model.iptables import IptablesDump
+from svctrace.model.matches import IpsetMatch
 from svctrace.parsers.node import normalise_proxy_mode
 
 LEGACY = "legacy"
@@ -155,8 +156,8 @@ def _ipvs_ipsets(dumps: Iterable[IptablesDump | None]) -> bool:
         if chain is None:
             continue
         for rule in chain.rules:
-            opt = rule.option("--match-set", "set")
-            if opt is not None and opt.value.startswith("KUBE-"):
+            m = rule.first(IpsetMatch)
+            if m is not None and m.name.startswith("KUBE-"):
                 return True
     return False
 

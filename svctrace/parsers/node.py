@@ -14,7 +14,7 @@ from svctrace.model.snapshot import HostAddress
 PROXY_MODES = ("iptables", "ipvs", "nftables")
 _MODE_ALIASES = {"nft": "nftables"}
 IPTABLES_BACKENDS = ("legacy", "nf_tables", "both")  # as collectors/node.py decides it
-_META_KEYS = ("nodeName", "proxyMode", "sysctls", "iptablesBackend", "iptablesBackendReason",
+_META_KEYS = ("nodeName", "proxyMode", "proxyModeHow", "sysctls", "iptablesBackend", "iptablesBackendReason",
               # written by `svctrace capture` for the record; not needed to analyse the snapshot
               "capturedAt", "svctraceVersion", "server", "context")
 _FAMILIES = {"inet": 4, "inet6": 6}
@@ -30,6 +30,7 @@ class NodeMeta:
     warnings: tuple[str, ...] = ()
     iptables_backend: str | None = None  # legacy | nf_tables | both
     iptables_backend_reason: str = ""
+    proxy_mode_how: str = ""  # how the capture decided the mode
 
 
 def _load_json(text: str, source: str, what: str) -> Any:
@@ -76,6 +77,25 @@ def parse_ip_addr_json(text: str, source: str) -> tuple[HostAddress, ...]:
             out.append(HostAddress(ifname=ifname, address=local, prefixlen=prefixlen, family=family,
                                    scope=scope))
     return tuple(out)
+
+
+def parse_links(text: str, source: str) -> tuple[dict[str, str] | None, tuple[str, ...]]:
+    """From ``ip -j addr`` output: each interface's bridge ("master", when the output has masters at all;
+    None when no entry says) and every interface's name. Call after ``parse_ip_addr_json`` checked it."""
+    links = _load_json(text, source, "the output of `ip -j addr`")
+    bridges: dict[str, str] = {}
+    names: list[str] = []
+    has_master_info = False
+    for link in links if isinstance(links, list) else ():
+        if not isinstance(link, Mapping) or not isinstance(link.get("ifname"), str):
+            continue
+        names.append(link["ifname"])
+        master = link.get("master")
+        if "master" in link or "link_type" in link:
+            has_master_info = True
+        if isinstance(master, str):
+            bridges[link["ifname"]] = master
+    return (bridges if has_master_info else None), tuple(names)
 
 
 def normalise_proxy_mode(value: str, source: str) -> str | None:
@@ -132,5 +152,7 @@ def parse_meta_json(text: str, source: str) -> NodeMeta:
         # A mode this version does not know (a newer kube-proxy, Windows' kernelspace) makes the mode
         # unknown; it is no reason to refuse the rest of the snapshot.
         warnings.append(f"{exc.message}; treated as unknown ({exc.hint})")
+    how = doc.get("proxyModeHow")
     return NodeMeta(name=name or None, proxy_mode=proxy_mode, sysctls=sysctls, warnings=tuple(warnings),
-                    iptables_backend=backend, iptables_backend_reason=reason if isinstance(reason, str) else "")
+                    iptables_backend=backend, iptables_backend_reason=reason if isinstance(reason, str) else "",
+                    proxy_mode_how=how if isinstance(how, str) and proxy_mode else "")

@@ -20,9 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from svctrace.cli.app import app
-from svctrace.collectors.node import MISSING_IPVS, collect_node
+from svctrace.collectors.node import collect_node
 from svctrace.demo import demo_path
+from svctrace.model.snapshot import NodeFile
 from svctrace.parsers.nft_json import parse_nft_json
+from svctrace.parsers.snapshot import build_snapshot
 from tests.harness.apiserver import FakeApiServer
 from tests.integration.netns import NetnsNode, probe_tcp
 
@@ -95,12 +97,14 @@ def test_demo_ruleset_carries_traffic_to_the_demos_pods(node: NetnsNode) -> None
 
 
 def test_collect_node_reads_the_ruleset_and_the_mode(node: NetnsNode) -> None:
-    collected = collect_node(netns=node.name, proxy_mode_url="http://127.0.0.1:1/proxyMode")
-    printed = node.run("nft", "-j", "list", "ruleset").stdout
-    assert collected.nft is not None and collected.nft_json_text is not None
-    assert collected.nft.tables == parse_nft_json(printed, "here").tables
-    assert collected.nft.tables == parse_nft_json(collected.nft_json_text, "kept").tables
-    assert collected.proxy_mode == "nftables"
+    read = collect_node(netns=node.name, proxy_mode_url="http://127.0.0.1:1/proxyMode")
+    collected = build_snapshot(None, read, source="live")
+    assert collected.nft is not None and NodeFile.NFT in read.files
+    for family in ("ip", "ip6"):  # kube-proxy's tables, read by name (never the whole ruleset)
+        printed = node.run("nft", "-j", "list", "table", family, "kube-proxy").stdout
+        assert collected.nft.table(family) == parse_nft_json(printed, "here").table(family)
+    assert collected.nft.tables == parse_nft_json(read.files[NodeFile.NFT], "kept").tables
+    assert collected.node.proxy_mode == "nftables"
     assert collected.ipvs is None and collected.ipsets is None  # no IPVS signs: not asked
     table = collected.nft.kube_proxy(4)
     assert table is not None and "nodeport-ips" in table.sets
@@ -127,13 +131,14 @@ def test_live_svc_is_nftables_and_equals_a_capture(node: NetnsNode, kubeconfig: 
 def test_ipvs_on_this_kernel_is_a_warning(node: NetnsNode, kubeconfig: Path) -> None:
     # kube-proxy's IPVS device (a veth stands in: this kernel has no dummy links) makes the collector ask IPVS.
     node.iproute("link", "add", "kube-ipvs0", "type", "veth", "peer", "name", "kipvs-peer")
-    collected = collect_node(netns=node.name, proxy_mode_url="http://127.0.0.1:1/proxyMode")
-    assert collected.kube_ipvs0 is True
+    read = collect_node(netns=node.name, proxy_mode_url="http://127.0.0.1:1/proxyMode")
+    collected = build_snapshot(None, read, source="live")
+    assert "kube-ipvs0" in read.files[NodeFile.IP_ADDR]
     if collected.ipvs is not None:  # pragma: no cover - only on a kernel with IPVS
         pytest.skip("this kernel has IPVS")
-    assert any("IPVS is not available in this kernel" in w for w in collected.warnings), collected.warnings
-    assert MISSING_IPVS in collected.missing
-    assert collected.nft is not None and collected.addresses  # the rest was still read
+    assert any("IPVS is not available in this kernel" in w for w in read.warnings), read.warnings
+    assert NodeFile.IPVSADM in {m.what for m in read.missing}
+    assert collected.nft is not None and collected.node.addresses  # the rest was still read
     result = CliRunner().invoke(app, ["svc", "my-nginx-nodeport", "--kubeconfig", str(kubeconfig), "--netns",
                                       node.name, "--node", "xianchaomaster1", "-o", "json"])
     assert result.exit_code == 0, result.output

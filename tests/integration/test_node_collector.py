@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from svctrace.collectors import node as node_collector
-from svctrace.collectors.node import NOT_ROOT_WARNING, NodeCollection, collect_node
-from svctrace.model.dataplane import IptablesDump
+from svctrace.collectors.node import NOT_ROOT_WARNING, collect_node
+from svctrace.model.iptables import IptablesDump
+from svctrace.model.snapshot import HostAddress, Missing, NodeFile, Snapshot
 from svctrace.parsers.detect import BOTH_BACKENDS_WARNING
 from svctrace.parsers.iptables_save import parse
-from svctrace.parsers.node import parse_ip_addr_json
+from svctrace.parsers.node import parse_links, parse_meta_json
+from svctrace.parsers.snapshot import NodeInput, build_snapshot
 from tests.integration.netns import NetnsNode
 
 DEMO_NODE = Path(__file__).parents[2] / "svctrace" / "demo" / "tutorial" / "node"
@@ -27,8 +29,36 @@ NO_KUBE_PROXY = "http://127.0.0.1:1/proxyMode"
 pytestmark = pytest.mark.netns
 
 
-def _collect(node: NetnsNode, **kwargs: object) -> NodeCollection:
-    return collect_node(netns=node.name, proxy_mode_url=NO_KUBE_PROXY, timeout=0.5, **kwargs)  # type: ignore[arg-type]
+class Collected:
+    """What collect_node read (its node/ files) and the Snapshot the one assembly builds from it."""
+
+    def __init__(self, read: NodeInput) -> None:
+        self.read = read
+        self.snapshot: Snapshot = build_snapshot(None, read, source="live")
+        self.iptables = self.snapshot.iptables
+        self.ip6tables = self.snapshot.ip6tables
+        self.iptables_text = read.files.get(NodeFile.IPTABLES)
+        self.backend = self.snapshot.node.iptables_backend
+        self.backend_reason = self.snapshot.node.iptables_backend_reason
+        self.proxy_mode = self.snapshot.node.proxy_mode
+        self.proxy_mode_how = self.snapshot.node.proxy_mode_how
+        self.addresses: tuple[HostAddress, ...] | None = self.snapshot.node.addresses
+        self.warnings = self.snapshot.warnings
+        self.missing = tuple(read.missing)
+        self.ipvs_available = read.probe.ipvs_available
+        links = read.files.get(NodeFile.IP_ADDR)
+        self.interfaces = parse_links(links, "ip-addr.json")[1] if links is not None else ()
+        self.kube_ipvs0 = "kube-ipvs0" in self.interfaces if links is not None else None
+        self.sysctls = parse_meta_json(read.files[NodeFile.META], "meta.json").sysctls
+
+
+NOT_IPVS = (Missing(NodeFile.IPVSADM, "IPVS is not in use on this node"),
+            Missing(NodeFile.IPSET, "IPVS is not in use on this node"))
+
+
+def _collect(node: NetnsNode, **kwargs: object) -> Collected:
+    return Collected(collect_node(netns=node.name, proxy_mode_url=NO_KUBE_PROXY, timeout=0.5,
+                                  **kwargs))  # type: ignore[arg-type]
 
 
 def _rules(dump: IptablesDump | None) -> dict[tuple[str, str], tuple[str | None, list[str]]]:
@@ -51,7 +81,7 @@ def test_sees_exactly_the_loaded_rules(netns_factory: Callable[..., NetnsNode], 
     got = _collect(node)
     assert got.backend == ("legacy" if backend == "legacy" else "nf_tables")
     assert got.warnings == ()
-    assert got.missing == ()
+    assert got.missing == NOT_IPVS
     assert _rules(got.iptables) == _rules(parse(DEMO_RULES, "demo", 4))
     assert _rules(got.ip6tables) == _rules(parse(DEMO_RULES6, "demo", 6))
     # The raw text is what the backend's save command prints, for `capture` to write as is.
@@ -82,7 +112,7 @@ def test_no_kube_rules_anywhere(netns_factory: Callable[..., NetnsNode]) -> None
     assert got.backend is None
     assert got.proxy_mode is None
     assert got.iptables is not None and got.iptables.rule_count == 0
-    assert got.missing == ()
+    assert got.missing == NOT_IPVS
 
 
 def test_sees_the_namespaces_addresses_and_links(netns_factory: Callable[..., NetnsNode]) -> None:
@@ -99,9 +129,8 @@ def test_sees_the_namespaces_addresses_and_links(netns_factory: Callable[..., Ne
     assert not {"192.168.1.10", "10.244.1.5"} & {a.address for a in got.addresses}
     assert {"lo", "ens33", node.pods["web-1"].host_iface} <= set(got.interfaces)
     assert got.kube_ipvs0 is False
-    # The `ip -j addr` JSON for a snapshot says the same, through the snapshot loader's own parser.
-    assert got.ip_addr_json is not None
-    assert parse_ip_addr_json(got.ip_addr_json, "ip-addr.json") == got.addresses
+    # No bridge here: the snapshot knows that no interface is a bridge port (so physdev is decided).
+    assert got.snapshot.node.bridge_ports == {}
 
 
 def test_kube_ipvs0_without_ipvs_in_the_kernel(netns_factory: Callable[..., NetnsNode]) -> None:
@@ -122,18 +151,15 @@ def test_reads_the_namespaces_sysctls(netns_factory: Callable[..., NetnsNode]) -
     node.sysctl("net.ipv4.ip_forward", 0)
     node.sysctl("net.ipv4.conf.all.rp_filter", 2)
     got = _collect(node)
-    assert set(got.sysctls) == set(node_collector.SYSCTLS)
+    bridge = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    # A sysctl whose file is absent (br_netfilter not loaded) is left out: it is not "0".
+    assert set(got.sysctls) == set(node_collector.SYSCTLS) - (set() if bridge.exists() else
+                                                               {"net.bridge.bridge-nf-call-iptables"})
     assert got.sysctls["net.ipv4.ip_forward"] == "0"
     assert got.sysctls["net.ipv4.conf.all.rp_filter"] == "2"
     assert got.sysctls["net.ipv4.conf.all.route_localnet"] == "1"
     assert got.sysctls["net.ipv4.conf.default.rp_filter"] == "0"
-    bridge = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
-    # None means "file absent: br_netfilter not loaded", and node_facts() leaves it out.
-    if got.sysctls["net.bridge.bridge-nf-call-iptables"] is None:
-        assert "net.bridge.bridge-nf-call-iptables" not in got.node_facts().sysctls
-    else:
-        assert bridge.exists()
-    assert got.node_facts().sysctls["net.ipv4.ip_forward"] == "0"
+    assert got.snapshot.node.sysctls["net.ipv4.ip_forward"] == "0"
 
 
 def _everything(node: NetnsNode) -> dict[str, str]:
@@ -167,10 +193,10 @@ def test_not_root_warns_once_and_returns_what_still_works(netns_factory: Callabl
     assert NOT_ROOT_WARNING.startswith("not running as root: the node's rules cannot be read")
     assert "sudo" in NOT_ROOT_WARNING and "--from" in NOT_ROOT_WARNING
     assert (got.iptables, got.ip6tables, got.iptables_text, got.backend) == (None, None, None, None)
-    assert "iptables rules (iptables-save)" in got.missing
+    assert Missing(NodeFile.IPTABLES, "not root") in got.missing
     assert got.addresses is not None and any(a.address == "192.168.1.63" for a in got.addresses)
     assert got.sysctls["net.ipv4.ip_forward"] == "1"
-    assert got.proxy_mode is None and "without root" in got.proxy_mode_how
+    assert got.proxy_mode is None
 
 
 def test_missing_binaries_are_warnings_not_crashes(netns_factory: Callable[..., NetnsNode],
@@ -182,14 +208,15 @@ def test_missing_binaries_are_warnings_not_crashes(netns_factory: Callable[..., 
                         lambda name: None if "legacy" in name else real_which(name))
     got = _collect(node)
     assert got.backend == "nf_tables"
-    assert any("iptables-legacy-save is not installed" in w for w in got.warnings)
+    # The kernel holds no legacy table in this namespace, so the legacy save is not even needed.
+    assert not any("iptables-legacy-save" in w for w in got.warnings)
     assert _rules(got.iptables) == _rules(parse(DEMO_RULES, "demo", 4))
     # No iptables at all: both families missing, said once each, and no dump.
     monkeypatch.setattr("shutil.which",
                         lambda name: None if "tables" in name else real_which(name))
     got = _collect(node)
     assert (got.iptables, got.ip6tables, got.backend) == (None, None, None)
-    assert {"iptables rules (iptables-save)", "IPv6 iptables rules (ip6tables-save)"} <= set(got.missing)
+    assert {NodeFile.IPTABLES, NodeFile.IP6TABLES} <= {m.what for m in got.missing}
     assert any("iptables-nft-save is not installed" in w for w in got.warnings)
 
 
@@ -211,7 +238,7 @@ def test_proxy_mode_from_kube_proxys_endpoint_in_the_namespace(netns_factory: Ca
     try:
         got = None
         for _ in range(50):  # the server needs a moment to bind
-            got = collect_node(netns=node.name, timeout=0.5)
+            got = Collected(collect_node(netns=node.name, timeout=0.5))
             if got.proxy_mode is not None:
                 break
             time.sleep(0.1)

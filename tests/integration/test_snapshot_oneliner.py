@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from svctrace.collectors.snapshot_dir import load_snapshot
-from svctrace.model.dataplane import IptablesDump
+from svctrace.model.iptables import IptablesDump
 from svctrace.model.snapshot import Snapshot
 from svctrace.parsers import iptables_save
 from svctrace.parsers.node import parse_ip_addr_json
@@ -112,7 +112,7 @@ def check_common(folder: Path, tarball: Path, calls: Path) -> Snapshot:
 
     def plain(s: Snapshot) -> Snapshot:
         def blank(d: IptablesDump | None) -> IptablesDump | None:
-            return d if d is None else dataclasses.replace(d, source="")
+            return d if d is None else d.with_source("")
         return dataclasses.replace(s, source="", iptables=blank(s.iptables), ip6tables=blank(s.ip6tables))
 
     assert plain(from_tar) == plain(snap)
@@ -136,7 +136,7 @@ def test_one_liner_with_a_canned_dump(tmp_path: Path) -> None:
     assert not (folder / "node" / "ip6tables-save.txt").exists()
     assert snap.iptables is not None
     assert snap.iptables.rule_count == iptables_save.parse(KUBE_PROXY_DUMP.read_text()).rule_count
-    assert snap.missing == ("IPv6 iptables rules (node/ip6tables-save.txt)", "IPVS services (node/ipvsadm.txt)",
+    assert snap.missing_words == ("IPv6 iptables rules (node/ip6tables-save.txt)", "IPVS services (node/ipvsadm.txt)",
                             "ipsets (node/ipset.txt)", "nftables ruleset (node/nft.json)")
 
 
@@ -153,7 +153,8 @@ esac"""
     assert not (folder / "api" / "coredns.json").exists()
     snap = load_snapshot(folder)
     assert snap.config_maps == () and snap.api_collected and len(snap.services) == 4
-    assert snap.node.proxy_mode is None
+    # kube-proxy did not answer: the mode is what its rules show, decided once when the snapshot is read
+    assert snap.node.proxy_mode == "iptables" and snap.node.proxy_mode_how.startswith("from the dataplane")
     assert snap.warnings == ()
 
 
@@ -172,5 +173,5 @@ def test_one_liner_reading_a_network_namespace(tmp_path: Path, netns_factory: Ca
     sep = snap.iptables.chain("nat", "KUBE-SEP-I77PXRDZVX7PMWMN")
     assert sep is not None and sep.rules[-1].target == "DNAT"
     assert snap.ip6tables is not None and snap.ip6tables.family == 6
-    assert snap.missing == ("IPVS services (node/ipvsadm.txt)", "ipsets (node/ipset.txt)",
+    assert snap.missing_words == ("IPVS services (node/ipvsadm.txt)", "ipsets (node/ipset.txt)",
                             "nftables ruleset (node/nft.json)")

@@ -96,7 +96,7 @@ def capture(node: NetnsNode, extra_api: str = "", pods: dict[str, str] | None = 
     api = ApiCollection(objects=merge_objects(parts), raw={},
                         target=KubeTarget(server="netns", namespace="default", context=None, origin="test"))
     nc = collect_node(netns=node.name, node_name="test-node", proxy_mode_url="")
-    snap = assemble(api, nc, explicit="test-node", hostname=None, source=f"netns {node.name}")
+    snap = assemble(api, nc, explicit="test-node", source=f"netns {node.name}")
     # what capture writes carries the facts the checks need
     meta = LiveCollection(snap, api, nc).meta()
     assert "iptablesBackend" in meta

@@ -7,7 +7,6 @@ import os
 import stat
 import tarfile
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ def _parts() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
 def _comparable(path: Path) -> Any:
     snap = load_snapshot(path)
     # A dump records the file it came from; everything else must be equal.
-    dumps = tuple(None if d is None else replace(d, source="") for d in (snap.iptables, snap.ip6tables))
+    dumps = tuple(None if d is None else d.with_source("") for d in (snap.iptables, snap.ip6tables))
     return (snap.services, snap.endpoint_slices, snap.legacy_endpoints, snap.pods, snap.nodes, snap.config_maps,
             dumps, snap.node, snap.missing, snap.warnings)
 

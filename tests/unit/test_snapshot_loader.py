@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from svctrace.collectors.snapshot_dir import NOT_READ_YET, load_snapshot
+from svctrace.collectors.snapshot_dir import load_snapshot
 from svctrace.errors import InputError
-from svctrace.model.dataplane import IptablesDump
+from svctrace.model.iptables import IptablesDump
 from svctrace.model.snapshot import HostAddress, Snapshot
 
 SNAPSHOTS = Path(__file__).parent.parent / "fixtures" / "snapshots"
@@ -59,7 +59,7 @@ def add_member(tf: tarfile.TarFile, name: str, data: bytes = b"", **kw: object) 
 def without_sources(snap: Snapshot) -> Snapshot:
     """The Snapshot with the places it was read from blanked, to compare a folder with its tarball."""
     def blank(dump: IptablesDump | None) -> IptablesDump | None:
-        return None if dump is None else dataclasses.replace(dump, source="")
+        return None if dump is None else dump.with_source("")
     return dataclasses.replace(snap, source="", iptables=blank(snap.iptables), ip6tables=blank(snap.ip6tables))
 
 
@@ -82,7 +82,7 @@ def test_overall_fixture_loads_every_part() -> None:
     assert snap.node.name == "test-node" and snap.node.proxy_mode == "iptables"
     assert "192.168.99.11" in snap.node.local_ips and "2001:db8:1::2" in snap.node.local_ips
     assert snap.api_collected
-    assert snap.missing == ("IPv6 iptables rules (node/ip6tables-save.txt)", "IPVS services (node/ipvsadm.txt)",
+    assert snap.missing_words == ("IPv6 iptables rules (node/ip6tables-save.txt)", "IPVS services (node/ipvsadm.txt)",
                             "ipsets (node/ipset.txt)", "nftables ruleset (node/nft.json)")
     assert snap.warnings == ()
 
@@ -99,7 +99,7 @@ def test_mixed_fixture_without_dumps() -> None:
     assert {s.origin for s in snap.slices_for(web)} == {"EndpointSlice"}
     db = snap.service("shop", "legacy-db")
     assert db is not None and {s.origin for s in snap.slices_for(db)} == {"Endpoints"}
-    assert snap.missing == ALL_NODE_MISSING[:5]
+    assert snap.missing_words == ALL_NODE_MISSING[:5]
 
 
 def test_ip6tables_dump_is_read_as_ipv6(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_ip6tables_dump_is_read_as_ipv6(tmp_path: Path) -> None:
     snap = load_snapshot(snap_dir)
     assert snap.ip6tables is not None and snap.ip6tables.family == 6
     assert snap.ip6tables.chain("nat", "KUBE-SERVICES") is not None
-    assert "IPv6 iptables rules (node/ip6tables-save.txt)" not in snap.missing
+    assert "IPv6 iptables rules (node/ip6tables-save.txt)" not in snap.missing_words
 
 
 def test_demo() -> None:
@@ -232,14 +232,14 @@ def test_api_only_and_node_only(tmp_path: Path) -> None:
     api_only = tmp_path / "a"
     shutil.copytree(MIXED / "api", api_only / "api")
     snap = load_snapshot(api_only)
-    assert snap.api_collected and snap.missing == ALL_NODE_MISSING
+    assert snap.api_collected and snap.missing_words == ALL_NODE_MISSING
     assert snap.node.addresses is None and snap.node.name is None
 
     node_only = tmp_path / "n"
     shutil.copytree(MIXED / "node", node_only / "node")
     snap = load_snapshot(node_only)
     assert not snap.api_collected and snap.services == ()
-    assert snap.missing[0] == "Kubernetes objects (api/)"
+    assert snap.missing_words[0] == "Kubernetes objects (api/)"
     assert snap.node.addresses is not None and HostAddress("eth0", "172.18.0.3", 16, 4) in snap.node.addresses
 
 
@@ -249,7 +249,7 @@ def test_api_folder_with_only_empty_files_counts_as_not_collected(tmp_path: Path
     (snap_dir / "api").mkdir()
     (snap_dir / "api" / "coredns.yaml").write_text("")  # `kubectl get cm coredns` failed
     snap = load_snapshot(snap_dir)
-    assert not snap.api_collected and "Kubernetes objects (api/)" in snap.missing
+    assert not snap.api_collected and "Kubernetes objects (api/)" in snap.missing_words
 
 
 def test_every_node_file_is_read(tmp_path: Path) -> None:
@@ -258,10 +258,9 @@ def test_every_node_file_is_read(tmp_path: Path) -> None:
         "-A -t 10.96.0.1:443 -s rr\n-a -t 10.96.0.1:443 -r 172.18.0.2:6443 -m -w 1\n")
     (snap_dir / "node" / "nft.json").write_text('{"nftables": []}\n')
     snap = load_snapshot(snap_dir)
-    assert "IPVS services (node/ipvsadm.txt)" not in snap.missing
-    assert "ipsets (node/ipset.txt)" in snap.missing
+    assert "IPVS services (node/ipvsadm.txt)" not in snap.missing_words
+    assert "ipsets (node/ipset.txt)" in snap.missing_words
     assert [w for w in snap.warnings if "does not read" in w] == []
-    assert NOT_READ_YET == {}
     assert snap.nft is not None and snap.nft.tables == ()  # nft.json is read: an empty ruleset
     # ipvsadm.txt is read now: its virtual server and real server are in the snapshot.
     assert snap.ipvs is not None and snap.ipsets is None
@@ -287,7 +286,8 @@ def test_meta_warnings_name_the_file_inside_the_snapshot(tmp_path: Path) -> None
     (snap_dir / "node" / "meta.json").write_text('{"nodeName": "worker-1", "proxymode": "ipvs"}')
     snap = load_snapshot(snap_dir)
     assert snap.warnings == ("node/meta.json: unknown key 'proxymode' ignored (did you mean 'proxyMode'?)",)
-    assert snap.node.proxy_mode is None
+    # The misspelt key is not read: the mode is what the node's dataplane shows (decided once, here).
+    assert snap.node.proxy_mode_how.startswith("from the dataplane")
 
 
 def test_symlink_leading_out_of_the_folder_is_not_followed(tmp_path: Path) -> None:
