@@ -8,9 +8,12 @@ Conventions (docs/tracer.md):
 * Session affinity (``-m recent --rcheck``): outcomes reachable only by a client that is already
   pinned to an endpoint carry ``probability`` 0.0, ``affinity`` = the pin (recent list name) and a note
   "only for a client already pinned to ...". They are listed so nothing reachable is hidden.
-* A match the tracer cannot decide (an unknown module, ``physdev``, an ipset whose members were not
-  given) is followed both ways: the branch where the rule does *not* match carries the probability,
-  the branch where it matches carries 0.0; both are ``uncertain``.
+* A match the tracer cannot decide from the snapshot (an unknown module, ``physdev`` without bridge
+  knowledge, an ipset whose members were not collected) is followed both ways. An outcome reached only
+  under such an assumption lists it in ``conditions`` ("if it matches: ...", "if it does not match:
+  ..."), is ``uncertain``, and its ``probability`` is None: the snapshot cannot say how often the
+  condition holds (``conditional_probability`` is its share when it does). Where both ways end alike
+  the assumption is dropped. The known probabilities of a result sum to 1 when nothing is uncertain.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class TraceStep:
     rule_index: int | None  # 1-based position in the chain; None for a chain policy or a hook
     rule_text: str
     action: str  # in words: "jump", "goto", "mark 0x4000", "DNAT to 10.0.0.1:80", "policy ACCEPT", ...
+    target: str | None = None  # the chain a jump or goto enters
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +102,22 @@ class Outcome:
 
     verdict: str  # DNAT | ACCEPT | REJECT | DROP
     destination: str | None  # "ip:port" after DNAT; None when no rule rewrote it (and for REJECT/DROP)
-    probability: float  # share of new clients; 0.0 for affinity-only and alternative uncertain branches
+    # Share of new clients; 0.0 for affinity-only outcomes; None when it rests on ``conditions``.
+    probability: float | None
     masquerade: bool  # the source address is rewritten (MASQUERADE/SNAT) on the way out
-    uncertain: bool = False  # a match on this path could not be decided
+    uncertain: bool = False  # a match on this path could not be decided, or a step was not modelled
     path: tuple[TraceStep, ...] = ()
     notes: tuple[str, ...] = ()
     affinity: str | None = None  # recent-list name this outcome is conditional on (session affinity)
+    conditions: tuple[str, ...] = ()  # what must hold for it ("if it matches: -m physdev ...")
+    conditional_probability: float | None = None  # its share when the conditions hold
+
+    @property
+    def share(self) -> float:
+        """The probability, or the conditional one when the probability is unknown (for sorting)."""
+        if self.probability is not None:
+            return self.probability
+        return self.conditional_probability or 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +143,13 @@ class TraceResult:
 
     @property
     def total_probability(self) -> float:
-        return sum(o.probability for o in self.outcomes)
+        """The sum of the known probabilities (1 when no outcome rests on a condition)."""
+        return sum(o.probability for o in self.outcomes if o.probability is not None)
+
+    @property
+    def certain(self) -> bool:
+        """Every outcome's probability is known."""
+        return all(o.probability is not None for o in self.outcomes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 from svctrace.model.trace import Outcome, Packet, TraceResult, TraceStep
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def packet_to_dict(packet: Packet) -> dict[str, Any]:
@@ -28,6 +28,7 @@ def step_to_dict(step: TraceStep) -> dict[str, Any]:
         "index": step.rule_index,
         "rule": step.rule_text,
         "action": step.action,
+        "target": step.target,
     }
 
 
@@ -35,11 +36,15 @@ def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:
     return {
         "verdict": outcome.verdict,
         "destination": outcome.destination,
-        # Rounded so shares like 1/3 print readably; the sum stays within 1e-9 of 1.
-        "probability": round(outcome.probability, 10),
+        # Rounded so shares like 1/3 print readably; the sum stays within 1e-9 of 1. null: the outcome rests on
+        # "conditions" the snapshot cannot decide, so how often it happens is unknown.
+        "probability": round(outcome.probability, 10) if outcome.probability is not None else None,
         "masquerade": outcome.masquerade,
         "uncertain": outcome.uncertain,
         "affinity": outcome.affinity,
+        "conditions": list(outcome.conditions),
+        "conditionalProbability": round(outcome.conditional_probability, 10)
+        if outcome.conditional_probability is not None else None,
         "path": [step_to_dict(s) for s in outcome.path],
         "notes": list(outcome.notes),
     }

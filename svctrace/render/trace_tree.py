@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from rich.console import Group, RenderableType
@@ -11,8 +10,6 @@ from rich.tree import Tree
 
 from svctrace.model.trace import Outcome, TraceResult
 
-# the chain a jump or goto step enters: iptables' `-j X` / `-g X`, nftables' `jump X` / `goto X`
-_TARGET = re.compile(r"(?:\s-[jg]\s+|\b(?:jump|goto)\s+)([^\s;,}]+)")
 ORIGIN_WORDS = {"pod": "from a pod", "node": "from the node itself", "external": "from outside the node"}
 VERDICT_STYLE = {"DNAT": "verdict.ok", "ACCEPT": "verdict.ok", "REJECT": "verdict.reject", "DROP": "verdict.drop"}
 VERDICT_WORDS = {
@@ -29,7 +26,13 @@ def _pct(p: float) -> str:
 
 def _outcome_label(o: Outcome, describe: Callable[[str], str | None]) -> Text:
     text = Text()
-    text.append(f"{_pct(o.probability):>4}  " if o.affinity is None else "  --  ", "hop.share")
+    if o.affinity is not None:
+        share = "  --  "
+    elif o.probability is None:
+        share = "   ?  "  # rests on a condition the snapshot cannot decide: how often is unknown
+    else:
+        share = f"{_pct(o.probability):>4}  "
+    text.append(share, "hop.share")
     style = VERDICT_STYLE.get(o.verdict, "note")
     if o.verdict == "DNAT" and o.destination:
         text.append("DNAT -> ", style)
@@ -47,7 +50,9 @@ def _outcome_label(o: Outcome, describe: Callable[[str], str | None]) -> Text:
         text.append("  (")
         text.append(f"only for a client already pinned by {o.affinity}", "hop.affinity")
         text.append(")")
-    if o.uncertain:
+    if o.conditions:
+        text.append("  (share unknown: it rests on what the snapshot cannot tell)", "note")
+    elif o.uncertain:
         text.append("  (uncertain)", "note")
     return text
 
@@ -86,6 +91,7 @@ def render_trace(result: TraceResult, *, explain: bool = False, node: str | None
     tree = Tree(title)
     for outcome in result.outcomes:
         lines: list[RenderableType] = [_outcome_label(outcome, describe)]
+        lines += [Text(f"      only {c}", "note") for c in outcome.conditions]
         if outcome.path:
             lines.append(Text(f"      {journey(outcome)}", "rule"))
         lines += [Text(f"! {n}", "note") for n in outcome.notes]
@@ -97,10 +103,9 @@ def render_trace(result: TraceResult, *, explain: bool = False, node: str | None
             if step.rule_index is not None:
                 label.append(f" #{step.rule_index}", "rule")
             label.append(f"  {step.action}")
-            target = _TARGET.search(step.rule_text) if step.action in ("jump", "goto") else None
-            if target:
+            if step.target and step.action in ("jump", "goto"):
                 label.append(" -> ")
-                label.append(target.group(1), "hop.chain")
+                label.append(step.target, "hop.chain")
             if explain and step.rule_text:
                 branch.add(Group(label, Text(step.rule_text, "rule")))
             else:

@@ -1,15 +1,18 @@
 """Packet simulation: one new connection through a node's Service dataplane, per proxy mode.
 
-``trace_packet`` is the one entry point the cli uses; each mode has a module here (iptables now;
-nftables, IPVS) registered in ``TRACERS`` with the same signature.
+``trace_packet`` is the one entry point; each mode implements ``ModeTracer`` (a module here:
+iptables, ipvs, nftables) over the shared engine (svctrace.trace.engine, svctrace.trace.walk), and is
+registered in ``TRACERS`` under its ProxyMode. tests/unit/test_mode_contract.py checks every mode has one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
+from typing import Protocol, runtime_checkable
 
 from svctrace.errors import SvctraceError
+from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import Snapshot
 from svctrace.model.trace import (
     KubeProxyTestView,
@@ -23,19 +26,27 @@ from svctrace.trace.iptables import kube_proxy_output, trace_iptables
 from svctrace.trace.ipvs import ipset_members, trace_ipvs, virtual_addresses
 from svctrace.trace.nftables import trace_nftables
 
-__all__ = ["TRACERS", "KubeProxyTestView", "Outcome", "Packet", "TraceOptions", "TraceResult", "TraceStep",
-           "kube_proxy_output", "node_local_ips", "trace_iptables", "trace_ipvs", "trace_nftables", "trace_packet"]
+__all__ = ["TRACERS", "KubeProxyTestView", "ModeTracer", "Outcome", "Packet", "TraceOptions", "TraceResult",
+           "TraceStep", "kube_proxy_output", "node_local_ips", "trace_iptables", "trace_ipvs", "trace_nftables",
+           "trace_packet"]
 
 IPVS_INTERFACE = "kube-ipvs0"
 
 Ipsets = Mapping[str, Collection[str]]
-Tracer = Callable[[Snapshot, Packet, TraceOptions, "Ipsets | None"], TraceResult]
 
 
-def _is_ipvs(snapshot: Snapshot) -> bool:
-    if snapshot.node.proxy_mode:
-        return snapshot.node.proxy_mode == "ipvs"
-    return snapshot.ipvs is not None and bool(snapshot.ipvs.services)
+@runtime_checkable
+class ModeTracer(Protocol):
+    """One proxy mode, as the tracer walks it."""
+
+    mode: ProxyMode
+
+    def gap(self, snapshot: Snapshot, family: int) -> SvctraceError | None:
+        """Why this snapshot cannot be traced in this mode for ``family``; None when it can."""
+
+    def trace(self, snapshot: Snapshot, packet: Packet, options: TraceOptions, local: tuple[str, ...],
+              ipsets: Ipsets | None) -> TraceResult:
+        """One new connection through the mode's dataplane; ``local`` are the node's addresses."""
 
 
 def node_local_ips(snapshot: Snapshot) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -45,7 +56,7 @@ def node_local_ips(snapshot: Snapshot) -> tuple[tuple[str, ...], tuple[str, ...]
     no kube-ipvs0, the IPVS virtual server addresses stand in for it, with a warning.
     """
     ips, warnings = _host_ips(snapshot)
-    if not _is_ipvs(snapshot) or snapshot.ipvs is None:
+    if snapshot.mode is not ProxyMode.IPVS or snapshot.ipvs is None:
         return ips, warnings
     addresses = snapshot.node.addresses or ()
     if any(a.ifname == IPVS_INTERFACE for a in addresses):
@@ -68,22 +79,62 @@ def _host_ips(snapshot: Snapshot) -> tuple[tuple[str, ...], tuple[str, ...]]:
                 "(addrtype LOCAL) will not match node addresses",)
 
 
-def _trace_snapshot_iptables(snapshot: Snapshot, packet: Packet, options: TraceOptions,
-                             ipsets: Ipsets | None) -> TraceResult:
-    dump = snapshot.dump(packet.family)
-    if dump is None:
-        tool = "ip6tables-save" if packet.family == 6 else "iptables-save"
-        raise SvctraceError(f"no IPv{packet.family} iptables rules in {snapshot.source or 'the snapshot'}",
-                            f"capture the node's `{tool}` output, or trace an address of the other family")
-    local, warnings = node_local_ips(snapshot)
-    if options.route_localnet is None:
-        sysctl = snapshot.node.sysctls.get("net.ipv4.conf.all.route_localnet")
-        if sysctl in ("0", "1"):
-            options = replace(options, route_localnet=sysctl == "1")
-    result = trace_iptables(dump, packet, local_ips=local, options=options, ipsets=ipsets)
-    if warnings:
-        result = replace(result, warnings=(*warnings, *result.warnings))
-    return result
+def _no_rules(snapshot: Snapshot, what: str, capture: str) -> SvctraceError:
+    return SvctraceError(f"no {what} in {snapshot.source or 'the snapshot'}", capture)
+
+
+class _Iptables:
+    mode = ProxyMode.IPTABLES
+
+    def gap(self, snapshot: Snapshot, family: int) -> SvctraceError | None:
+        if snapshot.dump(family) is None:
+            tool = "ip6tables-save" if family == 6 else "iptables-save"
+            return _no_rules(snapshot, f"IPv{family} iptables rules",
+                             f"capture the node's `{tool}` output, or trace an address of the other family")
+        return None
+
+    def trace(self, snapshot: Snapshot, packet: Packet, options: TraceOptions, local: tuple[str, ...],
+              ipsets: Ipsets | None) -> TraceResult:
+        dump = snapshot.dump(packet.family)
+        assert dump is not None
+        return trace_iptables(dump, packet, local_ips=local, options=options, ipsets=ipsets,
+                              bridge_ports=snapshot.node.bridge_ports)
+
+
+class _Nftables:
+    mode = ProxyMode.NFTABLES
+
+    def gap(self, snapshot: Snapshot, family: int) -> SvctraceError | None:
+        if snapshot.nft is None:
+            return _no_rules(snapshot, "nftables ruleset",
+                             "capture the node's `nft -j list table ip kube-proxy` output (node/nft.json)")
+        return None
+
+    def trace(self, snapshot: Snapshot, packet: Packet, options: TraceOptions, local: tuple[str, ...],
+              ipsets: Ipsets | None) -> TraceResult:
+        assert snapshot.nft is not None
+        return trace_nftables(snapshot.nft, packet, local_ips=local, options=options,
+                              bridge_ports=snapshot.node.bridge_ports)
+
+
+class _Ipvs:
+    mode = ProxyMode.IPVS
+
+    def gap(self, snapshot: Snapshot, family: int) -> SvctraceError | None:
+        if snapshot.ipvs is None:
+            return _no_rules(snapshot, "IPVS virtual servers", "capture the node's `ipvsadm -Sn` output "
+                                                               "(node/ipvsadm.txt)")
+        return None
+
+    def trace(self, snapshot: Snapshot, packet: Packet, options: TraceOptions, local: tuple[str, ...],
+              ipsets: Ipsets | None) -> TraceResult:
+        assert snapshot.ipvs is not None
+        sets = ipsets if ipsets is not None else ipset_members(snapshot.ipsets)
+        return trace_ipvs(snapshot.ipvs, snapshot.dump(packet.family), packet, local_ips=local, options=options,
+                          ipsets=sets)
+
+
+TRACERS: dict[ProxyMode, ModeTracer] = {t.mode: t for t in (_Iptables(), _Nftables(), _Ipvs())}
 
 
 def _route_localnet(snapshot: Snapshot, options: TraceOptions) -> TraceOptions:
@@ -94,63 +145,28 @@ def _route_localnet(snapshot: Snapshot, options: TraceOptions) -> TraceOptions:
     return options
 
 
-def _trace_snapshot_nftables(snapshot: Snapshot, packet: Packet, options: TraceOptions,
-                             ipsets: Ipsets | None) -> TraceResult:
-    if snapshot.nft is None:
-        raise SvctraceError(f"no nftables ruleset in {snapshot.source or 'the snapshot'}",
-                            "capture the node's `nft -j list ruleset` output (node/nft.json)")
-    local, warnings = node_local_ips(snapshot)
-    result = trace_nftables(snapshot.nft, packet, local_ips=local, options=_route_localnet(snapshot, options))
-    if warnings:
-        result = replace(result, warnings=(*warnings, *result.warnings))
-    return result
-
-
-def _trace_snapshot_ipvs(snapshot: Snapshot, packet: Packet, options: TraceOptions,
-                         ipsets: Ipsets | None) -> TraceResult:
-    if snapshot.ipvs is None:
-        raise SvctraceError(f"no IPVS virtual servers in {snapshot.source or 'the snapshot'}",
-                            "capture the node's `ipvsadm -Sn` output (node/ipvsadm.txt)")
-    local, warnings = node_local_ips(snapshot)
-    sets = ipsets if ipsets is not None else ipset_members(snapshot.ipsets)
-    result = trace_ipvs(snapshot.ipvs, snapshot.dump(packet.family), packet, local_ips=local,
-                        options=_route_localnet(snapshot, options), ipsets=sets)
-    if warnings:
-        result = replace(result, warnings=(*warnings, *result.warnings))
-    return result
-
-
-TRACERS: dict[str, Tracer] = {
-    "iptables": _trace_snapshot_iptables,
-    "nftables": _trace_snapshot_nftables,
-    "ipvs": _trace_snapshot_ipvs,
-}
-
-
-def _mode(snapshot: Snapshot, packet: Packet, options: TraceOptions) -> str:
-    if options.mode:
-        return options.mode
-    if snapshot.node.proxy_mode:
-        return snapshot.node.proxy_mode
-    if snapshot.nft is not None and snapshot.nft.kube_proxy(packet.family) is not None:
-        return "nftables"
-    if snapshot.ipvs is not None and snapshot.ipvs.services:
-        return "ipvs"
-    dump = snapshot.dump(packet.family)
-    if dump is not None and dump.chain("nat", "KUBE-SERVICES") is not None:
-        return "iptables"
-    raise SvctraceError("cannot tell which proxy mode this node uses",
-                        "pass the mode explicitly (iptables, ipvs or nftables)")
+def _mode(snapshot: Snapshot, options: TraceOptions) -> ProxyMode:
+    forced = ProxyMode.parse(options.mode)
+    if options.mode and forced is None:
+        raise SvctraceError(f"unknown proxy mode {options.mode!r}", "use iptables, ipvs or nftables")
+    mode = forced or snapshot.mode
+    if mode is None:
+        how = f" ({snapshot.node.proxy_mode_how})" if snapshot.node.proxy_mode_how else ""
+        raise SvctraceError(f"cannot tell which proxy mode this node uses{how}",
+                            "pass the mode with --mode iptables|ipvs|nftables")
+    return mode
 
 
 def trace_packet(snapshot: Snapshot, packet: Packet, options: TraceOptions | None = None, *,
                  ipsets: Ipsets | None = None) -> TraceResult:
     """Simulate one new connection through the node's dataplane in its proxy mode."""
     opts = options or TraceOptions()
-    mode = _mode(snapshot, packet, opts)
-    tracer = TRACERS.get(mode)
-    if tracer is None:
-        known = ", ".join(sorted(TRACERS))
-        raise SvctraceError(f"tracing packets in {mode} mode is not supported yet",
-                            f"svctrace traces {known} mode; `svctrace svc` still shows the {mode} rules")
-    return tracer(snapshot, packet, opts, ipsets)
+    tracer = TRACERS[_mode(snapshot, opts)]
+    gap = tracer.gap(snapshot, packet.family)
+    if gap is not None:
+        raise gap
+    local, warnings = node_local_ips(snapshot)
+    result = tracer.trace(snapshot, packet, _route_localnet(snapshot, opts), local, ipsets)
+    if warnings:
+        result = replace(result, warnings=(*warnings, *result.warnings))
+    return result

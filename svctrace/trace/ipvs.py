@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 
-from svctrace.model.dataplane import IptablesDump
+from svctrace.model.iptables import IptablesDump
 from svctrace.model.ipvs import FORWARD_MASQ, WEIGHT_SCHEDULERS, IpSets, IpvsTable, RealServer, VirtualServer
 from svctrace.model.trace import Packet, TraceOptions, TraceResult, TraceStep
 from svctrace.trace.iptables import Branch, trace_iptables
@@ -120,7 +120,7 @@ class _IpvsHook:
                 nb = nb.note(f"real server {rs.endpoint} has weight 0 (draining, usually a terminating "
                              "endpoint): only connections it already has")
             if rs.forward != FORWARD_MASQ:
-                nb = replace(nb, uncertain=True).note(f"forwarding method {rs.forward} is not what kube-proxy "
+                nb = replace(nb, loose=True).note(f"forwarding method {rs.forward} is not what kube-proxy "
                                                       "uses; the path after IPVS is not modelled")
             if rs.address in self.local:
                 # A local real server (a hostNetwork endpoint): IPVS hands the packet on locally; it does not

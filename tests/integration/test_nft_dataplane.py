@@ -186,7 +186,7 @@ def test_live_json_reads_back_as_loaded(v4_node: tuple[NetnsNode, Snapshot]) -> 
     for name, chain in live.chains.items():
         if name not in ("mark-for-masquerade", "masquerading", "cluster-ips-check"):
             assert [r.full_text for r in chain.rules] == [r.full_text for r in loaded.chains[name].rules], name
-    assert all(r.expr for c in live.chains.values() for r in c.rules)
+    assert all(r.stmts for c in live.chains.values() for r in c.rules)
 
 
 def test_nodeport_from_the_client_reaches_every_predicted_pod(v4_node: tuple[NetnsNode, Snapshot]) -> None:

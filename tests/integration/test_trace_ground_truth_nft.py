@@ -69,7 +69,7 @@ CASES = [
 def test_the_ruleset_loads_and_reads_back(node_and_snapshot: tuple[NetnsNode, Snapshot]) -> None:
     _, snap = node_and_snapshot
     assert snap.nft is not None and snap.nft.kube_proxy(4) is not None
-    assert all(r.expr for c in snap.nft.kube_proxy(4).chains.values() for r in c.rules)  # type: ignore[union-attr]
+    assert all(r.stmts for c in snap.nft.kube_proxy(4).chains.values() for r in c.rules)  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(("what", "origin", "dst", "port"), CASES, ids=[c[0] for c in CASES])

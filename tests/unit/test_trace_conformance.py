@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from svctrace.model.dataplane import IptablesDump
+from svctrace.model.iptables import IptablesDump
 from svctrace.model.trace import Packet, TraceOptions, TraceResult
 from svctrace.parsers.iptables_save import parse
 from svctrace.trace.iptables import kube_proxy_output, trace_iptables

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from svctrace.errors import SvctraceError, UsageError
-from svctrace.model.dataplane import IptablesDump
+from svctrace.model.iptables import IptablesDump
 from svctrace.model.snapshot import NodeFacts, Snapshot
 from svctrace.model.trace import Outcome, Packet, TraceOptions, TraceResult
 from svctrace.parsers.iptables_save import parse
@@ -40,8 +40,21 @@ def trace(text: str, src: str = "10.0.0.2", dst: str = "172.30.0.1", dport: int 
 
 
 def answer(result: TraceResult) -> dict[str, float]:
-    """{destination or verdict: probability} over the outcomes."""
-    return {o.destination or o.verdict: round(o.probability, 9) for o in result.outcomes}
+    """{destination or verdict: probability} over the outcomes (all of them known)."""
+    assert all(o.probability is not None for o in result.outcomes), result.outcomes
+    return {o.destination or o.verdict: round(o.probability or 0.0, 9) for o in result.outcomes}
+
+
+def both_ways(result: TraceResult, what: str) -> dict[str, tuple[str, ...]]:
+    """An undecidable match split in two: {destination or verdict: its conditions}; each outcome rests on
+    ``what`` (matched or not), keeps its whole share given that, and has no known probability."""
+    out = {}
+    for o in result.outcomes:
+        assert o.probability is None and o.conditional_probability == 1.0 and o.uncertain, o
+        assert all(what in c for c in o.conditions), o.conditions
+        out[o.destination or o.verdict] = o.conditions
+    assert not result.certain
+    return out
 
 
 def only(result: TraceResult) -> Outcome:
@@ -83,8 +96,9 @@ def test_ipv4_rule_never_matches_an_ipv6_packet() -> None:
 
 def test_unreadable_address_is_uncertain_not_a_silent_miss() -> None:
     result = trace(nat(f"-d cluster.local {DNAT_A}"))
-    assert answer(result) == {"ACCEPT": 1.0, "10.1.0.1:8080": 0.0}
-    assert all(o.uncertain for o in result.outcomes)
+    assert both_ways(result, "-d cluster.local") == {
+        "ACCEPT": ("if it does not match: -d cluster.local (address 'cluster.local' not understood)",),
+        "10.1.0.1:8080": ("if it matches: -d cluster.local (address 'cluster.local' not understood)",)}
 
 
 def test_protocol_and_numeric_protocol() -> None:
@@ -127,8 +141,7 @@ def test_interface_wildcard_when_the_interface_is_known() -> None:
 
 def test_unknown_interface_follows_both_ways() -> None:
     result = trace(nat(f"-i eth0 {DNAT_A}"))
-    assert answer(result) == {"ACCEPT": 1.0, "10.1.0.1:8080": 0.0}
-    assert all(o.uncertain for o in result.outcomes)
+    assert set(both_ways(result, "-i eth0 (the packet's interface is not known)")) == {"ACCEPT", "10.1.0.1:8080"}
 
 
 # -- addrtype, conntrack, marks -------------------------------------------------------------------
@@ -146,8 +159,8 @@ def test_addrtype_local_uses_the_node_addresses_and_loopback() -> None:
 
 def test_addrtype_limit_iface_is_uncertain() -> None:
     result = trace(nat(f"-m addrtype --dst-type LOCAL --limit-iface-in {DNAT_A}"), dst=NODE_IP)
-    assert answer(result) == {"ACCEPT": 1.0, "10.1.0.1:8080": 0.0}
-    assert all(o.uncertain for o in result.outcomes)
+    assert set(both_ways(result, "--limit-iface-in (per-interface route types are not modelled)")) == {
+        "ACCEPT", "10.1.0.1:8080"}
 
 
 FILTER_DNAT_CHECK = """
@@ -397,16 +410,36 @@ def test_identical_outcomes_merge_keeping_the_most_likely_path() -> None:
 
 
 def test_unknown_module_follows_both_branches_and_flags_them() -> None:
-    result = trace(nat(f"-m physdev --physdev-is-in {DNAT_A}"))
-    assert answer(result) == {"ACCEPT": 1.0, "10.1.0.1:8080": 0.0}
-    assert all(o.uncertain for o in result.outcomes)
+    result = trace(nat(f"-m cgroup --path /kube {DNAT_A}"))
+    assert set(both_ways(result, "-m cgroup --path /kube (module cgroup not modelled)")) == {"ACCEPT", "10.1.0.1:8080"}
     dnat = next(o for o in result.outcomes if o.verdict == "DNAT")
-    assert any("module physdev not modelled" in s.action for s in dnat.path)
+    assert any("module cgroup not modelled" in s.action for s in dnat.path)
+
+
+def test_physdev_is_decided_where_the_snapshot_tells_and_split_where_it_cannot() -> None:
+    rules = nat(f"-m physdev --physdev-is-in {DNAT_A}")
+    # A pod's packet: whether it entered through a bridge port depends on the CNI, which a dump does not say.
+    assert set(both_ways(trace(rules), "--physdev-is-in")) == {"ACCEPT", "10.1.0.1:8080"}
+    # From the node itself there is no physdev; a routed packet from outside does not come in on a bridge port.
+    assert only(trace(rules, origin="node", src=NODE_IP)).verdict == "ACCEPT"
+    assert only(trace(rules, origin="external", src="203.0.113.2")).verdict == "ACCEPT"
+    # With the node's bridge ports known, the packet's interface decides.
+    packet = Packet("10.0.0.2", "172.30.0.1", 80, "tcp", 40000, "pod", "veth1")
+    bridged = trace_iptables(dump(rules), packet, local_ips=(NODE_IP,), bridge_ports={"veth1": "cni0"})
+    assert only(bridged).verdict == "DNAT"
+    routed = trace_iptables(dump(rules), packet, local_ips=(NODE_IP,), bridge_ports={})
+    assert only(routed).verdict == "ACCEPT"
+
+
+def test_a_condition_that_changes_nothing_is_dropped() -> None:
+    """Both sides of an undecidable match end alike: the answer is certain, not split."""
+    result = trace(nat("-m cgroup --path /kube -j LOG", DNAT_A))
+    assert answer(result) == {"10.1.0.1:8080": 1.0} and not only(result).conditions
 
 
 def test_ipset_is_uncertain_without_members_and_decided_with_them() -> None:
     rules = nat(f"-m set --match-set KUBE-CLUSTER-IP dst,dst {DNAT_A}")
-    assert answer(trace(rules)) == {"ACCEPT": 1.0, "10.1.0.1:8080": 0.0}
+    assert set(both_ways(trace(rules), "ipset members not known")) == {"ACCEPT", "10.1.0.1:8080"}
     members = {"KUBE-CLUSTER-IP": ["172.30.0.1,tcp:80"]}
     assert only(trace(rules, ipsets=members)).verdict == "DNAT"
     assert only(trace(rules, ipsets=members, dport=81)).verdict == "ACCEPT"
@@ -465,7 +498,9 @@ def test_trace_json_shape() -> None:
         "verdict": "DNAT", "destination": "10.1.0.1:80", "probability": 0.3333333333, "masquerade": False,
         "uncertain": False}
     assert first["path"][0] == {"table": "nat", "chain": "PREROUTING", "index": 1, "action": "jump",
-                                "rule": "-A PREROUTING -d 172.30.0.1/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-X"}
+                                "rule": "-A PREROUTING -d 172.30.0.1/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-X",
+                                "target": "KUBE-SVC-X"}
+    assert (first["conditions"], first["conditionalProbability"]) == ([], None)
 
 
 def test_trace_packet_dispatches_on_the_snapshot() -> None:
@@ -480,7 +515,7 @@ def test_trace_packet_dispatches_on_the_snapshot() -> None:
         trace_packet(snap, Packet("fd00::2", "fd00::3", 80))
     with pytest.raises(SvctraceError, match="no nftables ruleset in"):
         trace_packet(snap, pkt, TraceOptions(mode="nftables"))
-    with pytest.raises(SvctraceError, match="ebpf mode is not supported yet"):
+    with pytest.raises(SvctraceError, match="unknown proxy mode 'ebpf'"):
         trace_packet(snap, pkt, TraceOptions(mode="ebpf"))
 
 

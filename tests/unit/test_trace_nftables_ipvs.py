@@ -6,13 +6,15 @@ import pytest
 
 from svctrace.errors import SvctraceError
 from svctrace.model.ipvs import IpvsTable, RealServer, VirtualServer
+from svctrace.model.matches import MapLookup, MarkAction, MarkMatch, Verdict
 from svctrace.model.nft import NftChain, NftRule, NftRuleset, NftTable
 from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
 from svctrace.model.trace import Packet, TraceResult
 from svctrace.parsers.nft_json import parse_nft_transaction
+from svctrace.parsers.nft_statements import parse_statements
 from svctrace.trace import node_local_ips, trace_packet
 from svctrace.trace.ipvs import trace_ipvs
-from svctrace.trace.nftables import parse_statements, trace_nftables
+from svctrace.trace.nftables import trace_nftables
 
 T = "ip kube-proxy"
 BASE = f"""\
@@ -78,11 +80,10 @@ def test_node_traffic_takes_the_output_hook() -> None:
 def test_the_json_spelling_of_marks_is_read_too() -> None:
     # `nft list` / the nft -j renderer print the masquerade rules this way.
     stmts = parse_statements("meta mark & 0x00004000 == 0x00000000 return")
-    assert [(s.kind, s.key, s.binop, s.value) for s in stmts][0] == ("match", ("meta mark",), ("&", 0x4000),
-                                                                     "0x00000000")
-    assert parse_statements("meta mark set meta mark | 0x00004000")[0].binop == ("|", 0x4000)
-    assert parse_statements("ip daddr . meta l4proto . th dport vmap @service-ips")[0].key == (
-        "ip daddr", "meta l4proto", "th dport")
+    assert stmts == (MarkMatch("mark", 0, 0x4000), Verdict("return"))
+    assert parse_statements("meta mark set meta mark | 0x00004000") == (MarkAction("mark", "or", 0x4000),)
+    assert parse_statements("ip daddr . meta l4proto . th dport vmap @service-ips") == (
+        MapLookup(("ip daddr", "meta l4proto", "th dport"), "service-ips"),)
 
 
 def test_verdict_maps_reject_drop_and_goto_return_to_the_caller() -> None:
@@ -131,9 +132,11 @@ add chain {T} svc
 add rule {T} services iifname "eth0" meta l4proto tcp dnat to 10.1.0.1:80
 """)
     result = trace_nftables(rs, Packet("10.0.0.5", "10.96.0.1", 80))
-    assert {o.destination or o.verdict: o.probability for o in result.outcomes} == {"ACCEPT": 1.0,
-                                                                                   "10.1.0.1:80": 0.0}
-    assert all(o.uncertain for o in result.outcomes)
+    got = {o.destination or o.verdict: (o.probability, o.conditional_probability, o.conditions)
+           for o in result.outcomes}
+    what = 'iifname "eth0" (the packet\'s interface is not known)'
+    assert got == {"ACCEPT": (None, 1.0, (f"if it does not match: {what}",)),
+                   "10.1.0.1:80": (None, 1.0, (f"if it matches: {what}",))}, got
 
 
 def test_missing_table_is_a_clear_error() -> None:
@@ -195,12 +198,13 @@ def test_ipvs_miss_is_delivered_locally() -> None:
 
 def test_kube_ipvs0_makes_virtual_addresses_local_and_modes_are_recognised() -> None:
     table = IpvsTable(((vs(), (RealServer("10.1.0.1", 80),)),))
-    bare = Snapshot(ipvs=table, node=NodeFacts(addresses=(HostAddress("eth0", "192.168.1.1", 24, 4),)))
+    bare = Snapshot(ipvs=table, node=NodeFacts(addresses=(HostAddress("eth0", "192.168.1.1", 24, 4),),
+                                               proxy_mode="ipvs"))
     ips, warnings = node_local_ips(bare)
     assert "10.96.0.1" in ips and any("kube-ipvs0" in w for w in warnings)
     with_dummy = Snapshot(ipvs=table, node=NodeFacts(addresses=(HostAddress("eth0", "192.168.1.1", 24, 4),
                                                                 HostAddress("kube-ipvs0", "10.96.0.1", 32, 4))))
     assert node_local_ips(with_dummy) == (("192.168.1.1", "10.96.0.1"), ())
     assert trace_packet(bare, Packet("10.0.0.5", "10.96.0.1", 80)).mode == "ipvs"
-    nft = Snapshot(nft=ruleset(THREE_WAY))
+    nft = Snapshot(nft=ruleset(THREE_WAY), node=NodeFacts(proxy_mode="nftables"))
     assert trace_packet(nft, Packet("10.0.0.5", "10.96.0.1", 80)).mode == "nftables"
