@@ -6,7 +6,9 @@ can tell a snapshot from a live node.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 # ipvsadm's forwarding methods, by the option it prints and by the kernel's IP_VS_CONN_F_* value.
 FORWARD_MASQ = "masq"  # -m: NAT; the only method kube-proxy uses
@@ -76,14 +78,25 @@ class RealServer:
 class IpvsTable:
     services: tuple[tuple[VirtualServer, tuple[RealServer, ...]], ...] = ()
     source: str = ""
+    _index: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def find(self, protocol: str, address: str, port: int) -> tuple[VirtualServer, tuple[RealServer, ...]] | None:
-        """The virtual server for a protocol, address and port, with its real servers."""
-        proto = protocol.upper()
-        for vs, reals in self.services:
-            if vs.protocol == proto and vs.address == address and vs.port == port:
-                return vs, reals
-        return None
+        """The virtual server for a protocol, address and port, with its real servers (indexed once)."""
+        index = self._index.get("key")
+        if index is None:
+            index = self._index["key"] = {}
+            for vs, reals in self.services:
+                index.setdefault((vs.protocol, vs.address.lower(), vs.port), (vs, reals))
+        return index.get((protocol.upper(), address.lower(), port))
+
+    def on_port(self, protocol: str, port: int) -> tuple[VirtualServer, ...]:
+        """Every virtual server of a protocol and port (a NodePort's, on each node address)."""
+        index = self._index.get("port")
+        if index is None:
+            index = self._index["port"] = {}
+            for vs, _ in self.services:
+                index.setdefault((vs.protocol, vs.port), []).append(vs)
+        return tuple(index.get((protocol.upper(), port), ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +121,35 @@ class IpSet:
         return None
 
     def has(self, member: str) -> bool:
-        return member.lower() in {m.lower() for m in self.members}
+        return member.lower() in self.lowered
+
+    @property
+    def lowered(self) -> frozenset[str]:
+        """The members in lower case (built once: kube-proxy's sets hold one member per Service)."""
+        return _lowered(self.members)
+
+
+_LOWERED: dict[int, tuple[tuple[str, ...], frozenset[str]]] = {}
+_NORMALIZED: dict[tuple[int, int], tuple[tuple[str, ...], frozenset[str]]] = {}
+
+
+def _normalized(members: tuple[str, ...], normalize: Callable[[str], str]) -> frozenset[str]:
+    key = (id(members), id(normalize))
+    got = _NORMALIZED.get(key)
+    if got is None or got[0] is not members:
+        if len(_NORMALIZED) > 4096:
+            _NORMALIZED.clear()
+        got = _NORMALIZED[key] = (members, frozenset(normalize(m) for m in members))
+    return got[1]
+
+
+def _lowered(members: tuple[str, ...]) -> frozenset[str]:
+    got = _LOWERED.get(id(members))
+    if got is None or got[0] is not members:
+        if len(_LOWERED) > 4096:
+            _LOWERED.clear()
+        got = _LOWERED[id(members)] = (members, frozenset(m.lower() for m in members))
+    return got[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +162,10 @@ class IpSets:
             if s.name == name:
                 return s
         return None
+
+    def members(self, name: str, normalize: Callable[[str], str]) -> frozenset[str]:
+        """A set's members, each normalized by ``normalize`` (built once per set and function)."""
+        s = self.get(name)
+        if s is None:
+            return frozenset()
+        return _normalized(s.members, normalize)

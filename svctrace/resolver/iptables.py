@@ -10,12 +10,14 @@ from dataclasses import dataclass, field, replace
 
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
-from svctrace.model.dataplane import Chain, IptablesDump, Rule, Table
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
+from svctrace.model.iptables import Chain, IptablesDump, Rule, Table
 from svctrace.model.k8s import Service, ServicePort
-from svctrace.model.snapshot import Snapshot
-from svctrace.parsers.iptables_values import parse_dnat_destination
+from svctrace.model.matches import SRC, AddrTypeMatch, DnatAction, RecentMatch, StatisticMatch
+from svctrace.model.mode import ProxyMode
+from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.common import api_endpoints, categorize, family_of, frontend_verdict
+from svctrace.resolver.contract import PortResult, register
 
 MASQ_CHAIN = "KUBE-MARK-MASQ"
 SERVICE_CHAIN_PREFIXES = naming.IPT_SERVICE_PREFIXES + (naming.IPT_ENDPOINT_PREFIX,)
@@ -40,27 +42,29 @@ def _ref(rule: Rule) -> RuleRef:
     return RuleRef(table=rule.table, chain=rule.chain, index=rule.index, text=rule.text)
 
 
-def _addr(value: str) -> str:
-    return naming.normalize_ip(value)
-
-
 def _pct(share: float) -> str:
     return f"{share * 100:.0f}%" if share * 100 >= 1 or share == 0 else f"{share * 100:.2g}%"
 
 
 def _dst_is(rule: Rule, ip: str) -> bool:
     d = rule.destination
-    return d is not None and not d.negated and _addr(d.value) == _addr(ip)
+    return d is not None and not d.negated and len(d.prefixes) == 1 and d.prefixes[0].is_host \
+        and d.prefixes[0].address == naming.normalize_ip(ip)
 
 
 def _dport_is(rule: Rule, port: int) -> bool:
     d = rule.dport
-    return d is not None and not d.negated and d.value == str(port)
+    return d is not None and d.single == port
 
 
 def _proto_is(rule: Rule, protocol: str) -> bool:
     p = rule.protocol
-    return p is None or (not p.negated and p.value.lower() == protocol.lower())
+    return p is None or (not p.negated and p.protocol == protocol.lower())
+
+
+def _source_text(rule: Rule) -> str | None:
+    s = rule.source
+    return ",".join(map(str, s.prefixes)) if s is not None else None
 
 
 def describe_source(rule: Rule) -> str | None:
@@ -68,13 +72,30 @@ def describe_source(rule: Rule) -> str | None:
     parts = []
     s = rule.source
     if s is not None:
-        cidr = _addr(s.value)
+        cidr = _source_text(rule)
         parts.append(f"source not in {cidr}" if s.negated else f"source in {cidr}")
-    src_type = rule.option("--src-type", "addrtype")
-    if src_type is not None:
-        what = "a local address of this node" if src_type.value == "LOCAL" else f"of type {src_type.value}"
-        parts.append(f"source is not {what}" if src_type.negated else f"source is {what}")
+    for t in rule.all(AddrTypeMatch):
+        if t.field != SRC:
+            continue
+        value = ",".join(sorted(t.types))
+        what = "a local address of this node" if value == "LOCAL" else f"of type {value}"
+        parts.append(f"source is not {what}" if t.negated else f"source is {what}")
     return ", ".join(parts) or None
+
+
+def port_index(table: Table, chain: str) -> dict[int, list[Rule]]:
+    """The rules of a chain that match one destination port, by that port: built once per table, so a
+    frontend's rules are found without reading every rule of a 10,000-Service KUBE-SERVICES again."""
+    def build() -> dict[int, list[Rule]]:
+        out: dict[int, list[Rule]] = {}
+        c = table.chain(chain)
+        for rule in c.rules if c is not None else ():
+            d = rule.dport
+            port = d.single if d is not None else None
+            if port is not None:
+                out.setdefault(port, []).append(rule)
+        return out
+    return table.memoized(f"ports:{chain}", build)
 
 
 @dataclass
@@ -97,9 +118,6 @@ class _Ctx:
     def chain(self, name: str) -> Chain | None:
         return self.nat.chain(name) if self.nat is not None else None
 
-    def filter_rules(self, chain: str) -> tuple[Rule, ...]:
-        c = self.filt.chain(chain) if self.filt is not None else None
-        return c.rules if c is not None else ()
 
 
 def _endpoint_info(ctx: _Ctx, ip: str, port: int | None) -> EndpointInfo:
@@ -139,24 +157,25 @@ def _sep_hop(ctx: _Ctx, chain_name: str, *, rules: tuple[RuleRef, ...], share: f
         if rule.target == MASQ_CHAIN:
             src = rule.source
             if src is not None and not src.negated:
-                masquerade = f"hairpin: when the pod {_addr(src.value)} reaches itself through the Service"
+                masquerade = f"hairpin: when the pod {_source_text(rule)} reaches itself through the Service"
             else:
                 masquerade = describe_source(rule) or "always"
             own.append(_ref(rule))
         elif rule.target == "DNAT":
-            dest = rule.target_option("--to-destination")
-            if dest is None:
-                notes.append(f"DNAT rule without --to-destination (rule {rule.index})")
-                continue
-            try:
-                ip, port = parse_dnat_destination(dest.value)
-            except ValueError:
-                notes.append(f"rule {rule.index}: cannot read the DNAT destination {dest.value!r}: {rule.text}")
+            action = rule.action
+            first = action.first if isinstance(action, DnatAction) else None
+            if first is None or first.first_ip is None:
+                if isinstance(action, DnatAction) and action.problem == "DNAT rule without --to-destination":
+                    notes.append(f"DNAT rule without --to-destination (rule {rule.index})")
+                    continue
+                shown = repr(action.raw) if isinstance(action, DnatAction) and action.raw else "(no address)"
+                notes.append(f"rule {rule.index}: cannot read the DNAT destination {shown}: {rule.text}")
                 own.append(_ref(rule))
                 continue
+            ip, port = first.first_ip, first.first_port
             endpoint = _endpoint_info(ctx, ip, port)
             own.append(_ref(rule))
-            if rule.option("--set", "recent") is not None:
+            if any(m.op == "set" for m in rule.all(RecentMatch)):
                 records_affinity = True
             expected = naming.ipt_endpoint_chain(
                 naming.service_port_name(ctx.svc.namespace, ctx.svc.name, ctx.sp.name),
@@ -206,17 +225,16 @@ def _service_chain_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: t
             own.append(_ref(rule))
             src = rule.source
             if src is not None and src.negated:
-                masq_explain = (f"Clients outside the pod network {_addr(src.value)} (the node itself, "
+                masq_explain = (f"Clients outside the pod network {_source_text(rule)} (the node itself, "
                                 "host-network pods) are marked 0x4000 so KUBE-POSTROUTING masquerades them; "
                                 "otherwise the pod's reply would not come back through this node's NAT.")
             else:
                 masq_explain = ("Every connection is marked 0x4000 for masquerading (--masquerade-all, "
                                 "or no pod CIDR is known to kube-proxy).")
             continue
-        rcheck = rule.option("--rcheck", "recent")
+        rcheck = next((m for m in rule.all(RecentMatch) if m.op == "rcheck"), None)
         if rcheck is not None and target.startswith(naming.IPT_ENDPOINT_PREFIX):
-            secs = rule.option("--seconds", "recent")
-            affinity_seconds = secs.value if secs is not None else "?"
+            affinity_seconds = str(rcheck.seconds) if rcheck.seconds is not None else "?"
             affinity_targets.add(target)
             own.append(_ref(rule))
             continue
@@ -231,10 +249,10 @@ def _service_chain_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: t
             else:
                 share = remaining * prob
                 remaining -= share
-            prob_text = rule.option("--probability", "statistic")
+            stat = rule.first(StatisticMatch)
             children.append(_sep_hop(
                 ctx, target, rules=(_ref(rule),), share=share,
-                probability=prob_text.value if prob_text is not None else None,
+                probability=stat.raw if stat is not None and not stat.nth else None,
                 affinity=f"ClientIP, {affinity_seconds}s" if target in affinity_targets else None,
             ))
             continue
@@ -350,12 +368,12 @@ def _firewall_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[
         if target.startswith(naming.IPT_SERVICE_PREFIXES):
             cond = describe_source(rule)
             if rule.source is not None and not rule.source.negated:
-                allowed.append(_addr(rule.source.value))
+                allowed.append(_source_text(rule) or "")
             children.append(_walk(ctx, target, when=cond, rules=(_ref(rule),), depth=depth + 1))
         else:
             own.append(_ref(rule))
-    drop = next((r for r in ctx.filter_rules("KUBE-PROXY-FIREWALL")
-                 if r.target == "DROP" and _dst_is(r, lb_ip) and _dport_is(r, ctx.sp.port)), None)
+    candidates = port_index(ctx.filt, "KUBE-PROXY-FIREWALL").get(ctx.sp.port, []) if ctx.filt is not None else []
+    drop = next((r for r in candidates if r.target == "DROP" and _dst_is(r, lb_ip)), None)
     if drop is not None:
         children.append(Hop(
             kind="verdict", name="DROP", table="filter", when="any other source", rules=(_ref(drop),),
@@ -405,15 +423,15 @@ def _filter_verdict_hop(rule: Rule, what: str, policy_note: str) -> Hop:
 
 def _filter_rule_for(ctx: _Ctx, chains: tuple[str, ...], ip: str | None, port: int,
                      local_dst: bool = False) -> Rule | None:
+    if ctx.filt is None:
+        return None
     for chain in chains:
-        for rule in ctx.filter_rules(chain):
+        for rule in port_index(ctx.filt, chain).get(port, ()):
             if rule.target not in ("REJECT", "DROP") or not _proto_is(rule, ctx.sp.protocol):
-                continue
-            if not _dport_is(rule, port):
                 continue
             if ip is not None and _dst_is(rule, ip):
                 return rule
-            if local_dst and rule.option("--dst-type", "addrtype") is not None and rule.destination is None:
+            if local_dst and rule.destination is None and any(t.field != SRC for t in rule.all(AddrTypeMatch)):
                 return rule
     return None
 
@@ -431,16 +449,16 @@ class _FrontendSpec:
 
 def _frontend(ctx: _Ctx, spec: _FrontendSpec, explain: str) -> Frontend:
     sp = ctx.sp
-    dispatch_chain = ctx.chain(spec.dispatch_chain)
     dispatch: list[Rule] = []
     older_masq: list[Rule] = []
     localhost: list[Rule] = []
-    for rule in dispatch_chain.rules if dispatch_chain is not None else ():
-        if not _proto_is(rule, sp.protocol) or not _dport_is(rule, spec.port):
+    candidates = port_index(ctx.nat, spec.dispatch_chain).get(spec.port, []) if ctx.nat is not None else []
+    for rule in candidates:
+        if not _proto_is(rule, sp.protocol):
             continue
         if spec.type == "NodePort":
             dst = rule.destination
-            if dst is not None and not dst.negated and _addr(dst.value).startswith(("127.", "::1")):
+            if dst is not None and not dst.negated and str(dst.prefixes[0]).startswith(("127.", "::1")):
                 if rule.target in spec.targets:
                     localhost.append(rule)
                 continue
@@ -488,11 +506,13 @@ def _frontend(ctx: _Ctx, spec: _FrontendSpec, explain: str) -> Frontend:
 def nodeport_addresses(snapshot: Snapshot, dump: IptablesDump, family: int) -> tuple[tuple[str, ...], str]:
     """The addresses this node accepts NodePorts on, and how that was decided."""
     nat = dump.table("nat")
-    services = nat.chain("KUBE-SERVICES") if nat is not None else None
-    explicit: list[str] = []
-    for rule in services.rules if services is not None else ():
-        if rule.target == "KUBE-NODEPORTS" and rule.destination is not None and not rule.destination.negated:
-            explicit.append(_addr(rule.destination.value))
+
+    def build() -> list[str]:
+        services = nat.chain("KUBE-SERVICES") if nat is not None else None
+        return [str(p) for rule in (services.rules if services is not None else ())
+                if rule.target == "KUBE-NODEPORTS" and rule.destination is not None and not rule.destination.negated
+                for p in rule.destination.prefixes]
+    explicit = nat.memoized("nodeport-addresses", build) if nat is not None else []
     if explicit:
         return tuple(explicit), "the addresses kube-proxy's --nodeport-addresses selects"
     node = snapshot.node_named(snapshot.node.name)
@@ -556,30 +576,48 @@ def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
     return frontends, tuple(seen.values()), ctx.reached
 
 
-def stale_chains(svc: Service | None, dump: IptablesDump, reached: set[str],
-                 current: set[str] | None = None) -> tuple[StaleChain, ...]:
-    """Service chains nobody should use any more.
+def _owner(comment: str | None) -> str | None:
+    """The Service a kube-proxy comment names ("ns/name" of "ns/name:port cluster IP")."""
+    if not comment:
+        return None
+    return comment.split(" ", 1)[0].split(":", 1)[0]
 
-    With ``svc``: chains whose comments name this Service but that its current ports do not reach.
-    With ``current`` (every current Service port's chain suffix): chains whose hash matches no Service.
-    """
+
+def _owned(dump: IptablesDump) -> dict[str, list[tuple[str, str]]]:
+    """Service chains by the Service their comment names: built once per dump, not once per Service."""
+    nat = dump.table("nat")
+    if nat is None:
+        return {}
+
+    def build() -> dict[str, list[tuple[str, str]]]:
+        out: dict[str, list[tuple[str, str]]] = {}
+        for name, comment in dump.first_comments("nat", SERVICE_CHAIN_PREFIXES).items():
+            owner = _owner(comment)
+            if owner is not None and comment is not None:
+                out.setdefault(owner, []).append((name, comment))
+        return out
+    return nat.memoized("owners", build)
+
+
+def stale_chains(svc: Service, dump: IptablesDump, reached: set[str]) -> tuple[StaleChain, ...]:
+    """Chains whose comments name this Service but that its current ports do not reach."""
     nat = dump.table("nat")
     if nat is None:
         return ()
-    out: list[StaleChain] = []
-    for chain in nat.chains.values():
-        if not chain.name.startswith(SERVICE_CHAIN_PREFIXES) or chain.name in reached:
-            continue
-        comment = next((r.comment for r in chain.rules if r.comment), None)
-        if svc is not None:
-            if comment is None or not _names_service(comment, svc):
-                continue
-        elif current is not None:
-            suffix = chain.name.rsplit("-", 1)[-1]
-            if chain.name.startswith(naming.IPT_ENDPOINT_PREFIX) or suffix in current:
-                continue
-        out.append(StaleChain(table="nat", chain=chain.name, comment=comment, rule_count=len(chain.rules)))
-    return tuple(out)
+    return tuple(StaleChain(table="nat", chain=name, comment=comment, rule_count=nat.rule_count(name))
+                 for name, comment in _owned(dump).get(svc.ref, ())
+                 if name not in reached and _names_service(comment, svc))
+
+
+def orphan_chains(dump: IptablesDump, current: set[str]) -> tuple[StaleChain, ...]:
+    """Service chains whose hash matches no current Service port (``current``: their chain suffixes)."""
+    nat = dump.table("nat")
+    if nat is None:
+        return ()
+    comments = dump.first_comments("nat", SERVICE_CHAIN_PREFIXES)
+    return tuple(StaleChain(table="nat", chain=name, comment=comment, rule_count=nat.rule_count(name))
+                 for name, comment in comments.items()
+                 if not name.startswith(naming.IPT_ENDPOINT_PREFIX) and name.rsplit("-", 1)[-1] not in current)
 
 
 def _names_service(comment: str, svc: Service) -> bool:
@@ -592,12 +630,56 @@ def unreferenced_endpoint_chains(dump: IptablesDump) -> tuple[StaleChain, ...]:
     nat = dump.table("nat")
     if nat is None:
         return ()
-    targets = {r.target for c in nat.chains.values() for r in c.rules if r.target}
-    return tuple(StaleChain("nat", c.name, next((r.comment for r in c.rules if r.comment), None), len(c.rules))
-                 for c in nat.chains.values()
-                 if c.name.startswith(naming.IPT_ENDPOINT_PREFIX) and c.name not in targets)
+    targets = dump.targets("nat")
+    comments = dump.first_comments("nat", (naming.IPT_ENDPOINT_PREFIX,))
+    return tuple(StaleChain("nat", name, comment, nat.rule_count(name)) for name, comment in comments.items()
+                 if name not in targets)
 
 
 def expected_endpoints(endpoints: tuple[EndpointInfo, ...]) -> tuple[EndpointInfo, ...]:
     """The endpoints kube-proxy should program for cluster traffic."""
     return categorize(tuple(e for e in endpoints if e.in_api)).cluster
+
+
+class IptablesResolver:
+    """iptables mode's side of the resolver contract (svctrace.resolver.contract)."""
+
+    mode = ProxyMode.IPTABLES
+    files: frozenset[str] = frozenset({NodeFile.IPTABLES, NodeFile.IP6TABLES})
+
+    def gap(self, snapshot: Snapshot, family: int) -> str | None:
+        if snapshot.dump(family) is None:
+            return f"ip{'6' if family == 6 else ''}tables rules were not collected"
+        return None
+
+    def resolve_port(self, snapshot: Snapshot, svc: Service, sp: ServicePort, family: int) -> PortResult:
+        dump = snapshot.dump(family)
+        assert dump is not None
+        return resolve_port(snapshot, svc, sp, family, dump)
+
+    def stale_chains(self, snapshot: Snapshot, svc: Service, reached: set[str]) -> tuple[StaleChain, ...]:
+        out: list[StaleChain] = []
+        for dump in (snapshot.iptables, snapshot.ip6tables):
+            if dump is not None:
+                out += stale_chains(svc, dump, reached)
+        return tuple(out)
+
+    def orphans(self, snapshot: Snapshot) -> tuple[StaleChain, ...]:
+        current = {naming.ipt_suffix(naming.service_port_name(s.namespace, s.name, p.name), p.protocol)
+                   for s in snapshot.services for p in s.ports}
+        out: list[StaleChain] = []
+        for dump in (snapshot.iptables, snapshot.ip6tables):
+            if dump is not None:
+                out += orphan_chains(dump, current)
+                out += unreferenced_endpoint_chains(dump)
+        return tuple(out)
+
+    def not_programmed(self, f: Frontend) -> str:
+        proto = f.protocol.lower()
+        if f.type == "NodePort":
+            return f"no rule in nat KUBE-NODEPORTS matches -p {proto} --dport {f.port}"
+        return f"no rule in nat KUBE-SERVICES (or filter KUBE-SERVICES/KUBE-EXTERNAL-SERVICES) matches " \
+               f"-d {f.ip}/{32 if ':' not in f.ip else 128} -p {proto} --dport {f.port}"
+
+
+register(IptablesResolver())

@@ -11,13 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from svctrace.model import graph as g
-from svctrace.model.dataplane import IptablesDump, Rule
-from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef
+from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
+from svctrace.model.iptables import IptablesDump, Rule
 from svctrace.model.ipvs import WEIGHT_SCHEDULERS, IpSets, IpvsTable, RealServer, VirtualServer
 from svctrace.model.k8s import Service, ServicePort
-from svctrace.model.snapshot import Snapshot
+from svctrace.model.matches import IpsetMatch
+from svctrace.model.mode import ProxyMode
+from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.parsers.ipvs import normalize_member
 from svctrace.resolver.common import api_endpoints, categorize, family_of
+from svctrace.resolver.contract import PortResult, register
 from svctrace.resolver.iptables import describe_source
 
 MASQ_CHAIN = "KUBE-MARK-MASQ"
@@ -69,8 +72,8 @@ def _set_rules(dump: IptablesDump | None, table: str, chain: str, name: str) -> 
     c = t.chain(chain) if t is not None else None
     out = []
     for rule in c.rules if c is not None else ():
-        opt = rule.option("--match-set", "set")
-        if opt is not None and opt.value == name and not opt.negated:
+        m = rule.first(IpsetMatch)
+        if m is not None and m.name == name and not m.negated:
             out.append(rule)
     return out
 
@@ -136,7 +139,7 @@ def _membership(ctx: _Ctx, spec: _Spec) -> tuple[list[str], bool]:
         if s is None:
             notes.append(f"ipset {name} does not exist, so the iptables rules matching it never match")
             missing_main = missing_main or i == 0
-        elif want not in {normalize_member(m) for m in s.members}:
+        elif want not in ctx.ipsets.members(name, normalize_member):
             notes.append(f"ipset {name} lacks {spec.member}: kube-proxy adds it for this frontend, so its "
                          "iptables rules (masquerade, accept) do not apply to it")
             missing_main = missing_main or i == 0
@@ -150,8 +153,8 @@ def _masquerade(ctx: _Ctx, spec: _Spec) -> tuple[str | None, tuple[RuleRef, ...]
         for rule in _set_rules(ctx.dump, "nat", "KUBE-SERVICES", set_name("KUBE-CLUSTER-IP", fam)):
             if rule.target == MASQ_CHAIN:
                 cond = describe_source(rule) or "always"
-                opt = rule.option("--match-set", "set")
-                if opt is not None and opt.values[1:] == ("src,dst",):
+                m = rule.first(IpsetMatch)
+                if m is not None and m.flags == ("src", "dst"):
                     cond = "source is a ClusterIP and port (no pod CIDR is known to kube-proxy)"
                 why = (f"Clients outside the pod network ({cond}) are marked 0x4000 so KUBE-POSTROUTING "
                        "masquerades them; otherwise the reply would not come back through this node's IPVS."
@@ -203,7 +206,7 @@ def _filter_reject(ctx: _Ctx, spec: _Spec) -> Rule | None:
     if ctx.ipsets is None or spec.type == "NodePort":
         return None
     ips = ctx.ipsets.get(set_name("KUBE-IPVS-IPS", ctx.family))
-    if ips is None or normalize_member(spec.ip) not in {normalize_member(m) for m in ips.members}:
+    if ips is None or normalize_member(spec.ip) not in ctx.ipsets.members(ips.name, normalize_member):
         return None
     for rule in _set_rules(ctx.dump, "filter", "KUBE-IPVS-FILTER", set_name("KUBE-IPVS-IPS", ctx.family)):
         if rule.target == "REJECT":
@@ -215,7 +218,8 @@ def _real_server_hops(ctx: _Ctx, vs: VirtualServer, reals: tuple[RealServer, ...
     total = sum(rs.weight for rs in reals if rs.weight > 0)
     weighted = vs.scheduler in WEIGHT_SCHEDULERS
     loop = ctx.ipsets.get(set_name("KUBE-LOOP-BACK", ctx.family)) if ctx.ipsets is not None else None
-    loop_members = {normalize_member(m) for m in loop.members} if loop is not None else set()
+    loop_members = ctx.ipsets.members(loop.name, normalize_member) if ctx.ipsets is not None and loop is not None \
+        else frozenset()
     proto = ctx.sp.protocol.lower()
     hops = []
     for index, rs in enumerate(reals, 1):
@@ -311,9 +315,8 @@ def nodeport_addresses(snapshot: Snapshot, ipvs: IpvsTable, svc: Service, sp: Se
                        family: int) -> tuple[tuple[str, ...], str]:
     """The addresses with a NodePort virtual server, or (none programmed) the node's own addresses."""
     others = set(svc.virtual_ips) | set(svc.external_ips) | {i.ip for i in svc.load_balancer_ingress if i.ip}
-    programmed = tuple(vs.address for vs, _ in ipvs.services
-                       if vs.protocol == sp.protocol.upper() and vs.port == sp.node_port and vs.family == family
-                       and vs.address not in others)
+    programmed = tuple(vs.address for vs in ipvs.on_port(sp.protocol, sp.node_port or 0)
+                       if vs.family == family and vs.address not in others)
     if programmed:
         return programmed, "each node address kube-proxy made a virtual server for"
     node = snapshot.node_named(snapshot.node.name)
@@ -375,3 +378,31 @@ def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
     seen = dict(api)
     seen.update(ctx.programmed)
     return frontends, tuple(seen.values()), ctx.reached
+
+
+class IpvsResolver:
+    """IPVS mode's side of the resolver contract (svctrace.resolver.contract)."""
+
+    mode = ProxyMode.IPVS
+    files: frozenset[str] = frozenset({NodeFile.IPVSADM, NodeFile.IPSET, NodeFile.IPTABLES, NodeFile.IP6TABLES})
+
+    def gap(self, snapshot: Snapshot, family: int) -> str | None:
+        if snapshot.ipvs is None:
+            return "the IPVS table was not collected (node/ipvsadm.txt, or IPVS is not in this kernel)"
+        return None
+
+    def resolve_port(self, snapshot: Snapshot, svc: Service, sp: ServicePort, family: int) -> PortResult:
+        assert snapshot.ipvs is not None
+        return resolve_port(snapshot, svc, sp, family, snapshot.ipvs, snapshot.ipsets, snapshot.dump(family))
+
+    def stale_chains(self, snapshot: Snapshot, svc: Service, reached: set[str]) -> tuple[StaleChain, ...]:
+        return ()  # a virtual server names no Service: what no Service owns is found by the checks
+
+    def orphans(self, snapshot: Snapshot) -> tuple[StaleChain, ...]:
+        return ()
+
+    def not_programmed(self, f: Frontend) -> str:
+        return f"no IPVS virtual server {f.protocol} {f.address.rsplit('/', 1)[0]} (ipvsadm -Ln)"
+
+
+register(IpvsResolver())

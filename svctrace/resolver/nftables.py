@@ -10,16 +10,31 @@ their `nft list` text, which both the JSON and the transaction-text parser produ
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
 from svctrace.model.k8s import Service, ServicePort
+from svctrace.model.matches import (
+    SRC,
+    AddrMatch,
+    AddrTypeMatch,
+    DnatAction,
+    ElementPart,
+    Jump,
+    MapLookup,
+    Numgen,
+    Prefix,
+    SetLookup,
+    SetUpdate,
+    Verdict,
+)
+from svctrace.model.mode import ProxyMode
 from svctrace.model.nft import NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
-from svctrace.model.snapshot import Snapshot
+from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.common import api_endpoints, family_of, frontend_verdict
+from svctrace.resolver.contract import PortResult, register
 
 MASQ_CHAIN = "mark-for-masquerade"
 KIND_BY_PREFIX = {
@@ -30,14 +45,6 @@ KIND_BY_PREFIX = {
     "endpoint-": "endpoint",
 }
 MAX_DEPTH = 8
-
-_SADDR = re.compile(r"\bip6? saddr (!= )?(\{[^}]*\}|\S+)")
-_FIB_LOCAL = re.compile(r"\bfib saddr type (!= )?local\b")
-_JUMP = re.compile(r"\b(jump|goto) (\S+)\s*$")
-_DNAT = re.compile(r"\bdnat (?:ip6? )?to (\S+)")
-_NUMGEN = re.compile(r"\bnumgen random mod (\d+)(?: offset (\d+))? vmap \{(.*)\}\s*$")
-_UPDATE = re.compile(r"\bupdate (@\S+)")
-_FINAL = re.compile(r"\b(drop|reject|accept|return)\s*$")
 
 
 def _kind(chain: str) -> str:
@@ -51,56 +58,75 @@ def _addr(value: str) -> str:
     return naming.normalize_ip(value)
 
 
-def _cidrs(value: str) -> list[str]:
-    return [_addr(v.strip()) for v in value.strip("{} ").split(",") if v.strip()]
+def _saddr(rule: NftRule) -> AddrMatch | None:
+    return next((s for s in rule.stmts if isinstance(s, AddrMatch) and s.field == SRC), None)
+
+
+def _cidrs(m: AddrMatch) -> list[str]:
+    return [str(p) for p in m.prefixes]
 
 
 def describe_source(rule: NftRule) -> str | None:
     """The source condition of a rule in words, or None when it matches any source."""
     parts = []
-    m = _SADDR.search(rule.text)
-    if m and not m.group(2).startswith("@"):
-        cidrs = ", ".join(_cidrs(m.group(2)))
-        parts.append(f"source not in {cidrs}" if m.group(1) else f"source in {cidrs}")
-    f = _FIB_LOCAL.search(rule.text)
-    if f:
-        what = "a local address of this node"
-        parts.append(f"source is not {what}" if f.group(1) else f"source is {what}")
+    m = _saddr(rule)
+    if m is not None:
+        cidrs = ", ".join(_cidrs(m))
+        parts.append(f"source not in {cidrs}" if m.negated else f"source in {cidrs}")
+    for t in rule.stmts:
+        if isinstance(t, AddrTypeMatch) and t.field == SRC and t.types == {"LOCAL"} and t.limit_iface is None:
+            what = "a local address of this node"
+            parts.append(f"source is not {what}" if t.negated else f"source is {what}")
     return ", ".join(parts) or None
 
 
 def _target(rule: NftRule) -> tuple[str | None, str | None]:
     """(jump|goto, chain) of a rule that ends in one, else (None, None)."""
-    m = _JUMP.search(rule.text)
-    return (m.group(1), m.group(2)) if m else (None, None)
+    last = rule.stmts[-1] if rule.stmts else None
+    if isinstance(last, Jump):
+        return ("goto" if last.goto else "jump"), last.chain
+    return None, None
 
 
-def _dnat(text: str) -> tuple[str, int | None] | None:
-    m = _DNAT.search(text)
-    if not m:
-        return None
-    dest = m.group(1)
-    if dest.startswith("["):
-        host, _, port = dest[1:].partition("]:")
-        return _addr(host), int(port) if port.isdigit() else None
-    if dest.count(":") == 1:
-        host, port = dest.split(":")
-        return _addr(host), int(port) if port.isdigit() else None
-    return _addr(dest), None
+def _dnat(rule: NftRule) -> tuple[str, int | None] | None:
+    for s in rule.stmts:
+        if isinstance(s, DnatAction) and not s.redirect and s.first is not None and s.first.first_ip is not None:
+            return _addr(s.first.first_ip), s.first.first_port
+    return None
 
 
 def _pct(share: float) -> str:
     return f"{share * 100:.0f}%" if share * 100 >= 1 or share == 0 else f"{share * 100:.2g}%"
 
 
-def _seconds(timeout: str | None) -> str:
-    """A set timeout as seconds (``10800s``, ``3h``, ``1h30m`` -> ``10800``)."""
-    if not timeout:
-        return "?"
-    total = 0
-    for num, unit in re.findall(r"(\d+)([dhms]?)", timeout):
-        total += int(num) * {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}[unit]
-    return str(total)
+def _part_text(part: ElementPart) -> str:
+    if isinstance(part, Prefix):
+        return str(part)
+    if isinstance(part, tuple) and len(part) == 2:
+        return str(part[0]) if part[0] == part[1] else f"{part[0]}-{part[1]}"
+    return str(part)
+
+
+def _index(m: NftSet) -> dict[tuple[str, ...], NftElement]:
+    """A set or map's elements by their key (address parts canonical), built once per set."""
+    got = _INDEXES.get(id(m))
+    if got is None or got[0] is not m:
+        if len(_INDEXES) > 64:
+            _INDEXES.clear()
+        index: dict[tuple[str, ...], NftElement] = {}
+        for elem in m.elements:
+            index.setdefault(tuple(_part_text(p) for p in elem.parts), elem)
+        got = _INDEXES[id(m)] = (m, index)
+    return got[1]
+
+
+_INDEXES: dict[int, tuple[NftSet, dict[tuple[str, ...], NftElement]]] = {}
+
+
+def _verdict_text(v: Verdict | Jump | None) -> str:
+    if isinstance(v, Jump):
+        return f"{'goto' if v.goto else 'jump'} {v.chain}"
+    return v.word if v is not None else ""
 
 
 @dataclass
@@ -116,7 +142,7 @@ class _Ctx:
     programmed: dict[tuple[str, int | None], EndpointInfo] = field(default_factory=dict)
     # the no-endpoint-* element for the frontend being walked; the external chain falls through to it
     external_verdict: tuple[RuleRef, ...] | None = None
-    external_verdict_value: str | None = None
+    external_verdict_value: Verdict | Jump | None = None
     stack: set[str] = field(default_factory=set)
 
     @property
@@ -134,7 +160,7 @@ def _map_rule(table: NftTable, chain: str, map_name: str) -> NftRule | None:
     """The rule in ``chain`` that looks packets up in ``@map_name``."""
     c = table.chain(chain)
     for rule in c.rules if c is not None else ():
-        if f"@{map_name}" in rule.text:
+        if any(isinstance(st, MapLookup) and st.map_name == map_name for st in rule.stmts):
             return rule
     return None
 
@@ -152,13 +178,7 @@ def _find(m: NftSet | None, key: tuple[str, ...]) -> NftElement | None:
     """The element of a set/map whose key (address parts normalised) is ``key``."""
     if m is None:
         return None
-    want = tuple(_addr(k) if ("." in k or ":" in k) else k for k in key)
-    for elem in m.elements:
-        parts = tuple(p.strip() for p in elem.key.split(" . "))
-        got = tuple(_addr(p) if ("." in p or ":" in p) else p for p in parts)
-        if got == want:
-            return elem
-    return None
+    return _index(m).get(tuple(_addr(k) if ("." in k or ":" in k) else k for k in key))
 
 
 def _endpoint_info(ctx: _Ctx, ip: str, port: int | None) -> EndpointInfo:
@@ -207,14 +227,14 @@ def _endpoint_hop(ctx: _Ctx, chain_name: str, *, rules: tuple[RuleRef, ...], sha
     for rule in chain.rules:
         own.append(ctx.rule_ref(rule))
         verb, target = _target(rule)
-        dnat = _dnat(rule.text)
+        dnat = _dnat(rule)
         if target == MASQ_CHAIN:
-            src = _SADDR.search(rule.text)
-            if src is not None and not src.group(1):
-                masquerade = f"hairpin: when the pod {_addr(src.group(2))} reaches itself through the Service"
+            src = _saddr(rule)
+            if src is not None and not src.negated:
+                masquerade = f"hairpin: when the pod {', '.join(_cidrs(src))} reaches itself through the Service"
             else:
                 masquerade = describe_source(rule) or "always"
-        elif _UPDATE.search(rule.text):
+        elif any(isinstance(st, SetUpdate) for st in rule.stmts):
             records_affinity = True
         elif dnat is not None:
             ip, port = dnat
@@ -255,30 +275,35 @@ def _service_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[R
     remaining = 1.0
     for rule in chain.rules:
         verb, target = _target(rule)
-        numgen = _NUMGEN.search(rule.text)
+        numgen = next((st for st in rule.stmts if isinstance(st, Numgen)), None)
         if target == MASQ_CHAIN:
             masquerade = describe_source(rule) or "always"
             own.append(ctx.rule_ref(rule))
-            src = _SADDR.search(rule.text)
-            if src is not None and src.group(1):
-                masq_explain = (f"Clients outside the pod network {', '.join(_cidrs(src.group(2)))} (the node "
+            src = _saddr(rule)
+            if src is not None and src.negated:
+                masq_explain = (f"Clients outside the pod network {', '.join(_cidrs(src))} (the node "
                                 "itself, host-network pods) are marked 0x4000 so the masquerading chain SNATs "
                                 "them; otherwise the pod's reply would not come back through this node's NAT.")
             else:
                 masq_explain = ("Every connection is marked 0x4000 for masquerading (--masquerade-all, or no pod "
                                 "CIDR is known to kube-proxy).")
             continue
-        src = _SADDR.search(rule.text)
-        if target is not None and _kind(target) == "endpoint" and src is not None and src.group(2).startswith("@"):
-            aff_set = ctx.table.sets.get(src.group(2)[1:])
-            affinity_seconds = _seconds(aff_set.timeout if aff_set is not None else None)
+        lookup = next((st for st in rule.stmts if isinstance(st, SetLookup) and st.keys[:1] in (("ip saddr",),
+                                                                                           ("ip6 saddr",))
+                       and st.set_name is not None), None)
+        if target is not None and _kind(target) == "endpoint" and lookup is not None and lookup.set_name:
+            aff_set = ctx.table.sets.get(lookup.set_name)
+            seconds = aff_set.timeout_seconds if aff_set is not None else None
+            affinity_seconds = str(seconds) if seconds is not None else "?"
             affinity_targets.add(target)
             own.append(ctx.rule_ref(rule))
             continue
         if numgen is not None:
-            mod = int(numgen.group(1))
-            entries = [(int(k), t) for k, t in re.findall(r"(\d+)\s*:\s*goto\s+([^,\s}]+)", numgen.group(3))]
-            offset = int(numgen.group(2) or 0)
+            mod = numgen.mod
+            entries = [(e.key[0][0], e.verdict.chain) for e in numgen.elements
+                       if len(e.key) == 1 and isinstance(e.key[0], tuple) and len(e.key[0]) == 2
+                       and e.key[0][0] == e.key[0][1] and isinstance(e.verdict, Jump)]
+            offset = numgen.offset
             hit = [(k, t) for k, t in entries if offset <= k < offset + mod]
             if remaining <= 0:
                 notes.append(f"rule {rule.index} is never reached: an earlier rule takes every connection")
@@ -328,9 +353,11 @@ def _service_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[R
                children=tuple(children))
 
 
-def _verdict_hop(ctx: _Ctx, value: str, refs: tuple[RuleRef, ...], *, when: str | None, what: str,
-                 reason: str) -> Hop:
-    verdict = "REJECT" if value.startswith(("goto reject", "jump reject")) or value == "reject" else "DROP"
+def _verdict_hop(ctx: _Ctx, value: Verdict | Jump | None, refs: tuple[RuleRef, ...], *, when: str | None,
+                 what: str, reason: str) -> Hop:
+    rejects = (isinstance(value, Jump) and value.chain.startswith("reject")) or (
+        isinstance(value, Verdict) and value.word == "reject")
+    verdict = "REJECT" if rejects else "DROP"
     if verdict == "REJECT":
         explain = (f"The Service has no usable endpoints, so the filter hook rejects new connections to {what} "
                    "(goto reject-chain: ICMP port unreachable, seen by clients as 'connection refused') rather "
@@ -420,9 +447,10 @@ def _firewall_hop(ctx: _Ctx, fw_refs: tuple[RuleRef, ...], fw_chain: str, inner:
     own: list[RuleRef] = []
     drop: NftRule | None = None
     for rule in chain.rules:
-        m = _SADDR.search(rule.text)
-        if m and m.group(1) and _FINAL.search(rule.text) and rule.text.rstrip().endswith("drop"):
-            allowed += _cidrs(m.group(2))
+        m = _saddr(rule)
+        last = rule.stmts[-1] if rule.stmts else None
+        if m is not None and m.negated and isinstance(last, Verdict) and last.word == "drop":
+            allowed += _cidrs(m)
             drop = rule
         else:
             own.append(ctx.rule_ref(rule))
@@ -455,23 +483,21 @@ def _frontend(ctx: _Ctx, type_: str, ip: str, port: int, key: tuple[str, ...], e
     ctx.external_verdict = ctx.external_verdict_value = None
     if noep is not None and nmap is not None:
         ctx.external_verdict = _element_refs(ctx, noep_chain, nmap, noep)
-        ctx.external_verdict_value = noep.value
+        ctx.external_verdict_value = noep.verdict
     notes: list[str] = []
     hops: list[Hop] = []
     what = f"NodePort {port}" if nodeport else f"{ip}:{port}"
     if elem is not None and dmap is not None and elem.value:
-        m = re.fullmatch(r"(goto|jump) (\S+)", elem.value)
-        if m:
-            hop = _walk(ctx, m.group(2), when=None, rules=_element_refs(ctx, dispatch_chain, dmap, elem), depth=0)
+        if isinstance(elem.verdict, Jump):
+            hop = _walk(ctx, elem.verdict.chain, when=None, rules=_element_refs(ctx, dispatch_chain, dmap, elem),
+                        depth=0)
         else:
-            hop = _verdict_hop(ctx, elem.value, _element_refs(ctx, dispatch_chain, dmap, elem), when=None,
+            hop = _verdict_hop(ctx, elem.verdict, _element_refs(ctx, dispatch_chain, dmap, elem), when=None,
                                what=what, reason=f"the {dispatch_map} entry says {elem.value}")
         fmap = t.maps.get("firewall-ips")
         fw = None if nodeport else _find(fmap, key)
-        if fw is not None and fmap is not None and fw.value:
-            fm = re.fullmatch(r"(goto|jump) (\S+)", fw.value)
-            if fm:
-                hop = _firewall_hop(ctx, _element_refs(ctx, "firewall-check", fmap, fw), fm.group(2), hop)
+        if fw is not None and fmap is not None and isinstance(fw.verdict, Jump):
+            hop = _firewall_hop(ctx, _element_refs(ctx, "firewall-check", fmap, fw), fw.verdict.chain, hop)
         hops.append(hop)
         if hop.kind in ("service", "local") and noep is not None:
             notes.append(f"{noep_map} also lists this frontend ({noep.value}); connections are DNATed before the "
@@ -482,7 +508,7 @@ def _frontend(ctx: _Ctx, type_: str, ip: str, port: int, key: tuple[str, ...], e
                       "reach the Service.")
         else:
             reason = "externalTrafficPolicy is Local and no endpoint runs on this node."
-        hops.append(_verdict_hop(ctx, noep.value, ctx.external_verdict, when=None, what=what, reason=reason))
+        hops.append(_verdict_hop(ctx, noep.verdict, ctx.external_verdict, when=None, what=what, reason=reason))
     verdict = frontend_verdict(tuple(hops)) if hops else g.NOT_PROGRAMMED
     if verdict == g.NOT_PROGRAMMED:
         notes.append(f"no element in {ctx.ref} maps {dispatch_map} or {noep_map} handles this frontend: "
@@ -494,9 +520,9 @@ def _frontend(ctx: _Ctx, type_: str, ip: str, port: int, key: tuple[str, ...], e
 def nodeport_addresses(snapshot: Snapshot, table: NftTable, family: int) -> tuple[tuple[str, ...], str]:
     """The addresses this node accepts NodePorts on, and how that was decided."""
     services = table.chain("services")
-    np_rule = next((r for r in services.rules if "@service-nodeports" in r.text), None) \
-        if services is not None else None
-    if np_rule is not None and "@nodeport-ips" in np_rule.text:
+    np_rule = next((r for r in services.rules if any(isinstance(st, MapLookup) and st.map_name == "service-nodeports"
+                                                      for st in r.stmts)), None) if services is not None else None
+    if np_rule is not None and any(isinstance(st, SetLookup) and st.set_name == "nodeport-ips" for st in np_rule.stmts):
         ips = table.sets.get("nodeport-ips")
         return (tuple(_addr(e.key) for e in ips.elements) if ips is not None else ()), \
             "the nodeport-ips set (kube-proxy's --nodeport-addresses)"
@@ -564,3 +590,33 @@ def stale_chains(svc: Service, ruleset: NftRuleset, reached: set[str]) -> tuple[
             if marker in chain.name and chain.name not in reached and _kind(chain.name) != "chain":
                 out.append(StaleChain(table=table.ref, chain=chain.name, comment=None, rule_count=len(chain.rules)))
     return tuple(out)
+
+
+class NftablesResolver:
+    """nftables mode's side of the resolver contract (svctrace.resolver.contract)."""
+
+    mode = ProxyMode.NFTABLES
+    files: frozenset[str] = frozenset({NodeFile.NFT})
+
+    def gap(self, snapshot: Snapshot, family: int) -> str | None:
+        if snapshot.nft is None or snapshot.nft.kube_proxy(family) is None:
+            table = "ip6 kube-proxy" if family == 6 else "ip kube-proxy"
+            return f"the nftables table {table} was not collected (node/nft.json)"
+        return None
+
+    def resolve_port(self, snapshot: Snapshot, svc: Service, sp: ServicePort, family: int) -> PortResult:
+        assert snapshot.nft is not None
+        return resolve_port(snapshot, svc, sp, family, snapshot.nft)
+
+    def stale_chains(self, snapshot: Snapshot, svc: Service, reached: set[str]) -> tuple[StaleChain, ...]:
+        return stale_chains(svc, snapshot.nft, reached) if snapshot.nft is not None else ()
+
+    def orphans(self, snapshot: Snapshot) -> tuple[StaleChain, ...]:
+        return ()
+
+    def not_programmed(self, f: Frontend) -> str:
+        return (f"no element `{f.ip} . {f.protocol.lower()} . {f.port}` in kube-proxy's nftables service-ips / "
+                "service-nodeports maps")
+
+
+register(NftablesResolver())

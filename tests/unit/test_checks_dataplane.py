@@ -177,7 +177,7 @@ def test_snapshot_reads_conntrack_and_backend(tmp_path: Path) -> None:
     snap = load_snapshot(tmp_path / "snap")
     assert snap.conntrack is not None and snap.conntrack[0].reply_src == "10.1.1.1"
     assert snap.node.iptables_backend == "both"
-    assert not any("conntrack" in m for m in load_snapshot(OVERALL).missing)  # optional file
+    assert not any("conntrack" in m for m in load_snapshot(OVERALL).missing_words)  # optional file
     assert parse_meta_json('{"iptablesBackend": "weird"}', "m").warnings
 
 

@@ -11,6 +11,7 @@ from svctrace.errors import SvctraceError
 from svctrace.model import graph as g
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef
 from svctrace.model.k8s import Service
+from svctrace.resolver.contract import for_mode
 from svctrace.trace import Packet, trace_packet
 
 KUBE_PROXY_LOGS = "`kubectl -n kube-system logs -l k8s-app=kube-proxy --tail=100`"
@@ -42,15 +43,8 @@ def walk(hops: tuple[Hop, ...]) -> Iterator[Hop]:
 
 
 def _mode_words(mode: str, f: Frontend) -> str:
-    proto = f.protocol.lower()
-    if mode == "ipvs":
-        return f"no IPVS virtual server {f.protocol} {f.address.rsplit('/', 1)[0]} (ipvsadm -Ln)"
-    if mode == "nftables":
-        return f"no element `{f.ip} . {proto} . {f.port}` in kube-proxy's nftables service-ips / service-nodeports maps"
-    if f.type == "NodePort":
-        return f"no rule in nat KUBE-NODEPORTS matches -p {proto} --dport {f.port}"
-    return f"no rule in nat KUBE-SERVICES (or filter KUBE-SERVICES/KUBE-EXTERNAL-SERVICES) matches " \
-           f"-d {f.ip}/{32 if ':' not in f.ip else 128} -p {proto} --dport {f.port}"
+    resolver = for_mode(mode)
+    return resolver.not_programmed(f) if resolver is not None else "not programmed"
 
 
 def _ready(eps: tuple[EndpointInfo, ...]) -> list[EndpointInfo]:
@@ -131,8 +125,8 @@ def _firewall_drops(ctx: CheckContext, f: Frontend) -> list[RuleRef]:
     out = []
     for rule in chain.rules if chain is not None else ():
         dst = rule.destination
-        if rule.target == "DROP" and dst is not None and dst.value.split("/")[0] == f.ip \
-                and (rule.dport is None or rule.dport.value == str(f.port)):
+        if rule.target == "DROP" and dst is not None and any(p.address == f.ip for p in dst.prefixes) \
+                and (rule.dport is None or rule.dport.single == f.port):
             out.append(RuleRef("filter", rule.chain, rule.index, rule.text))
     return out
 
@@ -144,7 +138,7 @@ def _traced(ctx: CheckContext, src: str, f: Frontend) -> str | None:
                                                    origin=ctx.client.origin or "external"))
     except SvctraceError:
         return None
-    verdicts = sorted({o.verdict for o in result.outcomes if o.probability > 0})
+    verdicts = sorted({o.verdict for o in result.outcomes if o.share > 0})
     return "/".join(verdicts) if verdicts else None
 
 

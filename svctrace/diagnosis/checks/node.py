@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from svctrace.diagnosis.checks.dataplane import MAX_LISTED, frontends
 from svctrace.diagnosis.findings import ERROR, INFO, WARNING, Finding
 from svctrace.diagnosis.registry import CheckContext, check
-from svctrace.model.dataplane import IptablesDump
+from svctrace.model.iptables import IptablesDump
 from svctrace.model.snapshot import Snapshot
 
 IP_FORWARD = "net.ipv4.ip_forward"
@@ -173,8 +173,8 @@ def route_localnet_disabled(ctx: CheckContext) -> Iterator[Finding]:
     chain = dump.chain("nat", "KUBE-NODEPORTS") if dump is not None else None
     for rule in chain.rules if chain is not None else ():
         dst = rule.destination
-        if dst is not None and dst.value.startswith("127.") and rule.dport is not None \
-                and rule.dport.value.isdigit() and int(rule.dport.value) in node_ports:
+        if dst is not None and str(dst.prefixes[0]).startswith("127.") and rule.dport is not None \
+                and rule.dport.single in node_ports:
             rules.append(f"nat KUBE-NODEPORTS #{rule.index}: {rule.text}")
     if not rules:
         return

@@ -1,0 +1,58 @@
+"""What every proxy mode's resolver implements (resolver/iptables.py, ipvs.py, nftables.py), and the registry.
+
+A mode is one module that provides a ``ModeResolver``; the mode-neutral work (which endpoints kube-proxy
+programs, shares, DNS, explanations, frontends the dataplane does not show) is in resolver/common.py and
+resolver/__init__.py, written once. tests/unit/test_mode_contract.py checks that every ProxyMode has one.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from svctrace.model.graph import EndpointInfo, Frontend, StaleChain
+from svctrace.model.k8s import Service, ServicePort
+from svctrace.model.mode import ProxyMode
+from svctrace.model.snapshot import Snapshot
+
+# What resolving one Service port in one IP family gives: its frontends, the endpoints seen (in the API
+# and in the dataplane), and the chains the walk reached (for stale-chain detection).
+PortResult = tuple[list[Frontend], tuple[EndpointInfo, ...], set[str]]
+
+
+@runtime_checkable
+class ModeResolver(Protocol):
+    """One proxy mode, as the resolver reads it."""
+
+    mode: ProxyMode
+    files: frozenset[str]  # the node/ files this mode reads (what "not collected" is worth saying)
+
+    def gap(self, snapshot: Snapshot, family: int) -> str | None:
+        """Why this mode's dataplane for ``family`` is not in the snapshot; None when it is."""
+
+    def resolve_port(self, snapshot: Snapshot, svc: Service, sp: ServicePort, family: int) -> PortResult:
+        """Every frontend of one Service port in one family, followed through the dataplane."""
+
+    def stale_chains(self, snapshot: Snapshot, svc: Service, reached: set[str]) -> tuple[StaleChain, ...]:
+        """Chains (or map elements) that name this Service but that its current ports do not reach."""
+
+    def orphans(self, snapshot: Snapshot) -> tuple[StaleChain, ...]:
+        """Service chains no Service in the snapshot owns any more."""
+
+    def not_programmed(self, frontend: Frontend) -> str:
+        """What the dataplane lacks for a frontend that is not programmed, in this mode's words."""
+
+
+REGISTRY: dict[ProxyMode, ModeResolver] = {}
+
+
+def register(resolver: ModeResolver) -> ModeResolver:
+    REGISTRY[resolver.mode] = resolver
+    return resolver
+
+
+def for_mode(mode: ProxyMode | str | None) -> ModeResolver | None:
+    """The resolver of a mode (a ProxyMode or its name); None for an unknown mode."""
+    if mode is None:
+        return None
+    parsed = mode if isinstance(mode, ProxyMode) else ProxyMode.parse(mode)
+    return REGISTRY.get(parsed) if parsed is not None else None
