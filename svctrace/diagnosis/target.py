@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -12,7 +11,12 @@ from svctrace.model.k8s import Service
 from svctrace.model.snapshot import Snapshot
 from svctrace.resolver.common import cluster_domain
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_INNER = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def is_dns_label(text: str) -> bool:
+    """An RFC 1123 label without its length limit: a-z, 0-9 and '-', starting and ending alphanumeric."""
+    return bool(text) and set(text) <= _LABEL_INNER and text[0] != "-" and text[-1] != "-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +80,7 @@ def parse_target(text: str, namespace: str | None) -> Target:
         return Target(raw, "service", ns, name, port=port)
     if "." in host:
         labels = host.rstrip(".").split(".")
-        if len(labels) >= 2 and all(_DNS_LABEL.match(x) for x in labels):
+        if len(labels) >= 2 and all(is_dns_label(x) for x in labels):
             return Target(raw, "dns", labels[1], labels[0], host=host.rstrip("."), port=port)
         raise UsageError(f"{host!r} is not a Service name, a cluster DNS name or an IP address",
                          "give NAME, NS/NAME, NAME.NS.svc.cluster.local, IP:PORT or a URL")
