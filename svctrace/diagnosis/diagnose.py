@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from svctrace.diagnosis.findings import ERROR, Finding, ranked, verdict
 from svctrace.diagnosis.registry import CheckContext, Client, run_checks
 from svctrace.diagnosis.target import ResolvedTarget, parse_target, resolve_target
-from svctrace.errors import NotFoundError
+from svctrace.errors import PortNotFoundError
 from svctrace.model.graph import PathGraph
 from svctrace.model.snapshot import Snapshot
 from svctrace.resolver import resolve
@@ -33,10 +33,8 @@ def diagnose(snapshot: Snapshot, target_text: str, *, namespace: str | None = No
     if target.service is not None:
         try:
             graph = resolve(snapshot, target.namespace, target.name, port)
-        except NotFoundError as exc:  # the port is not defined: the port-not-defined check says so
+        except PortNotFoundError:  # the port-not-defined check says so; show the path of every port
             graph = resolve(snapshot, target.namespace, target.name, None)
-            if "has no port" not in exc.message:
-                raise
     ctx = CheckContext(snapshot=snapshot, target=target, client=client or Client(), graph=graph)
     found, skipped = run_checks(ctx)
     findings = ranked(found)
