@@ -36,12 +36,16 @@ def ranked(findings: list[Finding] | tuple[Finding, ...]) -> tuple[Finding, ...]
     return tuple(sorted(findings, key=lambda f: f.rank))
 
 
-def verdict(findings: tuple[Finding, ...]) -> tuple[str, str]:
-    """reachable / unreachable / degraded, and the reason in one sentence."""
+# The reason when every check passed, for a Service whose traffic kube-proxy's rules carry to endpoints.
+PASSED = "every check passed: new connections reach a ready endpoint"
+
+
+def verdict(findings: tuple[Finding, ...], passed: str = PASSED) -> tuple[str, str]:
+    """reachable / unreachable / degraded, and the reason in one sentence (``passed`` when nothing is wrong)."""
     errors = [f for f in findings if f.severity == ERROR]
     if errors:
         return UNREACHABLE, errors[0].title
     warnings = [f for f in findings if f.severity == WARNING]
     if warnings:
         return DEGRADED, warnings[0].title
-    return REACHABLE, "every check passed: new connections reach a ready endpoint"
+    return REACHABLE, passed

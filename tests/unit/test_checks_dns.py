@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from svctrace.diagnosis.findings import ERROR, WARNING
-from tests.diagnoses import DNS_OBJECTS, run, svc, top
+from tests.diagnoses import DNS_OBJECTS, NOT_READY, eps, pod, run, svc, top
 
 
 @pytest.mark.parametrize(("external_name", "words"), [
@@ -45,3 +45,14 @@ def test_cluster_domain_mismatch_with_the_corefile() -> None:
     top(d, "cluster-domain-mismatch", ERROR)
     assert d.findings[0].hint == "use web.default.svc.corp.internal (or just web.default)"
     assert run([*DNS_OBJECTS[3:], corefile], "web.default.svc.corp.internal").findings == ()
+
+
+def test_external_name_to_a_headless_service_without_ready_pods_resolves_to_nothing() -> None:
+    d = run([{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext", "namespace": "default"},
+              "spec": {"type": "ExternalName", "externalName": "db.prod.svc.cluster.local"}},
+             svc("db", ns="prod", selector={"app": "db"}, clusterIP="None"),
+             pod("db-0", "10.0.1.9", ns="prod", labels={"app": "db"}, ready=False),
+             eps("db", [("10.0.1.9", "db-0", NOT_READY)], ns="prod")], "ext")
+    top(d, "external-name-unresolvable", ERROR)
+    assert d.findings[0].title == ("ExternalName Service default/ext points at db.prod.svc.cluster.local, which "
+                                   "resolves to no address: headless Service prod/db has no ready pods")

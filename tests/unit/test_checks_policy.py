@@ -63,7 +63,7 @@ def test_external_traffic_policy_local_without_a_local_endpoint() -> None:
                   ports=[{"port": 80, "targetPort": 8080, "nodePort": 31000}])
     d = run([service, *LOCAL_POLICY])
     top(d, "external-traffic-policy-local-no-local-endpoints", WARNING)
-    assert "1 ready endpoints, on node-b; none on this node node-a" in d.findings[0].evidence
+    assert "1 ready endpoint, on node-b; none on this node node-a" in d.findings[0].evidence
     d = run([service, *LOCAL_POLICY], "192.168.0.2:31000")  # this node's NodePort
     top(d, "external-traffic-policy-local-no-local-endpoints", ERROR)
     local = [pod("p1", "10.0.1.5", node=NODE), eps("web", [("10.0.1.5", "p1", READY)], node=NODE)]

@@ -8,8 +8,16 @@ from svctrace.diagnosis.registry import CheckContext
 from svctrace.model.k8s import Pod, Service, ServicePort
 from svctrace.model.snapshot import Snapshot
 from svctrace.resolver.common import api_endpoints, categorize
+from svctrace.words import count
 
+# What a user can do about a snapshot without the Kubernetes objects (docs/snapshot.md has the commands).
+NO_API_HINT = "add the Kubernetes objects to the snapshot as api/ files (docs/snapshot.md shows how)"
 MAX_NAMED = 5  # pods or objects named in evidence before "... and N more"
+
+
+def source_name(snap: Snapshot) -> str:
+    """Where the objects were read, for sentences: a folder, a tarball, "demo", "live: <server>"."""
+    return snap.source or "the snapshot"
 
 
 def ports_in_scope(ctx: CheckContext) -> tuple[ServicePort, ...]:
@@ -71,13 +79,14 @@ def pod_state(pod: Pod) -> str:
         if cs.state == "running":
             what += ", running but not ready: its readiness probe fails"
         if cs.restart_count:
-            what += f", restarted {cs.restart_count} times"
+            what += f", restarted {count(cs.restart_count, 'time')}"
         parts.append(what)
     head = f"phase {pod.phase or 'unknown'}, Ready=False"
     return head + (": " + "; ".join(parts) if parts else "")
 
 
-def pods_hint(pods: tuple[Pod, ...]) -> str:
+def pods_hint(pods: tuple[Pod, ...], where: str) -> str:
+    """What to read next about pods that are not ready: a crash's logs, else the pod's events."""
     crashing = [p for p in pods if any(cs.reason == "CrashLoopBackOff" or cs.restart_count > 2
                                        for cs in p.container_statuses)]
     if crashing:
@@ -86,7 +95,8 @@ def pods_hint(pods: tuple[Pod, ...]) -> str:
     if pods:
         p = pods[0]
         return f"see the pod's events and probe failures: `kubectl describe pod {p.name} -n {p.namespace}`"
-    return "list the pods: `kubectl get pods -o wide`"
+    return (f"the pods behind these endpoints are not in {where}: read their status and events where the cluster "
+            "is reachable (`kubectl describe pod`)")
 
 
 def pod_of(snap: Snapshot, ref: str | None) -> Pod | None:

@@ -7,17 +7,20 @@ from collections.abc import Iterator
 
 from svctrace.diagnosis.checks.common import (
     has_usable,
+    labels_text,
     more,
     pod_state,
     pods_hint,
     selected_pods,
+    source_name,
 )
 from svctrace.diagnosis.findings import ERROR, WARNING, Finding
 from svctrace.diagnosis.registry import CheckContext, check
 from svctrace.diagnosis.target import is_dns_label
 from svctrace.model.k8s import Service
 from svctrace.model.snapshot import Snapshot
-from svctrace.resolver.common import cluster_domain
+from svctrace.resolver.common import cluster_domain, dns_info
+from svctrace.words import count
 
 
 @check("external-name-unresolvable")
@@ -50,27 +53,92 @@ def external_name_unresolvable(ctx: CheckContext) -> Iterator[Finding]:
                       f"set spec.externalName to a valid host name: {edit}")
         return
     domain, source = cluster_domain(snap)
-    if ".svc." in f".{name}." or name.endswith(".svc"):
-        head, _, rest = name.partition(".svc")
-        rest = rest.lstrip(".")
-        parts = head.split(".")
-        if rest and rest != domain:
-            yield Finding("external-name-unresolvable", ERROR,
-                          f"ExternalName Service {svc.ref} points at {name}, outside the cluster domain {domain}",
-                          (field, f"cluster domain: {domain} ({source})"),
-                          f"use {'.'.join(parts)}.svc.{domain}: {edit}")
-            return
-        if len(parts) == 2 and snap.service(parts[1], parts[0]) is None:
-            collected = {s.namespace for s in snap.services}
-            if parts[1] not in collected and collected <= {svc.namespace}:
-                return  # only this namespace was read: the other one cannot be judged
-            yield Finding("external-name-unresolvable", ERROR,
-                          f"ExternalName Service {svc.ref} points at {name}, but Service {parts[1]}/{parts[0]} "
-                          "does not exist",
-                          (field, f"no Service {parts[0]} in namespace {parts[1]} in {snap.source or 'the snapshot'}"
-                           f" ({sum(s.namespace == parts[1] for s in snap.services)} Services there)"),
-                          f"create Service {parts[1]}/{parts[0]} or fix the name: {edit}")
+    in_cluster = _cluster_name(name)
+    if in_cluster is None:
+        return
+    parts, rest = in_cluster
+    if rest and rest != domain:
+        yield Finding("external-name-unresolvable", ERROR,
+                      f"ExternalName Service {svc.ref} points at {name}, outside the cluster domain {domain}",
+                      (field, f"cluster domain: {domain} ({source})"),
+                      f"use {'.'.join(parts)}.svc.{domain}: {edit}")
+        return
+    if len(parts) != 2:
+        return
+    aliased = snap.service(parts[1], parts[0])
+    if aliased is None:
+        collected = {s.namespace for s in snap.services}
+        if parts[1] not in collected and collected <= {svc.namespace}:
+            return  # only this namespace was read: the other one cannot be judged
+        there = sum(s.namespace == parts[1] for s in snap.services)
+        yield Finding("external-name-unresolvable", ERROR,
+                      f"ExternalName Service {svc.ref} points at {name}, but Service {parts[1]}/{parts[0]} "
+                      "does not exist",
+                      (field, f"no Service {parts[0]} in namespace {parts[1]} in {source_name(snap)}"
+                       f" ({count(there, 'Service')} there)"),
+                      f"create Service {parts[1]}/{parts[0]} or fix the name: {edit}")
+        return
+    addresses, cname = _answers(snap, aliased)
+    if not addresses and not cname:
+        yield Finding("external-name-unresolvable", ERROR,
+                      f"ExternalName Service {svc.ref} points at {name}, which resolves to no address: headless "
+                      f"Service {aliased.ref} has no ready pods",
+                      (field, f"svc {aliased.ref} is headless (clusterIP: None): DNS answers with its ready pods' "
+                              "addresses only, and it has none"),
+                      f"make a pod of {aliased.ref} ready (`svctrace why-unreachable {aliased.ref}` says why none "
+                      "is)")
 
+
+def _cluster_name(name: str) -> tuple[list[str], str] | None:
+    """For a cluster DNS name (``NAME.NS.svc[.DOMAIN]``): the labels before ``.svc`` and the domain after it."""
+    if ".svc." not in f".{name}." and not name.endswith(".svc"):
+        return None
+    head, _, rest = name.partition(".svc")
+    return head.split("."), rest.lstrip(".")
+
+
+def _answers(snap: Snapshot, svc: Service) -> tuple[list[str], list[str]]:
+    """What cluster DNS answers for a Service's name: its addresses (A/AAAA), and a CNAME target if any."""
+    info = dns_info(snap, svc)
+    own = [r for r in info.records if r.name == info.names[0]]
+    return ([a for r in own if r.type in ("A", "AAAA") for a in r.answers],
+            [a for r in own if r.type == "CNAME" for a in r.answers])
+
+
+def external_name_passed(snap: Snapshot, svc: Service) -> tuple[str, tuple[str, ...]]:
+    """For an ExternalName whose checks passed: what was checked, in one sentence, and what cannot be from here.
+
+    An ExternalName has no endpoints and no rules: cluster DNS answers its name with a CNAME, and the client
+    resolves that name and connects to it itself.
+    """
+    name = (svc.external_name or "").rstrip(".")
+    domain, _ = cluster_domain(snap)
+    said = f"every check passed: cluster DNS answers {svc.name}.{svc.namespace}.svc.{domain} with a CNAME to {name}"
+    unchecked: list[str] = []
+    if _dns_service(snap) is None:
+        unchecked.append(f"cluster DNS: {source_name(snap)} holds no kube-system/kube-dns Service, so whether "
+                         "cluster DNS answers at all is not known here")
+    in_cluster = _cluster_name(name)
+    if in_cluster is None:
+        unchecked.append(f"{name}: svctrace sends no DNS queries and no packets, so whether it resolves outside the "
+                         "cluster and accepts connections is not checked")
+        return f"{said}, a name outside the cluster", tuple(unchecked)
+    parts, _ = in_cluster
+    aliased = snap.service(parts[1], parts[0]) if len(parts) == 2 else None
+    if len(parts) != 2:
+        unchecked.append(f"{name}: a name in the cluster domain that is not a Service's (NAME.NAMESPACE.svc."
+                         f"{domain}), so what it resolves to is not known here")
+        return f"{said}, a name in the cluster domain", tuple(unchecked)
+    if aliased is None:
+        unchecked.append(f"Service {parts[1]}/{parts[0]}: namespace {parts[1]} was not read, so whether it exists "
+                         "is not known")
+        return f"{said}, a Service name of this cluster", tuple(unchecked)
+    addresses, cname = _answers(snap, aliased)
+    resolves = (f"itself an ExternalName (a CNAME to {cname[0]})" if cname
+                else f"resolves to {', '.join(more(addresses))}")
+    unchecked.append(f"connections to {aliased.ref}: an ExternalName has no endpoints of its own; "
+                     f"`svctrace why-unreachable {aliased.ref}` checks them")
+    return f"{said}, Service {aliased.ref} of this cluster, which {resolves}", tuple(unchecked)
 
 
 def _dns_service(snap: Snapshot) -> Service | None:
@@ -99,8 +167,10 @@ def cluster_dns_no_endpoints(ctx: CheckContext) -> Iterator[Finding]:
                   + (f"{ctx.target.target.host} will not resolve" if by_name
                      else f"names like {svc.name}.{svc.namespace} will not resolve"),
                   tuple(evidence),
-                  pods_hint(tuple(p for p in pods if not p.ready)) if pods
-                  else "`kubectl -n kube-system get pods -l k8s-app=kube-dns -o wide`")
+                  pods_hint(tuple(p for p in pods if not p.ready), source_name(snap)) if pods
+                  else f"no pod in {source_name(snap)} matches {dns.ref}'s selector "
+                       f"{labels_text(dict(dns.selector or {}))}: see why the DNS Deployment runs no pods (`kubectl -n "
+                       "kube-system describe deploy coredns`)")
 
 
 @check("cluster-domain-mismatch")

@@ -14,12 +14,19 @@ from svctrace.diagnosis.checks.common import (
     port_label,
     ports_in_scope,
     selected_pods,
+    source_name,
 )
 from svctrace.diagnosis.findings import ERROR, WARNING, Finding
 from svctrace.diagnosis.registry import CheckContext, check
 from svctrace.model.graph import EndpointInfo
 from svctrace.model.k8s import ServicePort
 from svctrace.resolver.common import api_endpoints, categorize, cluster_domain
+from svctrace.words import agree, count
+
+
+def _of(part: int, whole: int) -> str:
+    """``1 of 3 selected pods is``: a part of the selected pods, with the verb that agrees with it."""
+    return f"{part} of {count(whole, 'selected pod')} {agree(part, 'is', 'are')}"
 
 
 def _serving_terminating(e: EndpointInfo) -> bool:
@@ -43,7 +50,8 @@ def selectorless_without_endpoints(ctx: CheckContext) -> Iterator[Finding]:
         return  # listed but not ready or at other ports: no-ready-endpoints says so
     port = ports_in_scope(ctx)[0] if svc.ports else ServicePort(port=80)
     evidence = [f"svc {svc.ref} has no spec.selector, so no controller writes its endpoints",
-                f"{len(slices)} EndpointSlices / Endpoints for {svc.ref} in the snapshot"
+                f"{count(len(slices), 'EndpointSlice / Endpoints', 'EndpointSlices / Endpoints')} for {svc.ref} "
+                f"in {source_name(snap)}"
                 + (f" ({', '.join(s.name for s in slices)}), with no addresses" if slices else "")]
     yield Finding("selectorless-without-endpoints", ERROR,
                   f"Service {svc.ref} has no selector and no endpoints: nothing receives its traffic",
@@ -76,8 +84,8 @@ def no_ready_endpoints(ctx: CheckContext) -> Iterator[Finding]:
         tp = sp.effective_target_port
         if ready_pods and isinstance(tp, str) and not tp.isdigit():
             return  # ready pods without an endpoint port: target-port-not-exposed / protocol-mismatch
-        evidence = [f"svc {svc.ref} port {port_label(sp)}: {len(eps)} endpoints in the API, 0 ready"]
-        not_ready = [p for p in pods if not p.ready] or [p for ref in {e.pod for e in eps}
+        evidence = [f"svc {svc.ref} port {port_label(sp)}: {count(len(eps), 'endpoint')} in the API, 0 ready"]
+        not_ready = [p for p in pods if not p.ready] or [p for ref in dict.fromkeys(e.pod for e in eps)
                                                           if (p := pod_of(snap, ref)) is not None]
         evidence += more([f"pod {p.ref}: {pod_state(p)}" for p in not_ready])
         if not pods:
@@ -90,12 +98,13 @@ def no_ready_endpoints(ctx: CheckContext) -> Iterator[Finding]:
             crashing = [p for p in pods if any(cs.reason == "CrashLoopBackOff" for cs in p.container_statuses)]
             pending = [p for p in pods if p.phase == "Pending"]
             if crashing:
-                title += f": {len(crashing)} of {len(pods)} selected pods are crash-looping"
+                title += f": {_of(len(crashing), len(pods))} crash-looping"
             elif pending and len(pending) == len(pods):
-                title += f": its {len(pods)} pods are Pending"
+                title += f": its {count(len(pods), 'pod')} {agree(len(pods), 'is', 'are')} Pending"
             else:
-                title += f": {len(not_ready)} of {len(pods)} selected pods are not ready"
-        yield Finding("no-ready-endpoints", ERROR, title, tuple(evidence), pods_hint(tuple(not_ready)))
+                title += f": {_of(len(not_ready), len(pods))} not ready"
+        yield Finding("no-ready-endpoints", ERROR, title, tuple(evidence),
+                      pods_hint(tuple(not_ready), source_name(snap)))
         return
 
 
@@ -112,14 +121,22 @@ def only_terminating_endpoints(ctx: CheckContext) -> Iterator[Finding]:
         term = [e for e in eps if _serving_terminating(e)]
         if not term:
             continue
-        evidence = [f"svc {svc.ref} port {port_label(sp)}: {len(eps)} endpoints, none ready, "
+        evidence = [f"svc {svc.ref} port {port_label(sp)}: {count(len(eps), 'endpoint')}, none ready, "
                     f"{len(term)} terminating and still serving"]
         evidence += more([f"endpoint {e.address} ({e.pod or 'no pod'}): {e.state}" for e in term])
+        leaving = {e.pod for e in term}
+        replacements = [p for p in selected_pods(snap, svc) if p.ref not in leaving and not p.deleting]
+        evidence += more([f"pod {p.ref}: {pod_state(p)}" for p in replacements if not p.ready])
+        rollout = f"`kubectl rollout status deploy/<name> -n {svc.namespace}`"
+        if replacements:
+            hint = (f"see why {'its replacement is' if len(replacements) == 1 else 'the replacements are'} not "
+                    f"ready ({', '.join(more([p.name for p in replacements]))}, above) and the rollout: {rollout}")
+        else:
+            hint = (f"no pod in {source_name(snap)} replaces them: scale the workload up, or see its rollout: "
+                    f"{rollout}")
         yield Finding("only-terminating-endpoints", WARNING,
                       f"Service {svc.ref} has only terminating endpoints: connections work until they exit",
-                      tuple(evidence),
-                      f"check why no replacement is ready: `kubectl get pods -n {svc.namespace} -o wide` and the "
-                      "rollout (`kubectl rollout status deploy/<name>`)")
+                      tuple(evidence), hint)
         return
 
 
@@ -140,13 +157,20 @@ def headless_no_ready_pods(ctx: CheckContext) -> Iterator[Finding]:
     pods = selected_pods(snap, svc)
     domain, _ = cluster_domain(snap)
     evidence = [f"svc {svc.ref} is headless (clusterIP: None): DNS answers with ready pod IPs only",
-                f"{len(eps)} endpoints in the API, 0 ready"
-                + (f"; spec.selector {labels_text(dict(svc.selector))} matches {len(pods)} pods"
+                f"{count(len(eps), 'endpoint')} in the API, 0 ready"
+                + (f"; spec.selector {labels_text(dict(svc.selector))} matches {count(len(pods), 'pod')}"
                    if svc.selector else "")]
     evidence += more([f"pod {p.ref}: {pod_state(p)}" for p in pods if not p.ready])
+    if pods:
+        hint = pods_hint(tuple(p for p in pods if not p.ready), source_name(snap))
+    elif svc.selector:
+        hint = (f"no pod in {svc.namespace} has {labels_text(dict(svc.selector))}: make the selector match the "
+                f"pods, or label them: `kubectl edit svc {svc.name} -n {svc.namespace}`")
+    else:
+        hint = (f"it has no selector: create its Endpoints (`kubectl apply -f -` with kind: Endpoints, name: "
+                f"{svc.name}, namespace: {svc.namespace})")
     yield Finding("headless-no-ready-pods", ERROR,
                   f"headless Service {svc.ref} has no ready pods: {svc.name}.{svc.namespace}.svc.{domain} "
                   "resolves to no address",
-                  tuple(evidence), pods_hint(tuple(p for p in pods if not p.ready))
-                  if pods else f"check the selector: `kubectl get pods -n {svc.namespace} --show-labels`")
+                  tuple(evidence), hint)
 

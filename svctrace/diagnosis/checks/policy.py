@@ -18,6 +18,7 @@ from svctrace.model.graph import DROPPED, PARTIAL, EndpointInfo, Hop
 from svctrace.model.k8s import NetworkPolicy, Pod, ServicePort
 from svctrace.model.snapshot import Snapshot
 from svctrace.resolver.common import api_endpoints, categorize
+from svctrace.words import count
 
 
 def _drop_hops(ctx: CheckContext, frontend_types: tuple[str, ...]) -> tuple[str, ...]:
@@ -64,7 +65,7 @@ def etp_local_no_local_endpoints(ctx: CheckContext) -> Iterator[Finding]:
     eps, node = found
     nodes = sorted({e.node or "?" for e in eps})
     evidence = [f"svc {svc.ref} spec.externalTrafficPolicy: Local",
-                f"{len(eps)} ready endpoints, on {', '.join(nodes)}; none on this node {node}"]
+                f"{count(len(eps), 'ready endpoint')}, on {', '.join(nodes)}; none on this node {node}"]
     hops = _drop_hops(ctx, ("NodePort", "LoadBalancer", "ExternalIP"))
     if hops:
         evidence.append(f"this node's rules drop external clients of the NodePort/LoadBalancer/externalIP "
@@ -103,7 +104,7 @@ def itp_local_no_local_endpoints(ctx: CheckContext) -> Iterator[Finding]:
     client = ctx.client
     here = client.origin == "node" or (client.pod is not None and client.pod.node_name == node)
     evidence = [f"svc {svc.ref} spec.internalTrafficPolicy: Local",
-                f"{len(eps)} ready endpoints, on {', '.join(nodes)}; none on this node {node}"]
+                f"{count(len(eps), 'ready endpoint')}, on {', '.join(nodes)}; none on this node {node}"]
     if client.pod is not None:
         evidence.append(f"client pod {client.pod.ref} runs on {client.pod.node_name or 'an unknown node'}")
     hops = _drop_hops(ctx, ("ClusterIP",))
@@ -255,6 +256,21 @@ def _client_text(client: Client) -> str:
     return f"{client.origin or 'client'} {client.src}" if client.src else (client.origin or "the client")
 
 
+def _namespace_labels_hint(client: Client, policies: list[NetworkPolicy]) -> str:
+    """Which namespace's labels to compare with which namespaceSelectors (svctrace reads no Namespace objects)."""
+    selectors: list[str] = []
+    for np in policies:
+        for raw in _as_list(np.spec.get("ingress")):
+            for peer in (_as_map(p) for p in _as_list(_as_map(raw).get("from"))):
+                sel = _as_map(peer.get("namespaceSelector"))
+                shown = f"{_describe_selector(sel)} ({np.name})"
+                if "namespaceSelector" in peer and _namespace_selector(sel, "") is None and shown not in selectors:
+                    selectors.append(shown)
+    ns = f"namespace {client.pod.namespace}" if client.pod is not None else "the client's namespace"
+    return (f"compare the labels of {ns} with the namespaceSelector {'; '.join(more(selectors))}: svctrace reads "
+            "no Namespace objects")
+
+
 @check("network-policy-denies")
 def network_policy_denies(ctx: CheckContext) -> Iterator[Finding]:
     """A NetworkPolicy isolates the endpoint pods for Ingress and no rule admits this client (or anyone)."""
@@ -294,8 +310,9 @@ def network_policy_denies(ctx: CheckContext) -> Iterator[Finding]:
         return
     pol_names = sorted({f"{np.namespace}/{np.name}" for r in isolated for np in r[1]})
     first = isolated[0][0]
-    evidence = [f"NetworkPolicy {', '.join(pol_names)} selects {len(isolated)} of {len(results)} ready endpoint "
-                f"pods of {svc.ref} for Ingress (e.g. pod {first.ref}: {labels_text(dict(first.labels))})"]
+    evidence = [f"NetworkPolicy {', '.join(pol_names)} selects {len(isolated)} of "
+                f"{count(len(results), 'ready endpoint pod')} of {svc.ref} for Ingress "
+                f"(e.g. pod {first.ref}: {labels_text(dict(first.labels))})"]
     admitted = []
     for np in {np.name: np for r in isolated for np in r[1]}.values():
         rules = [_as_map(r) for r in _as_list(np.spec.get("ingress"))]
@@ -315,7 +332,8 @@ def network_policy_denies(ctx: CheckContext) -> Iterator[Finding]:
     elif denied:
         who = _client_text(client) if known_client else "any client"
         yield Finding("network-policy-denies", WARNING,
-                      f"NetworkPolicy blocks {who} from {len(denied)} of {len(results)} endpoints of {svc.ref}: "
+                      f"NetworkPolicy blocks {who} from {len(denied)} of {count(len(results), 'endpoint')} of "
+                      f"{svc.ref}: "
                       "some connections fail",
                       (*evidence, *more([f"denied at pod {r[0].ref}" for r in denied])), hint)
     elif unknown and known_client:
@@ -324,7 +342,7 @@ def network_policy_denies(ctx: CheckContext) -> Iterator[Finding]:
                       f"to Service {svc.ref}",
                       (*evidence, "namespace labels are not in a snapshot, so a namespaceSelector other than {} "
                                   "(or kubernetes.io/metadata.name) cannot be evaluated"),
-                      "check the client namespace's labels: `kubectl get ns --show-labels`")
+                      _namespace_labels_hint(client, [np for r in isolated for np in r[1]]))
     elif not known_client:
         yield Finding("network-policy-denies", INFO,
                       f"NetworkPolicy {', '.join(pol_names)} restricts who reaches Service {svc.ref}'s pods",

@@ -48,8 +48,9 @@ def target_port_not_exposed(ctx: CheckContext) -> Iterator[Finding]:
             declared = sorted({f"{c.name or '(unnamed)'}:{c.container_port}/{c.protocol}"
                                for p in pods for c in p.container_ports})
             evidence = [f"svc {svc.ref} port {port_label(sp)} targetPort: {tp} (a name)",
-                        f"none of the {len(pods)} selected pods declares a containerPort named {tp}; they "
-                        f"declare: {', '.join(declared) or 'no ports'}",
+                        (f"the selected pod declares no containerPort named {tp}; it declares: " if len(pods) == 1
+                         else f"none of the {len(pods)} selected pods declares a containerPort named {tp}; they "
+                              "declare: ") + (", ".join(declared) or "no ports"),
                         "the endpoint controller publishes no endpoint port for a name it cannot find, "
                         "so kube-proxy has no backend for this port"]
             yield Finding("target-port-not-exposed", ERROR,
