@@ -34,7 +34,8 @@ def audit_command(
 ) -> None:
     """Run every check for every Service of a namespace (-n) or the cluster (-A) and summarise.
 
-    Exit status: 0 no errors or warnings, 1 some finding is an error or warning, 2 a usage or collection error.
+    Exit status: 0 no errors or warnings, 1 some finding is an error or warning, 2 a usage or collection error,
+    or nothing could be checked (no Kubernetes objects).
     """
     env = env_of(ctx)
     if all_namespaces and namespace:
@@ -61,6 +62,8 @@ def audit_command(
         env.stdout.print_json(json.dumps(audit_to_dict(result)))
     else:
         env.stdout.print(render_audit(result))
+    if result.checked_nothing:  # e.g. a node-only snapshot: no Service to check
+        raise typer.Exit(int(ExitStatus.ERROR))
     if result.has_problems:
         raise typer.Exit(int(ExitStatus.FINDINGS))
 

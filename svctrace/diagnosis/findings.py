@@ -23,7 +23,7 @@ class Finding:
     title: str  # one sentence, specific to this target ("Service default/web selects no pods")
     # lines a reviewer can check against objects and rules ("svc default/web spec.selector: app=web")
     evidence: tuple[str, ...]
-    hint: str  # the next step: the exact kubectl command or change
+    hint: str  # the next step: the change to make, or what to look at (never `kubectl get` for what was read)
     hops: tuple[str, ...] = ()  # names of path hops (chains, addresses) this finding marks as broken
 
     @property

@@ -47,3 +47,10 @@ def test_the_healthy_demo_raises_no_error_or_warning(ref: str) -> None:
     d = diagnose(load_snapshot("demo"), ref)
     assert [f for f in d.findings if f.severity in (ERROR, WARNING)] == []
     assert d.verdict == "reachable"
+
+
+def test_docs_describe_every_check_and_hold_no_placeholder() -> None:
+    doc = (UNIT.parents[1] / "docs" / "diagnosis.md").read_text()
+    assert [c for c in checks.ORDER if f"| `{c}` |" not in doc] == []
+    assert "placeholder" not in doc.lower()
+    assert doc.count("## Dataplane checks") == 1
