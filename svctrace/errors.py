@@ -47,13 +47,17 @@ class NotFoundError(SvctraceError):
     """A Service (or other named object) does not exist where it was looked for."""
 
 
-class ServiceNotFoundError(NotFoundError):
-    """No Service of this name in this namespace; the hint names close names or the namespace that has one."""
+class NamedNotFoundError(NotFoundError):
+    """A namespaced object is not where it was looked for; carries the namespace and name asked for."""
 
     def __init__(self, message: str, hint: str | None = None, *, namespace: str, name: str) -> None:
         super().__init__(message, hint)
         self.namespace = namespace
         self.name = name
+
+
+class ServiceNotFoundError(NamedNotFoundError):
+    """No Service of this name in this namespace; the hint names close names or the namespace that has one."""
 
 
 class PortNotFoundError(NotFoundError):
@@ -65,13 +69,8 @@ class PortNotFoundError(NotFoundError):
         self.port = port  # as the user wrote it: a port name, a port number or a NodePort number
 
 
-class PodNotFoundError(NotFoundError):
+class PodNotFoundError(NamedNotFoundError):
     """No pod of this name in this namespace (e.g. the client of ``--from-pod``)."""
-
-    def __init__(self, message: str, hint: str | None = None, *, namespace: str, name: str) -> None:
-        super().__init__(message, hint)
-        self.namespace = namespace
-        self.name = name
 
 
 class NotCollectedError(NotFoundError):

@@ -19,7 +19,7 @@ from svctrace.diagnosis.checks.common import (
 from svctrace.diagnosis.findings import ERROR, WARNING, Finding
 from svctrace.diagnosis.registry import CheckContext, check
 from svctrace.model.graph import EndpointInfo
-from svctrace.model.k8s import ServicePort
+from svctrace.model.k8s import Service, ServicePort
 from svctrace.resolver.common import api_endpoints, categorize, cluster_domain
 from svctrace.words import agree, count
 
@@ -27,6 +27,15 @@ from svctrace.words import agree, count
 def _of(part: int, whole: int) -> str:
     """``1 of 3 selected pods is``: a part of the selected pods, with the verb that agrees with it."""
     return f"{part} of {count(whole, 'selected pod')} {agree(part, 'is', 'are')}"
+
+
+def _balanced_ports(ctx: CheckContext) -> Iterator[tuple[Service, ServicePort, tuple[EndpointInfo, ...]]]:
+    """The ports in scope of a Service kube-proxy balances (not ExternalName, not headless), with their endpoints."""
+    svc = ctx.service
+    if svc is None or svc.is_external_name or svc.is_headless:
+        return
+    for sp in ports_in_scope(ctx):
+        yield svc, sp, api_endpoints(ctx.snapshot, svc, sp)
 
 
 def _serving_terminating(e: EndpointInfo) -> bool:
@@ -64,11 +73,8 @@ def selectorless_without_endpoints(ctx: CheckContext) -> Iterator[Finding]:
 @check("no-ready-endpoints")
 def no_ready_endpoints(ctx: CheckContext) -> Iterator[Finding]:
     """Pods are selected but none is ready: readiness failing, pending, or crash-looping."""
-    svc, snap = ctx.service, ctx.snapshot
-    if svc is None or svc.is_external_name or svc.is_headless:
-        return
-    for sp in ports_in_scope(ctx):
-        eps = api_endpoints(snap, svc, sp)
+    snap = ctx.snapshot
+    for svc, sp, eps in _balanced_ports(ctx):
         if categorize(eps).has_any:
             continue
         if any(e.terminating for e in eps) and not any(e.ready is not False for e in eps):
@@ -111,11 +117,8 @@ def no_ready_endpoints(ctx: CheckContext) -> Iterator[Finding]:
 @check("only-terminating-endpoints")
 def only_terminating_endpoints(ctx: CheckContext) -> Iterator[Finding]:
     """Every usable endpoint is terminating: kube-proxy falls back to them until they are gone."""
-    svc, snap = ctx.service, ctx.snapshot
-    if svc is None or svc.is_external_name or svc.is_headless:
-        return
-    for sp in ports_in_scope(ctx):
-        eps = api_endpoints(snap, svc, sp)
+    snap = ctx.snapshot
+    for svc, sp, eps in _balanced_ports(ctx):
         if any(e.ready is not False for e in eps):
             continue
         term = [e for e in eps if _serving_terminating(e)]
@@ -128,12 +131,10 @@ def only_terminating_endpoints(ctx: CheckContext) -> Iterator[Finding]:
         replacements = [p for p in selected_pods(snap, svc) if p.ref not in leaving and not p.deleting]
         evidence += more([f"pod {p.ref}: {pod_state(p)}" for p in replacements if not p.ready])
         rollout = f"`kubectl rollout status deploy/<name> -n {svc.namespace}`"
-        if replacements:
-            hint = (f"see why {'its replacement is' if len(replacements) == 1 else 'the replacements are'} not "
-                    f"ready ({', '.join(more([p.name for p in replacements]))}, above) and the rollout: {rollout}")
-        else:
-            hint = (f"no pod in {source_name(snap)} replaces them: scale the workload up, or see its rollout: "
-                    f"{rollout}")
+        hint = (f"see why {agree(len(replacements), 'its replacement is', 'the replacements are')} not ready "
+                f"({', '.join(more([p.name for p in replacements]))}, above) and the rollout: {rollout}"
+                if replacements else
+                f"no pod in {source_name(snap)} replaces them: scale the workload up, or see its rollout: {rollout}")
         yield Finding("only-terminating-endpoints", WARNING,
                       f"Service {svc.ref} has only terminating endpoints: connections work until they exit",
                       tuple(evidence), hint)
@@ -161,14 +162,12 @@ def headless_no_ready_pods(ctx: CheckContext) -> Iterator[Finding]:
                 + (f"; spec.selector {labels_text(dict(svc.selector))} matches {count(len(pods), 'pod')}"
                    if svc.selector else "")]
     evidence += more([f"pod {p.ref}: {pod_state(p)}" for p in pods if not p.ready])
-    if pods:
-        hint = pods_hint(tuple(p for p in pods if not p.ready), source_name(snap))
-    elif svc.selector:
-        hint = (f"no pod in {svc.namespace} has {labels_text(dict(svc.selector))}: make the selector match the "
-                f"pods, or label them: `kubectl edit svc {svc.name} -n {svc.namespace}`")
-    else:
-        hint = (f"it has no selector: create its Endpoints (`kubectl apply -f -` with kind: Endpoints, name: "
-                f"{svc.name}, namespace: {svc.namespace})")
+    # Without pods: selector-matches-no-pods explains a selector; a selectorless one needs its Endpoints.
+    hint = (pods_hint(tuple(p for p in pods if not p.ready), source_name(snap)) if pods
+            else "no pod has the labels its selector asks for (selector-matches-no-pods says which differ)"
+            if svc.selector else
+            f"it has no selector: create its Endpoints (`kubectl apply -f -` with kind: Endpoints, name: {svc.name}, "
+            f"namespace: {svc.namespace})")
     yield Finding("headless-no-ready-pods", ERROR,
                   f"headless Service {svc.ref} has no ready pods: {svc.name}.{svc.namespace}.svc.{domain} "
                   "resolves to no address",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from svctrace.diagnosis.checks.common import (
     labels_text,
@@ -15,7 +16,7 @@ from svctrace.diagnosis.checks.common import (
 from svctrace.diagnosis.findings import ERROR, INFO, WARNING, Finding
 from svctrace.diagnosis.registry import CheckContext, Client, check
 from svctrace.model.graph import DROPPED, PARTIAL, EndpointInfo, Hop
-from svctrace.model.k8s import NetworkPolicy, Pod, ServicePort
+from svctrace.model.k8s import NetworkPolicy, Pod, Service, ServicePort
 from svctrace.model.snapshot import Snapshot
 from svctrace.resolver.common import api_endpoints, categorize
 from svctrace.words import count
@@ -38,7 +39,25 @@ def _drop_hops(ctx: CheckContext, frontend_types: tuple[str, ...]) -> tuple[str,
     return tuple(names)
 
 
-def _nowhere_local(ctx: CheckContext) -> tuple[list[EndpointInfo], str] | None:
+@dataclass(frozen=True, slots=True)
+class _Elsewhere:
+    """A Service's ready endpoints when none of them runs on this node."""
+
+    endpoints: tuple[EndpointInfo, ...]
+    node: str  # this node
+
+    @property
+    def nodes(self) -> list[str]:
+        return sorted({e.node or "?" for e in self.endpoints})
+
+    def evidence(self, svc: Service, policy: str) -> list[str]:
+        """The policy field, and where the endpoints run instead."""
+        return [f"svc {svc.ref} spec.{policy}: Local",
+                f"{count(len(self.endpoints), 'ready endpoint')}, on {', '.join(self.nodes)}; none on this node "
+                f"{self.node}"]
+
+
+def _nowhere_local(ctx: CheckContext) -> _Elsewhere | None:
     """The ready endpoints (all on other nodes) when none runs on this node; None when some does or unknown."""
     svc, snap = ctx.service, ctx.snapshot
     node = snap.node.name
@@ -48,7 +67,7 @@ def _nowhere_local(ctx: CheckContext) -> tuple[list[EndpointInfo], str] | None:
     choice = categorize(eps)
     if not choice.has_any or choice.local or any(e.local is None for e in choice.cluster):
         return None
-    return list(choice.cluster), node
+    return _Elsewhere(tuple(choice.cluster), node)
 
 
 @check("external-traffic-policy-local-no-local-endpoints")
@@ -62,10 +81,8 @@ def etp_local_no_local_endpoints(ctx: CheckContext) -> Iterator[Finding]:
     found = _nowhere_local(ctx)
     if found is None:
         return
-    eps, node = found
-    nodes = sorted({e.node or "?" for e in eps})
-    evidence = [f"svc {svc.ref} spec.externalTrafficPolicy: Local",
-                f"{count(len(eps), 'ready endpoint')}, on {', '.join(nodes)}; none on this node {node}"]
+    node, nodes = found.node, found.nodes
+    evidence = found.evidence(svc, "externalTrafficPolicy")
     hops = _drop_hops(ctx, ("NodePort", "LoadBalancer", "ExternalIP"))
     if hops:
         evidence.append(f"this node's rules drop external clients of the NodePort/LoadBalancer/externalIP "
@@ -99,12 +116,10 @@ def itp_local_no_local_endpoints(ctx: CheckContext) -> Iterator[Finding]:
     found = _nowhere_local(ctx)
     if found is None:
         return
-    eps, node = found
-    nodes = sorted({e.node or "?" for e in eps})
+    node = found.node
     client = ctx.client
     here = client.origin == "node" or (client.pod is not None and client.pod.node_name == node)
-    evidence = [f"svc {svc.ref} spec.internalTrafficPolicy: Local",
-                f"{count(len(eps), 'ready endpoint')}, on {', '.join(nodes)}; none on this node {node}"]
+    evidence = found.evidence(svc, "internalTrafficPolicy")
     if client.pod is not None:
         evidence.append(f"client pod {client.pod.ref} runs on {client.pod.node_name or 'an unknown node'}")
     hops = _drop_hops(ctx, ("ClusterIP",))
