@@ -14,7 +14,6 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
@@ -31,13 +30,26 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., None])
 
 
-@dataclass(frozen=True, slots=True)
 class Run:
     """What every command gets besides its own parameters: where to print, and where its Snapshot comes from."""
 
-    env: Environment
-    source: Source
-    namespace: str | None = None  # -n as given; the default is worked out by svctrace.sources
+    def __init__(self, env: Environment, flags: dict[str, Any] | None = None) -> None:
+        self.env = env
+        self._flags = flags or {}
+        self._source: Source | None = None
+
+    @property
+    def namespace(self) -> str | None:
+        """``-n`` as given; the default (the context's, else ``default``) is worked out by svctrace.sources."""
+        value: str | None = self._flags.get("namespace")
+        return value
+
+    @property
+    def source(self) -> Source:
+        """``--from``'s snapshot, or the live cluster and node reached with the kubectl flags (built once)."""
+        if self._source is None:
+            self._source = _source(self._flags)
+        return self._source
 
 
 def env_of(ctx: object) -> Environment:
@@ -98,7 +110,7 @@ def command(app: typer.Typer, name: str, *, kubectl: bool = False, snapshot: boo
 
         def invoke(ctx: typer.Context, **kwargs: Any) -> None:
             values = {n: kwargs.pop(n) for n in shared_names}
-            fn(_run(env_of(ctx), values, kubectl=kubectl), **kwargs)
+            fn(Run(env_of(ctx), values), **kwargs)
 
         invoke.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         invoke.__annotations__ = {p.name: p.annotation for p in params}
@@ -110,16 +122,17 @@ def command(app: typer.Typer, name: str, *, kubectl: bool = False, snapshot: boo
     return register
 
 
-def _run(env: Environment, values: dict[str, Any], *, kubectl: bool) -> Run:
-    """The Run of one invocation: LiveOptions are built here, and only here, from the kubectl flags."""
+def _source(flags: dict[str, Any]) -> Source:
+    """The command's Source: LiveOptions are built here, and only here, from the kubectl flags."""
     from svctrace.collectors.live import LiveOptions
     from svctrace.sources import Source
 
-    spec = values.get("from_")
-    if not kubectl:
-        return Run(env, Source(None if spec is None else str(spec)))
-    kubeconfig = values["kubeconfig"]
-    live = LiveOptions(kubeconfig=None if kubeconfig is None else str(kubeconfig), context=values["context"],
-                       namespace=values["namespace"], node_name=values["node"],
-                       timeout=parse_duration(values["request_timeout"]), netns=values["netns"])
-    return Run(env, Source(None if spec is None else str(spec), live), values["namespace"])
+    spec = flags.get("from_")
+    snapshot = None if spec is None else str(spec)
+    if "request_timeout" not in flags:  # a command without the kubectl flags
+        return Source(snapshot)
+    kubeconfig = flags["kubeconfig"]
+    live = LiveOptions(kubeconfig=None if kubeconfig is None else str(kubeconfig), context=flags["context"],
+                       namespace=flags["namespace"], node_name=flags["node"],
+                       timeout=parse_duration(flags["request_timeout"]), netns=flags["netns"])
+    return Source(snapshot, live)

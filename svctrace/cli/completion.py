@@ -70,7 +70,25 @@ def completions(args: list[str], incomplete: str) -> list[Any]:
 
 def complete_words(args: list[str], incomplete: str) -> list[str]:
     """Candidates for the word being typed after ``svctrace ARGS...``, as the shell scripts would get them."""
-    return [item.value for item in completions(args, incomplete) if item.type == "plain"]
+    return [item.value for item in completions(args, incomplete)]
+
+
+def completes_a_path(args: list[str], incomplete: str) -> bool:
+    """Is the word being typed the value of a path option (``--from``, ``--kubeconfig``, ``capture -o``)?"""
+    from svctrace.cli.app import app
+
+    group = typer.main.get_command(app)
+    names = group.list_commands(None)  # type: ignore[arg-type]
+    name = next((word for word in args if word in names), None)
+    command = group.get_command(None, name) if name else group  # type: ignore[arg-type]
+    if command is None:
+        return False
+    option = incomplete.split("=", 1)[0] if incomplete.startswith("--") and "=" in incomplete else (
+        args[-1] if args else "")
+    for param in command.params:
+        if option in param.opts and param.param_type_name == "option":
+            return getattr(param.type, "name", "") in ("path", "file", "directory")
+    return False
 
 
 def kubectl_complete() -> None:
@@ -82,12 +100,12 @@ def kubectl_complete() -> None:
     words = sys.argv[1:]
     incomplete = words[-1] if words else ""
     try:
+        if completes_a_path(words[:-1], incomplete):
+            print(f":{DEFAULT_COMP}")
+            return
         items = completions(words[:-1], incomplete)
     except Exception:  # completion must never print a traceback into the user's shell
         items = []
-    if any(item.type in ("file", "dir") for item in items):
-        print(f":{DEFAULT_COMP}")
-        return
     for item in items:
         print(item.value)
     print(f":{NO_FILE_COMP}")

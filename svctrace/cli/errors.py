@@ -25,7 +25,8 @@ _EXIT = (typer.Exit, getattr(_exc, "Exit", typer.Exit))
 _ABORT = (KeyboardInterrupt, typer.Abort, getattr(_exc, "Abort", typer.Abort))
 _NO_ARGS = getattr(_exc, "NoArgsIsHelpError", ())
 
-_COMMAND_WORDS = re.compile(r"(?<![\w./-])svctrace (?=svc|trace|why-unreachable|audit|capture|demo|completion|--)")
+_COMMAND_WORDS = re.compile(
+    r"(?<![\w./-])(?<!kubectl )svctrace (?=svc|trace|why-unreachable|audit|capture|demo|completion|--)")
 
 
 class ExitStatus(enum.IntEnum):

@@ -104,10 +104,10 @@ def group_help(group: Any, ctx: Any, path: str) -> str:
         lines += ["", "Commands:"]
         width = max(len(name) for name, _ in shown) + 2
         for name, cmd in shown:
-            summary = (cmd.help or "").strip().split("\n\n")[0]
-            summary = " ".join(summary.split())
-            first = summary.split(": ")[0] if len(summary) > WIDTH - width - 2 else summary
-            lines.append(f"  {name.ljust(width)}{first.rstrip('.')}")
+            summary = " ".join(inspect.cleandoc(cmd.help or "").split("\n\n")[0].split()).rstrip(".")
+            wrapped = textwrap.wrap(summary, WIDTH - width - 2, break_on_hyphens=False) or [""]
+            lines.append(f"  {name.ljust(width)}{wrapped[0]}")
+            lines += [" " * (width + 2) + more for more in wrapped[1:]]
     options = [p for p in group.params if p.param_type_name == "option" and not p.hidden and "--help" not in p.opts]
     if options:
         lines += ["", "Options:"]
