@@ -77,10 +77,10 @@ def completes_a_path(args: list[str], incomplete: str) -> bool:
     """Is the word being typed the value of a path option (``--from``, ``--kubeconfig``, ``capture -o``)?"""
     from svctrace.cli.app import app
 
-    group = typer.main.get_command(app)
-    names = group.list_commands(None)  # type: ignore[arg-type]
+    group: Any = typer.main.get_command(app)
+    names = group.list_commands(None)
     name = next((word for word in args if word in names), None)
-    command = group.get_command(None, name) if name else group  # type: ignore[arg-type]
+    command = group.get_command(None, name) if name else group
     if command is None:
         return False
     option = incomplete.split("=", 1)[0] if incomplete.startswith("--") and "=" in incomplete else (
