@@ -8,14 +8,19 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from svctrace import __version__
-from svctrace.collectors.kube import ApiCollection, KubeCollector
-from svctrace.collectors.node import NodeCollection, collect_node
 from svctrace.model.k8s import Node
 from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
 from svctrace.parsers.ipvs import format_ipset_save, format_ipvsadm_save
+
+if TYPE_CHECKING:
+    from svctrace.collectors.kube import ApiCollection
+    from svctrace.collectors.node import NodeCollection
+
+# The Kubernetes client (~200 ms to import) and the node collector are imported by the functions that read the
+# live cluster and node, so that LiveOptions, and every command that reads only a snapshot, cost nothing of them.
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,8 @@ def node_name_for(nodes: tuple[Node, ...], addresses: tuple[HostAddress, ...] | 
 
 
 def _node(opts: LiveOptions) -> NodeCollection:
+    from svctrace.collectors.node import collect_node
+
     kwargs: dict[str, Any] = {"netns": opts.netns, "node_name": opts.node_name}
     if opts.proxy_mode_url is not None:
         kwargs["proxy_mode_url"] = opts.proxy_mode_url
@@ -104,6 +111,8 @@ def assemble(api: ApiCollection, node: NodeCollection, *, explicit: str | None, 
 
 def live_service(opts: LiveOptions, namespace: str | None, name: str) -> LiveCollection:
     """What ``svctrace svc NAME`` needs, read live: a fixed number of API requests and this node's rules."""
+    from svctrace.collectors.kube import KubeCollector
+
     hostname = socket.gethostname().split(".")[0]
     with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout) as kube:
         _ = kube.target  # a missing or broken kubeconfig fails here, before the node is read
@@ -116,6 +125,8 @@ def live_service(opts: LiveOptions, namespace: str | None, name: str) -> LiveCol
 
 def live_all(opts: LiveOptions, namespace: str | None) -> LiveCollection:
     """Every Service in one namespace (or all) and this node's rules: what ``capture`` and ``audit`` read."""
+    from svctrace.collectors.kube import KubeCollector
+
     with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout) as kube:
         _ = kube.target
         node = _node(opts)
@@ -127,5 +138,7 @@ def live_all(opts: LiveOptions, namespace: str | None) -> LiveCollection:
 
 def default_namespace(opts: LiveOptions) -> str:
     """The namespace kubectl would use: -n, else the context's, else "default"."""
+    from svctrace.collectors.kube import KubeCollector
+
     with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout) as kube:
         return kube.target.namespace

@@ -140,7 +140,7 @@ def _mode(snapshot: Snapshot, packet: Packet, options: TraceOptions) -> str:
     if dump is not None and dump.chain("nat", "KUBE-SERVICES") is not None:
         return "iptables"
     raise SvctraceError("cannot tell which proxy mode this node uses",
-                        "pass the mode explicitly (iptables, ipvs or nftables)")
+                        "pass it with --mode iptables, --mode ipvs or --mode nftables")
 
 
 def trace_packet(snapshot: Snapshot, packet: Packet, options: TraceOptions | None = None, *,
