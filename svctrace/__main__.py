@@ -1,5 +1,5 @@
 """``python -m svctrace``."""
 
-from svctrace.cli.app import main
+from svctrace.cli import main
 
 main()

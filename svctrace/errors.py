@@ -6,6 +6,11 @@ Every error carries a one-line message and a next step (``hint``); the cli turns
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # errors.py stays import-free at run time: every layer imports it
+    from svctrace.model.k8s import Service
+
 
 class SvctraceError(Exception):
     """A problem the user can act on: a one-line message and a next step."""
@@ -40,6 +45,41 @@ class InputError(SvctraceError):
 
 class NotFoundError(SvctraceError):
     """A Service (or other named object) does not exist where it was looked for."""
+
+
+class NamedNotFoundError(NotFoundError):
+    """A namespaced object is not where it was looked for; carries the namespace and name asked for."""
+
+    def __init__(self, message: str, hint: str | None = None, *, namespace: str, name: str) -> None:
+        super().__init__(message, hint)
+        self.namespace = namespace
+        self.name = name
+
+
+class ServiceNotFoundError(NamedNotFoundError):
+    """No Service of this name in this namespace; the hint names close names or the namespace that has one."""
+
+
+class PortNotFoundError(NotFoundError):
+    """The Service has no port of that name or number (nor a NodePort with that number)."""
+
+    def __init__(self, message: str, hint: str | None = None, *, service: Service, port: str) -> None:
+        super().__init__(message, hint)
+        self.service = service
+        self.port = port  # as the user wrote it: a port name, a port number or a NodePort number
+
+
+class PodNotFoundError(NamedNotFoundError):
+    """No pod of this name in this namespace (e.g. the client of ``--from-pod``)."""
+
+
+class NotCollectedError(NotFoundError):
+    """The answer needs an input the source does not hold (e.g. the Kubernetes objects of a node-only snapshot),
+    so the object asked for is unknown rather than absent."""
+
+    def __init__(self, message: str, hint: str | None = None, *, what: str) -> None:
+        super().__init__(message, hint)
+        self.what = what  # the input that was not collected, in the user's words ("Kubernetes objects (api/)")
 
 
 class CollectionError(SvctraceError):

@@ -1,4 +1,4 @@
-"""The svctrace application: one typer app, one module per command."""
+"""The svctrace application: one typer app, one module per command, registered in this order."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import typer.completion
 
 from svctrace import __version__
 from svctrace.cli import audit, capture, completion, demo, svc, trace, why
-from svctrace.cli.env import Environment
+from svctrace.cli import main as main
+from svctrace.cli.command import SvctraceGroup, env_of
 
 app = typer.Typer(
     name="svctrace",
+    cls=SvctraceGroup,
     help="Explain how a Kubernetes Service's traffic flows through this node's kube-proxy rules.",
     no_args_is_help=True,
     add_completion=False,
@@ -36,23 +38,11 @@ def main_callback(
     debug: Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.")] = False,
 ) -> None:
     """Explain how a Kubernetes Service's traffic flows through this node's kube-proxy rules."""
-    env = ctx.obj if isinstance(ctx.obj, Environment) else Environment()
-    env.debug = debug
-    ctx.obj = env
+    env_of(ctx).debug = debug
 
 
-svc.register(app)
-demo.register(app)
-trace.register(app)
-why.register(app)
-capture.register(app)
-audit.register(app)
-completion.register(app)
+for module in (svc, demo, trace, why, capture, audit, completion):
+    module.register(app)
 
 # Lets the generated completion scripts call back into svctrace (_SVCTRACE_COMPLETE=complete_bash ...).
 typer.completion.completion_init()
-
-
-def main() -> None:
-    """Console-script entry point for ``svctrace`` and ``kubectl-svctrace``."""
-    app()

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import enum
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import typer.completion
 
-from svctrace.cli.errors import handled
+from svctrace.cli.command import Run, command
 from svctrace.errors import UsageError
 
 PROG = "svctrace"
 COMPLETE_VAR = "_SVCTRACE_COMPLETE"
 FILES = {"bash": "svctrace.bash", "zsh": "_svctrace", "fish": "svctrace.fish"}
-# Cobra's ShellCompDirectiveNoFileComp: kubectl's plugin completion protocol ends with ":<directive>".
+# Cobra's ShellCompDirective values: kubectl's plugin completion protocol ends with ":<directive>".
+DEFAULT_COMP = 0  # no candidates: the shell completes file names
 NO_FILE_COMP = 4
+
+
+class Shell(str, enum.Enum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
 
 
 def script(shell: str) -> str:
@@ -28,13 +36,12 @@ def script(shell: str) -> str:
     return text.rstrip("\n") + "\n"
 
 
-@handled
 def completion_command(
-    ctx: typer.Context,
-    shell: Annotated[str, typer.Argument(help="bash, zsh or fish.")],
+    run: Run,
+    shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.", metavar="SHELL")],
 ) -> None:
     """Print the shell completion script, e.g. `source <(svctrace completion bash)`."""
-    sys.stdout.write(script(shell))
+    sys.stdout.write(script(shell.value))
 
 
 def write_all(folder: Path) -> list[Path]:
@@ -48,34 +55,64 @@ def write_all(folder: Path) -> list[Path]:
     return written
 
 
-def complete_words(args: list[str], incomplete: str) -> list[str]:
-    """Candidates for the word being typed after ``svctrace ARGS...``, as the shell scripts would get them."""
+def completions(args: list[str], incomplete: str) -> list[Any]:
+    """click's completion items for the word being typed after ``svctrace ARGS...`` (value and type)."""
     from svctrace.cli.app import app
 
     typer.completion.completion_init()
-    command = typer.main.get_command(app)
+    cli = typer.main.get_command(app)
     completer_class = typer.completion.shell_completion.get_completion_class("bash")
     if completer_class is None:
         return []
-    completer = completer_class(command, {}, PROG, COMPLETE_VAR)
-    return [item.value for item in completer.get_completions(args, incomplete)]
+    completer = completer_class(cli, {}, PROG, COMPLETE_VAR)
+    return list(completer.get_completions(args, incomplete))
+
+
+def complete_words(args: list[str], incomplete: str) -> list[str]:
+    """Candidates for the word being typed after ``svctrace ARGS...``, as the shell scripts would get them."""
+    return [item.value for item in completions(args, incomplete)]
+
+
+def completes_a_path(args: list[str], incomplete: str) -> bool:
+    """Is the word being typed the value of a path option (``--from``, ``--kubeconfig``, ``capture -o``)?"""
+    from svctrace.cli.app import app
+
+    group: Any = typer.main.get_command(app)
+    names = group.list_commands(None)
+    name = next((word for word in args if word in names), None)
+    command = group.get_command(None, name) if name else group
+    if command is None:
+        return False
+    option = incomplete.split("=", 1)[0] if incomplete.startswith("--") and "=" in incomplete else (
+        args[-1] if args else "")
+    for param in command.params:
+        if option in param.opts and param.param_type_name == "option":
+            return getattr(param.type, "name", "") in ("path", "file", "directory")
+    return False
 
 
 def kubectl_complete() -> None:
-    """``kubectl_complete-svctrace``: kubectl runs it with the words after ``kubectl svctrace``."""
+    """``kubectl_complete-svctrace``: kubectl runs it with the words after ``kubectl svctrace``.
+
+    Prints one candidate a line, then cobra's directive: file names for a path (``--from``, ``--kubeconfig``,
+    ``capture -o``), none otherwise.
+    """
     words = sys.argv[1:]
     incomplete = words[-1] if words else ""
     try:
-        candidates = complete_words(words[:-1], incomplete)
+        if completes_a_path(words[:-1], incomplete):
+            print(f":{DEFAULT_COMP}")
+            return
+        items = completions(words[:-1], incomplete)
     except Exception:  # completion must never print a traceback into the user's shell
-        candidates = []
-    for value in candidates:
-        print(value)
+        items = []
+    for item in items:
+        print(item.value)
     print(f":{NO_FILE_COMP}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("completion")(completion_command)
+    command(app, "completion")(completion_command)
 
 
 if __name__ == "__main__":  # regenerate the committed scripts: python -m svctrace.cli.completion

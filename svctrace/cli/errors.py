@@ -1,11 +1,15 @@
-"""One exit-status enum and the one place that turns exceptions into messages and statuses."""
+"""One exit-status enum and the one place that turns exceptions into messages and statuses.
+
+:func:`exit_status` is called by the application's group (``svctrace.cli.command.SvctraceGroup.main``) for
+whatever any command, or the parsing of its command line, raised; no command handles errors itself.
+"""
 
 from __future__ import annotations
 
 import enum
-import functools
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+import importlib
+import re
+from typing import Any
 
 import typer
 from rich.text import Text
@@ -13,56 +17,98 @@ from rich.text import Text
 from svctrace.cli.env import Environment
 from svctrace.errors import SvctraceError
 
+# typer 0.27+ vendors click; its exceptions live beside typer.BadParameter whichever click that is.
+_exc: Any = importlib.import_module(typer.BadParameter.__module__)
+
+# typer 0.27+ has its own Exit and Abort; before, they were click's.
+_EXIT = (typer.Exit, getattr(_exc, "Exit", typer.Exit))
+_ABORT = (KeyboardInterrupt, typer.Abort, getattr(_exc, "Abort", typer.Abort))
+_NO_ARGS = getattr(_exc, "NoArgsIsHelpError", ())
+
+_COMMAND_WORDS = re.compile(
+    r"(?<![\w./-])(?<!kubectl )svctrace (?=svc|trace|why-unreachable|audit|capture|demo|completion|--)")
+
 
 class ExitStatus(enum.IntEnum):
     OK = 0
-    FINDINGS = 1  # why-unreachable: unreachable or degraded
+    FINDINGS = 1  # why-unreachable and audit: unreachable, degraded or findings
     ERROR = 2  # usage, input or collection error
     INTERNAL = 3  # a bug in svctrace
+    INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
+def for_prog(env: Environment, text: str) -> str:
+    """``text`` with the commands it suggests spelled as the user runs svctrace (``kubectl svctrace svc ...``)."""
+    return text if env.prog == "svctrace" else _COMMAND_WORDS.sub(f"{env.prog} ", text)
 
 
-def report(env: Environment, exc: SvctraceError) -> None:
+def report(env: Environment, message: str, hint: str | None) -> None:
     """Print ``svctrace: error: <what>`` and the next step, without markup (names may hold '[')."""
-    env.stderr.print(Text(f"svctrace: error: {exc.message}"), soft_wrap=True)
-    if exc.hint:
-        env.stderr.print(Text(f"  next: {exc.hint}"), soft_wrap=True)
+    env.stderr.print(Text(f"svctrace: error: {for_prog(env, message)}"), soft_wrap=True)
+    if hint:
+        env.stderr.print(Text(f"  next: {for_prog(env, hint)}"), soft_wrap=True)
 
 
-def handled(fn: Callable[P, R]) -> Callable[P, R]:
-    """Run a command, mapping svctrace errors to a message and exit status 2 (a traceback only with --debug).
+def exit_status(env: Environment, exc: BaseException) -> int:
+    """Say what went wrong in one line and a next step, and return the exit status (``--debug`` re-raises)."""
+    if isinstance(exc, _EXIT):
+        return int(exc.exit_code)
+    if isinstance(exc, _ABORT):
+        return int(ExitStatus.INTERRUPTED)
+    if isinstance(exc, _NO_ARGS) and exc.ctx is not None:  # `svctrace` alone: the help, as kubectl does
+        env.stdout.file.write(exc.ctx.get_help() + "\n")
+        return int(ExitStatus.OK)
+    if isinstance(exc, SvctraceError):
+        if env.debug:
+            raise exc
+        report(env, exc.message, exc.hint)
+        return int(ExitStatus.ERROR)
+    if isinstance(exc, _exc.UsageError):
+        path = exc.ctx.command_path if exc.ctx is not None else env.prog
+        report(env, usage_message(exc), f"see '{path} --help'")
+        return int(ExitStatus.ERROR)
+    if isinstance(exc, _exc.ClickException):
+        report(env, _sentence(exc.format_message()), None)
+        return int(ExitStatus.ERROR)
+    if isinstance(exc, Exception):  # a bug: say so in one line, the traceback is one flag away
+        if env.debug:
+            raise exc
+        env.stderr.print(Text(f"svctrace: internal error: {type(exc).__name__}: {exc}"), soft_wrap=True)
+        env.stderr.print(Text("  next: re-run with --debug for the traceback and report it"), soft_wrap=True)
+        return int(ExitStatus.INTERNAL)
+    raise exc
 
-    The command takes ``ctx: typer.Context``; its root context's ``obj`` is the Environment.
-    """
 
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        env = env_of(kwargs.get("ctx"))
-        try:
-            return fn(*args, **kwargs)
-        except SvctraceError as exc:
-            if env.debug:
-                raise
-            report(env, exc)
-            raise typer.Exit(int(ExitStatus.ERROR)) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # a bug: say so in one line, the traceback is one flag away
-            if env.debug:
-                raise
-            env.stderr.print(Text(f"svctrace: internal error: {type(exc).__name__}: {exc}"), soft_wrap=True)
-            env.stderr.print(Text("  next: re-run with --debug for the traceback and report it"), soft_wrap=True)
-            raise typer.Exit(int(ExitStatus.INTERNAL)) from None
-
-    return wrapper
+def _sentence(text: str) -> str:
+    text = text.strip().rstrip(".")
+    return text[:1].lower() + text[1:]
 
 
-def env_of(ctx: object) -> Environment:
-    """The Environment of a running command, from its typer context."""
-    # typer hands commands its (possibly vendored) click Context, not always a typer.Context instance.
-    find_root = getattr(ctx, "find_root", None)
-    obj = find_root().obj if callable(find_root) else None
-    return obj if isinstance(obj, Environment) else Environment()
+def _param_name(param: Any) -> str:
+    if param is None:
+        return "a value"
+    if getattr(param, "param_type_name", "") == "argument":
+        return str(param.metavar or param.name).upper()
+    longs = [o for o in param.opts if o.startswith("--")]
+    return str((longs or param.opts)[0])
+
+
+def usage_message(exc: Any) -> str:
+    """A command-line mistake in kubectl's words: unknown flag, invalid value, missing argument."""
+    if isinstance(exc, _exc.NoSuchOption):
+        maybe = f"; did you mean {' or '.join(sorted(exc.possibilities))}?" if exc.possibilities else ""
+        return f"unknown flag: {exc.option_name}{maybe}"
+    if isinstance(exc, _exc.MissingParameter):
+        name = _param_name(exc.param)
+        if getattr(exc.param, "param_type_name", "") == "argument":
+            return f"missing {name}"
+        return f"required flag {name} not set"
+    if isinstance(exc, _exc.BadParameter):
+        return f"invalid value for {_param_name(exc.param)}: {_sentence(exc.message)}"
+    if isinstance(exc, _exc.BadOptionUsage):
+        return _sentence(exc.message)
+    message = _sentence(exc.message)
+    unknown = re.fullmatch(r"no such command '(.+)'", message)
+    if unknown:
+        return f'unknown command "{unknown.group(1)}"'
+    return message

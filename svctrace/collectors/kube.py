@@ -318,7 +318,8 @@ class KubeCollector:
         """One request; API errors come back as _Failure, transport errors as svctrace errors."""
         target = self._connect()[1]
         self.requests += 1
-        kwargs.update(_request_timeout=self.timeout, _preload_content=False)
+        # (connect, read): the client before 36 ignores a float timeout (it takes only ints and pairs).
+        kwargs.update(_request_timeout=(self.timeout, self.timeout), _preload_content=False)
         try:
             with warnings.catch_warnings():
                 # insecure-skip-tls-verify is the user's explicit choice; kubectl does not warn either

@@ -10,12 +10,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from svctrace import __version__
-from svctrace.collectors.node import ALL_TABLES, SERVICE_TABLES, collect_node
 from svctrace.model.snapshot import API, Missing, NodeFile, Snapshot
 from svctrace.parsers.snapshot import NodeInput, build_snapshot
 
 if TYPE_CHECKING:
     from svctrace.collectors.kube import ApiCollection
+
+# The Kubernetes client (~200 ms to import) and the node collector are imported by the functions that read the
+# live cluster and node, so that LiveOptions, and every command that reads only a snapshot, cost nothing of them.
+ALL_TABLES = ("*",)
+SERVICE_TABLES = ("nat", "filter")  # what `svc` needs: kube-proxy's dispatch, Service and REJECT rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,8 @@ class LiveCollection:
 
 
 def _node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES) -> NodeInput:
+    from svctrace.collectors.node import collect_node
+
     kwargs: dict[str, Any] = {"netns": opts.netns, "node_name": opts.node_name, "tables": tables}
     if opts.proxy_mode_url is not None:
         kwargs["proxy_mode_url"] = opts.proxy_mode_url

@@ -34,6 +34,7 @@ from typing import Any
 from svctrace.collectors import _probe
 from svctrace.collectors.conntrack import collect_conntrack
 from svctrace.collectors.ipvs import read_ipsets, read_ipvs
+from svctrace.collectors.live import ALL_TABLES
 from svctrace.errors import CollectionError
 from svctrace.model.snapshot import Missing, NodeFile
 from svctrace.parsers.detect import LEGACY, NFT, BackendDecision, count_ipvs_services, decide_backend
@@ -165,9 +166,6 @@ def addresses_from_netlink(links: list[Link], addrs: list[dict[str, Any]]) -> st
 # ---------------------------------------------------------------------------------------------
 # the collector
 
-# What each kind of command reads; "*" for every table of the backend.
-ALL_TABLES = ("*",)
-SERVICE_TABLES = ("nat", "filter")  # what `svc` needs: kube-proxy's dispatch, Service and REJECT rules
 
 
 def _save(backend: str, family: int, tables: tuple[str, ...], netns: str | None) -> _Run:

@@ -33,6 +33,20 @@ class Audit:
     source: str
     namespace: str | None  # None: every namespace
     dataplane_collected: bool
+    api_collected: bool = True  # False: no Kubernetes objects, only the node's files
+
+    @property
+    def checked_nothing(self) -> bool:
+        """No Service could be checked because none is known (an empty namespace was checked: it is empty)."""
+        return not self.api_collected and not self.services
+
+    @property
+    def not_checked(self) -> tuple[str, ...]:
+        """What this audit could not check, and why, in words."""
+        if self.api_collected:
+            return ()
+        return ("every check: each one compares a Service's objects (selector, ports, endpoints, DNS names, "
+                f"policies) with this node's rules, and {self.source or 'the snapshot'} holds no Service",)
 
     @property
     def programmed(self) -> int:
@@ -93,4 +107,4 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
         results.append(ServiceAudit(svc.ref, diag, programmed, drifted, without))
     if progress is not None:
         progress(len(chosen), len(chosen), "")
-    return Audit(tuple(results), snapshot.source, namespace, dataplane)
+    return Audit(tuple(results), snapshot.source, namespace, dataplane, snapshot.api_collected)

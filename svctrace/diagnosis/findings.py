@@ -23,7 +23,7 @@ class Finding:
     title: str  # one sentence, specific to this target ("Service default/web selects no pods")
     # lines a reviewer can check against objects and rules ("svc default/web spec.selector: app=web")
     evidence: tuple[str, ...]
-    hint: str  # the next step: the exact kubectl command or change
+    hint: str  # the next step: the change to make, or what to look at (never `kubectl get` for what was read)
     hops: tuple[str, ...] = ()  # names of path hops (chains, addresses) this finding marks as broken
 
     @property
@@ -36,12 +36,16 @@ def ranked(findings: list[Finding] | tuple[Finding, ...]) -> tuple[Finding, ...]
     return tuple(sorted(findings, key=lambda f: f.rank))
 
 
-def verdict(findings: tuple[Finding, ...]) -> tuple[str, str]:
-    """reachable / unreachable / degraded, and the reason in one sentence."""
+# The reason when every check passed, for a Service whose traffic kube-proxy's rules carry to endpoints.
+PASSED = "every check passed: new connections reach a ready endpoint"
+
+
+def verdict(findings: tuple[Finding, ...], passed: str = PASSED) -> tuple[str, str]:
+    """reachable / unreachable / degraded, and the reason in one sentence (``passed`` when nothing is wrong)."""
     errors = [f for f in findings if f.severity == ERROR]
     if errors:
         return UNREACHABLE, errors[0].title
     warnings = [f for f in findings if f.severity == WARNING]
     if warnings:
         return DEGRADED, warnings[0].title
-    return REACHABLE, "every check passed: new connections reach a ready endpoint"
+    return REACHABLE, passed

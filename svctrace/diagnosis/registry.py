@@ -51,6 +51,11 @@ class Check:
     needs_dataplane: bool  # skipped when no dataplane was collected (the output says so)
     summary: str
 
+    @property
+    def subject(self) -> str:
+        """The catalog module the check lives in: selection, ports, endpoints, dns, policy, dataplane, node."""
+        return self.fn.__module__.rpartition(".")[2]
+
 
 CATALOG: dict[str, Check] = {}
 
@@ -66,14 +71,20 @@ def check(code: str, *, needs_service: bool = True, needs_dataplane: bool = Fals
     return register
 
 
+def catalog() -> tuple[Check, ...]:
+    """Every registered check, in the catalog's order (checks.ORDER; any code it lacks runs last)."""
+    from svctrace.diagnosis.checks import ORDER  # importing the package registers every check
+
+    ordered = [CATALOG[code] for code in ORDER if code in CATALOG]
+    return (*ordered, *(c for code, c in CATALOG.items() if code not in ORDER))
+
+
 def run_checks(ctx: CheckContext, codes: Iterable[str] | None = None) -> tuple[tuple[Finding, ...], tuple[str, ...]]:
     """Every applicable check's findings (ranked) and the checks skipped, with why."""
-    import svctrace.diagnosis.checks  # noqa: F401  (registers the catalog)
-
     wanted = set(codes) if codes is not None else None
     findings: list[Finding] = []
     skipped: list[str] = []
-    for c in CATALOG.values():
+    for c in catalog():
         if wanted is not None and c.code not in wanted:
             continue
         if c.needs_service and ctx.service is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -12,7 +11,12 @@ from svctrace.model.k8s import Service
 from svctrace.model.snapshot import Snapshot
 from svctrace.resolver.common import cluster_domain
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_INNER = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def is_dns_label(text: str) -> bool:
+    """An RFC 1123 label without its length limit: a-z, 0-9 and '-', starting and ending alphanumeric."""
+    return bool(text) and set(text) <= _LABEL_INNER and text[0] != "-" and text[-1] != "-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,7 @@ def parse_target(text: str, namespace: str | None) -> Target:
             raise UsageError(f"{raw!r} is not a URL svctrace understands", "e.g. http://web.shop:8080/health")
         default = {"http": "80", "https": "443"}.get(parts.scheme)
         port = str(parts.port) if parts.port else default
-        inner = parse_target(parts.hostname if port is None else _join(parts.hostname, port), namespace)
+        inner = parse_target(parts.hostname if port is None else host_port(parts.hostname, port), namespace)
         return Target(raw, "url", inner.namespace, inner.name, inner.host, inner.port)
     host, port = raw, None
     if raw.startswith("["):
@@ -76,14 +80,15 @@ def parse_target(text: str, namespace: str | None) -> Target:
         return Target(raw, "service", ns, name, port=port)
     if "." in host:
         labels = host.rstrip(".").split(".")
-        if len(labels) >= 2 and all(_DNS_LABEL.match(x) for x in labels):
+        if len(labels) >= 2 and all(is_dns_label(x) for x in labels):
             return Target(raw, "dns", labels[1], labels[0], host=host.rstrip("."), port=port)
         raise UsageError(f"{host!r} is not a Service name, a cluster DNS name or an IP address",
                          "give NAME, NS/NAME, NAME.NS.svc.cluster.local, IP:PORT or a URL")
     return Target(raw, "service", namespace, host, port=port)
 
 
-def _join(host: str, port: str) -> str:
+def host_port(host: str, port: str | int) -> str:
+    """``10.0.0.1:80``, ``[fd00::1]:80``: an address and port as a target is written."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -101,25 +106,28 @@ def resolve_target(snapshot: Snapshot, target: Target, default_namespace: str) -
     raise UsageError(f"cannot tell what {target.text!r} names", "give NAME, NS/NAME, IP:PORT or a URL")
 
 
+def node_addresses(snapshot: Snapshot) -> set[str]:
+    """Addresses a NodePort answers on: this node's own, and every Node's in the API."""
+    return {*snapshot.node.local_ips, *(ip for n in snapshot.nodes for ip in n.ips)}
+
+
 def _by_address(snapshot: Snapshot, target: Target) -> ResolvedTarget:
     ip = str(ipaddress.ip_address(target.host or ""))
     port = int(target.port) if target.port and target.port.isdigit() else None
-    node_ips = set(snapshot.node.local_ips)
-    node = snapshot.node_named(snapshot.node.name)
-    if node is not None:
-        node_ips |= set(node.ips)
+    node_ips = node_addresses(snapshot)
     for svc in snapshot.services:
         for sp in svc.ports:
             matches: list[tuple[str, bool]] = [
                 ("ClusterIP", ip in svc.virtual_ips and port in (None, sp.port)),
                 ("ExternalIP", ip in svc.external_ips and port in (None, sp.port)),
                 ("LoadBalancer", any(i.ip == ip for i in svc.load_balancer_ingress) and port in (None, sp.port)),
-                ("NodePort", sp.node_port is not None and port == sp.node_port
-                 and (ip in node_ips or any(ip in n.ips for n in snapshot.nodes))),
+                ("NodePort", sp.node_port is not None and port == sp.node_port and ip in node_ips),
             ]
             for frontend, hit in matches:
                 if hit:
                     return ResolvedTarget(target, svc.namespace, svc.name, svc, sp.name or str(sp.port),
                                           frontend=frontend, how=f"{target.text} is the {frontend} of {svc.ref}")
-    return ResolvedTarget(target, "", target.text, None, target.port,
-                          how=f"no Service in {snapshot.source or 'the snapshot'} has the address {target.text}")
+    where = snapshot.source or "the snapshot"
+    how = (f"no Service in {where} has the address {target.text}" if snapshot.api_collected
+           else f"{where} holds no Kubernetes objects, so no Service is known by its address")
+    return ResolvedTarget(target, "", target.text, None, target.port, how=how)

@@ -10,7 +10,9 @@ from rich.table import Table
 from rich.text import Text
 
 from svctrace.diagnosis.audit import Audit
+from svctrace.diagnosis.checks.common import NO_API_HINT
 from svctrace.render.findings import SCHEMA_VERSION, VERDICT_STYLE, _finding, finding_to_dict
+from svctrace.words import count
 
 
 def render_audit(result: Audit) -> RenderableType:
@@ -19,24 +21,36 @@ def render_audit(result: Audit) -> RenderableType:
     head = Text()
     head.append(f"svctrace audit: {scope}", "svc.title")
     head.append(f"  ({result.source or 'snapshot'})", "hop.explain")
-    summary = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
+    # A grid, not a boxed table: no edge rows or cell padding, so no line of the output is only spaces.
+    summary = Table.grid(padding=(0, 2))
     summary.add_column("what")
     summary.add_column("count", justify="right")
-    summary.add_row("Services", str(len(result.services)))
-    programmed = str(result.programmed) if result.dataplane_collected else "unknown (no dataplane collected)"
-    summary.add_row("programmed on this node", programmed)
-    summary.add_row("drifted (rules differ from the API)", str(result.drifted))
-    summary.add_row("without ready endpoints", str(result.without_endpoints))
-    sev = result.by_severity
-    summary.add_row("findings", f"{sev['error']} errors, {sev['warning']} warnings, {sev['info']} info")
-    parts: list[RenderableType] = [head, summary]
+    parts: list[RenderableType] = [head, Text(""), summary]
+    if not result.api_collected:
+        summary.add_row("Kubernetes objects", "not collected")
+        summary.add_row("Services", "unknown")
+    else:
+        summary.add_row("Services", str(len(result.services)))
+    if result.api_collected or result.services:
+        programmed = str(result.programmed) if result.dataplane_collected else "unknown (no dataplane collected)"
+        summary.add_row("programmed on this node", programmed)
+        summary.add_row("drifted (rules differ from the API)", str(result.drifted))
+        summary.add_row("without ready endpoints", str(result.without_endpoints))
+        sev = result.by_severity
+        summary.add_row("findings", f"{count(sev['error'], 'error')}, {count(sev['warning'], 'warning')}, "
+                                    f"{sev['info']} info")
+    if result.not_checked:
+        parts += [Text(""), *[Text(f"not checked: {s}", "note") for s in result.not_checked]]
+    if result.checked_nothing:
+        parts.append(Text(f"next: {NO_API_HINT}", "hop.explain"))
+        return Group(*parts)
     if result.by_code:
-        codes = Table(box=box.SIMPLE, pad_edge=False)
+        codes = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
         codes.add_column("finding")
         codes.add_column("Services", justify="right")
         for code, n in result.by_code.items():
             codes.add_row(code, str(n))
-        parts.append(codes)
+        parts += [Text(""), codes]
     for s in result.services:
         if not s.diagnosis.findings:
             continue
@@ -51,18 +65,22 @@ def render_audit(result: Audit) -> RenderableType:
 
 def audit_to_dict(result: Audit) -> dict[str, Any]:
     """``{"summary": {...}, "services": [{"service", "verdict", "reason", "findings"}]}`` (docs/diagnosis.md)."""
+    known = result.api_collected or bool(result.services)
     return {
         "schemaVersion": SCHEMA_VERSION,
         "kind": "Audit",
         "source": result.source,
         "namespace": result.namespace,
         "summary": {
-            "services": len(result.services),
-            "programmed": result.programmed if result.dataplane_collected else None,
-            "drifted": result.drifted,
-            "withoutEndpoints": result.without_endpoints,
+            # null: not known, because the Kubernetes objects (or the node's rules) were not collected
+            "services": len(result.services) if known else None,
+            "programmed": result.programmed if known and result.dataplane_collected else None,
+            "drifted": result.drifted if known else None,
+            "withoutEndpoints": result.without_endpoints if known else None,
             "findingsBySeverity": result.by_severity,
             "findingsByCode": result.by_code,
+            "apiCollected": result.api_collected,
+            "notChecked": list(result.not_checked),
         },
         "services": [
             {"service": s.ref, "verdict": s.diagnosis.verdict, "reason": s.diagnosis.reason,

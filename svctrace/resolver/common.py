@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from svctrace.errors import NotFoundError
+from svctrace.errors import NotFoundError, PortNotFoundError
 from svctrace.model import graph as g
 from svctrace.model.graph import DnsInfo, DnsRecord, EndpointInfo, Hop
 from svctrace.model.k8s import EndpointSlice, Service, ServicePort
@@ -54,7 +54,8 @@ def select_ports(svc: Service, port: str | None) -> tuple[ServicePort, ...]:
                    or (p.node_port is not None and str(p.node_port) == port))
     if not chosen:
         have = ", ".join(f"{p.name + ':' if p.name else ''}{p.port}/{p.protocol}" for p in svc.ports) or "none"
-        raise NotFoundError(f"service {svc.ref} has no port {port!r}", f"its ports are: {have}")
+        raise PortNotFoundError(f"service {svc.ref} has no port {port!r}", f"its ports are: {have}",
+                                service=svc, port=port)
     return chosen
 
 

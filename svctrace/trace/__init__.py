@@ -153,7 +153,7 @@ def _mode(snapshot: Snapshot, options: TraceOptions) -> ProxyMode:
     if mode is None:
         how = f" ({snapshot.node.proxy_mode_how})" if snapshot.node.proxy_mode_how else ""
         raise SvctraceError(f"cannot tell which proxy mode this node uses{how}",
-                            "pass the mode with --mode iptables|ipvs|nftables")
+                            "pass it with --mode iptables, --mode ipvs or --mode nftables")
     return mode
 
 

@@ -91,3 +91,54 @@ def test_all_namespaces_and_a_namespace_together_is_a_usage_error(runner: CliRun
     result = runner.invoke(app, ["audit", "-A", "-n", "default", "--from", "demo"])
     assert result.exit_code == 2
     assert "svctrace: error: give -A or -n NAMESPACE, not both" in result.output
+
+
+def test_the_summary_has_no_line_of_only_spaces(runner: CliRunner, broken: Path) -> None:
+    for args in (["audit", "-A", "--from", str(broken)], ["audit", "-A", "--from", "demo"]):
+        lines = runner.invoke(app, args).output.splitlines()
+        assert [x for x in lines if x and not x.strip()] == []
+        assert "" in lines  # the parts are still set apart, by empty lines
+
+
+def test_one_error_is_counted_in_the_singular(runner: CliRunner, tmp_path: Path) -> None:
+    copy = tmp_path / "one"
+    shutil.copytree(demo_path(), copy)
+    (copy / "api" / "ext.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: default}\n"
+                                           "spec: {type: ExternalName, externalName: 10.1.2.3}\n")
+    result = runner.invoke(app, ["audit", "-A", "--from", str(copy)])
+    assert result.exit_code == 1, result.output
+    assert "1 error, 0 warnings, 0 info" in result.output
+
+
+@pytest.fixture
+def node_only(tmp_path: Path) -> Path:
+    """Only the node's files, which docs/snapshot.md calls a valid snapshot."""
+    shutil.copytree(demo_path() / "node", tmp_path / "node-only" / "node")
+    return tmp_path / "node-only"
+
+
+def test_a_node_only_snapshot_says_the_objects_were_not_collected_and_exits_2(runner: CliRunner,
+                                                                               node_only: Path) -> None:
+    result = runner.invoke(app, ["audit", "-A", "--from", str(node_only)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert lines[2].split() == ["Kubernetes", "objects", "not", "collected"]
+    assert lines[3].split() == ["Services", "unknown"]
+    assert "0 errors" not in result.output and "no errors or warnings" not in result.output
+    assert "not checked: every check: each one compares a Service's objects" in result.output
+    assert "next: add the Kubernetes objects to the snapshot as api/ files" in result.output
+
+
+def test_a_node_only_snapshot_in_json(runner: CliRunner, node_only: Path) -> None:
+    result = runner.invoke(app, ["audit", "-A", "--from", str(node_only), "-o", "json"])
+    assert result.exit_code == 2, result.output
+    summary = json.loads(result.output)["summary"]
+    assert summary["apiCollected"] is False and len(summary["notChecked"]) == 1
+    assert [summary[k] for k in ("services", "programmed", "drifted", "withoutEndpoints")] == [None] * 4
+
+
+def test_an_empty_namespace_of_a_full_snapshot_is_checked_and_empty(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["audit", "-n", "empty", "--from", "demo", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)["summary"]
+    assert summary["services"] == 0 and summary["apiCollected"] is True and summary["notChecked"] == []

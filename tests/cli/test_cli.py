@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -130,12 +131,12 @@ def test_debug_shows_the_traceback(runner: CliRunner) -> None:
 
 
 def test_internal_errors_exit_3_without_traceback(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    import svctrace.cli.svc as svc_module
+    import svctrace.resolver as resolver_module
 
     def broken(*_args: object, **_kwargs: object) -> None:
         raise KeyError("boom")
 
-    monkeypatch.setattr(svc_module, "resolve", broken)
+    monkeypatch.setattr(resolver_module, "resolve", broken)
     result = runner.invoke(app, ["svc", "svc1", "-n", "ns1", "--from", OVERALL])
     assert result.exit_code == 3
     assert result.output.splitlines()[0] == "svctrace: internal error: KeyError: 'boom'"
@@ -156,16 +157,44 @@ def test_split_name_rejects_two_namespaces() -> None:
         split_name("a/web", "b")
 
 
-def test_colour_only_on_a_terminal_and_no_color_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+def _render(**kwargs: bool) -> str:
     from rich.text import Text
 
-    def render(**kwargs: bool) -> str:
-        buf = io.StringIO()
-        make_console(buf, **kwargs).print(Text("x", "verdict.reject"))
-        return buf.getvalue()
+    buf = io.StringIO()
+    make_console(buf, **kwargs).print(Text("x", "verdict.reject"))
+    return buf.getvalue()
 
-    monkeypatch.delenv("NO_COLOR", raising=False)
-    assert "\x1b[" in render(force_terminal=True)
-    assert "\x1b[" not in render(force_terminal=False)
-    monkeypatch.setenv("NO_COLOR", "1")
-    assert "\x1b[" not in render(force_terminal=True)
+
+def _coloured(text: str) -> bool:
+    return re.search(r"\x1b\[[0-9;]*(3[0-9]|9[0-7])[;m]", text) is not None
+
+
+@pytest.fixture
+def plain_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_colour_only_on_a_terminal(plain_env: pytest.MonkeyPatch) -> None:
+    assert _coloured(_render(force_terminal=True))
+    assert "\x1b[" not in _render(force_terminal=False)
+    assert "\x1b[" not in _render()  # a StringIO is not a terminal
+
+
+def test_no_color_removes_colour_as_rich_does(plain_env: pytest.MonkeyPatch) -> None:
+    plain_env.setenv("NO_COLOR", "1")
+    out = _render(force_terminal=True)
+    assert not _coloured(out) and "x" in out  # bold may stay: NO_COLOR is about colour
+
+
+@pytest.mark.parametrize(("value", "coloured"), [("1", True), ("", False)])
+def test_force_color_colours_piped_output(plain_env: pytest.MonkeyPatch, value: str, coloured: bool) -> None:
+    plain_env.setenv("FORCE_COLOR", value)
+    assert _coloured(_render()) is coloured
+
+
+def test_force_color_keeps_the_pipe_width(plain_env: pytest.MonkeyPatch) -> None:
+    plain_env.setenv("FORCE_COLOR", "1")
+    plain_env.delenv("COLUMNS", raising=False)
+    assert make_console(io.StringIO()).width == 160

@@ -67,3 +67,46 @@ def test_names_complete_from_the_live_cluster(tmp_path: Path) -> None:
         # one LIST per completion, and nothing but reads
         assert [(r.method, r.path) for r in server.requests] == [
             ("GET", "/api/v1/namespaces"), ("GET", "/api/v1/namespaces/default/services")]
+
+
+def _kubectl_completion(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                        *words: str) -> list[str]:
+    monkeypatch.setattr(sys, "argv", ["kubectl_complete-svctrace", *words])
+    kubectl_complete()
+    return capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("words", [
+    ["svc", "x", "--from", ""],
+    ["svc", "x", "--from", "snap"],
+    ["svc", "x", "--from=snap"],
+    ["trace", "--kubeconfig", "~/.ku"],
+    ["capture", "-o", ""],
+    ["capture", "--output", "out"],
+])
+def test_kubectl_plugin_completion_completes_files_for_paths(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             words: list[str]) -> None:
+    # No candidates and cobra's ShellCompDirectiveDefault: kubectl's shell completes file names.
+    assert _kubectl_completion(monkeypatch, capsys, *words) == [":0"]
+
+
+def test_kubectl_plugin_completion_of_flags_is_not_files(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert _kubectl_completion(monkeypatch, capsys, "svc", "x", "--ex") == ["--explain", ":4"]
+
+
+def test_completion_offers_the_shells(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert complete_words(["completion"], "") == ["bash", "zsh", "fish"]
+    assert _kubectl_completion(monkeypatch, capsys, "completion", "z") == ["zsh", ":4"]
+
+
+def test_shell_scripts_complete_files_for_paths() -> None:
+    # No candidates for a path: the bash script's `-o default` (and zsh's and fish's fallbacks) complete files.
+    from svctrace.cli.completion import completes_a_path
+
+    for args in (["svc", "x", "--from"], ["audit", "--kubeconfig"], ["capture", "-o"]):
+        assert complete_words(args, "") == [] and completes_a_path(args, ""), args
+    assert not completes_a_path(["svc", "x", "-o"], "") and complete_words(["svc", "x", "-o"], "") == ["tree", "json"]
+    assert completes_a_path(["svc", "x"], "--from=sn")
+    assert "complete -o default -F" in script("bash")

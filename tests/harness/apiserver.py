@@ -80,6 +80,8 @@ RESOURCES: tuple[Resource, ...] = (
 )
 _BY_KIND = {r.kind: r for r in RESOURCES}
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
+# What the apiserver's query parsing (Go's strconv.ParseBool) reads as true; kubernetes < 36 sends watch=True.
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
 _VERBS = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
 _WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -107,7 +109,7 @@ class RecordedRequest:
         """The Kubernetes verb: get, list, watch, or the HTTP method for anything else."""
         if self.method != "GET":
             return self.method.lower()
-        if self.query.get("watch") in ("true", "1"):
+        if self.query.get("watch") in _TRUE:
             return "watch"
         route = _route(self.path)
         if route is not None and route.name is None and route.resource is not None:
@@ -638,7 +640,7 @@ class FakeApiServer:
         if route.resource is None:
             raise not_found
         res = route.resource
-        watch = query.get("watch") in ("true", "1")
+        watch = query.get("watch") in _TRUE
         verb = "get" if route.name else ("watch" if watch else "list")
         self._authorize(verb, res, route.namespace if res.namespaced else None, route.name)
         if route.name is not None:

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import svctrace.diagnosis.checks  # noqa: F401  (registers the catalog)
 from svctrace.cli.app import app
+from svctrace.diagnosis.checks import API_SUBJECTS
 from svctrace.diagnosis.registry import CATALOG
+from tests.diagnoses import DNS_OBJECTS, NOT_READY, READY, eps, pod, svc
 from tests.harness.apiserver import FakeApiServer
-from tests.unit.test_checks_api import DNS_OBJECTS, NOT_READY, READY, eps, pod, svc
 
-API_CODES = {c.code for c in CATALOG.values() if c.fn.__module__.endswith("checks.api")}
+API_CODES = {c.code for c in CATALOG.values() if c.subject in API_SUBJECTS}
 CRASH = [{"name": "app", "ready": False, "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]
 EXT = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext", "namespace": "default"},
        "spec": {"type": "ExternalName", "externalName": "10.1.2.3"}}

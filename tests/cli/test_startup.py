@@ -1,0 +1,72 @@
+"""Commands that need no cluster import neither the Kubernetes client nor netlink (nor, for help, the core)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+OVERALL = str(REPO / "tests" / "fixtures" / "overall")
+
+# Run the console-script entry point in a fresh interpreter and report which modules it loaded.
+PROBE = """
+import json, sys
+sys.argv = ["svctrace", *json.loads(sys.argv[1])]
+from svctrace.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+"""
+
+LIVE_ONLY = ("kubernetes", "pyroute2", "urllib3", "requests", "aiohttp", "pydantic", "svctrace.collectors.kube",
+             "svctrace.collectors.node")
+CORE = ("svctrace.resolver", "svctrace.trace", "svctrace.diagnosis", "svctrace.parsers", "yaml")
+
+
+def loaded_modules(*args: str) -> set[str]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(list(args))], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, check=False)
+    marker = proc.stderr.rsplit("\nMODULES ", 1)
+    assert len(marker) == 2, proc.stderr
+    return set(json.loads(marker[1]))
+
+
+def _loaded(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes))
+
+
+def test_version_imports_nothing_but_svctrace() -> None:
+    modules = loaded_modules("--version")
+    assert _loaded(modules, ("typer", "rich", *LIVE_ONLY, *CORE)) == []
+
+
+@pytest.mark.parametrize("args", [["--help"], ["svc", "--help"], ["trace", "--help"], ["audit", "--help"],
+                                  ["completion", "bash"], ["svc"]])
+def test_help_completion_and_usage_errors_load_no_core(args: list[str]) -> None:
+    assert _loaded(loaded_modules(*args), (*LIVE_ONLY, *CORE)) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["svc", "my-nginx", "--from", "demo"],
+    ["svc", "svc4", "-n", "ns4", "--from", OVERALL, "-o", "json"],
+    ["trace", "--dst", "10.99.198.177:80", "--from", "demo"],
+    ["why-unreachable", "my-nginx", "--from", "demo"],
+    ["audit", "--from", "demo"],
+    ["demo", "-o", "json"],
+])
+def test_snapshot_commands_do_not_load_the_live_collectors(args: list[str]) -> None:
+    modules = loaded_modules(*args)
+    assert "svctrace.resolver" in modules or "svctrace.trace" in modules  # the probe really ran the command
+    assert _loaded(modules, LIVE_ONLY) == []
+
+
+def test_a_live_command_does_load_the_kubernetes_client(tmp_path: Path) -> None:
+    # The probe can tell: a live run (here failing on a missing kubeconfig) imports the client.
+    modules = loaded_modules("svc", "x", "--kubeconfig", str(tmp_path / "missing"))
+    assert "kubernetes" in modules
