@@ -544,7 +544,8 @@ class LogOptions:
 class NodeAgent(Protocol):
     """The stand-in kubelet's side of the contract (tests/harness/kubelet.py implements it)."""
 
-    def serves(self, node: str) -> bool: ...
+    def knows(self, node: str) -> bool: ...  # the node has a kubelet, up or down
+    def serves(self, node: str) -> bool: ...  # ... and it is up (logs and exec reach it)
     def pod_created(self, pod: Object) -> None: ...
     def pod_deleting(self, pod: Object) -> None: ...
     def pod_removed(self, pod: Object) -> None: ...
@@ -1153,9 +1154,12 @@ class FakeApiServer:
                 return str(addr.get("address"))
         return node
 
-    def _agent(self, node: str) -> NodeAgent | None:
+    def _agent(self, node: str, *, reachable: bool = True) -> NodeAgent | None:
+        """The node's kubelet: one that is up (logs, exec), or any (pod lifecycle, seen when it comes back)."""
         kubelet = self.kubelet
-        return kubelet if kubelet is not None and kubelet.serves(node) else None
+        if kubelet is None:
+            return None
+        return kubelet if (kubelet.serves(node) if reachable else kubelet.knows(node)) else None
 
     def _create_pod(self, namespace: str, req: RecordedRequest) -> Response:
         body = req.body
@@ -1183,7 +1187,7 @@ class FakeApiServer:
                 self._emit("ADDED", _BY_PLURAL["pods"], pod, None)
             created = copy.deepcopy(pod)
         if not dry_run:
-            agent = self._agent(str(pod["spec"].get("nodeName") or ""))
+            agent = self._agent(str(pod["spec"].get("nodeName") or ""), reachable=False)
             if agent is not None:
                 agent.pod_created(copy.deepcopy(created))
         return Response.json(201, created)
@@ -1256,7 +1260,7 @@ class FakeApiServer:
             if grace == 0:
                 gone = self.remove("Pod", namespace, name)
                 assert gone is not None
-                agent = self._agent(str(gone["spec"].get("nodeName") or ""))
+                agent = self._agent(str(gone["spec"].get("nodeName") or ""), reachable=False)
                 return gone, (partial(agent.pod_removed, copy.deepcopy(gone)) if agent is not None else None)
 
             def mark(doc: Object) -> None:
@@ -1265,7 +1269,7 @@ class FakeApiServer:
 
             updated = self.update("Pod", namespace, name, mark)
             assert updated is not None
-            agent = self._agent(str(updated["spec"].get("nodeName") or ""))
+            agent = self._agent(str(updated["spec"].get("nodeName") or ""), reachable=False)
             return updated, (partial(agent.pod_deleting, copy.deepcopy(updated)) if agent is not None else None)
 
     def _delete_collection(self, namespace: str, req: RecordedRequest) -> Response:

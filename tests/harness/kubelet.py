@@ -90,7 +90,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from tests.harness.websocket import CLOSE_SIGNAL, ERROR, RESIZE, STDERR, STDIN, STDOUT, ChannelSocket, Closed
 from tests.harness.wire import ApiStatus, Object, bad_request, now_rfc3339
@@ -252,6 +252,7 @@ class ContainerLog:
         self._fh = self.path.open("ab")
         self._size = 0
         self._partial = {"stdout": b"", "stderr": b""}
+        self.segments: dict[int, Path] = {}  # rotated files still on disk, by generation
 
     def _entry(self, stream: str, tag: str, content: bytes) -> None:
         line = f"{_cri_time(time.time())} {stream} {tag} ".encode() + content + b"\n"
@@ -306,13 +307,14 @@ class ContainerLog:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         target = self.path.with_name(f"0.log.{stamp}")
         n = 0
-        while target.exists():
+        while target.exists():  # several rotations in one second: only when checking after every write
             n += 1
-            target = self.path.with_name(f"0.log.{stamp}.{n}")
+            target = self.path.with_name(f"0.log.{stamp}.{n:04d}")
         self.path.rename(target)
-        rotated = sorted(p for p in self.path.parent.iterdir() if p.name.startswith("0.log."))
-        for old in rotated[:max(0, len(rotated) - max(self.max_files - 1, 1))]:
-            old.unlink()
+        self.segments[self.generation] = target
+        # removeExcessLogs: at most max_files-1 rotated files beside the current one
+        for old in sorted(self.segments)[:max(0, len(self.segments) - max(self.max_files - 1, 1))]:
+            self.segments.pop(old).unlink(missing_ok=True)
         self._fh = self.path.open("ab")
         self._size = 0
         self.generation += 1
@@ -322,75 +324,84 @@ class ContainerLog:
         with self.lock:
             self._fh.close()
 
-    def read(self, opts: LogOptions, running: Callable[[], bool], stop: threading.Event) -> Iterator[bytes]:
-        """The kubelet's ReadLogs over the current file (and, when following, the ones rotation starts)."""
+    def _open_since(self, generation: int) -> tuple[list[BinaryIO], int]:
+        """Open the rotated files after ``generation`` that still exist, then the current one."""
         with self.lock:
-            f = self.path.open("rb")
+            files: list[BinaryIO] = [self.segments[g].open("rb") for g in range(generation + 1, self.generation)
+                                     if g in self.segments]
+            files.append(self.path.open("rb"))
+            return files, self.generation
+
+    def _chunks(self, opts: LogOptions, running: Callable[[], bool], stop: threading.Event) -> Iterator[bytes]:
+        """The bytes a reader gets: the current file; when following, then every file rotation starts."""
+        with self.lock:
+            files: list[BinaryIO] = [self.path.open("rb")]
             generation = self.generation
         try:
             if opts.tail_lines is not None:
-                f.seek(_tail_offset(f, opts.tail_lines))
-            remain = opts.limit_bytes if opts.limit_bytes is not None else -1
-            limited = opts.tail_lines is not None and not opts.follow
-            left = opts.tail_lines or 0
-            if limited and left == 0:
-                return
-            pending = b""
-            out: list[bytes] = []
-            out_size = 0
+                files[0].seek(_tail_offset(files[0], opts.tail_lines))
             while True:
-                chunk = f.read(256 * 1024)
+                chunk = files[0].read(256 * 1024)
                 if chunk:
-                    data = pending + chunk
-                    lines = data.split(b"\n")
-                    pending = lines.pop()
-                    for raw in lines:
-                        piece = _render(raw, opts)
-                        if piece is None:
-                            continue
-                        if remain >= 0 and len(piece) >= remain:
-                            out.append(piece[:remain])
-                            yield b"".join(out)
-                            return
-                        if remain >= 0:
-                            remain -= len(piece)
-                        out.append(piece)
-                        out_size += len(piece)
-                        if limited:
-                            left -= 1
-                            if left == 0:
-                                yield b"".join(out)
-                                return
-                    if out_size >= 64 * 1024:
-                        yield b"".join(out)
-                        out, out_size = [], 0
+                    yield chunk
                     continue
-                if out:
-                    yield b"".join(out)
-                    out, out_size = [], 0
+                if len(files) > 1:  # a rotated file, complete: on to the next one
+                    files.pop(0).close()
+                    continue
                 if not opts.follow:
                     return
                 with self.lock:
                     rotated = self.generation != generation
-                    if rotated:
-                        # the writer moved on: the old file is complete, and was read to its end
-                        f.close()
-                        f = self.path.open("rb")
-                        generation = self.generation
-                        pending = b""
                 if rotated:
+                    # the writer has moved on, so what this file holds now is all it will ever hold
+                    rest = files[0].read()
+                    if rest:
+                        yield rest
+                    files[0].close()
+                    files, generation = self._open_since(generation)
                     continue
                 if not running():
-                    # one more look: the last write may have landed between the read and the check
-                    tail = f.read()
-                    if tail:
-                        f.seek(-len(tail), os.SEEK_CUR)
+                    rest = files[0].read()  # the last write may have landed between the read and the check
+                    if rest:
+                        yield rest
                         continue
                     return
                 if stop.wait(0.05):
                     return
         finally:
-            f.close()
+            for f in files:
+                f.close()
+
+    def read(self, opts: LogOptions, running: Callable[[], bool], stop: threading.Event) -> Iterator[bytes]:
+        """The kubelet's ReadLogs: CRI lines rendered with the request's options."""
+        remain = opts.limit_bytes if opts.limit_bytes is not None else -1
+        limited = opts.tail_lines is not None and not opts.follow
+        left = opts.tail_lines or 0
+        if limited and left == 0:
+            return
+        pending = b""
+        for chunk in self._chunks(opts, running, stop):
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            out: list[bytes] = []
+            for raw in lines:
+                piece = _render(raw, opts)
+                if piece is None:
+                    continue
+                if 0 <= remain <= len(piece):
+                    out.append(piece[:remain])
+                    yield b"".join(out)
+                    return
+                if remain >= 0:
+                    remain -= len(piece)
+                out.append(piece)
+                if limited:
+                    left -= 1
+                    if left == 0:
+                        yield b"".join(out)
+                        return
+            if out:
+                yield b"".join(out)
 
 
 def _render(raw: bytes, opts: LogOptions) -> bytes | None:
@@ -602,6 +613,10 @@ class Kubelet:
         return [t for t in threads if t.is_alive()]
 
     # -- NodeAgent: what the apiserver calls --
+
+    def knows(self, node: str) -> bool:
+        with self._lock:
+            return node in self.nodes
 
     def serves(self, node: str) -> bool:
         with self._lock:
@@ -975,25 +990,39 @@ class Kubelet:
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   env=env, cwd=str(p.workdir), start_new_session=True)
         c.state, c.reason, c.message, c.started_at = "running", "", "", now_rfc3339()
-        for pipe, stream in ((c.proc.stdout, "stdout"), (c.proc.stderr, "stderr")):
-            t = threading.Thread(target=self._pump, args=(pipe, stream, c.log), daemon=True,
-                                 name=f"sim-kubelet-log-{p.name}-{c.name}-{stream}")
-            c.pumps.append(t)
-            t.start()
+        # one reader for both streams keeps their order, as far as the process's writes allow
+        t = threading.Thread(target=self._pump, args=(c.proc, c.log), daemon=True,
+                             name=f"sim-kubelet-log-{p.name}-{c.name}")
+        c.pumps.append(t)
+        t.start()
         self._event(p, c, "Normal", "Started", f"Started container {c.name}")
 
     @staticmethod
-    def _pump(pipe: Any, stream: str, log: ContainerLog) -> None:
+    def _pump(proc: subprocess.Popen[bytes], log: ContainerLog) -> None:
+        sel = selectors.DefaultSelector()
+        for pipe, stream in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
+            if pipe is not None:
+                os.set_blocking(pipe.fileno(), False)
+                sel.register(pipe, selectors.EVENT_READ, stream)
         try:
-            while True:
-                data = pipe.read1(65536)
-                if not data:
-                    break
-                log.write(stream, data)
-        except (OSError, ValueError):
-            pass
+            while sel.get_map():
+                for key, _ in sel.select(timeout=1.0):
+                    try:
+                        data = os.read(key.fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if data:
+                        log.write(key.data, data)
+                    else:
+                        sel.unregister(key.fileobj)
+                        log.end(key.data)
         finally:
-            log.end(stream)
+            sel.close()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
 
     def _wait_exit(self, p: _Pod, deadline: float | None) -> None:
         killing = False
