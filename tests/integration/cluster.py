@@ -510,7 +510,7 @@ class SimCluster:
         ports = service_ports(node.api_state)
         netns = node.netns
         if not node.spec.kube_proxy:
-            _kubelet_chains(netns)
+            gen_demo_nftables.kubelet_chains(netns)
             return
         if self.mode == "iptables":
             for family in self.families:
@@ -560,18 +560,3 @@ class SimCluster:
         """Per node: IP, backend, stale, ready, kube-proxy present (for test messages)."""
         return {n.name: {"ip": n.ip, "backend": n.spec.backend, "stale": n.spec.stale, "ready": n.spec.ready,
                          "kube_proxy": n.spec.kube_proxy, "netns": n.netns.name} for n in self.nodes.values()}
-
-
-def _kubelet_chains(netns: NetnsNode) -> None:
-    """What the kubelet itself adds to iptables on any node (IPv4): the hint, the canaries, KUBE-FIREWALL."""
-    ipt = netns.iptables
-    ipt("-t", "mangle", "-N", "KUBE-IPTABLES-HINT")
-    ipt("-t", "filter", "-N", "KUBE-FIREWALL")
-    ipt("-t", "filter", "-I", "OUTPUT", "-j", "KUBE-FIREWALL")
-    ipt("-t", "filter", "-I", "INPUT", "-j", "KUBE-FIREWALL")
-    ipt("-t", "filter", "-A", "KUBE-FIREWALL", "-m", "comment", "--comment", "block incoming localnet connections",
-        "--dst", "127.0.0.0/8", "!", "--src", "127.0.0.0/8", "-m", "conntrack",
-        "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP")
-    for table in ("mangle", "nat", "filter"):
-        ipt("-t", table, "-N", "KUBE-KUBELET-CANARY")
-
