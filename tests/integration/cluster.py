@@ -24,6 +24,10 @@ What is real and what is not:
   the endpoint 10.244.2.7 the API no longer lists, as when kube-proxy is stuck), ``backend`` (the other
   iptables backend), ``ready=False`` (the kubelet is down: Node Ready=Unknown with the unreachable
   taints, nothing starts there), ``kube_proxy=False`` (no kube-proxy rules, no kube-proxy pod).
+* Scale: ``SimCluster(nodes, objects=scaled_objects(names, 1000, 10))`` gives issue 12's benchmark
+  state; each node replays kube-proxy's ``iptables-restore --noflush`` (about 6 s per node for 1,000
+  Services x 10 here). ``--noflush`` grows quadratically with the table (a 10k-Service table takes
+  minutes), so a test loading 430k lines restores whole tables, in :func:`kube_proxy_order`.
 * IPVS (``mode="ipvs"``): this kernel has no ip_vs, so there is no IPVS table: ``ipvsadm`` fails and
   ``/proc/net/ip_vs`` does not exist. What IPVS mode leaves elsewhere is loaded for real: its iptables
   rules (KUBE-SERVICES matching ``--match-set KUBE-CLUSTER-IP``, KUBE-POSTROUTING, ...), its ipsets
@@ -197,6 +201,24 @@ def cluster_objects(node_names: Sequence[str], *, with_stale_endpoint: bool = Fa
     objs.append(_slice("shop", "cart", cart, [{"name": "http", "port": 8080, "protocol": "TCP"}]))
     objs += [_backend_pod("shop", name, ip, nd, "cart", "ghcr.io/example/cart:2.3", 8080, "7c9d6b5f4")
              for ip, nd, name in cart]
+    return objs
+
+
+def scaled_objects(node_names: Sequence[str], services: int, endpoints: int) -> list[Object]:
+    """``services`` ClusterIP Services in namespace shop (svc-N, 10.100.0.0/16) with ``endpoints`` ready
+    endpoints each (10.245.0.0/16, spread round-robin over the nodes), plus kubernetes and kube-dns as in
+    :func:`cluster_objects`: the API state of issue 12's benchmark (20 nodes x 1,000 Services x 10)."""
+    objs = [o for o in cluster_objects(node_names) if o["metadata"].get("namespace") != "shop"]
+    port = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]
+    e = 0
+    for n in range(services):
+        name = f"svc-{n:05d}"
+        objs.append(_service("shop", name, f"10.100.{n // 250}.{n % 250 + 1}", port, selector={"app": name}))
+        eps = []
+        for _ in range(endpoints):
+            e += 1
+            eps.append((f"10.245.{e // 250}.{e % 250 + 1}", node_names[e % len(node_names)], ""))
+        objs.append(_slice("shop", name, eps, [{"name": "http", "port": 8080, "protocol": "TCP"}]))
     return objs
 
 

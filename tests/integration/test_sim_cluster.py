@@ -449,3 +449,16 @@ def test_a_10k_service_node_read_back_through_logs_and_exec(sim_cluster_factory:
     print(f"\n10k Services x 10: {truth.count(chr(10))} lines, {len(truth)} bytes; exec: intact (sha256 "
           f"{digest[:12]}); logs: {len(via_logs)} bytes, {via_logs.count(chr(10))} lines after {log.rotations} "
           "rotations")
+
+
+def test_scaled_api_state_for_the_benchmark() -> None:
+    from tests.fixtures.demo_build.gen_kube_proxy_rules import service_ports
+    from tests.integration.cluster import scaled_objects
+
+    objs = scaled_objects([f"node-{i:02d}" for i in range(20)], 1000, 10)
+    ports = [p for p in service_ports(objs) if p.namespace == "shop"]
+    assert len(ports) == 1000 and {len(p.endpoints) for p in ports} == {10}
+    assert len({p.cluster_ip for p in ports}) == 1000
+    nodes = {e["nodeName"] for o in objs if o["kind"] == "EndpointSlice" and o["metadata"]["namespace"] == "shop"
+             for e in o["endpoints"]}
+    assert len(nodes) == 20
