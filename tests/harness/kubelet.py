@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import selectors
@@ -1236,6 +1235,3 @@ def _field(pod: Object, path: str, node_ip: str) -> str | None:
         return None
     return str(simple[path] or "")
 
-
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, indent=1, sort_keys=True)
