@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from svctrace import __version__
 from svctrace.model.snapshot import API, Missing, NodeFile, Snapshot
+from svctrace.parsers.node_read import ALL_TABLES
 from svctrace.parsers.snapshot import NodeInput, build_snapshot
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 
 # The Kubernetes client (~200 ms to import) and the node collector are imported by the functions that read the
 # live cluster and node, so that LiveOptions, and every command that reads only a snapshot, cost nothing of them.
-ALL_TABLES = ("*",)
 SERVICE_TABLES = ("nat", "filter")  # what `svc` needs: kube-proxy's dispatch, Service and REJECT rules
 
 

@@ -27,18 +27,26 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from svctrace.collectors import _probe
 from svctrace.collectors.conntrack import collect_conntrack
 from svctrace.collectors.ipvs import read_ipsets, read_ipvs
-from svctrace.collectors.live import ALL_TABLES
 from svctrace.errors import CollectionError
 from svctrace.model.snapshot import Missing, NodeFile
-from svctrace.parsers.detect import LEGACY, NFT, BackendDecision, count_ipvs_services, decide_backend
+from svctrace.parsers.detect import LEGACY, NFT, BackendDecision, count_ipvs_services
 from svctrace.parsers.ipvs import format_ipset_save, format_ipvsadm_save
+from svctrace.parsers.node_read import (
+    ALL_TABLES,
+    NFT_FAMILIES,
+    SAVE_COMMANDS,
+    choose_iptables,
+    joined,
+    kube_proxy_nft,
+    meta_json,
+)
+from svctrace.parsers.node_read import CommandRun as _Run
 from svctrace.parsers.snapshot import NodeInput, Probe
 
 DEFAULT_PROXY_MODE_URL = "http://127.0.0.1:10249/proxyMode"
@@ -49,24 +57,9 @@ NOT_ROOT_WARNING = ("not running as root: the node's rules cannot be read (iptab
                     "addresses and sysctls are still shown. Next step: run it again with sudo, or run "
                     "`sudo svctrace capture` on the node and analyse the snapshot with --from")
 
-# Save commands per backend and family.
-SAVE_COMMANDS: dict[str, dict[int, str]] = {
-    LEGACY: {4: "iptables-legacy-save", 6: "ip6tables-legacy-save"},
-    NFT: {4: "iptables-nft-save", 6: "ip6tables-nft-save"},
-}
-
 # rtnetlink scopes as `ip` names them.
 _SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
 _FAMILIES = {2: 4, 10: 6}  # AF_INET, AF_INET6
-
-
-@dataclass
-class _Run:
-    """What one command printed, or why it could not run."""
-
-    stdout: str | None
-    error: str | None = None
-    skipped: bool = False  # not run: the kernel holds nothing for it to read
 
 
 def _argv(netns: str | None, argv: Sequence[str]) -> list[str]:
@@ -173,48 +166,20 @@ def _save(backend: str, family: int, tables: tuple[str, ...], netns: str | None)
     command = SAVE_COMMANDS[backend][family]
     if tables == ALL_TABLES:
         return _run([command], netns)
-    texts: list[str] = []
+    runs: list[_Run] = []
     for table in tables:
-        run = _run([command, "-t", table], netns)
-        if run.stdout is None:
-            return run
-        texts.append(run.stdout)
-    return _Run("".join(texts))
+        runs.append(_run([command, "-t", table], netns))
+        if runs[-1].stdout is None:
+            break
+    return joined(runs)
 
 
 def _kube_proxy_nft(netns: str | None, where: str, warnings: list[str]) -> tuple[str | None, tuple[str, ...]]:
     """kube-proxy's nftables tables as one `nft -j` document, read by name (never the whole ruleset:
     listing every table costs minutes on a node with 100,000 iptables-nft chains); and which exist."""
-    items: list[Any] = []
-    found: list[str] = []
-    for family in ("ip", "ip6"):
-        run = _run(["nft", "-j", "list", "table", family, "kube-proxy"], netns, timeout=60.0)
-        if run.stdout is None:
-            if run.error and "No such file or directory" not in run.error:
-                warnings.append(f"cannot read nftables table {family} kube-proxy{where}: {run.error}")
-            continue
-        try:
-            doc = json.loads(run.stdout)
-        except json.JSONDecodeError:
-            warnings.append(f"nft -j list table {family} kube-proxy{where} printed something that is not JSON")
-            continue
-        got = doc.get("nftables") if isinstance(doc, dict) else None
-        if isinstance(got, list):
-            items += [i for i in got if not (isinstance(i, dict) and "metainfo" in i and items)]
-            found.append(f"{family} kube-proxy")
-    if not items:
-        items = [{"metainfo": {"json_schema_version": 1}}]
-    return json.dumps({"nftables": items}) + "\n", tuple(found)
-
-
-def _meta(node_name: str | None, sysctls: Mapping[str, str | None], decision: BackendDecision | None) -> str:
-    doc: dict[str, Any] = {"sysctls": {k: v for k, v in sysctls.items() if v is not None}}
-    if node_name:
-        doc["nodeName"] = node_name
-    if decision is not None and decision.backend is not None:
-        doc["iptablesBackend"] = decision.backend
-        doc["iptablesBackendReason"] = decision.reason
-    return json.dumps(doc, indent=1) + "\n"
+    runs = [(family, _run(["nft", "-j", "list", "table", family, "kube-proxy"], netns, timeout=60.0))
+            for family in NFT_FAMILIES]
+    return kube_proxy_nft(runs, where=where, warnings=warnings)
 
 
 def collect_node(*, netns: str | None = None, node_name: str | None = None,
@@ -283,7 +248,7 @@ def collect_node(*, netns: str | None = None, node_name: str | None = None,
     if os.geteuid() == 0 and not (ipvs_available or kube_ipvs0):
         missing.append(Missing(NodeFile.IPVSADM, "IPVS is not in use on this node"))
         missing.append(Missing(NodeFile.IPSET, "IPVS is not in use on this node"))
-    files[NodeFile.META] = _meta(node_name, sysctls, decision)
+    files[NodeFile.META] = meta_json(node_name, sysctls, decision)
     node.probe = Probe(url_answer=url_answer, ipvs_available=ipvs_available, ipvs_services=ipvs_services,
                        nft_tables=nft_tables)
     return node
@@ -304,34 +269,7 @@ def _read_iptables(netns: str | None, where: str, tables: tuple[str, ...],
         else:
             runs[LEGACY, family] = _save(LEGACY, family, ALL_TABLES, netns)
         runs[NFT, family] = _save(NFT, family, tables, netns)
-    decision = decide_backend(_joined(runs[LEGACY, 4], runs[LEGACY, 6]), _joined(runs[NFT, 4], runs[NFT, 6]))
-    node.warnings.extend(decision.warnings)
-    for backend in (LEGACY, NFT):
-        error = runs[backend, 4].error
-        if decision.use is not None and backend != decision.use and error and not runs[backend, 4].skipped:
-            node.warnings.append(f"cannot check the {backend} backend for KUBE-* chains{where}: {error}")
-    for family, name in ((4, NodeFile.IPTABLES), (6, NodeFile.IP6TABLES)):
-        if decision.use is None:
-            errors = "; ".join(e for e in (runs[LEGACY, family].error, runs[NFT, family].error) if e)
-            node.warnings.append(f"cannot read the IPv{family} iptables rules{where}: {errors}")
-            node.missing.append(Missing(name, errors))
-            continue
-        run = runs[decision.use, family]
-        if run.stdout is None:
-            node.warnings.append(f"cannot read the IPv{family} iptables rules of the {decision.use} backend{where}: "
-                                 f"{run.error}")
-            node.missing.append(Missing(name, run.error or ""))
-            continue
-        node.files[name] = run.stdout
-        node.where[name] = f"{SAVE_COMMANDS[decision.use][family]}{where}"
-    if tables != ALL_TABLES:
-        node.missing.append(Missing("iptables tables", f"only {', '.join(tables)} read"))
-    return decision
-
-
-def _joined(*runs: _Run) -> str | None:
-    texts = [r.stdout for r in runs if r.stdout is not None]
-    return "".join(texts) if texts else None
+    return choose_iptables(runs, node, where=where, tables=tables)
 
 
 def _read_ipvs(netns: str | None, where: str, node: NodeInput) -> None:

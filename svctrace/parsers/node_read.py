@@ -1,0 +1,118 @@
+"""What a node read's raw command results mean: the node/ files, the backend decision, warnings (pure).
+
+A node is read the same way wherever the commands run: on this node (collectors/node.py runs them with
+subprocess) or in a collector pod on another node (collectors/remote.py runs one read-only shell script
+through the API). Both hand the raw results (what each command printed, or why it could not run) to
+these functions, so the iptables backend, kube-proxy's nftables tables and meta.json are decided by
+one piece of code, and a remote read of a node gives the local read's NodeInput.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from svctrace.model.snapshot import Missing, NodeFile
+from svctrace.parsers.detect import LEGACY, NFT, BackendDecision, decide_backend
+from svctrace.parsers.snapshot import NodeInput
+
+ALL_TABLES = ("*",)  # every iptables table (one save run without -t)
+
+# Save commands per backend and family.
+SAVE_COMMANDS: dict[str, dict[int, str]] = {
+    LEGACY: {4: "iptables-legacy-save", 6: "ip6tables-legacy-save"},
+    NFT: {4: "iptables-nft-save", 6: "ip6tables-nft-save"},
+}
+NFT_FAMILIES = ("ip", "ip6")  # kube-proxy's nftables tables: `ip kube-proxy` and `ip6 kube-proxy`
+NFT_NO_TABLE = "No such file or directory"  # what nft says for a table that does not exist
+
+
+@dataclass
+class CommandRun:
+    """What one command printed, or why it could not run."""
+
+    stdout: str | None
+    error: str | None = None
+    skipped: bool = False  # not run: the kernel holds nothing for it to read
+
+
+def joined(runs: Sequence[CommandRun]) -> CommandRun:
+    """Per-table runs of one save command as one dump; the first failure fails it (as one run would)."""
+    texts: list[str] = []
+    for run in runs:
+        if run.stdout is None:
+            return run
+        texts.append(run.stdout)
+    return CommandRun("".join(texts))
+
+
+def _either(*runs: CommandRun) -> str | None:
+    texts = [r.stdout for r in runs if r.stdout is not None]
+    return "".join(texts) if texts else None
+
+
+def choose_iptables(runs: Mapping[tuple[str, int], CommandRun], node: NodeInput, *, where: str,
+                    tables: tuple[str, ...]) -> BackendDecision:
+    """Keep the iptables rules of the backend that holds kube's chains (``runs``: (backend, family) -> run),
+    as node/ files, with warnings and missing inputs; the decision says which backend and why."""
+    decision = decide_backend(_either(runs[LEGACY, 4], runs[LEGACY, 6]), _either(runs[NFT, 4], runs[NFT, 6]))
+    node.warnings.extend(decision.warnings)
+    for backend in (LEGACY, NFT):
+        error = runs[backend, 4].error
+        if decision.use is not None and backend != decision.use and error and not runs[backend, 4].skipped:
+            node.warnings.append(f"cannot check the {backend} backend for KUBE-* chains{where}: {error}")
+    for family, name in ((4, NodeFile.IPTABLES), (6, NodeFile.IP6TABLES)):
+        if decision.use is None:
+            errors = "; ".join(e for e in (runs[LEGACY, family].error, runs[NFT, family].error) if e)
+            node.warnings.append(f"cannot read the IPv{family} iptables rules{where}: {errors}")
+            node.missing.append(Missing(name, errors))
+            continue
+        run = runs[decision.use, family]
+        if run.stdout is None:
+            node.warnings.append(f"cannot read the IPv{family} iptables rules of the {decision.use} backend{where}: "
+                                 f"{run.error}")
+            node.missing.append(Missing(name, run.error or ""))
+            continue
+        node.files[name] = run.stdout
+        node.where[name] = f"{SAVE_COMMANDS[decision.use][family]}{where}"
+    if tables != ALL_TABLES:
+        node.missing.append(Missing("iptables tables", f"only {', '.join(tables)} read"))
+    return decision
+
+
+def kube_proxy_nft(runs: Sequence[tuple[str, CommandRun]], *, where: str,
+                   warnings: list[str]) -> tuple[str, tuple[str, ...]]:
+    """kube-proxy's nftables tables (``nft -j list table FAMILY kube-proxy`` per family) as one `nft -j`
+    document, and the tables that exist ("ip kube-proxy", ...)."""
+    items: list[Any] = []
+    found: list[str] = []
+    for family, run in runs:
+        if run.stdout is None:
+            if run.error and NFT_NO_TABLE not in run.error:
+                warnings.append(f"cannot read nftables table {family} kube-proxy{where}: {run.error}")
+            continue
+        try:
+            doc = json.loads(run.stdout)
+        except json.JSONDecodeError:
+            warnings.append(f"nft -j list table {family} kube-proxy{where} printed something that is not JSON")
+            continue
+        got = doc.get("nftables") if isinstance(doc, dict) else None
+        if isinstance(got, list):
+            items += [i for i in got if not (isinstance(i, dict) and "metainfo" in i and items)]
+            found.append(f"{family} kube-proxy")
+    if not items:
+        items = [{"metainfo": {"json_schema_version": 1}}]
+    return json.dumps({"nftables": items}) + "\n", tuple(found)
+
+
+def meta_json(node_name: str | None, sysctls: Mapping[str, str | None], decision: BackendDecision | None) -> str:
+    """node/meta.json of a live read: the node's name, its sysctls and the iptables backend decision."""
+    doc: dict[str, Any] = {"sysctls": {k: v for k, v in sysctls.items() if v is not None}}
+    if node_name:
+        doc["nodeName"] = node_name
+    if decision is not None and decision.backend is not None:
+        doc["iptablesBackend"] = decision.backend
+        doc["iptablesBackendReason"] = decision.reason
+    return json.dumps(doc, indent=1) + "\n"
