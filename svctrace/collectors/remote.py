@@ -1,0 +1,679 @@
+"""Read another node's dataplane through the API: a short-lived collector pod pinned to it, read over exec.
+
+This is how ``--collect`` reaches a node from a laptop with only a kubeconfig, the way ``kubectl debug
+node/NAME`` does: one pod per node (``nodeName`` pinned, ``hostNetwork``, every taint tolerated, no
+service account token, NET_ADMIN and NET_RAW only, a read-only root filesystem, an
+``activeDeadlineSeconds``), running kube-proxy's own image by default (it is on every node, so nothing is
+pulled, and it has iptables in both backends, nft and ipset). The pod only sleeps; svctrace execs the
+read-only script of svctrace/collectors/node_script.py in it (the script rides in the pod's environment,
+so ``kubectl get pod -o yaml`` shows exactly what runs) and reads the output back over the exec
+WebSocket: exec carries a 46 MB nat table intact in seconds, where pod logs lose all but the last
+10 MiB to the kubelet's log rotation. The output becomes the node's NodeInput
+(svctrace/parsers/collector_output.py), the same files a local read or a snapshot's node/ folder gives.
+
+Every pod is deleted (grace period 0) when its read ends, on error, on timeout and on Ctrl-C; the pod's
+own deadline ends it even if svctrace is killed, and pods left by a killed run are found by label and
+reported. Apart from creating and deleting its own labelled pods and exec'ing into them, everything here
+is a GET or a LIST.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from kubernetes import client as k8s_client
+from kubernetes.stream import stream
+
+from svctrace.collectors._probe import SYSCTLS
+from svctrace.collectors.kube import KubeCollector, _Failure, _Op
+from svctrace.collectors.node_script import script
+from svctrace.errors import CollectionError, ForbiddenError, UsageError
+from svctrace.parsers import collector_output
+from svctrace.parsers.node_read import ALL_TABLES
+from svctrace.parsers.snapshot import NodeInput
+
+NAME_LABEL = "app.kubernetes.io/name"
+COLLECTOR = "svctrace-collector"
+RUN_LABEL = "svctrace.io/run"
+NODE_ANNOTATION = "svctrace.io/node"
+CONTAINER = "collect"
+SCRIPT_ENV = "SVCTRACE_READ"
+SELECTOR = f"{NAME_LABEL}={COLLECTOR}"
+KUBE_PROXY = ("kube-system", "kube-proxy")
+READ_BUDGET = 300  # seconds a started pod has for the read itself, on top of the start timeout
+MAX_OUTPUT = 1 << 30  # a 10k-Service node reads ~50 MB; this only stops a runaway
+EXEC_COMMAND = ["sh", "-c", f'eval "${SCRIPT_ENV}" 2>&1']
+_ERROR_CHANNEL, _STDOUT, _STDERR = 3, 1, 2
+_PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+_START_FAILURES = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+
+ROLE_YAML = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: svctrace-collect
+  namespace: {namespace}
+rules:
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["create", "delete", "get", "list"]
+- apiGroups: [""]
+  resources: ["pods/exec"]
+  verbs: ["create", "get"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectOptions:
+    """How ``--collect`` reads nodes: the image, the pod's privileges, where the pods go, how many at once."""
+
+    image: str | None = None  # None: the kube-proxy DaemonSet's image
+    privileged: bool = False
+    namespace: str | None = None  # None: the kubeconfig context's
+    parallel: int = 4
+    start_timeout: float = 60.0  # how long a collector pod may take to start
+
+
+class NodeReadError(CollectionError):
+    """One node could not be read (the others can still be)."""
+
+    def __init__(self, node: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.node = node
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRead:
+    """One node's read: its NodeInput, or why it failed (a ForbiddenError fails every node alike); its cost."""
+
+    node: str
+    input: NodeInput | None
+    error: CollectionError | None = None
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+Progress = Callable[[str, str, str], None]  # (node, stage, detail): queued | starting | reading | done | failed
+
+
+def _no_progress(node: str, stage: str, detail: str) -> None:
+    return None
+
+
+def role_yaml(namespace: str) -> str:
+    """The Role ``--collect`` needs in the collector namespace (README shows the same)."""
+    return ROLE_YAML.format(namespace=namespace)
+
+
+def pod_name(node: str, run_id: str) -> str:
+    """``svctrace-<node>-<run>``: readable in ``kubectl get pods``, unique per run."""
+    stem = node[:40].rstrip(".-")
+    return f"svctrace-{stem}-{run_id}"
+
+
+def collector_pod(node: str, run_id: str, image: str, *, privileged: bool, deadline: int,
+                  read_script: str) -> dict[str, Any]:
+    """The collector pod for one node (see the module docstring for why each field is what it is)."""
+    security: dict[str, Any] = {"readOnlyRootFilesystem": True, "runAsUser": 0}
+    if privileged:
+        security["privileged"] = True
+    else:
+        security["allowPrivilegeEscalation"] = False
+        security["capabilities"] = {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": pod_name(node, run_id),
+            "labels": {NAME_LABEL: COLLECTOR, RUN_LABEL: run_id},
+            "annotations": {NODE_ANNOTATION: node,
+                            "svctrace.io/purpose": "reads this node's Service rules once, read-only; "
+                                                   "svctrace deletes it when done"},
+        },
+        "spec": {
+            "nodeName": node,
+            "hostNetwork": True,
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "tolerations": [{"operator": "Exists"}],
+            "activeDeadlineSeconds": deadline,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", str(deadline)],
+                "env": [{"name": SCRIPT_ENV, "value": read_script}],
+                "securityContext": security,
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+            }],
+        },
+    }
+
+
+def _ready(node: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a Node is Ready, and its Ready condition in words when not."""
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            if cond.get("status") == "True":
+                return True, ""
+            reason = cond.get("reason") or ""
+            message = (cond.get("message") or "").rstrip(".")
+            return False, f"Ready={cond.get('status')}" + (f", {reason}" if reason else "") + \
+                (f": {message}" if message else "")
+    return False, "no Ready condition"
+
+
+def _status_of_handshake(reason: str) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and Status body of a refused exec handshake (the client words it as text)."""
+    found = re.search(r"Handshake status (\d+)", reason)
+    body: dict[str, Any] = {}
+    start = reason.rfind("-+-+- ")
+    if start >= 0:
+        with contextlib.suppress(ValueError):
+            doc = json.loads(reason[start + 6:])
+            body = doc if isinstance(doc, dict) else {}
+    return (int(found.group(1)) if found else 0), body
+
+
+@dataclass
+class _Pods:
+    """Names of the pods this run asked for (registered before the create is sent), and which are gone."""
+
+    names: dict[str, str] = field(default_factory=dict)  # pod name -> node
+    gone: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class RemoteCollector:
+    """Collector pods for one run: create, wait, exec the read, delete; several nodes at once."""
+
+    def __init__(self, kube: KubeCollector, options: CollectOptions, *, progress: Progress | None = None,
+                 sysctls: Sequence[str] = SYSCTLS) -> None:
+        self.kube = kube
+        self.options = options
+        self.progress = progress or _no_progress
+        self.sysctls = tuple(sysctls)
+        self.run_id = secrets.token_hex(3)
+        self.namespace = options.namespace or kube.target.namespace
+        self.notes: list[str] = []  # things worth saying once (leftovers found, where the image came from)
+        self._image: str | None = options.image
+        self._pods = _Pods()
+        self._cancel = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._checked_leftovers = False
+        self._tokens: dict[str, str] = {}  # pod name -> the token framing its script's output
+
+    # -- lifecycle --
+
+    def __enter__(self) -> RemoteCollector:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every read and delete every pod this run created (safe to call twice)."""
+        self._cancel.set()
+        for thread in self._threads:
+            thread.join(timeout=self.kube.timeout + 1)
+        self._delete_all()
+
+    # -- what to run --
+
+    @property
+    def image(self) -> str:
+        """--image, else the image of kube-proxy's DaemonSet (or pod): on every node, with the tools."""
+        if self._image is None:
+            self._image = self._kube_proxy_image()
+        return self._image
+
+    def _kube_proxy_image(self) -> str:
+        api, _ = self.kube._connect()
+        ns, name = KUBE_PROXY
+        apps = k8s_client.AppsV1Api(api)
+        op = _Op("get", "daemonsets", "apps", ns, name)
+        try:
+            ds = self.kube._call(op, apps.read_namespaced_daemon_set, name, ns)
+        except _Failure as failure:
+            if failure.status not in (403, 404):
+                raise self.kube._translate(failure) from None
+        else:
+            containers = ((ds.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+            chosen = next((c for c in containers if c.get("name") == "kube-proxy"), containers[0] if containers
+                          else None)
+            if chosen is not None and chosen.get("image"):
+                self.notes.append(f"collector image: {chosen['image']} (the kube-proxy DaemonSet's, on every node)")
+                return str(chosen["image"])
+        # kube-proxy as static pods (kubeadm-less distributions) or a DaemonSet under another name
+        core = k8s_client.CoreV1Api(api)
+        for selector in ("k8s-app=kube-proxy", "component=kube-proxy"):
+            pod_op = _Op("list", "pods", namespace=ns)
+            try:
+                pods = self.kube._list(pod_op, core.list_namespaced_pod, ns, label_selector=selector)
+            except _Failure:
+                continue
+            for pod in pods:
+                for c in (pod.get("spec") or {}).get("containers") or []:
+                    if c.get("image"):
+                        self.notes.append(f"collector image: {c['image']} (kube-proxy's, from pod "
+                                          f"{ns}/{pod['metadata']['name']})")
+                        return str(c["image"])
+        raise CollectionError(
+            "cannot find kube-proxy's image: no kube-proxy DaemonSet or pod in kube-system. This cluster may not "
+            "run kube-proxy (Cilium's kube-proxy replacement, for one, programs no kube-proxy rules at all)",
+            "pass --image IMAGE: an image with sh, iptables-save and nft that the nodes can pull (e.g. built from "
+            "svctrace's packaging/node-collector/Containerfile); a node without kube-proxy then shows no "
+            "kube-proxy rules")
+
+    # -- nodes --
+
+    def node(self, name: str) -> dict[str, Any]:
+        """The Node object of ``name``, or a clear error when it does not exist."""
+        api, _ = self.kube._connect()
+        op = _Op("get", "nodes", name=name)
+        try:
+            return self.kube._call(op, k8s_client.CoreV1Api(api).read_node, name)
+        except _Failure as failure:
+            if failure.status == 404:
+                raise UsageError(f'node "{name}" does not exist in the cluster',
+                                 "list the nodes with: kubectl get nodes") from None
+            raise self.kube._translate(failure) from None
+
+    def nodes(self, selector: str | None) -> list[dict[str, Any]]:
+        """Every Node (matching ``selector``, a label selector like kubectl's -l)."""
+        api, _ = self.kube._connect()
+        op = _Op("list", "nodes")
+        try:
+            found = self.kube._list(op, k8s_client.CoreV1Api(api).list_node, label_selector=selector)
+        except _Failure as failure:
+            if failure.status == 400 and selector:
+                raise UsageError(f"--nodes {selector!r} is not a label selector: {failure.message}",
+                                 "give e.g. --nodes kubernetes.io/os=linux or --nodes 'node-role.kubernetes.io/"
+                                 "control-plane!='") from None
+            raise self.kube._translate(failure) from None
+        if not found:
+            raise UsageError(f"no node matches --nodes {selector!r}" if selector else "the cluster lists no nodes",
+                             "list them with: kubectl get nodes --show-labels")
+        return sorted(found, key=lambda n: str(n["metadata"]["name"]))
+
+    def leftovers(self) -> list[str]:
+        """Collector pods of earlier runs still in the namespace (a killed run's), as notes; checked once."""
+        if self._checked_leftovers:
+            return []
+        self._checked_leftovers = True
+        api, _ = self.kube._connect()
+        op = _Op("list", "pods", namespace=self.namespace)
+        try:
+            pods = self.kube._list(op, k8s_client.CoreV1Api(api).list_namespaced_pod, self.namespace,
+                                   label_selector=SELECTOR)
+        except _Failure:
+            return []  # only a courtesy: a refusal here must not stop the read
+        left = [p for p in pods if (p["metadata"].get("labels") or {}).get(RUN_LABEL) != self.run_id]
+        if not left:
+            return []
+        names = ", ".join(f"{p['metadata']['name']} ({(p.get('status') or {}).get('phase', '?')})" for p in left)
+        note = (f"{len(left)} collector pod(s) of an earlier svctrace run are still in namespace {self.namespace}: "
+                f"{names}; an interrupted run leaves them until their deadline. Remove them with: kubectl delete "
+                f"pod -n {self.namespace} -l {SELECTOR},{RUN_LABEL}!={self.run_id}")
+        self.notes.append(note)
+        return [note]
+
+    # -- reading --
+
+    def read(self, node: str, tables: tuple[str, ...] = ALL_TABLES) -> NodeRead:
+        """One node's read (the error raised, for a single node)."""
+        doc = self.node(node)
+        results = list(self.read_nodes([doc], tables))
+        if results[0].error is not None:
+            raise results[0].error
+        return results[0]
+
+    def read_nodes(self, nodes: Sequence[dict[str, Any]], tables: tuple[str, ...] = ALL_TABLES
+                   ) -> Iterator[NodeRead]:
+        """Read each Node, ``parallel`` at a time, yielding each read as it ends (whatever the order).
+
+        At most ``parallel`` reads are in memory: a worker hands its result over before it starts the next
+        node, so a consumer that reduces each read as it arrives never holds them all.
+        """
+        self.leftovers()
+        image = self.image
+        jobs: queue.Queue[dict[str, Any]] = queue.Queue()
+        for doc in nodes:
+            jobs.put(doc)
+            self.progress(doc["metadata"]["name"], "queued", "")
+        results: queue.Queue[NodeRead] = queue.Queue(maxsize=1)
+        workers = max(1, min(self.options.parallel, len(nodes)))
+
+        def work() -> None:
+            while not self._cancel.is_set():
+                try:
+                    doc = jobs.get_nowait()
+                except queue.Empty:
+                    return
+                result = self._read_one(doc, image, tables)
+                while not self._cancel.is_set():
+                    try:
+                        results.put(result, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+
+        threads = [threading.Thread(target=work, name=f"svctrace-collect-{i}", daemon=True) for i in range(workers)]
+        self._threads += threads
+        for thread in threads:
+            thread.start()
+        for _ in nodes:
+            while True:
+                try:
+                    result = results.get(timeout=0.2)
+                    break
+                except queue.Empty:
+                    if self._cancel.is_set() or not any(t.is_alive() for t in threads) and results.empty():
+                        return
+            yield result
+
+    def _read_one(self, doc: dict[str, Any], image: str, tables: tuple[str, ...]) -> NodeRead:
+        node = str(doc["metadata"]["name"])
+        start = time.monotonic()
+        try:
+            ready, why = _ready(doc)
+            if not ready:
+                raise NodeReadError(node, f"node {node} is NotReady ({why}): its kubelet cannot start a collector pod",
+                                    f"check the node (kubectl describe node {node}); the other nodes can still be "
+                                    "read")
+            name = self._create(node, image, tables)
+            self.progress(node, "starting", name)
+            self._wait_running(node, name, image, start)
+            data = self._exec(node, name)
+            self.progress(node, "parsing", f"{len(data) / 2**20:.1f} MB")
+            self._delete(name)
+            records = collector_output.parse_records(data.decode("utf-8", "replace"), self._tokens[name])
+            if not records.records:
+                raise NodeReadError(node, f"the collector pod on node {node} printed nothing svctrace can read"
+                                    + (f": {data[:200].decode('utf-8', 'replace').strip()!r}" if data else ""),
+                                    "the image needs a POSIX sh; pass --image with one (e.g. kube-proxy's)")
+            result = collector_output.node_input(records, node_name=node, where=f" on node {node}",
+                                                 sysctls=self.sysctls, tables=tables)
+            self.progress(node, "done", f"{len(data) / 2**20:.1f} MB")
+            return NodeRead(node, result, None, len(data), time.monotonic() - start)
+        except (NodeReadError, ForbiddenError) as exc:
+            self.progress(node, "failed", exc.message)
+            return NodeRead(node, None, exc, 0, time.monotonic() - start)
+        except CollectionError as exc:
+            self.progress(node, "failed", exc.message)
+            return NodeRead(node, None, NodeReadError(node, exc.message, exc.hint), 0, time.monotonic() - start)
+        finally:
+            for pod, owner in list(self._pods.names.items()):
+                if owner == node and pod not in self._pods.gone:
+                    self._delete(pod)
+
+    # -- one pod --
+
+    def _create(self, node: str, image: str, tables: tuple[str, ...]) -> str:
+        api, _ = self.kube._connect()
+        token = f"@@svctrace-{secrets.token_hex(8)}"
+        deadline = int(self.options.start_timeout) + READ_BUDGET
+        body = collector_pod(node, self.run_id, image, privileged=self.options.privileged, deadline=deadline,
+                             read_script=script(token, tables))
+        name = str(body["metadata"]["name"])
+        with self._pods.lock:
+            self._pods.names[name] = node
+            self._tokens[name] = token
+        if self._cancel.is_set():
+            raise NodeReadError(node, "interrupted")
+        self.progress(node, "creating", name)
+        op = _Op("create", "pods", namespace=self.namespace, name=name)
+        try:
+            self.kube._call(op, k8s_client.CoreV1Api(api).create_namespaced_pod, self.namespace, body)
+        except _Failure as failure:
+            with self._pods.lock:
+                self._pods.gone.add(name)
+            raise self._create_failed(node, failure) from None
+        if self._cancel.is_set():  # interrupted while the create was on its way: undo it here
+            self._delete(name)
+            raise NodeReadError(node, "interrupted")
+        return name
+
+    def _create_failed(self, node: str, failure: _Failure) -> CollectionError:
+        ns = self.namespace
+        if failure.status == 403 and "PodSecurity" in failure.message:
+            level = re.search(r'violates PodSecurity "([a-z]+)', failure.message)
+            return NodeReadError(
+                node, f'namespace "{ns}" enforces Pod Security "{level.group(1) if level else "baseline"}", which '
+                      "refuses a collector pod (it needs hostNetwork and NET_ADMIN to read the node's rules)",
+                "pass --collector-namespace with a namespace that allows it (kube-system does by default, or one "
+                "labelled pod-security.kubernetes.io/enforce=privileged)")
+        if failure.status == 403:
+            user = re.search(r'User "([^"]*)"', failure.message)
+            who = f" for {user.group(1)}" if user else ""
+            return ForbiddenError(
+                f'not allowed to create pods in namespace "{ns}"{who} (403 Forbidden): --collect reads a node '
+                "through a short-lived collector pod",
+                f"ask for this Role and a RoleBinding to it (or pick another namespace with --collector-namespace):"
+                f"\n{role_yaml(ns)}", verb="create", resource="pods", namespace=ns)
+        if failure.status == 404:
+            return NodeReadError(node, f'namespace "{ns}" does not exist', "pass --collector-namespace with an "
+                                 "existing namespace (default: the kubeconfig context's)")
+        return NodeReadError(node, f"the API server refused the collector pod for node {node} ({failure.status}): "
+                             f"{failure.message or failure.reason}",
+                             "check the cluster's admission policies for pods with hostNetwork and NET_ADMIN")
+
+    def _get_pod(self, name: str) -> dict[str, Any] | None:
+        api, _ = self.kube._connect()
+        op = _Op("get", "pods", namespace=self.namespace, name=name)
+        try:
+            return self.kube._call(op, k8s_client.CoreV1Api(api).read_namespaced_pod, name, self.namespace)
+        except _Failure as failure:
+            if failure.status == 404:
+                return None
+            raise self.kube._translate(failure) from None
+
+    def _wait_running(self, node: str, name: str, image: str, start: float) -> None:
+        delay = 0.1
+        end = start + self.options.start_timeout
+        while True:
+            if self._cancel.is_set():
+                raise NodeReadError(node, "interrupted")
+            pod = self._get_pod(name)
+            if pod is None:
+                raise NodeReadError(node, f"the collector pod {name} on node {node} was deleted before it ran",
+                                    "something else removes pods in this namespace; pass --collector-namespace")
+            status = pod.get("status") or {}
+            phase = status.get("phase")
+            container: dict[str, Any] = next(
+                (c for c in status.get("containerStatuses") or [] if c.get("name") == CONTAINER), {})
+            state = container.get("state") or {}
+            if phase == "Running" and "running" in state:
+                return
+            waiting = state.get("waiting") or {}
+            if waiting.get("reason") in _PULL_FAILURES:
+                said = self._event(name, ("Failed",)) or waiting.get("message") or waiting.get("reason")
+                raise NodeReadError(node, f"the collector image {image} cannot be pulled on node {node} "
+                                    f"({waiting.get('reason')}): {said}",
+                                    "pass --image with an image the nodes have or can pull (by default svctrace "
+                                    "uses the kube-proxy DaemonSet's image, which every node has)")
+            if waiting.get("reason") in _START_FAILURES:
+                raise NodeReadError(node, f"the collector pod cannot start on node {node} ({waiting.get('reason')}): "
+                                    f"{waiting.get('message') or ''}".rstrip(": "),
+                                    "pass --image with another image, or --privileged if the node's policy needs it")
+            if phase in ("Failed", "Succeeded"):
+                terminated = state.get("terminated") or {}
+                why = terminated.get("message") or status.get("message") or terminated.get("reason") or phase
+                raise NodeReadError(node, f"the collector pod on node {node} ended before it was read ({phase}): "
+                                    f"{str(why).strip()}", "pass --image with an image that has sh and sleep "
+                                    "(kube-proxy's has both)")
+            if time.monotonic() > end:
+                raise NodeReadError(node, f"the collector pod {name} on node {node} is still Pending after "
+                                    f"{self.options.start_timeout:g}s: {self._pending_reason(pod, name)}",
+                                    "check the node's kubelet (kubectl describe node "
+                                    f"{node}); a slow image pull needs a longer --collect-timeout")
+            self.progress(node, "starting", waiting.get("reason") or phase or "Pending")
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _pending_reason(self, pod: dict[str, Any], name: str) -> str:
+        status = pod.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if cond.get("status") != "True" and cond.get("message"):
+                return f"{cond.get('type')}: {cond['message']}"
+        event = self._event(name, ())
+        if event:
+            return event
+        if not status.get("containerStatuses") and not status.get("conditions"):
+            return "no kubelet has reported on it (the node's kubelet may be down)"
+        return f"phase {status.get('phase') or 'Pending'}"
+
+    def _event(self, name: str, reasons: tuple[str, ...]) -> str | None:
+        """The newest event about the pod (of these reasons, if given), in words; None when none or refused."""
+        api, _ = self.kube._connect()
+        op = _Op("list", "events", namespace=self.namespace)
+        try:
+            events = self.kube._list(op, k8s_client.CoreV1Api(api).list_namespaced_event, self.namespace,
+                                     field_selector=f"involvedObject.name={name}")
+        except (_Failure, CollectionError):
+            return None
+        chosen = [e for e in events if not reasons or e.get("reason") in reasons]
+        if not chosen:
+            return None
+        last = max(chosen, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        return f"{last.get('reason')}: {last.get('message')}"
+
+    def _exec(self, node: str, name: str) -> bytes:
+        """Run the read in the pod and bring its output back whole over the exec WebSocket."""
+        self.progress(node, "reading", "0 MB")
+        api, _ = self.kube._connect()
+        # stream() swaps the ApiClient's request method while it connects: give it a client of its own
+        own = k8s_client.ApiClient(api.configuration)
+        own.user_agent = api.user_agent
+        try:
+            try:
+                resp = stream(k8s_client.CoreV1Api(own).connect_get_namespaced_pod_exec, name, self.namespace,
+                              command=EXEC_COMMAND, container=CONTAINER, stderr=True, stdin=False, stdout=True,
+                              tty=False, _preload_content=False, binary=True)
+            except k8s_client.ApiException as exc:
+                raise self._exec_refused(node, name, str(exc.reason or "")) from None
+            try:
+                return self._drain(node, resp)
+            finally:
+                resp.close()
+                if resp.sock is not None:
+                    with contextlib.suppress(OSError):
+                        resp.sock.shutdown()
+        finally:
+            own.close()
+
+    def _exec_refused(self, node: str, name: str, reason: str) -> CollectionError:
+        status, body = _status_of_handshake(reason)
+        message = str(body.get("message") or reason.split(" -+-+- ")[0] or "no answer")
+        if status == 403:
+            return ForbiddenError(
+                f'not allowed to exec into pods in namespace "{self.namespace}" (403 Forbidden): --collect reads '
+                "the node through exec in its collector pod",
+                f"ask for this Role and a RoleBinding to it:\n{role_yaml(self.namespace)}",
+                verb="create", resource="pods/exec", namespace=self.namespace)
+        return NodeReadError(node, f"cannot exec into the collector pod {name} on node {node}"
+                             + (f" ({status})" if status else "") + f": {message}",
+                             "the API server could not reach the node's kubelet; check the node")
+
+    def _drain(self, node: str, resp: Any) -> bytes:
+        """Every stdout frame until the server closes the stream; the exec's status must be Success."""
+        from websocket import ABNF, WebSocketTimeoutException
+
+        sock = resp.sock
+        sock.settimeout(1.0)
+        chunks: list[bytes] = []
+        size = 0
+        status: dict[str, Any] | None = None
+        last = time.monotonic()
+        shown = 0
+        while True:
+            if self._cancel.is_set():
+                raise NodeReadError(node, "interrupted")
+            try:
+                opcode, frame = sock.recv_data_frame(True)
+            except WebSocketTimeoutException:
+                if time.monotonic() - last > READ_BUDGET:
+                    raise NodeReadError(node, f"the read on node {node} sent nothing for {READ_BUDGET}s",
+                                        "retry; if it persists, check the node's load") from None
+                continue
+            except Exception as exc:  # noqa: BLE001 - the connection ended: what arrived is judged below
+                if status is None and not chunks:
+                    raise NodeReadError(node, f"the exec stream from node {node} broke: {exc}",
+                                        "retry; check the network path to the API server") from None
+                break
+            last = time.monotonic()
+            if opcode == ABNF.OPCODE_CLOSE:
+                break
+            data = frame.data
+            if len(data) < 2:
+                continue
+            channel, payload = data[0], data[1:]
+            if channel in (_STDOUT, _STDERR):
+                chunks.append(payload)
+                size += len(payload)
+                if size > MAX_OUTPUT:
+                    raise NodeReadError(node, f"node {node}'s read is over {MAX_OUTPUT >> 20} MiB; stopped",
+                                        "run `sudo svctrace capture` on the node and analyse it with --from")
+                if size - shown > 4 << 20:
+                    shown = size
+                    self.progress(node, "reading", f"{size / 2**20:.0f} MB")
+            elif channel == _ERROR_CHANNEL:
+                with contextlib.suppress(ValueError):
+                    status = json.loads(payload)
+        if status is not None and status.get("status") != "Success" and status.get("reason") != "NonZeroExitCode":
+            raise NodeReadError(node, f"the read could not run in the collector pod on node {node}: "
+                                f"{status.get('message') or status}",
+                                "the image needs sh (kube-proxy's has it); pass --image with one that does")
+        return b"".join(chunks)
+
+    # -- deleting --
+
+    def _delete(self, name: str) -> bool:
+        """Delete one of this run's pods now (grace period 0); True once it is gone."""
+        with self._pods.lock:
+            if name in self._pods.gone:
+                return True
+        api, _ = self.kube._connect()
+        op = _Op("delete", "pods", namespace=self.namespace, name=name)
+        try:
+            self.kube._call(op, k8s_client.CoreV1Api(api).delete_namespaced_pod, name, self.namespace,
+                            grace_period_seconds=0)
+        except _Failure as failure:
+            if failure.status != 404:
+                return False
+        except CollectionError:
+            return False
+        with self._pods.lock:
+            self._pods.gone.add(name)
+        return True
+
+    def _delete_all(self) -> None:
+        left = []
+        for name in list(self._pods.names):
+            try:
+                if not self._delete(name):
+                    left.append(name)
+            except KeyboardInterrupt:  # a second Ctrl-C: keep deleting, the pods must not stay
+                left.append(name)
+        if left:
+            self.notes.append(f"could not delete collector pod(s) {', '.join(left)}: they end at their deadline; "
+                              f"remove them now with: kubectl delete pod -n {self.namespace} -l {RUN_LABEL}="
+                              f"{self.run_id}")
+
+    @property
+    def created(self) -> list[str]:
+        """Every pod name this run asked for (for tests and messages)."""
+        return list(self._pods.names)
