@@ -20,13 +20,17 @@ def audit_command(
 ) -> None:
     """Run every check for every Service of a namespace (-n) or the cluster (-A) and summarise.
 
-    Exit status: 0 no errors or warnings, 1 some finding is an error or warning, 2 a usage or collection error,
-    or nothing could be checked (no Kubernetes objects).
+    With --all-nodes: each node's drifted, not programmed and stale Services, and the nodes whose kube-proxy
+    is out of step.
+
+    Exit status: 0 no errors or warnings, 1 some finding is an error or warning (with --all-nodes: a node out of
+    step or not read), 2 a usage or collection error, or nothing could be checked (no Kubernetes objects).
     """
     import json
 
     from rich.progress import Progress
 
+    from svctrace.cli.progress import node_progress, show_notes
     from svctrace.diagnosis.audit import audit
     from svctrace.render.audit import audit_to_dict, render_audit
     from svctrace.sources import load_namespace
@@ -34,9 +38,14 @@ def audit_command(
     env = run.env
     if all_namespaces and run.namespace:
         raise UsageError("give -A or -n NAMESPACE, not both", "e.g. svctrace audit -A")
+    if run.source.nodes.every:
+        _all_nodes(run, all_namespaces, output)
+        return
+    with node_progress(env, "the cluster and the node") as progress:
+        loaded = load_namespace(run.source, run.namespace, every_namespace=all_namespaces, progress=progress)
+    show_notes(env, loaded.notes)
     with Progress(console=env.stderr, transient=True, disable=not env.stderr.is_terminal) as bar:
-        task = bar.add_task("reading the cluster and this node", total=None)
-        loaded = load_namespace(run.source, run.namespace, every_namespace=all_namespaces)
+        task = bar.add_task("checking", total=None)
         # Like kubectl: without -A or -n, the context's namespace.
         scope = None if all_namespaces else loaded.namespace
 
@@ -54,5 +63,34 @@ def audit_command(
         raise typer.Exit(int(ExitStatus.FINDINGS))
 
 
+def _all_nodes(run: Run, all_namespaces: bool, output: TextOrJson) -> None:
+    """``audit --all-nodes``: each node audited and reduced as it arrives (the same rules checked once)."""
+    import json
+
+    from svctrace.allnodes import AuditAcrossNodes, NodeFailure
+    from svctrace.cli.progress import node_progress, show_notes
+    from svctrace.render.nodes import audit_across_nodes_to_dict, render_audit_across_nodes
+    from svctrace.sources import each_node
+
+    with node_progress(run.env) as progress, \
+            each_node(run.source, run.namespace, every_namespace=all_namespaces, progress=progress) as nodes:
+        reducer = AuditAcrossNodes(nodes.services, None if all_namespaces else nodes.namespace)
+        for result in nodes:
+            if result.error is not None or result.input is None:
+                message = result.error.message if result.error is not None else "not read"
+                reducer.fail(NodeFailure(result.node, message, result.error.hint if result.error else None))
+                continue
+            reducer.add(result.node, result.input, result.snapshot)
+        label, notes = nodes.label, list(nodes.notes)
+    show_notes(run.env, notes)
+    summary = reducer.result()
+    if output is TextOrJson.json:
+        run.env.stdout.print_json(json.dumps(audit_across_nodes_to_dict(summary)))
+    else:
+        run.env.stdout.print(render_audit_across_nodes(summary, label))
+    if summary.has_problems:
+        raise typer.Exit(int(ExitStatus.FINDINGS))
+
+
 def register(app: typer.Typer) -> None:
-    command(app, "audit", kubectl=True, snapshot=True)(audit_command)
+    command(app, "audit", kubectl=True, snapshot=True, collect=True, nodes=True)(audit_command)

@@ -22,7 +22,8 @@ import typer.core
 from svctrace.cli.env import Environment, program_name
 from svctrace.cli.errors import exit_status
 from svctrace.cli.help import command_help, group_help
-from svctrace.cli.options import KUBECTL_FLAGS, SNAPSHOT_FLAGS, SharedOption, parse_duration
+from svctrace.cli.options import COLLECT_FLAGS, KUBECTL_FLAGS, NODES_FLAGS, SNAPSHOT_FLAGS, SharedOption, parse_duration
+from svctrace.errors import UsageError
 
 if TYPE_CHECKING:
     from svctrace.sources import Source
@@ -95,9 +96,12 @@ def _shared_parameters(options: tuple[SharedOption, ...]) -> list[inspect.Parame
             for o in options]
 
 
-def command(app: typer.Typer, name: str, *, kubectl: bool = False, snapshot: bool = False) -> Callable[[F], F]:
-    """Register ``fn(run, ...)`` as command ``name``, with ``--from`` and/or the kubectl flags appended."""
-    shared = (SNAPSHOT_FLAGS if snapshot else ()) + (KUBECTL_FLAGS if kubectl else ())
+def command(app: typer.Typer, name: str, *, kubectl: bool = False, snapshot: bool = False, collect: bool = False,
+            nodes: bool = False) -> Callable[[F], F]:
+    """Register ``fn(run, ...)`` as command ``name``, with ``--from``, the kubectl flags, ``--collect`` and its
+    knobs, and the every-node flags appended as asked."""
+    shared = ((SNAPSHOT_FLAGS if snapshot else ()) + (KUBECTL_FLAGS if kubectl else ())
+              + (COLLECT_FLAGS if collect else ()) + (NODES_FLAGS if nodes else ()))
     shared_names = [o.name for o in shared]
 
     def register(fn: F) -> F:
@@ -124,8 +128,8 @@ def command(app: typer.Typer, name: str, *, kubectl: bool = False, snapshot: boo
 
 def _source(flags: dict[str, Any]) -> Source:
     """The command's Source: LiveOptions are built here, and only here, from the kubectl flags."""
-    from svctrace.collectors.live import LiveOptions
-    from svctrace.sources import Source
+    from svctrace.collectors.live import CollectOptions, LiveOptions
+    from svctrace.sources import NodeChoice, Source
 
     spec = flags.get("from_")
     snapshot = None if spec is None else str(spec)
@@ -135,4 +139,14 @@ def _source(flags: dict[str, Any]) -> Source:
     live = LiveOptions(kubeconfig=None if kubeconfig is None else str(kubeconfig), context=flags["context"],
                        namespace=flags["namespace"], node_name=flags["node"],
                        timeout=parse_duration(flags["request_timeout"]), netns=flags["netns"])
-    return Source(snapshot, live)
+    collect = None
+    if flags.get("collect"):
+        collect = CollectOptions(image=flags["image"], privileged=flags["privileged"],
+                                 namespace=flags["collector_namespace"], parallel=flags.get("parallel", 1),
+                                 start_timeout=parse_duration(flags["collect_timeout"], "--collect-timeout"))
+    elif flags.get("image") or flags.get("privileged") or flags.get("collector_namespace"):
+        raise UsageError("--image, --privileged and --collector-namespace shape the collector pod of --collect",
+                         "add --collect (it reads the node through a short-lived collector pod)")
+    selector = flags.get("nodes")
+    nodes = NodeChoice(flags["node"], bool(flags.get("all_nodes") or selector), selector)
+    return Source(snapshot, live, collect, nodes)

@@ -52,8 +52,9 @@ Kubeconfig = Annotated[
 Context = Annotated[str | None, typer.Option("--context", help="The kubeconfig context to use.", metavar="NAME")]
 NodeName = Annotated[
     str | None,
-    typer.Option("--node", help="This node's name in the cluster (default: the Node whose address is local).",
-                 metavar="NAME"),
+    typer.Option("--node", help="The node to answer for: with --collect, the node read through a collector pod; "
+                                "with --from, a node of a multi-node capture; on a node, its name in the cluster "
+                                "(default: the Node whose address is local).", metavar="NAME"),
 ]
 RequestTimeout = Annotated[
     str, typer.Option("--request-timeout", metavar="DURATION",
@@ -65,7 +66,44 @@ Netns = Annotated[
                  metavar="NAME"),
 ]
 
+Collect = Annotated[
+    bool,
+    typer.Option("--collect", help="Read the node's rules through the API: creates a short-lived, read-only "
+                                   "collector pod on each node read (pinned to it, host network, NET_ADMIN), "
+                                   "deleted when done. Needs --node, --all-nodes or --from-pod."),
+]
+Image = Annotated[
+    str | None,
+    typer.Option("--image", help="The collector pod's image (default: the kube-proxy DaemonSet's, already on "
+                                 "every node).", metavar="IMAGE"),
+]
+Privileged = Annotated[
+    bool, typer.Option("--privileged", help="Run the collector pod privileged (default: only NET_ADMIN and "
+                                            "NET_RAW).")]
+CollectorNamespace = Annotated[
+    str | None,
+    typer.Option("--collector-namespace", help="Where collector pods are created (default: the context's "
+                                               "namespace).", metavar="NAMESPACE"),
+]
+CollectTimeout = Annotated[
+    str, typer.Option("--collect-timeout", metavar="DURATION",
+                      help="How long a collector pod may take to start: 60s, 2m.")]
+AllNodes = Annotated[
+    bool,
+    typer.Option("--all-nodes", help="Answer for every node: with --collect, one collector pod per node; with "
+                                     "--from, each node of a multi-node capture. Exit status 1 if a node fails."),
+]
+NodeSelector = Annotated[
+    str | None,
+    typer.Option("--nodes", help="Only the nodes with these labels, like kubectl's -l (implies --all-nodes).",
+                 metavar="SELECTOR"),
+]
+Parallel = Annotated[
+    int, typer.Option("--parallel", help="Read at most N nodes at once.", metavar="N", min=1)]
+
 DEFAULT_REQUEST_TIMEOUT = "5s"
+DEFAULT_COLLECT_TIMEOUT = "60s"
+DEFAULT_PARALLEL = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +124,26 @@ KUBECTL_FLAGS = (
     SharedOption("request_timeout", RequestTimeout, DEFAULT_REQUEST_TIMEOUT),
     SharedOption("netns", Netns, None),
 )
+# --collect and its knobs: svc, trace, why-unreachable, audit, capture.
+COLLECT_FLAGS = (
+    SharedOption("collect", Collect, False),
+    SharedOption("image", Image, None),
+    SharedOption("privileged", Privileged, False),
+    SharedOption("collector_namespace", CollectorNamespace, None),
+    SharedOption("collect_timeout", CollectTimeout, DEFAULT_COLLECT_TIMEOUT),
+)
+# Every node at once: svc, why-unreachable, audit, capture.
+NODES_FLAGS = (
+    SharedOption("all_nodes", AllNodes, False),
+    SharedOption("nodes", NodeSelector, None),
+    SharedOption("parallel", Parallel, DEFAULT_PARALLEL),
+)
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, flag: str = "--request-timeout") -> float:
     """Seconds in a kubectl-style duration: ``5s``, ``500ms``, ``1m30s``, or a bare number of seconds."""
     value = text.strip()
     try:
@@ -99,9 +151,9 @@ def parse_duration(text: str) -> float:
     except ValueError:
         parts = _DURATION_PART.findall(value)
         if not parts or "".join(n + u for n, u in parts) != value:
-            raise UsageError(f"--request-timeout {text!r} is not a duration",
-                             "give e.g. --request-timeout 5s, 500ms or 1m") from None
+            raise UsageError(f"{flag} {text!r} is not a duration",
+                             f"give e.g. {flag} 5s, 500ms or 1m") from None
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     if not (seconds > 0 and math.isfinite(seconds)):
-        raise UsageError(f"--request-timeout {text!r} must be more than zero", "give e.g. --request-timeout 5s")
+        raise UsageError(f"{flag} {text!r} must be more than zero", f"give e.g. {flag} 5s")
     return seconds

@@ -36,9 +36,13 @@ def svc_command(
     output: Output = OutputFormat.tree,
     explain: Explain = False,
 ) -> None:
-    """Show how traffic to one Service flows through this node: frontends, chains, endpoints, pods."""
+    """Show how traffic to one Service flows through this node: frontends, chains, endpoints, pods.
+
+    With --all-nodes: how every node programs it, identical nodes grouped (exit status 1 if a node fails).
+    """
     import json
 
+    from svctrace.cli.progress import node_progress, show_notes
     from svctrace.render.json import graph_to_dict
     from svctrace.render.tree import render_graph
     from svctrace.resolver import resolve
@@ -47,7 +51,12 @@ def svc_command(
     ns, svc_name, name_port = split_name(name, run.namespace)
     if port is not None and name_port is not None and port != name_port:
         raise UsageError(f"the name says port {name_port} but --port says {port}", "give one of them")
-    loaded = load_service(run.source, ns, svc_name)
+    if run.source.nodes.every:
+        _all_nodes(run, ns, svc_name, port or name_port, output)
+        return
+    with node_progress(run.env, "the cluster and the node") as progress:
+        loaded = load_service(run.source, ns, svc_name, progress=progress)
+    show_notes(run.env, loaded.notes)
     graph = resolve(loaded.snapshot, loaded.namespace, svc_name, port or name_port)
     if output is OutputFormat.json:
         run.env.stdout.print_json(json.dumps(graph_to_dict(graph)))
@@ -55,5 +64,38 @@ def svc_command(
         run.env.stdout.print(render_graph(graph, explain=explain))
 
 
+def _all_nodes(run: Run, namespace: str | None, name: str, port: str | None, output: OutputFormat) -> None:
+    """``svc NAME --all-nodes``: each node's view of the Service, reduced as it arrives, then grouped."""
+    import json
+
+    from svctrace.allnodes import NodeFailure, ServiceOnNode, service_across_nodes, service_on_node
+    from svctrace.cli.errors import ExitStatus
+    from svctrace.cli.progress import node_progress, show_notes
+    from svctrace.collectors.live import SERVICE_TABLES
+    from svctrace.render.nodes import render_service_across_nodes, service_across_nodes_to_dict
+    from svctrace.resolver import resolve
+    from svctrace.sources import each_node
+
+    views: list[ServiceOnNode] = []
+    failures: list[NodeFailure] = []
+    with node_progress(run.env) as progress, \
+            each_node(run.source, namespace, service=name, tables=SERVICE_TABLES, progress=progress) as nodes:
+        for result in nodes:
+            if result.error is not None:
+                failures.append(NodeFailure(result.node, result.error.message, result.error.hint))
+                continue
+            snapshot = result.snapshot()
+            views.append(service_on_node(result.node, snapshot, resolve(snapshot, nodes.namespace, name, port)))
+        scope, label, notes = nodes.namespace, nodes.label, list(nodes.notes)
+    show_notes(run.env, notes)
+    across = service_across_nodes(scope, name, views, failures)
+    if output is OutputFormat.json:
+        run.env.stdout.print_json(json.dumps(service_across_nodes_to_dict(across)))
+    else:
+        run.env.stdout.print(render_service_across_nodes(across, label))
+    if failures:
+        raise typer.Exit(int(ExitStatus.FINDINGS))
+
+
 def register(app: typer.Typer) -> None:
-    command(app, "svc", kubectl=True, snapshot=True)(svc_command)
+    command(app, "svc", kubectl=True, snapshot=True, collect=True, nodes=True)(svc_command)

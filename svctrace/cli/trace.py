@@ -58,6 +58,7 @@ def trace_command(
     import json
     from dataclasses import replace
 
+    from svctrace.cli.progress import node_progress, show_notes
     from svctrace.client import family_of, packet_source
     from svctrace.render.trace_json import trace_to_dict
     from svctrace.render.trace_tree import render_trace
@@ -66,8 +67,11 @@ def trace_command(
 
     ip, port = parse_destination(dst)
     # The API is only needed live to find --from-pod's address; the node's rules are always read.
-    loaded = load_node(run.source, run.namespace, with_api=from_pod is not None,
-                       scope=from_pod.rpartition("/")[0] or None if from_pod else None)
+    with node_progress(run.env, "the node") as progress:
+        loaded = load_node(run.source, run.namespace, with_api=from_pod is not None,
+                           scope=from_pod.rpartition("/")[0] or None if from_pod else None, client_pod=from_pod,
+                           progress=progress)
+    show_notes(run.env, loaded.notes)
     snapshot = loaded.snapshot
     source = packet_source(snapshot, family_of(ip), namespace=loaded.namespace, src=src, from_pod=from_pod,
                            from_node=from_node, from_external=from_external)
@@ -92,4 +96,4 @@ def trace_command(
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "trace", kubectl=True, snapshot=True)(trace_command)
+    command(app, "trace", kubectl=True, snapshot=True, collect=True)(trace_command)

@@ -9,6 +9,7 @@ import typer
 from svctrace.cli.command import Run, command
 from svctrace.cli.errors import ExitStatus
 from svctrace.cli.options import Explain, TextOrJson, TextOutput
+from svctrace.errors import UsageError
 
 
 def why_command(
@@ -23,10 +24,14 @@ def why_command(
 ) -> None:
     """Why a Service (or address) is unreachable: ranked findings with evidence and the next step.
 
-    Exit status: 0 reachable, 1 unreachable or degraded, 2 a usage or collection error.
+    With --collect and --from-pod, the rules of the node that pod runs on are read (where its packets are
+    translated); with --all-nodes, the verdict on every node.
+
+    Exit status: 0 reachable, 1 unreachable or degraded (on any node), 2 a usage or collection error.
     """
     import json
 
+    from svctrace.cli.progress import node_progress, show_notes
     from svctrace.client import diagnosis_client
     from svctrace.diagnosis.diagnose import diagnose
     from svctrace.diagnosis.findings import REACHABLE
@@ -35,9 +40,17 @@ def why_command(
     from svctrace.sources import load_namespace
 
     parsed = parse_target(target, run.namespace)
+    if run.source.nodes.every:
+        if from_pod is not None or src is not None:
+            raise UsageError("--all-nodes asks for a client on each node: --from-pod and --src name one client",
+                             "drop --all-nodes and give --collect: the client pod's node is read")
+        _all_nodes(run, target, parsed.namespace, parsed.kind == "address", output)
+        return
     # An address can belong to a Service in any namespace; a name only needs its own.
-    loaded = load_namespace(run.source, run.namespace, scope=parsed.namespace,
-                            every_namespace=parsed.kind == "address")
+    with node_progress(run.env, "the cluster and the node") as progress:
+        loaded = load_namespace(run.source, run.namespace, scope=parsed.namespace,
+                                every_namespace=parsed.kind == "address", client_pod=from_pod, progress=progress)
+    show_notes(run.env, loaded.notes)
     client = diagnosis_client(loaded.snapshot, namespace=loaded.namespace, from_pod=from_pod, src=src)
     diag = diagnose(loaded.snapshot, target, namespace=loaded.namespace, client=client)
     if output is TextOrJson.json:
@@ -48,5 +61,37 @@ def why_command(
         raise typer.Exit(int(ExitStatus.FINDINGS))
 
 
+def _all_nodes(run: Run, target: str, scope: str | None, every_namespace: bool, output: TextOrJson) -> None:
+    """``why-unreachable TARGET --all-nodes``: the verdict through each node's rules, grouped."""
+    import json
+
+    from svctrace.allnodes import NodeFailure, NodeVerdict, node_verdict, verdicts_across_nodes
+    from svctrace.cli.progress import node_progress, show_notes
+    from svctrace.diagnosis.diagnose import diagnose
+    from svctrace.render.nodes import render_verdicts_across_nodes, verdicts_across_nodes_to_dict
+    from svctrace.sources import each_node
+
+    verdicts: list[NodeVerdict] = []
+    failures: list[NodeFailure] = []
+    with node_progress(run.env) as progress, \
+            each_node(run.source, run.namespace, scope=scope, every_namespace=every_namespace,
+                      progress=progress) as nodes:
+        for result in nodes:
+            if result.error is not None:
+                failures.append(NodeFailure(result.node, result.error.message, result.error.hint))
+                continue
+            snapshot = result.snapshot()
+            verdicts.append(node_verdict(result.node, snapshot, diagnose(snapshot, target, namespace=nodes.namespace)))
+        notes = list(nodes.notes)
+    show_notes(run.env, notes)
+    across = verdicts_across_nodes(target, verdicts, failures)
+    if output is TextOrJson.json:
+        run.env.stdout.print_json(json.dumps(verdicts_across_nodes_to_dict(across)))
+    else:
+        run.env.stdout.print(render_verdicts_across_nodes(across))
+    if not across.all_reachable:
+        raise typer.Exit(int(ExitStatus.FINDINGS))
+
+
 def register(app: typer.Typer) -> None:
-    command(app, "why-unreachable", kubectl=True, snapshot=True)(why_command)
+    command(app, "why-unreachable", kubectl=True, snapshot=True, collect=True, nodes=True)(why_command)

@@ -36,6 +36,15 @@ def write_snapshot(dest: Path, *, api_documents: Mapping[str, Mapping[str, Any]]
     return _write_folder(dest, files)
 
 
+def write_files(dest: Path, files: Mapping[str, bytes], meta: Mapping[str, Any]) -> Path:
+    """Write snapshot files already laid out (a multi-node snapshot's) as a folder or a .tar.gz, as
+    :func:`write_snapshot` does (``meta``: for the tarball's capture time)."""
+    dest = Path(dest)
+    if dest.name.endswith(TARBALL_SUFFIXES):
+        return _write_tarball(dest, files, _capture_time(meta))
+    return _write_folder(dest, files)
+
+
 def snapshot_files(*, api_documents: Mapping[str, Mapping[str, Any]], node_files: Mapping[str, str],
                    meta: Mapping[str, Any]) -> dict[str, bytes]:
     """The snapshot's files by relative path ("api/services.json"), Secrets left out."""

@@ -36,12 +36,25 @@ class LiveOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectOptions:
+    """How ``--collect`` reads nodes through collector pods (svctrace.collectors.remote): the image, the pod's
+    privileges, where the pods go, how many nodes at once, how long a pod may take to start."""
+
+    image: str | None = None  # None: the kube-proxy DaemonSet's image, on every node
+    privileged: bool = False
+    namespace: str | None = None  # None: the kubeconfig context's
+    parallel: int = 4
+    start_timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class LiveCollection:
     """Everything one live run read: the Snapshot, and the raw documents and texts ``capture`` writes."""
 
     snapshot: Snapshot
     api: ApiCollection
     node: NodeInput
+    notes: tuple[str, ...] = ()  # what the reader should know about how it was read (a collector pod's node)
 
     def api_documents(self) -> dict[str, dict[str, Any]]:
         return self.api.list_documents()

@@ -36,6 +36,7 @@ from kubernetes.stream import stream
 
 from svctrace.collectors._probe import SYSCTLS
 from svctrace.collectors.kube import KubeCollector, _Failure, _Op
+from svctrace.collectors.live import CollectOptions
 from svctrace.collectors.node_script import script
 from svctrace.errors import CollectionError, ForbiddenError, UsageError
 from svctrace.parsers import collector_output
@@ -74,17 +75,6 @@ rules:
   resources: ["events"]
   verbs: ["list"]
 """
-
-
-@dataclass(frozen=True, slots=True)
-class CollectOptions:
-    """How ``--collect`` reads nodes: the image, the pod's privileges, where the pods go, how many at once."""
-
-    image: str | None = None  # None: the kube-proxy DaemonSet's image
-    privileged: bool = False
-    namespace: str | None = None  # None: the kubeconfig context's
-    parallel: int = 4
-    start_timeout: float = 60.0  # how long a collector pod may take to start
 
 
 class NodeReadError(CollectionError):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from svctrace.diagnosis.diagnose import Diagnosis, diagnose
 from svctrace.diagnosis.findings import ERROR, WARNING
 from svctrace.model.graph import FORWARDED, REJECTED, PathGraph
+from svctrace.model.k8s import Service
 from svctrace.model.snapshot import Snapshot
 from svctrace.resolver.common import api_endpoints, categorize
 
@@ -88,23 +89,32 @@ def _endpoints_drift(graph: PathGraph) -> bool:
     return any(not e.in_dataplane for e in chosen)
 
 
+def dataplane_collected(snapshot: Snapshot) -> bool:
+    """Whether the snapshot holds any of the node's Service rules (iptables, IPVS or nftables)."""
+    return any(x is not None for x in (snapshot.iptables, snapshot.ip6tables, snapshot.ipvs, snapshot.nft))
+
+
+def audit_service(snapshot: Snapshot, svc: Service) -> ServiceAudit:
+    """Every check for one Service on this node, and whether it is programmed, drifted, without endpoints."""
+    diag = diagnose(snapshot, f"{svc.namespace}/{svc.name}", namespace=svc.namespace)
+    graph = diag.graph
+    programmed = graph is not None and any(fe.verdict in (FORWARDED, REJECTED) for fe in graph.frontends)
+    drifted = any(f.code in DRIFT_CODES for f in diag.findings) or (
+        dataplane_collected(snapshot) and graph is not None and bool(graph.frontends) and _endpoints_drift(graph))
+    without = not svc.is_external_name and not any(
+        categorize(api_endpoints(snapshot, svc, sp)).has_any for sp in svc.ports)
+    return ServiceAudit(svc.ref, diag, programmed, drifted, without)
+
+
 def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress | None = None) -> Audit:
     """Run every check for each Service (of one namespace, or all) and summarise the results."""
     chosen = sorted((s for s in snapshot.services if namespace is None or s.namespace == namespace),
                     key=lambda s: (s.namespace, s.name))
-    dataplane = any(x is not None for x in (snapshot.iptables, snapshot.ip6tables, snapshot.ipvs, snapshot.nft))
     results: list[ServiceAudit] = []
     for i, svc in enumerate(chosen):
         if progress is not None:
             progress(i, len(chosen), svc.ref)
-        diag = diagnose(snapshot, f"{svc.namespace}/{svc.name}", namespace=svc.namespace)
-        graph = diag.graph
-        programmed = graph is not None and any(fe.verdict in (FORWARDED, REJECTED) for fe in graph.frontends)
-        drifted = any(f.code in DRIFT_CODES for f in diag.findings) or (
-            dataplane and graph is not None and bool(graph.frontends) and _endpoints_drift(graph))
-        without = not svc.is_external_name and not any(
-            categorize(api_endpoints(snapshot, svc, sp)).has_any for sp in svc.ports)
-        results.append(ServiceAudit(svc.ref, diag, programmed, drifted, without))
+        results.append(audit_service(snapshot, svc))
     if progress is not None:
         progress(len(chosen), len(chosen), "")
-    return Audit(tuple(results), snapshot.source, namespace, dataplane, snapshot.api_collected)
+    return Audit(tuple(results), snapshot.source, namespace, dataplane_collected(snapshot), snapshot.api_collected)

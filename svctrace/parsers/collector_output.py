@@ -190,21 +190,23 @@ def _addresses(records: Records, node: NodeInput, where: str) -> tuple[str | Non
 
 def _ipvs(records: Records, node: NodeInput, where: str, ip_vs: bool) -> int | None:
     """node/ipvsadm.txt and ipset.txt; the number of IPVS virtual services, when known."""
+    services: int | None = None
     if IPVSADM in records.records:
         run = _run(records, IPVSADM, "ipvsadm")
         if run.stdout is not None:
             node.files[NodeFile.IPVSADM] = run.stdout
             node.where[NodeFile.IPVSADM] = f"ipvsadm -Sn{where}"
-            return len(parse_ipvsadm_save(run.stdout, node.source(NodeFile.IPVSADM)).services)
-        node.warnings.append(f"cannot read IPVS{where}: {run.error}")
-        node.missing.append(Missing(NodeFile.IPVSADM, run.error or ""))
+            services = len(parse_ipvsadm_save(run.stdout, node.source(NodeFile.IPVSADM)).services)
+        else:
+            node.warnings.append(f"cannot read IPVS{where}: {run.error}")
+            node.missing.append(Missing(NodeFile.IPVSADM, run.error or ""))
     elif (text := records.text(IP_VS)) is not None:
         source = f"/proc/net/ip_vs{where}"
         table = parse_proc_ip_vs(text, source)
         node.parsed[NodeFile.IPVSADM] = table
         node.files[NodeFile.IPVSADM] = format_ipvsadm_save(table)
         node.where[NodeFile.IPVSADM] = source
-        return count_ipvs_services(text)
+        services = count_ipvs_services(text)
     else:
         why = ("ipvsadm is not in the collector's image and /proc/net/ip_vs could not be read" if ip_vs else
                "IPVS is not available in this kernel (no /proc/net/ip_vs)")
@@ -217,7 +219,7 @@ def _ipvs(records: Records, node: NodeInput, where: str, ip_vs: bool) -> int | N
     else:
         node.warnings.append(f"cannot read ipsets{where}: {run.error}")
         node.missing.append(Missing(NodeFile.IPSET, run.error or ""))
-    return None
+    return services
 
 
 def _conntrack(records: Records, node: NodeInput, where: str) -> None:
