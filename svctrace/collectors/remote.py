@@ -296,7 +296,7 @@ class RemoteCollector:
             raise self.kube._translate(failure) from None
         if not found:
             raise UsageError(f"no node matches --nodes {selector!r}" if selector else "the cluster lists no nodes",
-                             "list them with: kubectl get nodes --show-labels")
+                             "list them with: `kubectl get nodes --show-labels`")
         return sorted(found, key=lambda n: str(n["metadata"]["name"]))
 
     def leftovers(self) -> list[str]:

@@ -15,7 +15,7 @@ from svctrace.cli.app import app
 from svctrace.cli.options import KUBECTL_FLAGS, parse_duration
 from svctrace.collectors.live import LiveOptions
 from svctrace.errors import UsageError
-from svctrace.sources import Loaded, Source
+from svctrace.sources import Loaded, NodeChoice, Source
 
 REPO = Path(__file__).resolve().parents[2]
 OVERALL = str(REPO / "tests" / "fixtures" / "overall")
@@ -89,7 +89,7 @@ def test_the_flags_become_one_live_source(seen: list[tuple[str, Source, dict[str
     result = CliRunner().invoke(app, [*argv, *FLAGS])
     assert result.output.startswith("svctrace: error: recorded"), result.output
     ((called, source, _),) = seen
-    assert called == kind and source == Source(None, EXPECTED_LIVE)
+    assert called == kind and source == Source(None, EXPECTED_LIVE, None, NodeChoice("node-a"))
 
 
 def test_from_makes_a_snapshot_source(seen: list[tuple[str, Source, dict[str, Any]]]) -> None:
