@@ -18,7 +18,7 @@ from svctrace.model.matches import SRC, AddrTypeMatch, DnatAction, RecentMatch, 
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.chains import ChainWalk, RuleFacts, Words
-from svctrace.resolver.common import api_endpoints, categorize, family_of, frontend_verdict
+from svctrace.resolver.common import api_endpoints, categorize, family_of, frontend_verdict, node_addresses
 from svctrace.resolver.contract import PortResult, register
 
 MASQ_CHAIN = "KUBE-MARK-MASQ"
@@ -346,15 +346,10 @@ def nodeport_addresses(snapshot: Snapshot, dump: IptablesDump, family: int) -> t
     explicit = nat.memoized("nodeport-addresses", build) if nat is not None else []
     if explicit:
         return tuple(explicit), "the addresses kube-proxy's --nodeport-addresses selects"
-    node = snapshot.node_named(snapshot.node.name)
-    from_node = tuple(ip for ip in (node.ips if node is not None else ()) if family_of(ip) == family)
-    if from_node:
-        return from_node, "any local address of this node (shown: the Node's addresses)"
-    local = tuple(a.address for a in snapshot.node.addresses or ()
-                  if a.family == family and a.scope == "global" and a.ifname != "lo")
-    if local:
-        return local, "any local address of this node (shown: its global addresses)"
-    return ("*",), "any local address of this node (its addresses were not collected)"
+    addresses, which = node_addresses(snapshot, family)
+    if addresses == ("*",):
+        return addresses, f"any local address of this node ({which})"
+    return addresses, f"any local address of this node (shown: {which})"
 
 
 def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,

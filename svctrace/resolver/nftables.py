@@ -35,7 +35,7 @@ from svctrace.model.mode import ProxyMode
 from svctrace.model.nft import NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.chains import ChainWalk, RuleFacts, Words, pct
-from svctrace.resolver.common import api_endpoints, family_of, frontend_verdict
+from svctrace.resolver.common import api_endpoints, family_of, frontend_verdict, node_addresses
 from svctrace.resolver.contract import PortResult, register
 
 MASQ_CHAIN = "mark-for-masquerade"
@@ -365,15 +365,10 @@ def nodeport_addresses(snapshot: Snapshot, table: NftTable, family: int) -> tupl
         ips = table.sets.get("nodeport-ips")
         return (tuple(_addr(e.key) for e in ips.elements) if ips is not None else ()), \
             "the nodeport-ips set (kube-proxy's --nodeport-addresses)"
-    node = snapshot.node_named(snapshot.node.name)
-    from_node = tuple(ip for ip in (node.ips if node is not None else ()) if family_of(ip) == family)
-    if from_node:
-        return from_node, "any local address of this node (shown: the Node's addresses)"
-    local = tuple(a.address for a in snapshot.node.addresses or ()
-                  if a.family == family and a.scope == "global" and a.ifname != "lo")
-    if local:
-        return local, "any local address of this node (shown: its global addresses)"
-    return ("*",), "any local address of this node (its addresses were not collected)"
+    addresses, which = node_addresses(snapshot, family)
+    if addresses == ("*",):
+        return addresses, f"any local address of this node ({which})"
+    return addresses, f"any local address of this node (shown: {which})"
 
 
 def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
