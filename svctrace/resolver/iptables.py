@@ -14,7 +14,7 @@ from svctrace.model import graph as g
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
 from svctrace.model.iptables import IptablesDump, Rule, Table
 from svctrace.model.k8s import Service, ServicePort
-from svctrace.model.matches import SRC, AddrTypeMatch, DnatAction, RecentMatch, StatisticMatch
+from svctrace.model.matches import SRC, AddrTypeMatch, DnatAction, RecentMatch, StatisticMatch, ip_value
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.chains import ChainWalk, RuleFacts, Words
@@ -43,10 +43,17 @@ def _ref(rule: Rule) -> RuleRef:
     return RuleRef(table=rule.table, chain=rule.chain, index=rule.index, text=rule.text)
 
 
-def _dst_is(rule: Rule, ip: str) -> bool:
+def _host(rule: Rule) -> tuple[int, int] | None:
+    """(version, address) of a rule's single-address destination (``-d IP/32``); None for any other."""
     d = rule.destination
-    return d is not None and not d.negated and len(d.prefixes) == 1 and d.prefixes[0].is_host \
-        and d.prefixes[0].address == naming.normalize_ip(ip)
+    if d is None or d.negated or len(d.prefixes) != 1 or not d.prefixes[0].is_host:
+        return None
+    return d.prefixes[0].version, d.prefixes[0].net
+
+
+def _dst_is(rule: Rule, ip: str) -> bool:
+    host = _host(rule)
+    return host is not None and host == ip_value(naming.normalize_ip(ip))
 
 
 def _dport_is(rule: Rule, port: int) -> bool:
@@ -93,6 +100,20 @@ def port_index(table: Table, chain: str) -> dict[int, list[Rule]]:
                 out.setdefault(port, []).append(rule)
         return out
     return table.memoized(f"ports:{chain}", build)
+
+
+def frontend_index(table: Table, chain: str) -> dict[tuple[tuple[int, int], int], list[Rule]]:
+    """The rules of a chain that match one destination address and port, by (address, port): what a
+    ClusterIP, externalIP or load balancer frontend is looked up by (built once per table)."""
+    def build() -> dict[tuple[tuple[int, int], int], list[Rule]]:
+        out: dict[tuple[tuple[int, int], int], list[Rule]] = {}
+        for port, rules in port_index(table, chain).items():
+            for rule in rules:
+                host = _host(rule)
+                if host is not None:
+                    out.setdefault((host, port), []).append(rule)
+        return out
+    return table.memoized(f"frontends:{chain}", build)
 
 
 IPTABLES_WORDS = Words(
@@ -282,7 +303,13 @@ def _frontend(ctx: _Walk, spec: _FrontendSpec, explain: str) -> Frontend:
     dispatch: list[Rule] = []
     older_masq: list[Rule] = []
     localhost: list[Rule] = []
-    candidates = port_index(ctx.nat, spec.dispatch_chain).get(spec.port, []) if ctx.nat is not None else []
+    if ctx.nat is None:
+        candidates: list[Rule] = []
+    elif spec.type == "NodePort":
+        candidates = port_index(ctx.nat, spec.dispatch_chain).get(spec.port, [])
+    else:
+        host = ip_value(naming.normalize_ip(spec.ip))
+        candidates = frontend_index(ctx.nat, spec.dispatch_chain).get((host, spec.port), []) if host else []
     for rule in candidates:
         if not _proto_is(rule, sp.protocol):
             continue
