@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from svctrace.errors import InputError
 from svctrace.model.iptables import Chain, ChainHead, IptablesDump, Rule, Table
+from svctrace.parsers.iptables_kube import kube_rule
 from svctrace.parsers.iptables_options import RuleBuilder
 from svctrace.parsers.iptables_typing import Typer, comment_of
 from svctrace.parsers.iptables_words import (
@@ -272,13 +273,14 @@ class _At(Exception):
 class _Loader:
     """Parses one chain's rules from its spans; shares parsed pieces across the dump (bounded)."""
 
-    __slots__ = ("text", "source", "builder", "typer")
+    __slots__ = ("text", "source", "builder", "typer", "plain")
 
     def __init__(self, text: str, source: str) -> None:
         self.text = text
         self.source = source
+        self.plain = "\\" not in text and "\t" not in text
         self.builder = RuleBuilder()
-        self.builder.plain = "\\" not in text and "\t" not in text
+        self.builder.plain = self.plain
         self.typer = Typer()
 
     def __call__(self, table: str, head: ChainHead) -> tuple[Rule, ...]:
@@ -300,6 +302,12 @@ class _Loader:
                     close = line.find("]")
                     counters = _counters(line[:close + 1], "the rule")
                     line = line[close + 1:].lstrip()
+                kube = kube_rule(line) if self.plain else None
+                if kube is not None:
+                    _name, matches, kube_target, action, comment = kube
+                    rules.append(Rule(table, chain, len(rules) + 1, number, line, matches, kube_target, False,
+                                      action, comment, counters))
+                    continue
                 try:
                     parts = builder.fast(line) or builder.general(line)
                 except Fail as exc:

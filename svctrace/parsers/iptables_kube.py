@@ -1,0 +1,131 @@
+"""A fast path for the rule shapes kube-proxy writes a hundred thousand times on a big node.
+
+Nine in ten lines of a 10,000-Service nat table are one of six shapes (an endpoint chain's hairpin mark
+and DNAT, a service chain's masquerade mark and probability ladder, KUBE-SERVICES' dispatch). Each is
+matched here by one regular expression and typed directly; anything else (other writers, other
+spellings, quotes that need unescaping) returns None and goes through the general stages. The result
+is the same as the general path's, value for value (tests/unit/test_iptables_kube.py checks it on
+every line of the corpus).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from svctrace.model.matches import (
+    DST,
+    SRC,
+    AddrMatch,
+    DnatAction,
+    Match,
+    NatRange,
+    PortMatch,
+    Prefix,
+    ProtocolOnly,
+    ProtoMatch,
+    StatisticMatch,
+    parse_prefix,
+)
+
+_PROTOS = "tcp|udp|sctp"
+_COMMENT = r'-m comment --comment "(?P<cm>[^"\\]*)"'
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"  # as iptables prints it: no leading zeros, at most 255
+_IP = rf"(?P<ip>{_OCTET}(?:\.{_OCTET}){{3}})"
+# What follows "-A CHAIN " in each shape (iptables-save's own spelling and order).
+_SHAPES: dict[str, re.Pattern[str]] = {
+    # KUBE-SEP: hairpin masquerade
+    "-s": re.compile(rf"-s {_IP}/32 {_COMMENT} -j (?P<t>KUBE-MARK-MASQ)"),
+    # KUBE-SEP: the DNAT
+    "-p": re.compile(rf"-p (?P<p>{_PROTOS}) {_COMMENT} -m (?P=p) -j DNAT --to-destination {_IP}:(?P<port>\d{{1,5}})"),
+    # KUBE-SVC: one step of the probability ladder, or its last rule
+    "-m": re.compile(rf"{_COMMENT}(?: -m statistic --mode random --probability (?P<prob>[0-9.]+))? -j (?P<t>[\w-]+)"),
+    # KUBE-SVC: the masquerade rule for clients outside the pod network
+    "!": re.compile(rf"! -s (?P<cidr>[0-9./]+) -d {_IP}/32 -p (?P<p>{_PROTOS}) {_COMMENT} -m (?P=p) "
+                    rf"--dport (?P<port>\d{{1,5}}) -j (?P<t>[\w-]+)"),
+    # KUBE-SERVICES: dispatch of a ClusterIP (or external IP) and port
+    "-d": re.compile(rf"-d {_IP}/32 -p (?P<p>{_PROTOS}) {_COMMENT} -m (?P=p) --dport (?P<port>\d{{1,5}}) "
+                     r"-j (?P<t>[\w-]+)"),
+}
+
+_WITH_ACTION = frozenset({"DNAT", "REDIRECT", "SNAT", "MASQUERADE", "REJECT", "NOTRACK"})
+KubeRule = tuple[str, tuple[Match, ...], str, "DnatAction | None", str]  # chain, matches, target, action, comment
+
+
+@lru_cache(maxsize=64)
+def _proto(name: str) -> ProtoMatch:
+    return ProtoMatch(name)
+
+
+@lru_cache(maxsize=64)
+def _only(name: str) -> ProtocolOnly:
+    return ProtocolOnly(name)
+
+
+@lru_cache(maxsize=4096)
+def _dport(port: int, proto: str) -> PortMatch:
+    return PortMatch("dport", ((port, port),), False, proto)
+
+
+@lru_cache(maxsize=256)
+def _statistic(raw: str) -> StatisticMatch | None:
+    try:
+        return StatisticMatch(float(raw), False, raw=raw)
+    except ValueError:
+        return None
+
+
+_HOSTS: dict[str, Prefix] = {}
+
+
+def _host(ip: str) -> Prefix:
+    """The /32 of an address the shape's regular expression has already checked."""
+    got = _HOSTS.get(ip)
+    if got is None:
+        a, b, c, d = ip.split(".")
+        got = Prefix(4, (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d), 32)
+        if len(_HOSTS) < 1 << 17:
+            _HOSTS[ip] = got
+    return got
+
+
+def kube_rule(line: str) -> KubeRule | None:
+    """(chain, typed matches, target, action, comment) of one of kube-proxy's common lines, else None."""
+    sp = line.find(" ", 3)
+    if sp < 0 or not line.startswith("-A "):
+        return None
+    rest = line[sp + 1:]
+    kind = "!" if rest[:1] == "!" else rest[:2]
+    shape = _SHAPES.get(kind)
+    m = shape.fullmatch(rest) if shape is not None else None
+    if m is None:
+        return None
+    chain, g = line[3:sp], m.groupdict()
+    if g.get("t") in _WITH_ACTION:
+        return None  # a target whose bare name types an action: the general path says which
+    comment = g["cm"]
+    if kind == "-s":
+        return chain, (AddrMatch(SRC, (_host(g["ip"]),)),), g["t"], None, comment
+    if kind == "-p":
+        port = int(g["port"])
+        if port > 65535:
+            return None
+        proto = g["p"]
+        action = DnatAction((NatRange(g["ip"], g["ip"], port, port),))
+        return chain, (_proto(proto), _only(proto)), "DNAT", action, comment
+    if kind == "-m":
+        if g["prob"] is None:
+            return chain, (), g["t"], None, comment
+        stat = _statistic(g["prob"])
+        return None if stat is None else (chain, (stat,), g["t"], None, comment)
+    port = int(g["port"])
+    if port > 65535:
+        return None
+    proto = g["p"]
+    matches: tuple[Match, ...] = (AddrMatch(DST, (_host(g["ip"]),)), _proto(proto), _dport(port, proto))
+    if kind == "!":
+        cidr = parse_prefix(g["cidr"])
+        if cidr is None:
+            return None
+        matches = (AddrMatch(SRC, (cidr,), True), *matches)
+    return chain, matches, g["t"], None, comment
