@@ -395,7 +395,8 @@ class RemoteCollector:
                 raise NodeReadError(node, f"the collector pod on node {node} printed nothing svctrace can read"
                                     + (f": {data[:200].decode('utf-8', 'replace').strip()!r}" if data else ""),
                                     "the image needs a POSIX sh; pass --image with one (e.g. kube-proxy's)")
-            result = collector_output.node_input(records, node_name=node, where=f" on node {node}",
+            # Said as a read on the node itself says it: a sudo svctrace there and this read print the same.
+            result = collector_output.node_input(records, node_name=node, where="",
                                                  sysctls=self.sysctls, tables=tables)
             self.progress(node, "done", f"{len(data) / 2**20:.1f} MB")
             return NodeRead(node, result, None, len(data), time.monotonic() - start)
