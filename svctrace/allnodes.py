@@ -319,8 +319,9 @@ class _RuleSet:
 class AuditAcrossNodes:
     """Audit node after node, keeping only each node's reduced result (and one per distinct rule set)."""
 
-    def __init__(self, services: Sequence[Service], namespace: str | None) -> None:
+    def __init__(self, services: Sequence[Service], namespace: str | None, api_warnings: Iterable[str] = ()) -> None:
         self.namespace = namespace
+        self.api_warnings = frozenset(api_warnings)  # about the API objects: the same on every node
         self.services = tuple(sorted((s for s in services if namespace is None or s.namespace == namespace),
                                      key=lambda s: (s.namespace, s.name)))
         self.nodes: list[NodeAudit] = []
@@ -339,7 +340,9 @@ class AuditAcrossNodes:
             self.built += 1
         if rules is None:
             assert snapshot is not None
-            rules = _RuleSet(_mode(snapshot), dataplane_collected(snapshot))
+            said = set(read.warnings) | self.api_warnings
+            rules = _RuleSet(_mode(snapshot), dataplane_collected(snapshot),
+                             warnings=tuple(w for w in snapshot.warnings if w not in said))
             rules.shared = {s.ref: _service_result(snapshot, s) for s in self.services if not depends_on_node(s)}
             rules.orphans = tuple(sorted(c.chain for c in all_stale_chains(snapshot)))
             self._rule_sets[fingerprint] = rules

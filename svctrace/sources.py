@@ -179,9 +179,11 @@ class EachNode:
     """The API objects, read once, and every selected node, one result at a time (``--all-nodes``)."""
 
     def __init__(self, namespace: str, services: tuple[Service, ...], results: Iterator[NodeResult],
-                 notes: list[str], api: ApiCollection | None = None, label: str = "") -> None:
+                 notes: list[str], api: ApiCollection | None = None, label: str = "",
+                 api_warnings: tuple[str, ...] = ()) -> None:
         self.namespace = namespace  # what a name without one is looked up in
         self.services = services
+        self.api_warnings = api_warnings  # about the API objects: the same whichever node is read
         self.notes = notes
         self.api = api  # live runs: the raw API documents (``capture``)
         self.label = label
@@ -211,7 +213,7 @@ def each_node(source: Source, namespace: str | None, *, service: str | None = No
     with RemoteNodes(source.live, source.collect, source.nodes.selector, tables=tables, progress=progress) as nodes:
         api = nodes.read_service(wanted, service) if service is not None else nodes.read_all(wanted)
         yield EachNode(namespace or api.target.namespace, api.objects.services, iter(nodes), nodes.notes, api,
-                       f"live: {api.target.server}")
+                       f"live: {api.target.server}", (*api.warnings, *api.objects.warnings))
 
 
 def _replayed_nodes(source: Source, namespace: str | None) -> EachNode:
@@ -240,7 +242,8 @@ def _replayed_nodes(source: Source, namespace: str | None) -> EachNode:
             yield NodeResult(name, read, None, build(name, read))
 
     services = multi.api.services if multi.api is not None else ()
-    return EachNode(namespace or DEFAULT_NAMESPACE, services, results(), [], None, multi.label)
+    api_warnings = (*multi.warnings, *(multi.api.warnings if multi.api is not None else ()))
+    return EachNode(namespace or DEFAULT_NAMESPACE, services, results(), [], None, multi.label, api_warnings)
 
 
 def selects(selector: str, labels: Mapping[str, str]) -> bool:

@@ -74,7 +74,7 @@ def _all_nodes(run: Run, all_namespaces: bool, output: TextOrJson) -> None:
 
     with node_progress(run.env) as progress, \
             each_node(run.source, run.namespace, every_namespace=all_namespaces, progress=progress) as nodes:
-        reducer = AuditAcrossNodes(nodes.services, None if all_namespaces else nodes.namespace)
+        reducer = AuditAcrossNodes(nodes.services, None if all_namespaces else nodes.namespace, nodes.api_warnings)
         for result in nodes:
             if result.error is not None or result.input is None:
                 message = result.error.message if result.error is not None else "not read"
