@@ -16,6 +16,7 @@ class SvctraceError(Exception):
     """A problem the user can act on: a one-line message and a next step."""
 
     exit_code = 2
+    notes: tuple[str, ...] = ()  # what else the user should know, said after the next step
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

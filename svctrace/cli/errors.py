@@ -62,6 +62,8 @@ def exit_status(env: Environment, exc: BaseException) -> int:
         if env.debug:
             raise exc
         report(env, exc.message, exc.hint)
+        for note in exc.notes:
+            env.stderr.print(Text(f"note: {for_prog(env, note)}"), soft_wrap=True)
         return int(ExitStatus.ERROR)
     if isinstance(exc, _exc.UsageError):
         path = exc.ctx.command_path if exc.ctx is not None else env.prog

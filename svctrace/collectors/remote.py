@@ -103,6 +103,13 @@ def _no_progress(node: str, stage: str, detail: str) -> None:
     return None
 
 
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):g} {unit}"
+    return f"{n} bytes"
+
+
 def role_yaml(namespace: str) -> str:
     """The Role ``--collect`` needs in the collector namespace (README shows the same)."""
     return ROLE_YAML.format(namespace=namespace)
@@ -200,7 +207,8 @@ class RemoteCollector:
         self.notes: list[str] = []  # things worth saying once (leftovers found, where the image came from)
         self._image: str | None = options.image
         self._pods = _Pods()
-        self._cancel = threading.Event()
+        self._cancel = threading.Event()  # make no more pods, stop waiting for them
+        self._abandon = threading.Event()  # stop reading too (set once the pods are being deleted)
         self._threads: list[threading.Thread] = []
         self._checked_leftovers = False
         self._tokens: dict[str, str] = {}  # pod name -> the token framing its script's output
@@ -215,8 +223,15 @@ class RemoteCollector:
         self.close()
 
     def close(self) -> None:
-        """Stop every read and delete every pod this run created (safe to call twice)."""
+        """Stop every read and delete every pod this run created (safe to call twice).
+
+        No new pod is made from here on; the pods are deleted first, which ends their reads on the node (the
+        kubelet stops the exec'd processes), then the readers are let go, and the pods of creates that were
+        on their way are deleted too.
+        """
         self._cancel.set()
+        self._delete_all(report=False)
+        self._abandon.set()
         for thread in self._threads:
             thread.join(timeout=self.kube.timeout + 1)
         self._delete_all()
@@ -591,7 +606,7 @@ class RemoteCollector:
         last = time.monotonic()
         shown = 0
         while True:
-            if self._cancel.is_set():
+            if self._abandon.is_set():
                 raise NodeReadError(node, "interrupted")
             try:
                 opcode, frame = sock.recv_data_frame(True)
@@ -616,7 +631,7 @@ class RemoteCollector:
                 chunks.append(payload)
                 size += len(payload)
                 if size > MAX_OUTPUT:
-                    raise NodeReadError(node, f"node {node}'s read is over {MAX_OUTPUT >> 20} MiB; stopped",
+                    raise NodeReadError(node, f"node {node}'s read is over the {_size(MAX_OUTPUT)} limit; stopped",
                                         "run `sudo svctrace capture` on the node and analyse it with --from")
                 if size - shown > 4 << 20:
                     shown = size
@@ -651,7 +666,7 @@ class RemoteCollector:
             self._pods.gone.add(name)
         return True
 
-    def _delete_all(self) -> None:
+    def _delete_all(self, *, report: bool = True) -> None:
         left = []
         for name in list(self._pods.names):
             try:
@@ -659,7 +674,7 @@ class RemoteCollector:
                     left.append(name)
             except KeyboardInterrupt:  # a second Ctrl-C: keep deleting, the pods must not stay
                 left.append(name)
-        if left:
+        if left and report:
             self.notes.append(f"could not delete collector pod(s) {', '.join(left)}: they end at their deadline; "
                               f"remove them now with: kubectl delete pod -n {self.namespace} -l {RUN_LABEL}="
                               f"{self.run_id}")

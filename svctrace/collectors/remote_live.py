@@ -19,7 +19,7 @@ from svctrace.collectors.live import (
     LiveOptions,
     assemble,
 )
-from svctrace.errors import CollectionError, ForbiddenError, NotFoundError, UsageError
+from svctrace.errors import CollectionError, ForbiddenError, NotFoundError, SvctraceError, UsageError
 from svctrace.model.snapshot import Snapshot
 from svctrace.parsers.node_read import ALL_TABLES
 from svctrace.parsers.snapshot import NodeInput
@@ -69,6 +69,8 @@ class _Session:
             self.pods.close()
         finally:
             self.kube.close()
+        if isinstance(exc, SvctraceError) and self.pods.notes:  # pods an earlier run left matter most on error
+            exc.notes = (*exc.notes, *self.pods.notes)
 
     def read(self, node: str, tables: tuple[str, ...]) -> NodeInput:
         result = self.pods.read(node, tables)
