@@ -103,7 +103,7 @@ def parse_records(text: str, token: str) -> Records:
     while pos < size:
         if not text.startswith(head, pos):
             nxt = text.find("\n" + head, pos)
-            found.stray += (nxt if nxt >= 0 else size) - pos
+            found.stray += (nxt + 1 if nxt >= 0 else size) - pos
             if nxt < 0:
                 break
             pos = nxt + 1
