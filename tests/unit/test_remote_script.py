@@ -153,6 +153,7 @@ def test_an_ipvs_node_without_ipvsadm_is_read_from_proc() -> None:
              "hash:ip,port family inet\n"))
     node = node_input(parse_records(_full(extra=f"{TOKEN} F ip_vs\n" + extra), TOKEN), node_name="n", where="",
                       sysctls=SYSCTLS)
-    assert node.files[NodeFile.IPVSADM] == "-A -t 10.96.0.1:443 -s rr\n-a -t 10.96.0.1:443 -r 192.168.1.101:6443 -m -w 1\n"
+    assert node.files[NodeFile.IPVSADM] == ("-A -t 10.96.0.1:443 -s rr\n"
+                                           "-a -t 10.96.0.1:443 -r 192.168.1.101:6443 -m -w 1\n")
     assert node.probe.ipvs_available is True and node.probe.ipvs_services == 1
     assert node.files[NodeFile.IPSET].startswith("create KUBE-CLUSTER-IP")
