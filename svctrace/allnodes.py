@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -260,8 +259,17 @@ def depends_on_node(svc: Service) -> bool:
             or svc.internal_traffic_policy == "Local" or svc.external_traffic_policy == "Local")
 
 
-_COMMENT = re.compile(r"^#[^\n]*\n", re.M)
-_COUNTERS = re.compile(r"^(:\S+ \S+) \[\d+:\d+\]$", re.M)
+def _rules_only(save: str) -> str:
+    """An iptables-save dump without what changes while the rules do not: its date comments and counters."""
+    kept = []
+    for line in save.split("\n"):
+        first = line[:1]
+        if first == "#":
+            continue
+        if first == ":":  # ":CHAIN POLICY [packets:bytes]"
+            line = line.rsplit(" [", 1)[0]
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def dataplane_fingerprint(node: NodeInput) -> str:
@@ -271,7 +279,7 @@ def dataplane_fingerprint(node: NodeInput) -> str:
     for name in (NodeFile.IPTABLES, NodeFile.IP6TABLES):
         text = node.files.get(name)
         if text is not None:
-            text = _COUNTERS.sub(r"\1", _COMMENT.sub("", text))
+            text = _rules_only(text)
         digest.update(f"\0{name}\0{text}".encode())
     for name in (NodeFile.NFT, NodeFile.IPVSADM, NodeFile.IPSET):
         digest.update(f"\0{name}\0{node.files.get(name)}".encode())

@@ -350,8 +350,9 @@ class RemoteCollector:
                    ) -> Iterator[NodeRead]:
         """Read each Node, ``parallel`` at a time, yielding each read as it ends (whatever the order).
 
-        At most ``parallel`` reads are in memory: a worker hands its result over before it starts the next
-        node, so a consumer that reduces each read as it arrives never holds them all.
+        At most 2 x ``parallel`` reads are in memory (``parallel`` in flight, as many waiting to be taken): a
+        worker hands its result over before it starts the next node, so a consumer that reduces each read as it
+        arrives never holds them all.
         """
         self.leftovers()
         image = self.image
@@ -359,7 +360,9 @@ class RemoteCollector:
         for doc in nodes:
             jobs.put(doc)
             self.progress(doc["metadata"]["name"], "queued", "")
-        results: queue.Queue[NodeRead] = queue.Queue(maxsize=1)
+        # A few finished reads may wait while the consumer is busy (the first node of a rule set is the slow one),
+        # so the next reads go on meanwhile; never more than this many.
+        results: queue.Queue[NodeRead] = queue.Queue(maxsize=max(1, self.options.parallel))
         workers = max(1, min(self.options.parallel, len(nodes)))
 
         def work() -> None:
@@ -403,18 +406,22 @@ class RemoteCollector:
             self.progress(node, "starting", name)
             self._wait_running(node, name, image, start)
             data = self._exec(node, name)
-            self.progress(node, "parsing", f"{len(data) / 2**20:.1f} MB")
+            size = len(data)
+            self.progress(node, "parsing", f"{size / 2**20:.1f} MB")
             self._delete(name)
-            records = collector_output.parse_records(data.decode("utf-8", "replace"), self._tokens[name])
+            text = data.decode("utf-8", "replace")
+            del data  # one copy of a node's read at a time: they are tens of MB on big nodes
+            records = collector_output.parse_records(text, self._tokens[name])
             if not records.records:
                 raise NodeReadError(node, f"the collector pod on node {node} printed nothing svctrace can read"
-                                    + (f": {data[:200].decode('utf-8', 'replace').strip()!r}" if data else ""),
+                                    + (f": {text[:200].strip()!r}" if text else ""),
                                     "the image needs a POSIX sh; pass --image with one (e.g. kube-proxy's)")
+            del text
             # Said as a read on the node itself says it: a sudo svctrace there and this read print the same.
             result = collector_output.node_input(records, node_name=node, where="",
                                                  sysctls=self.sysctls, tables=tables)
-            self.progress(node, "done", f"{len(data) / 2**20:.1f} MB")
-            return NodeRead(node, result, None, len(data), time.monotonic() - start)
+            self.progress(node, "done", f"{size / 2**20:.1f} MB")
+            return NodeRead(node, result, None, size, time.monotonic() - start)
         except (NodeReadError, ForbiddenError) as exc:
             self.progress(node, "failed", exc.message)
             return NodeRead(node, None, exc, 0, time.monotonic() - start)
@@ -557,7 +564,7 @@ class RemoteCollector:
         last = max(chosen, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
         return f"{last.get('reason')}: {last.get('message')}"
 
-    def _exec(self, node: str, name: str) -> bytes:
+    def _exec(self, node: str, name: str) -> bytearray:
         """Run the read in the pod and bring its output back whole over the exec WebSocket."""
         self.progress(node, "reading", "0 MB")
         api, _ = self.kube._connect()
@@ -594,13 +601,13 @@ class RemoteCollector:
                              + (f" ({status})" if status else "") + f": {message}",
                              "the API server could not reach the node's kubelet; check the node")
 
-    def _drain(self, node: str, resp: Any) -> bytes:
+    def _drain(self, node: str, resp: Any) -> bytearray:
         """Every stdout frame until the server closes the stream; the exec's status must be Success."""
         from websocket import ABNF, WebSocketTimeoutException
 
         sock = resp.sock
         sock.settimeout(1.0)
-        chunks: list[bytes] = []
+        received = bytearray()
         size = 0
         status: dict[str, Any] | None = None
         last = time.monotonic()
@@ -616,7 +623,7 @@ class RemoteCollector:
                                         "retry; if it persists, check the node's load") from None
                 continue
             except Exception as exc:  # noqa: BLE001 - the connection ended: what arrived is judged below
-                if status is None and not chunks:
+                if status is None and not received:
                     raise NodeReadError(node, f"the exec stream from node {node} broke: {exc}",
                                         "retry; check the network path to the API server") from None
                 break
@@ -626,9 +633,9 @@ class RemoteCollector:
             data = frame.data
             if len(data) < 2:
                 continue
-            channel, payload = data[0], data[1:]
+            channel, payload = data[0], memoryview(data)[1:]
             if channel in (_STDOUT, _STDERR):
-                chunks.append(payload)
+                received += payload
                 size += len(payload)
                 if size > MAX_OUTPUT:
                     raise NodeReadError(node, f"node {node}'s read is over the {_size(MAX_OUTPUT)} limit; stopped",
@@ -638,12 +645,12 @@ class RemoteCollector:
                     self.progress(node, "reading", f"{size / 2**20:.0f} MB")
             elif channel == _ERROR_CHANNEL:
                 with contextlib.suppress(ValueError):
-                    status = json.loads(payload)
+                    status = json.loads(bytes(payload))
         if status is not None and status.get("status") != "Success" and status.get("reason") != "NonZeroExitCode":
             raise NodeReadError(node, f"the read could not run in the collector pod on node {node}: "
                                 f"{status.get('message') or status}",
                                 "the image needs sh (kube-proxy's has it); pass --image with one that does")
-        return b"".join(chunks)
+        return received
 
     # -- deleting --
 
