@@ -35,6 +35,18 @@ from kubernetes import client as k8s_client
 from kubernetes.stream import stream
 
 from svctrace.collectors._probe import SYSCTLS
+from svctrace.collectors.collector_pod import (
+    CONTAINER,
+    KUBE_PROXY,
+    RUN_LABEL,
+    SCRIPT_ENV,
+    SELECTOR,
+    collector_pod,
+    handshake_status,
+    node_ready,
+    role_yaml,
+    size_words,
+)
 from svctrace.collectors.kube import KubeCollector, _Failure, _Op
 from svctrace.collectors.live import CollectOptions
 from svctrace.collectors.node_script import script
@@ -43,39 +55,12 @@ from svctrace.parsers import collector_output
 from svctrace.parsers.node_read import ALL_TABLES
 from svctrace.parsers.snapshot import NodeInput
 
-NAME_LABEL = "app.kubernetes.io/name"
-COLLECTOR = "svctrace-collector"
-RUN_LABEL = "svctrace.io/run"
-NODE_ANNOTATION = "svctrace.io/node"
-CONTAINER = "collect"
-SCRIPT_ENV = "SVCTRACE_READ"
-SELECTOR = f"{NAME_LABEL}={COLLECTOR}"
-KUBE_PROXY = ("kube-system", "kube-proxy")
 READ_BUDGET = 300  # seconds a started pod has for the read itself, on top of the start timeout
 MAX_OUTPUT = 1 << 30  # a 10k-Service node reads ~50 MB; this only stops a runaway
 EXEC_COMMAND = ["sh", "-c", f'eval "${SCRIPT_ENV}" 2>&1']
 _ERROR_CHANNEL, _STDOUT, _STDERR = 3, 1, 2
 _PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 _START_FAILURES = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
-
-ROLE_YAML = """\
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata:
-  name: svctrace-collect
-  namespace: {namespace}
-rules:
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["create", "delete", "get", "list"]
-- apiGroups: [""]
-  resources: ["pods/exec"]
-  verbs: ["create", "get"]
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["list"]
-"""
-
 
 class NodeReadError(CollectionError):
     """One node could not be read (the others can still be)."""
@@ -101,87 +86,6 @@ Progress = Callable[[str, str, str], None]  # (node, stage, detail): queued | st
 
 def _no_progress(node: str, stage: str, detail: str) -> None:
     return None
-
-
-def _size(n: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            return f"{n / (1 << shift):g} {unit}"
-    return f"{n} bytes"
-
-
-def role_yaml(namespace: str) -> str:
-    """The Role ``--collect`` needs in the collector namespace (README shows the same)."""
-    return ROLE_YAML.format(namespace=namespace)
-
-
-def pod_name(node: str, run_id: str) -> str:
-    """``svctrace-<node>-<run>``: readable in ``kubectl get pods``, unique per run."""
-    stem = node[:40].rstrip(".-")
-    return f"svctrace-{stem}-{run_id}"
-
-
-def collector_pod(node: str, run_id: str, image: str, *, privileged: bool, deadline: int,
-                  read_script: str) -> dict[str, Any]:
-    """The collector pod for one node (see the module docstring for why each field is what it is)."""
-    security: dict[str, Any] = {"readOnlyRootFilesystem": True, "runAsUser": 0}
-    if privileged:
-        security["privileged"] = True
-    else:
-        security["allowPrivilegeEscalation"] = False
-        security["capabilities"] = {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": pod_name(node, run_id),
-            "labels": {NAME_LABEL: COLLECTOR, RUN_LABEL: run_id},
-            "annotations": {NODE_ANNOTATION: node,
-                            "svctrace.io/purpose": "reads this node's Service rules once, read-only; "
-                                                   "svctrace deletes it when done"},
-        },
-        "spec": {
-            "nodeName": node,
-            "hostNetwork": True,
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "tolerations": [{"operator": "Exists"}],
-            "activeDeadlineSeconds": deadline,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
-                "command": ["sleep", str(deadline)],
-                "env": [{"name": SCRIPT_ENV, "value": read_script}],
-                "securityContext": security,
-                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
-            }],
-        },
-    }
-
-
-def _ready(node: dict[str, Any]) -> tuple[bool, str]:
-    """Whether a Node is Ready, and its Ready condition in words when not."""
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            if cond.get("status") == "True":
-                return True, ""
-            reason = cond.get("reason") or ""
-            message = (cond.get("message") or "").rstrip(".")
-            return False, f"Ready={cond.get('status')}" + (f", {reason}" if reason else "") + \
-                (f": {message}" if message else "")
-    return False, "no Ready condition"
-
-
-def _status_of_handshake(reason: str) -> tuple[int, dict[str, Any]]:
-    """The HTTP status and Status body of a refused exec handshake (the client words it as text)."""
-    found = re.search(r"Handshake status (\d+)", reason)
-    body: dict[str, Any] = {}
-    start = reason.rfind("-+-+- ")
-    if start >= 0:
-        with contextlib.suppress(ValueError):
-            doc = json.loads(reason[start + 6:])
-            body = doc if isinstance(doc, dict) else {}
-    return (int(found.group(1)) if found else 0), body
 
 
 @dataclass
@@ -397,7 +301,7 @@ class RemoteCollector:
         node = str(doc["metadata"]["name"])
         start = time.monotonic()
         try:
-            ready, why = _ready(doc)
+            ready, why = node_ready(doc)
             if not ready:
                 raise NodeReadError(node, f"node {node} is NotReady ({why}): its kubelet cannot start a collector pod",
                                     f"check the node (kubectl describe node {node}); the other nodes can still be "
@@ -589,7 +493,7 @@ class RemoteCollector:
             own.close()
 
     def _exec_refused(self, node: str, name: str, reason: str) -> CollectionError:
-        status, body = _status_of_handshake(reason)
+        status, body = handshake_status(reason)
         message = str(body.get("message") or reason.split(" -+-+- ")[0] or "no answer")
         if status == 403:
             return ForbiddenError(
@@ -638,7 +542,7 @@ class RemoteCollector:
                 received += payload
                 size += len(payload)
                 if size > MAX_OUTPUT:
-                    raise NodeReadError(node, f"node {node}'s read is over the {_size(MAX_OUTPUT)} limit; stopped",
+                    raise NodeReadError(node, f"node {node}'s read is over the {size_words(MAX_OUTPUT)} limit; stopped",
                                         "run `sudo svctrace capture` on the node and analyse it with --from")
                 if size - shown > 4 << 20:
                     shown = size

@@ -136,3 +136,52 @@ def test_a_service_on_a_node_keeps_the_shares_the_node_programs() -> None:
 ])
 def test_a_node_selector_on_a_snapshot(selector: str, labels: dict[str, str], chosen: bool) -> None:
     assert selects(selector, labels) is chosen
+
+
+def _keys(value: object) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
+def test_every_key_of_the_all_nodes_json_is_documented() -> None:
+    from svctrace.allnodes import AuditAcrossNodes, NodeVerdict, verdicts_across_nodes
+    from svctrace.render.nodes import audit_across_nodes_to_dict, verdicts_across_nodes_to_dict
+
+    schema = (Path(__file__).resolve().parents[2] / "docs" / "json-schema.md").read_text()
+    api = _api()
+    audit = AuditAcrossNodes(api.services, None)
+    audit.add("xianchaomaster1", _read("xianchaomaster1"), _build(api, "xianchaomaster1", _read("xianchaomaster1")))
+    audit.fail(NodeFailure("n2", "down", "check"))
+    views = [_view("a"), _view("b", backend="legacy")]
+    verdicts = verdicts_across_nodes("shop/cart", [NodeVerdict("a", "reachable", "ok", None, "iptables", None)])
+    docs = [service_across_nodes_to_dict(service_across_nodes("shop", "cart", views, [NodeFailure("c", "x")])),
+            audit_across_nodes_to_dict(audit.result()), verdicts_across_nodes_to_dict(verdicts)]
+    undocumented = {key for doc in docs for key in _keys(doc) if f'"{key}"' not in schema}
+    assert undocumented == set()
+
+
+def test_the_progress_display_follows_nodes_from_the_collectors_threads() -> None:
+    import io
+    import threading
+
+    from svctrace.cli.env import Environment
+    from svctrace.cli.progress import node_progress
+
+    stream = io.StringIO()
+    env = Environment(stderr=Console(file=stream, force_terminal=True, width=100))
+    with node_progress(env) as update:
+        assert update is not None
+        stages = ("queued", "creating", "starting", "reading", "done")
+        threads = [threading.Thread(target=lambda n=n: [update(f"node-{n}", s, "1 MB") for s in stages])
+                   for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert "reading nodes" in stream.getvalue()
+    quiet = Environment(stderr=Console(file=io.StringIO(), force_terminal=False))
+    with node_progress(quiet) as update:
+        assert update is None  # not a terminal: nothing drawn

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from svctrace.collectors.remote import (
+from svctrace.collectors.collector_pod import (
     COLLECTOR,
     NAME_LABEL,
     RUN_LABEL,
     SCRIPT_ENV,
-    _ready,
-    _status_of_handshake,
     collector_pod,
+    handshake_status,
+    node_ready,
     pod_name,
     role_yaml,
 )
@@ -59,13 +59,13 @@ def test_the_role_in_the_readme_is_the_one_errors_print() -> None:
 def test_a_refused_exec_handshake_reads_as_a_status() -> None:
     reason = ('Handshake status 403 Forbidden -+-+- {"content-type": "application/json"} -+-+- '
               '{"kind":"Status","code":403,"message":"pods \\"p\\" is forbidden"}')
-    assert _status_of_handshake(reason) == (403, {"kind": "Status", "code": 403, "message": 'pods "p" is forbidden'})
-    assert _status_of_handshake("Connection refused") == (0, {})
+    assert handshake_status(reason) == (403, {"kind": "Status", "code": 403, "message": 'pods "p" is forbidden'})
+    assert handshake_status("Connection refused") == (0, {})
 
 
 def test_a_node_is_ready_only_with_ready_true() -> None:
-    assert _ready({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}) == (True, "")
-    assert _ready({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+    assert node_ready({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}) == (True, "")
+    assert node_ready({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
                                               "message": "PLEG is not healthy."}]}}) == (
         False, "Ready=False, KubeletNotReady: PLEG is not healthy")
-    assert _ready({}) == (False, "no Ready condition")
+    assert node_ready({}) == (False, "no Ready condition")
