@@ -98,7 +98,7 @@ class Loaded:
 
 def _collect_node(source: Source) -> str:
     if source.nodes.name is None:
-        raise UsageError("--collect needs the node to read", "give --node NAME (kubectl get nodes), or --all-nodes")
+        raise UsageError("--collect needs the node to read", "give --node NAME (`kubectl get nodes` lists them)")
     return source.nodes.name
 
 
