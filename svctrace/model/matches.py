@@ -54,11 +54,24 @@ class Prefix:
     @property
     def address(self) -> str:
         """The network address alone ("10.0.0.0", "fd00::1")."""
-        return str(ipaddress.IPv4Address(self.net) if self.version == 4 else ipaddress.IPv6Address(self.net))
+        return _address_text(self.version, self.net)
 
     def __str__(self) -> str:
         """Canonical text: a host without its /32 or /128, a network as address/length."""
-        return self.address if self.is_host else f"{self.address}/{self.length}"
+        return _prefix_text(self)
+
+
+@lru_cache(maxsize=1 << 16)
+def _address_text(version: int, net: int) -> str:
+    if version == 4:
+        return f"{net >> 24}.{(net >> 16) & 255}.{(net >> 8) & 255}.{net & 255}"
+    return str(ipaddress.IPv6Address(net))
+
+
+@lru_cache(maxsize=1 << 16)
+def _prefix_text(p: Prefix) -> str:
+    text = _address_text(p.version, p.net)
+    return text if p.is_host else f"{text}/{p.length}"
 
 
 _OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"

@@ -6,7 +6,7 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from svctrace.errors import NotFoundError, PortNotFoundError
 from svctrace.model import graph as g
@@ -153,7 +153,7 @@ def categorize(endpoints: tuple[EndpointInfo, ...]) -> EndpointChoice:
 
 
 def with_dataplane(ep: EndpointInfo) -> EndpointInfo:
-    return replace(ep, in_dataplane=True)
+    return ep.programmed()
 
 
 _COREFILE_ZONE = re.compile(r"^\s*kubernetes\s+([^{\n]+?)\s*(\{|$)", re.MULTILINE)

@@ -14,7 +14,16 @@ from svctrace.model import graph as g
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
 from svctrace.model.iptables import IptablesDump, Rule, Table
 from svctrace.model.k8s import Service, ServicePort
-from svctrace.model.matches import SRC, AddrTypeMatch, DnatAction, RecentMatch, StatisticMatch, ip_value
+from svctrace.model.matches import (
+    SRC,
+    AddrMatch,
+    AddrTypeMatch,
+    DnatAction,
+    Match,
+    RecentMatch,
+    StatisticMatch,
+    ip_value,
+)
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.chains import ChainWalk, RuleFacts, Words
@@ -73,17 +82,21 @@ def _source_text(rule: Rule) -> str | None:
 
 def describe_source(rule: Rule) -> str | None:
     """The source condition of a rule in words, or None when it matches any source."""
+    return _source_words(rule.matches)
+
+
+def _source_words(matches: tuple[Match, ...]) -> str | None:
     parts = []
-    s = rule.source
-    if s is not None:
-        cidr = _source_text(rule)
-        parts.append(f"source not in {cidr}" if s.negated else f"source in {cidr}")
-    for t in rule.all(AddrTypeMatch):
-        if t.field != SRC:
-            continue
-        value = ",".join(sorted(t.types))
-        what = "a local address of this node" if value == "LOCAL" else f"of type {value}"
-        parts.append(f"source is not {what}" if t.negated else f"source is {what}")
+    for m in matches:
+        if isinstance(m, AddrMatch) and m.field == SRC:
+            cidr = ",".join(map(str, m.prefixes))
+            parts.append(f"source not in {cidr}" if m.negated else f"source in {cidr}")
+            break
+    for m in matches:
+        if isinstance(m, AddrTypeMatch) and m.field == SRC:
+            value = ",".join(sorted(m.types))
+            what = "a local address of this node" if value == "LOCAL" else f"of type {value}"
+            parts.append(f"source is not {what}" if m.negated else f"source is {what}")
     return ", ".join(parts) or None
 
 
@@ -133,9 +146,10 @@ IPTABLES_WORDS = Words(
 
 
 def rule_facts(rule: Rule) -> RuleFacts:
-    """What a rule of kube-proxy's Service chains does, read from its typed matches and target."""
+    """What a rule of kube-proxy's Service chains does, read from its typed matches and target (one pass
+    over the matches: an audit of 10,000 Services reads a million rules)."""
     target = rule.target
-    src = rule.source
+    matches = rule.matches
     dnat = dnat_note = None
     skip = False
     if target == "DNAT":
@@ -149,14 +163,33 @@ def rule_facts(rule: Rule) -> RuleFacts:
                 dnat_note = f"rule {rule.index}: cannot read the DNAT destination {shown}: {rule.text}"
         else:
             dnat = (first.first_ip, first.first_port)
-    rcheck = next((m for m in rule.all(RecentMatch) if m.op == "rcheck"), None)
+    src: AddrMatch | None = None
+    rcheck: RecentMatch | None = None
+    records = plain = False
+    for m in matches:
+        if isinstance(m, AddrMatch):
+            if src is None and m.field == SRC:
+                src = m
+        elif isinstance(m, RecentMatch):
+            if m.op == "rcheck" and rcheck is None:
+                rcheck = m
+            records = records or m.op == "set"
+        elif isinstance(m, AddrTypeMatch):
+            plain = True  # the words need the address-type part too
+    src_text = ",".join(map(str, src.prefixes)) if src is not None else None
+    if plain:
+        source = _source_words(matches)
+    elif src is not None:
+        source = f"source not in {src_text}" if src.negated else f"source in {src_text}"
+    else:
+        source = None
     return RuleFacts(
         index=rule.index, text=rule.text, target=target, goto=rule.goto, masq=target == MASQ_CHAIN,
-        source=describe_source(rule),
-        hairpin=_source_text(rule) if src is not None and not src.negated else None,
-        pod_network=_source_text(rule) if src is not None and src.negated else None,
+        source=source,
+        hairpin=src_text if src is not None and not src.negated else None,
+        pod_network=src_text if src is not None and src.negated else None,
         dnat=dnat, dnat_note=dnat_note, dnat_skip=skip,
-        records_affinity=any(m.op == "set" for m in rule.all(RecentMatch)),
+        records_affinity=records,
         affinity_seconds=(str(rcheck.seconds) if rcheck.seconds is not None else "?") if rcheck is not None else None,
         action_less=target is None,
     )

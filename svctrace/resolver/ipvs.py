@@ -8,7 +8,7 @@ and, in filter KUBE-IPVS-FILTER, reject connections to a Service address on a po
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from svctrace.model import graph as g
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
@@ -111,7 +111,7 @@ class _Ctx:
 def _endpoint_info(ctx: _Ctx, rs: RealServer) -> EndpointInfo:
     known = ctx.api.get((rs.address, rs.port))
     if known is not None:
-        info = replace(known, in_dataplane=True)
+        info = known.programmed()
     else:
         pod = ctx.snapshot.pod_by_ip(rs.address)
         node = pod.node_name if pod is not None else None
