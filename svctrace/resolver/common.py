@@ -75,7 +75,14 @@ def _ports_seen(slice_: EndpointSlice) -> set[str]:
 
 def api_endpoints(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int | None = None) \
         -> tuple[EndpointInfo, ...]:
-    """Endpoints the API lists for one Service port, joined with their Pods and this node."""
+    """Endpoints the API lists for one Service port, joined with their Pods and this node (remembered for the
+    last Services asked about: the resolver, the checks and the audit each ask several times)."""
+    key = ("api_endpoints", id(svc), svc.namespace, svc.name, sp, family)  # the snapshot holds svc: ids stay
+    return snapshot.recent(key, lambda: _api_endpoints(snapshot, svc, sp, family))
+
+
+def _api_endpoints(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int | None) \
+        -> tuple[EndpointInfo, ...]:
     this_node = snapshot.node.name
     out: dict[tuple[str, int | None], EndpointInfo] = {}
     for slice_ in snapshot.slices_for(svc):
