@@ -1,7 +1,7 @@
 """svctrace's benchmark suite: every figure next to its floor, measured in the same run, and the target.
 
-    sudo python bench/run.py                         # everything (about an hour on 2 cores)
-    sudo python bench/run.py --quick                 # 1k only, one run each: a few minutes
+    sudo python bench/run.py                         # everything (about 75 min on 2 cores today)
+    sudo python bench/run.py --quick                 # 1k only, one run each (about 10 min today)
     sudo python bench/run.py 'svc-*-10k' startup-*   # by name (shell-style patterns)
     sudo python bench/run.py --list                  # the names
     sudo python bench/run.py --repeat 5 --timeout 300 --markdown /tmp/figures.md
