@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from svctrace.collectors.snapshot_dir import load_snapshot
+from svctrace.model.snapshot import NodeFile
 from tests.harness.apiserver import FakeApiServer
 from tests.integration.netns import NetnsNode, nfacct_counters, require_netns
 
@@ -120,8 +121,9 @@ def test_svctrace_reads_every_file(tiny: Path, mode: str) -> None:
     info = _info(tiny)
     assert snap.warnings == ()
     # what is "not available" is only what this mode does not have (IPVS files in iptables mode, ...)
-    not_read = [m for m in snap.missing if (tiny / mode / "node" / re.search(r"node/([^)]+)", m).group(1)).exists()]
-    assert not_read == [] and all("node/" in m for m in snap.missing)
+    files = {f.value for f in NodeFile}
+    assert snap.missing and all(m.what in files for m in snap.missing)
+    assert [m for m in snap.missing if (tiny / mode / "node" / m.what).exists()] == []
     assert len(snap.services) == info["serviceObjects"]
     assert len(snap.pods) == info["pods"]
     assert len(snap.nodes) == info["nodes"]
