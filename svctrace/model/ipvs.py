@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from svctrace.model.matches import ip_value, parse_prefix
+from svctrace.model.addresses import ip_value, parse_prefix
 
 # ipvsadm's forwarding methods, by the option it prints and by the kernel's IP_VS_CONN_F_* value.
 FORWARD_MASQ = "masq"  # -m: NAT; the only method kube-proxy uses

@@ -11,19 +11,12 @@ from dataclasses import dataclass, replace
 
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
+from svctrace.model.actions import DnatAction
+from svctrace.model.addresses import ip_value
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
 from svctrace.model.iptables import IptablesDump, Rule, Table
 from svctrace.model.k8s import Service, ServicePort
-from svctrace.model.matches import (
-    SRC,
-    AddrMatch,
-    AddrTypeMatch,
-    DnatAction,
-    Match,
-    RecentMatch,
-    StatisticMatch,
-    ip_value,
-)
+from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch, Match, RecentMatch, StatisticMatch
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.chains import ChainWalk, RuleFacts, Words

@@ -15,22 +15,11 @@ from dataclasses import replace
 
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
+from svctrace.model.actions import DnatAction, ElementPart, Jump, MapLookup, Numgen, SetLookup, SetUpdate, Verdict
+from svctrace.model.addresses import Prefix
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
 from svctrace.model.k8s import Service, ServicePort
-from svctrace.model.matches import (
-    SRC,
-    AddrMatch,
-    AddrTypeMatch,
-    DnatAction,
-    ElementPart,
-    Jump,
-    MapLookup,
-    Numgen,
-    Prefix,
-    SetLookup,
-    SetUpdate,
-    Verdict,
-)
+from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch
 from svctrace.model.mode import ProxyMode
 from svctrace.model.nft import NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.model.snapshot import NodeFile, Snapshot

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, TypeVar
 
+from svctrace.model.actions import Element, SetLookup
+from svctrace.model.addresses import Prefix, ip_value
 from svctrace.model.ipvs import AddrSpan, IpsetPart, PortSpan, ipset_entry
 from svctrace.model.matches import (
     DST,
@@ -27,7 +29,6 @@ from svctrace.model.matches import (
     CtPortMatch,
     CtProtoMatch,
     CtStateMatch,
-    Element,
     FragmentMatch,
     IfaceMatch,
     IpRangeMatch,
@@ -38,15 +39,12 @@ from svctrace.model.matches import (
     PhysdevMatch,
     PktTypeMatch,
     PortMatch,
-    Prefix,
     ProtocolOnly,
     ProtoMatch,
     RecentMatch,
-    SetLookup,
     StatisticMatch,
     TcpFlagsMatch,
     UnknownMatch,
-    ip_value,
 )
 from svctrace.model.trace import Packet, TraceOptions, TraceStep
 
