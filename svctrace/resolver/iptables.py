@@ -16,12 +16,13 @@ from svctrace.model.addresses import ip_value
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
 from svctrace.model.iptables import IptablesDump, Rule, Table
 from svctrace.model.k8s import Service, ServicePort
-from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch, Match, RecentMatch, StatisticMatch
+from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch, RecentMatch, StatisticMatch
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.chains import ChainWalk, RuleFacts, Words
 from svctrace.resolver.common import api_endpoints, categorize, family_of, frontend_verdict, node_addresses
 from svctrace.resolver.contract import PortResult, register
+from svctrace.resolver.rule_words import describe_source, source_words
 
 MASQ_CHAIN = "KUBE-MARK-MASQ"
 SERVICE_CHAIN_PREFIXES = naming.IPT_SERVICE_PREFIXES + (naming.IPT_ENDPOINT_PREFIX,)
@@ -71,26 +72,6 @@ def _proto_is(rule: Rule, protocol: str) -> bool:
 def _source_text(rule: Rule) -> str | None:
     s = rule.source
     return ",".join(map(str, s.prefixes)) if s is not None else None
-
-
-def describe_source(rule: Rule) -> str | None:
-    """The source condition of a rule in words, or None when it matches any source."""
-    return _source_words(rule.matches)
-
-
-def _source_words(matches: tuple[Match, ...]) -> str | None:
-    parts = []
-    for m in matches:
-        if isinstance(m, AddrMatch) and m.field == SRC:
-            cidr = ",".join(map(str, m.prefixes))
-            parts.append(f"source not in {cidr}" if m.negated else f"source in {cidr}")
-            break
-    for m in matches:
-        if isinstance(m, AddrTypeMatch) and m.field == SRC:
-            value = ",".join(sorted(m.types))
-            what = "a local address of this node" if value == "LOCAL" else f"of type {value}"
-            parts.append(f"source is not {what}" if m.negated else f"source is {what}")
-    return ", ".join(parts) or None
 
 
 def port_index(table: Table, chain: str) -> dict[int, list[Rule]]:
@@ -171,7 +152,7 @@ def rule_facts(rule: Rule) -> RuleFacts:
             plain = True  # the words need the address-type part too
     src_text = ",".join(map(str, src.prefixes)) if src is not None else None
     if plain:
-        source = _source_words(matches)
+        source = source_words(matches)
     elif src is not None:
         source = f"source not in {src_text}" if src.negated else f"source in {src_text}"
     else:
@@ -552,12 +533,12 @@ class IptablesResolver:
                 out += unreferenced_endpoint_chains(dump)
         return tuple(out)
 
-    def not_programmed(self, f: Frontend) -> str:
-        proto = f.protocol.lower()
-        if f.type == "NodePort":
-            return f"no rule in nat KUBE-NODEPORTS matches -p {proto} --dport {f.port}"
+    def not_programmed(self, frontend: Frontend) -> str:
+        proto = frontend.protocol.lower()
+        if frontend.type == "NodePort":
+            return f"no rule in nat KUBE-NODEPORTS matches -p {proto} --dport {frontend.port}"
         return f"no rule in nat KUBE-SERVICES (or filter KUBE-SERVICES/KUBE-EXTERNAL-SERVICES) matches " \
-               f"-d {f.ip}/{32 if ':' not in f.ip else 128} -p {proto} --dport {f.port}"
+               f"-d {frontend.ip}/{32 if ':' not in frontend.ip else 128} -p {proto} --dport {frontend.port}"
 
 
 register(IptablesResolver())

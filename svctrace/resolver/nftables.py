@@ -437,9 +437,9 @@ class NftablesResolver:
     def orphans(self, snapshot: Snapshot) -> tuple[StaleChain, ...]:
         return ()
 
-    def not_programmed(self, f: Frontend) -> str:
-        return (f"no element `{f.ip} . {f.protocol.lower()} . {f.port}` in kube-proxy's nftables service-ips / "
-                "service-nodeports maps")
+    def not_programmed(self, frontend: Frontend) -> str:
+        element = f"{frontend.ip} . {frontend.protocol.lower()} . {frontend.port}"
+        return f"no element `{element}` in kube-proxy's nftables service-ips / service-nodeports maps"
 
 
 register(NftablesResolver())
