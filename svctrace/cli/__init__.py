@@ -12,6 +12,12 @@ def main() -> None:
 
         sys.stdout.write(f"svctrace {__version__}\n")
         return
+    import gc
+
+    # A snapshot of a big cluster is millions of small objects that live until exit and hold no cycles;
+    # the default collector would walk them all again and again while they are built (a third of the
+    # time of a 10,000-Service audit). Young objects are still collected, only less often.
+    gc.set_threshold(100_000, 50, 100)
     from svctrace.cli.app import app
 
     app()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
+from svctrace import parallel
 from svctrace.diagnosis.diagnose import Diagnosis, diagnose
 from svctrace.diagnosis.findings import ERROR, WARNING
 from svctrace.model.graph import FORWARDED, REJECTED, PathGraph
@@ -22,7 +24,7 @@ class ServiceAudit:
     """One Service's diagnosis and the facts the summary counts."""
 
     ref: str
-    diagnosis: Diagnosis
+    diagnosis: Diagnosis  # without its graph
     programmed: bool  # some frontend is forwarded or rejected as expected on this node
     drifted: bool
     without_endpoints: bool
@@ -89,32 +91,51 @@ def _endpoints_drift(graph: PathGraph) -> bool:
     return any(not e.in_dataplane for e in chosen)
 
 
+def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress | None = None,
+          workers: int | None = None) -> Audit:
+    """Run every check for each Service (of one namespace, or all) and summarise the results.
+
+    A big audit is split over ``workers`` forked processes (svctrace.parallel; None: the usable cores).
+    The graphs are not kept: the summary needs only each Service's findings.
+    """
+    chosen = sorted((s for s in snapshot.services if namespace is None or s.namespace == namespace),
+                    key=lambda s: (s.namespace, s.name))
+    dataplane = dataplane_collected(snapshot)
+    parent = os.getpid()
+    n = parallel.workers(len(chosen)) if workers is None else workers
+
+    def work(share: Sequence[Service]) -> list[ServiceAudit]:
+        out: list[ServiceAudit] = []
+        report = progress is not None and os.getpid() == parent
+        for i, svc in enumerate(share):
+            if report:
+                assert progress is not None
+                progress(min(i * n, len(chosen)), len(chosen), svc.ref)
+            out.append(_audit_one(snapshot, svc, dataplane))
+        return out
+
+    results = parallel.fork_map(work, chosen, n)
+    if progress is not None:
+        progress(len(chosen), len(chosen), "")
+    return Audit(tuple(results), snapshot.source, namespace, dataplane, snapshot.api_collected)
+
+
 def dataplane_collected(snapshot: Snapshot) -> bool:
     """Whether the snapshot holds any of the node's Service rules (iptables, IPVS or nftables)."""
     return any(x is not None for x in (snapshot.iptables, snapshot.ip6tables, snapshot.ipvs, snapshot.nft))
 
 
 def audit_service(snapshot: Snapshot, svc: Service) -> ServiceAudit:
-    """Every check for one Service on this node, and whether it is programmed, drifted, without endpoints."""
+    """One Service's audit on this node, its path graph kept (``audit --all-nodes`` reads the drift from it)."""
+    return _audit_one(snapshot, svc, dataplane_collected(snapshot), keep_graph=True)
+
+
+def _audit_one(snapshot: Snapshot, svc: Service, dataplane: bool, *, keep_graph: bool = False) -> ServiceAudit:
     diag = diagnose(snapshot, f"{svc.namespace}/{svc.name}", namespace=svc.namespace)
     graph = diag.graph
     programmed = graph is not None and any(fe.verdict in (FORWARDED, REJECTED) for fe in graph.frontends)
     drifted = any(f.code in DRIFT_CODES for f in diag.findings) or (
-        dataplane_collected(snapshot) and graph is not None and bool(graph.frontends) and _endpoints_drift(graph))
+        dataplane and graph is not None and bool(graph.frontends) and _endpoints_drift(graph))
     without = not svc.is_external_name and not any(
         categorize(api_endpoints(snapshot, svc, sp)).has_any for sp in svc.ports)
-    return ServiceAudit(svc.ref, diag, programmed, drifted, without)
-
-
-def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress | None = None) -> Audit:
-    """Run every check for each Service (of one namespace, or all) and summarise the results."""
-    chosen = sorted((s for s in snapshot.services if namespace is None or s.namespace == namespace),
-                    key=lambda s: (s.namespace, s.name))
-    results: list[ServiceAudit] = []
-    for i, svc in enumerate(chosen):
-        if progress is not None:
-            progress(i, len(chosen), svc.ref)
-        results.append(audit_service(snapshot, svc))
-    if progress is not None:
-        progress(len(chosen), len(chosen), "")
-    return Audit(tuple(results), snapshot.source, namespace, dataplane_collected(snapshot), snapshot.api_collected)
+    return ServiceAudit(svc.ref, diag if keep_graph else replace(diag, graph=None), programmed, drifted, without)

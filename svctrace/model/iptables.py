@@ -17,16 +17,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from svctrace.model.matches import (
-    DST,
-    SRC,
-    Action,
-    AddrMatch,
-    Match,
-    PortMatch,
-    ProtoMatch,
-    StatisticMatch,
-)
+from svctrace.model.actions import Action
+from svctrace.model.matches import DST, SRC, AddrMatch, Match, PortMatch, ProtoMatch, StatisticMatch
 
 BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from svctrace.model.addresses import ip_value, parse_prefix
+
 # ipvsadm's forwarding methods, by the option it prints and by the kernel's IP_VS_CONN_F_* value.
 FORWARD_MASQ = "masq"  # -m: NAT; the only method kube-proxy uses
 FORWARD_ROUTE = "route"  # -g: direct routing ("gatewaying")
@@ -169,3 +171,63 @@ class IpSets:
         if s is None:
             return frozenset()
         return _normalized(s.members, normalize)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One ipset member, typed: what a rule's ``-m set --match-set NAME dst,dst`` compares with a packet.
+
+_PORT_PROTOCOLS = frozenset({"tcp", "udp", "sctp", "udplite", "icmp", "icmpv6"})
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpan:
+    """A port or a port range, for one protocol (None: a bitmap:port member, any protocol)."""
+
+    protocol: str | None
+    low: int
+    high: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddrSpan:
+    """An address, a network or an address range, as the inclusive span of integers it covers."""
+
+    version: int
+    low: int
+    high: int
+
+
+IpsetPart = PortSpan | AddrSpan
+
+
+def ipset_entry(member: str) -> tuple[IpsetPart | None, ...]:
+    """The parts of a member as ``ipset save`` writes them ("10.96.0.1,tcp:443", "10.0.0.0/8", "30000-30010");
+    a part that is neither an address nor a port is None (it matches nothing)."""
+    return tuple(_part(p.strip()) for p in member.split(","))
+
+
+def _part(text: str) -> IpsetPart | None:
+    proto, colon, rest = text.partition(":")
+    if colon and proto.lower() in _PORT_PROTOCOLS:
+        return _ports(rest, proto.lower())
+    if not colon and (text.isdigit() or ("-" in text and text.replace("-", "").isdigit())):
+        return _ports(text, None)
+    if "-" in text and "/" not in text:
+        first, _, last = text.partition("-")
+        lo, hi = ip_value(first), ip_value(last)
+        if lo is None or hi is None or lo[0] != hi[0]:
+            return None
+        return AddrSpan(lo[0], lo[1], hi[1])
+    net = parse_prefix(text)
+    if net is None:
+        return None
+    return AddrSpan(net.version, net.net, net.net | ((1 << (net.width - net.length)) - 1))
+
+
+def _ports(text: str, protocol: str | None) -> PortSpan | None:
+    first, dash, last = text.partition("-")
+    if not first.isdigit() or (dash and not last.isdigit()):
+        return None
+    low = int(first)
+    high = int(last) if dash else low
+    return PortSpan(protocol, low, high) if low <= high <= 65535 else None

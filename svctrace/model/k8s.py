@@ -205,6 +205,15 @@ class ConfigMap:
     data: Mapping[str, str] = field(default_factory=dict)
 
 
+def corefile_zones(corefile: str) -> tuple[str, ...] | None:
+    """The zones of the first ``kubernetes`` plugin block of a CoreDNS Corefile; None when it has none."""
+    for line in corefile.splitlines():
+        words = line.split("{", 1)[0].split()
+        if len(words) >= 2 and words[0] == "kubernetes" and not line.lstrip().startswith("#"):
+            return tuple(words[1:])
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class NetworkPolicy:
     namespace: str

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from svctrace.model.matches import Element, ElementPart, Jump, Statement, Verdict
+from svctrace.model.actions import Element, ElementPart, Jump, Statement, Verdict
 
 KUBE_PROXY_TABLE = "kube-proxy"
 

@@ -7,9 +7,9 @@ them apart.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from svctrace.model.conntrack import ConntrackEntry
 from svctrace.model.iptables import IptablesDump
@@ -24,6 +24,8 @@ from svctrace.model.k8s import (
 )
 from svctrace.model.mode import ProxyMode
 from svctrace.model.nft import NftRuleset
+
+T = TypeVar("T")
 
 
 class NodeFile(str, enum.Enum):
@@ -138,6 +140,17 @@ class Snapshot:
         got = self._index.get(key)
         if got is None:
             got = self._index[key] = build()
+        return got
+
+    def recent(self, key: Hashable, build: Callable[[], T]) -> T:
+        """``build()``, remembered under ``key`` for a while (the last few thousand answers): for answers
+        several consumers of one Service ask for, without holding one per Service of a big cluster."""
+        memo = self._index.setdefault("recent", {})
+        if key in memo:
+            return memo[key]  # type: ignore[no-any-return]
+        if len(memo) >= 4096:
+            memo.clear()
+        got = memo[key] = build()
         return got
 
     def _group(self, items: tuple[Any, ...], key: Any) -> dict[Any, list[Any]]:

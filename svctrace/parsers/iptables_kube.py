@@ -13,20 +13,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from svctrace.model.matches import (
-    DST,
-    SRC,
-    AddrMatch,
-    DnatAction,
-    Match,
-    NatRange,
-    PortMatch,
-    Prefix,
-    ProtocolOnly,
-    ProtoMatch,
-    StatisticMatch,
-    parse_prefix,
-)
+from svctrace.model.actions import DnatAction, NatRange
+from svctrace.model.addresses import Prefix, parse_prefix
+from svctrace.model.matches import DST, SRC, AddrMatch, Match, PortMatch, ProtocolOnly, ProtoMatch, StatisticMatch
 
 _PROTOS = "tcp|udp|sctp"
 _COMMENT = r'-m comment --comment "(?P<cm>[^"\\]*)"'

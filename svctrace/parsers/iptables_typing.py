@@ -9,10 +9,20 @@ rule is still shown and the tracer still follows both of its outcomes.
 
 from __future__ import annotations
 
+from svctrace.model.actions import (
+    Action,
+    DnatAction,
+    MarkAction,
+    NatRange,
+    NotrackAction,
+    OtherAction,
+    RejectAction,
+    SnatAction,
+)
+from svctrace.model.addresses import Prefix, ip_value, parse_prefix
 from svctrace.model.matches import (
     DST,
     SRC,
-    Action,
     AddrMatch,
     AddrTypeMatch,
     CtAddrMatch,
@@ -20,31 +30,21 @@ from svctrace.model.matches import (
     CtPortMatch,
     CtProtoMatch,
     CtStateMatch,
-    DnatAction,
     FragmentMatch,
     IfaceMatch,
     IpRangeMatch,
     IpsetMatch,
-    MarkAction,
     MarkMatch,
     Match,
-    NatRange,
-    NotrackAction,
-    OtherAction,
     PhysdevMatch,
     PktTypeMatch,
     PortMatch,
-    Prefix,
     ProtocolOnly,
     ProtoMatch,
     RecentMatch,
-    RejectAction,
-    SnatAction,
     StatisticMatch,
     TcpFlagsMatch,
     UnknownMatch,
-    ip_value,
-    parse_prefix,
 )
 from svctrace.parsers.iptables_values import parse_mark, parse_nat_range, parse_ports
 from svctrace.parsers.iptables_words import Option, RawMatch

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from svctrace.model.matches import MARK_FULL_MASK, NatRange, PortRange, ipv4_value
+from svctrace.model.actions import NatRange
+from svctrace.model.addresses import ipv4_value
+from svctrace.model.matches import MARK_FULL_MASK, PortRange
 
 __all__ = ["MARK_FULL_MASK", "NatRange", "PortRange", "parse_dnat_destination", "parse_mark", "parse_nat_range",
            "parse_ports", "port_in"]

@@ -8,34 +8,35 @@ so the tracer follows it both ways instead of failing.
 
 from __future__ import annotations
 
+from svctrace.model.actions import (
+    DnatAction,
+    Element,
+    ElementPart,
+    Jump,
+    MapLookup,
+    MarkAction,
+    NotrackAction,
+    Numgen,
+    SetLookup,
+    SetUpdate,
+    SnatAction,
+    Statement,
+    UnknownStatement,
+    Verdict,
+)
+from svctrace.model.addresses import ip_value, parse_prefix
 from svctrace.model.matches import (
     DST,
     SRC,
     AddrMatch,
     AddrTypeMatch,
     CtStateMatch,
-    DnatAction,
-    Element,
-    ElementPart,
     IfaceMatch,
-    Jump,
-    MapLookup,
-    MarkAction,
     MarkMatch,
     NfprotoMatch,
-    NotrackAction,
-    Numgen,
     PortMatch,
     ProtoMatch,
-    SetLookup,
-    SetUpdate,
-    SnatAction,
-    Statement,
     UnknownMatch,
-    UnknownStatement,
-    Verdict,
-    ip_value,
-    parse_prefix,
 )
 from svctrace.parsers.iptables_values import parse_nat_range
 

@@ -114,7 +114,7 @@ class ChainWalk(Generic[R]):
     def endpoint_info(self, ip: str, port: int | None) -> EndpointInfo:
         known = self.api.get((ip, port))
         if known is not None:
-            info = replace(known, in_dataplane=True)
+            info = known.programmed()
         else:
             pod = self.snapshot.pod_by_ip(ip)
             node = pod.node_name if pod is not None else None
@@ -194,12 +194,14 @@ class ChainWalk(Generic[R]):
             own.append(self.ref(rule))
         if records_affinity:
             explain.append(words.records)
-        hop = Hop(kind="endpoint", name=chain_name, table=self.table, rules=rules + tuple(own), share=share,
-                  probability=probability, masquerade=masquerade)
         if endpoint is None:
-            return replace(hop, notes=(*notes, f"no {words.dnat} rule: traffic falls through unchanged"),
-                           explain=f"This endpoint chain has no {words.dnat} rule, so nothing is translated here.")
-        return replace(hop, verdict="DNAT", endpoint=endpoint, explain=" ".join(explain), notes=tuple(notes))
+            return Hop(kind="endpoint", name=chain_name, table=self.table, rules=rules + tuple(own), share=share,
+                       probability=probability, masquerade=masquerade,
+                       notes=(*notes, f"no {words.dnat} rule: traffic falls through unchanged"),
+                       explain=f"This endpoint chain has no {words.dnat} rule, so nothing is translated here.")
+        return Hop(kind="endpoint", name=chain_name, table=self.table, rules=rules + tuple(own), share=share,
+                   probability=probability, masquerade=masquerade, verdict="DNAT", endpoint=endpoint,
+                   explain=" ".join(explain), notes=tuple(notes))
 
     def service_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...]) -> Hop:
         """A service or local chain: the masquerade rule, the affinity checks, then how endpoints are picked."""

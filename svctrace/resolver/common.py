@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from svctrace.errors import NotFoundError, PortNotFoundError
 from svctrace.model import graph as g
 from svctrace.model.graph import DnsInfo, DnsRecord, EndpointInfo, Hop
-from svctrace.model.k8s import EndpointSlice, Service, ServicePort
+from svctrace.model.k8s import EndpointSlice, Service, ServicePort, corefile_zones
 from svctrace.model.snapshot import Snapshot
 
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
@@ -75,7 +74,14 @@ def _ports_seen(slice_: EndpointSlice) -> set[str]:
 
 def api_endpoints(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int | None = None) \
         -> tuple[EndpointInfo, ...]:
-    """Endpoints the API lists for one Service port, joined with their Pods and this node."""
+    """Endpoints the API lists for one Service port, joined with their Pods and this node (remembered for the
+    last Services asked about: the resolver, the checks and the audit each ask several times)."""
+    key = ("api_endpoints", id(svc), svc.namespace, svc.name, sp, family)  # the snapshot holds svc: ids stay
+    return snapshot.recent(key, lambda: _api_endpoints(snapshot, svc, sp, family))
+
+
+def _api_endpoints(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int | None) \
+        -> tuple[EndpointInfo, ...]:
     this_node = snapshot.node.name
     out: dict[tuple[str, int | None], EndpointInfo] = {}
     for slice_ in snapshot.slices_for(svc):
@@ -153,20 +159,16 @@ def categorize(endpoints: tuple[EndpointInfo, ...]) -> EndpointChoice:
 
 
 def with_dataplane(ep: EndpointInfo) -> EndpointInfo:
-    return replace(ep, in_dataplane=True)
-
-
-_COREFILE_ZONE = re.compile(r"^\s*kubernetes\s+([^{\n]+?)\s*(\{|$)", re.MULTILINE)
+    return ep.programmed()
 
 
 def cluster_domain(snapshot: Snapshot) -> tuple[str, str]:
     """The cluster domain and where it came from (the kubernetes plugin's first zone in the Corefile)."""
     cm = snapshot.config_map("kube-system", "coredns")
     if cm is not None:
-        corefile = cm.data.get("Corefile", "")
-        m = _COREFILE_ZONE.search(corefile)
-        if m:
-            zones = [z for z in m.group(1).split() if not z.endswith(("in-addr.arpa", "ip6.arpa"))]
+        found = corefile_zones(cm.data.get("Corefile", ""))
+        if found is not None:
+            zones = [z for z in found if not z.endswith(("in-addr.arpa", "ip6.arpa"))]
             if zones:
                 return zones[0].rstrip("."), "the kubernetes plugin in the kube-system/coredns Corefile"
         return DEFAULT_CLUSTER_DOMAIN, "default (the kube-system/coredns Corefile has no kubernetes zone)"

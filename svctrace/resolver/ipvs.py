@@ -8,7 +8,7 @@ and, in filter KUBE-IPVS-FILTER, reject connections to a Service address on a po
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from svctrace.model import graph as g
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
@@ -21,7 +21,7 @@ from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.parsers.ipvs import normalize_member
 from svctrace.resolver.common import api_endpoints, categorize, family_of, node_addresses
 from svctrace.resolver.contract import PortResult, register
-from svctrace.resolver.iptables import describe_source
+from svctrace.resolver.rule_words import describe_source
 
 MASQ_CHAIN = "KUBE-MARK-MASQ"
 _PROTO_OPT = {"TCP": "-t", "UDP": "-u", "SCTP": "--sctp-service"}
@@ -111,7 +111,7 @@ class _Ctx:
 def _endpoint_info(ctx: _Ctx, rs: RealServer) -> EndpointInfo:
     known = ctx.api.get((rs.address, rs.port))
     if known is not None:
-        info = replace(known, in_dataplane=True)
+        info = known.programmed()
     else:
         pod = ctx.snapshot.pod_by_ip(rs.address)
         node = pod.node_name if pod is not None else None
@@ -399,8 +399,8 @@ class IpvsResolver:
     def orphans(self, snapshot: Snapshot) -> tuple[StaleChain, ...]:
         return ()
 
-    def not_programmed(self, f: Frontend) -> str:
-        return f"no IPVS virtual server {f.protocol} {f.address.rsplit('/', 1)[0]} (ipvsadm -Ln)"
+    def not_programmed(self, frontend: Frontend) -> str:
+        return f"no IPVS virtual server {frontend.protocol} {frontend.address.rsplit('/', 1)[0]} (ipvsadm -Ln)"
 
 
 register(IpvsResolver())

@@ -15,22 +15,11 @@ from dataclasses import replace
 
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
+from svctrace.model.actions import DnatAction, ElementPart, Jump, MapLookup, Numgen, SetLookup, SetUpdate, Verdict
+from svctrace.model.addresses import Prefix
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
 from svctrace.model.k8s import Service, ServicePort
-from svctrace.model.matches import (
-    SRC,
-    AddrMatch,
-    AddrTypeMatch,
-    DnatAction,
-    ElementPart,
-    Jump,
-    MapLookup,
-    Numgen,
-    Prefix,
-    SetLookup,
-    SetUpdate,
-    Verdict,
-)
+from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch
 from svctrace.model.mode import ProxyMode
 from svctrace.model.nft import NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.model.snapshot import NodeFile, Snapshot
@@ -448,9 +437,9 @@ class NftablesResolver:
     def orphans(self, snapshot: Snapshot) -> tuple[StaleChain, ...]:
         return ()
 
-    def not_programmed(self, f: Frontend) -> str:
-        return (f"no element `{f.ip} . {f.protocol.lower()} . {f.port}` in kube-proxy's nftables service-ips / "
-                "service-nodeports maps")
+    def not_programmed(self, frontend: Frontend) -> str:
+        element = f"{frontend.ip} . {frontend.protocol.lower()} . {frontend.port}"
+        return f"no element `{element}` in kube-proxy's nftables service-ips / service-nodeports maps"
 
 
 register(NftablesResolver())

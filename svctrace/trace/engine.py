@@ -12,11 +12,14 @@ the same state are merged, and so are the two sides of an assumption when it cha
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, TypeVar
 
+from svctrace.model.actions import Element, SetLookup
+from svctrace.model.addresses import Prefix, ip_value
+from svctrace.model.ipvs import AddrSpan, IpsetPart, PortSpan, ipset_entry
 from svctrace.model.matches import (
     DST,
     AddrMatch,
@@ -26,7 +29,6 @@ from svctrace.model.matches import (
     CtPortMatch,
     CtProtoMatch,
     CtStateMatch,
-    Element,
     FragmentMatch,
     IfaceMatch,
     IpRangeMatch,
@@ -37,23 +39,18 @@ from svctrace.model.matches import (
     PhysdevMatch,
     PktTypeMatch,
     PortMatch,
-    Prefix,
     ProtocolOnly,
     ProtoMatch,
     RecentMatch,
-    SetLookup,
     StatisticMatch,
     TcpFlagsMatch,
     UnknownMatch,
-    ip_value,
-    parse_prefix,
 )
 from svctrace.model.trace import Packet, TraceOptions, TraceStep
 
 LOOPBACK = (Prefix(4, 0x7F000000, 8), Prefix(6, 1, 128))
 _ADDRTYPE_UNDECIDABLE = frozenset({"UNSPEC", "ANYCAST", "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW", "NAT",
                                    "XRESOLVE"})
-_IPSET_PORT = re.compile(r"^(?:(tcp|udp|sctp|udplite|icmp|icmpv6):)?(\d+)(?:-(\d+))?$")
 
 Assumption = tuple[str, bool]  # (what could not be decided, whether this branch assumes it matched)
 
@@ -174,34 +171,26 @@ def _port_of(br: Branch, field_: str) -> int:
     return br.dport if field_ == "dport" else br.sport
 
 
-def _ipset_member(member: str, values: list[tuple[str, object]]) -> bool:
-    parts = [p.strip() for p in member.split(",")]
-    if len(parts) < len(values):
+def _ipset_member(entry: tuple[IpsetPart | None, ...], values: list[tuple[str, object]]) -> bool:
+    if len(entry) < len(values):
         return False
-    for part, (kind, value) in zip(parts, values, strict=False):
+    for part, (kind, value) in zip(entry, values, strict=False):
         if kind == "ip":
             v = ip_value(str(value))
-            if v is None:
-                return False
-            if "-" in part and "/" not in part:
-                first, _, last = part.partition("-")
-                lo, hi = ip_value(first), ip_value(last)
-                if lo is None or hi is None or not lo[0] == hi[0] == v[0] or not lo[1] <= v[1] <= hi[1]:
-                    return False
-                continue
-            net = parse_prefix(part)
-            if net is None or not net.contains(*v):
+            if v is None or not isinstance(part, AddrSpan) or part.version != v[0] or not part.low <= v[1] <= part.high:
                 return False
         else:
             port, proto = value if isinstance(value, tuple) else (value, "")
-            m = _IPSET_PORT.match(part)
-            if m is None or (m.group(1) and m.group(1) != proto):
+            if not isinstance(part, PortSpan) or (part.protocol is not None and part.protocol != proto):
                 return False
-            lo_p = int(m.group(2))
-            hi_p = int(m.group(3)) if m.group(3) else lo_p
-            if not lo_p <= int(str(port)) <= hi_p:
+            if not part.low <= int(str(port)) <= part.high:
                 return False
     return True
+
+
+@lru_cache(maxsize=1 << 14)
+def _entry(member: str) -> tuple[IpsetPart | None, ...]:
+    return ipset_entry(str(member))
 
 
 class Matcher:
@@ -339,11 +328,12 @@ class Matcher:
             else:
                 values.append(("ip", getattr(br, ip_attr)))
         members = sets[m.name]
-        if members and all(_IPSET_PORT.match(str(x).strip()) for x in members):
+        entries = [_entry(str(x)) for x in members]
+        if entries and all(len(e) == 1 and isinstance(e[0], PortSpan) for e in entries):
             # bitmap:port sets hold ports only: the flag then names the port's direction.
             port_attr = "sport" if m.flags[0] == "src" else "dport"
             values = [("port", (getattr(br, port_attr), self.packet.protocol))]
-        hit = any(_ipset_member(str(x), values) for x in members)
+        hit = any(_ipset_member(e, values) for e in entries)
         return hit != m.negated
 
     def _physdev(self, m: PhysdevMatch, br: Branch) -> bool | list[Alt]:

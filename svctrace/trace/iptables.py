@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from svctrace.model.iptables import BUILTIN_CHAINS, IptablesDump, Rule
-from svctrace.model.matches import (
+from svctrace.model.actions import (
     DnatAction,
     Element,
     Jump,
@@ -23,6 +22,7 @@ from svctrace.model.matches import (
     Statement,
     Verdict,
 )
+from svctrace.model.iptables import BUILTIN_CHAINS, IptablesDump, Rule
 from svctrace.model.trace import Packet, TraceOptions, TraceResult, TraceStep
 from svctrace.trace.engine import Branch, Matcher, NodeView
 from svctrace.trace.kubeproxy_test import kube_proxy_output, trace_kube_proxy_test

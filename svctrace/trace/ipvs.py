@@ -24,7 +24,8 @@ from dataclasses import replace
 from svctrace.model.iptables import IptablesDump
 from svctrace.model.ipvs import FORWARD_MASQ, WEIGHT_SCHEDULERS, IpSets, IpvsTable, RealServer, VirtualServer
 from svctrace.model.trace import Packet, TraceOptions, TraceResult, TraceStep
-from svctrace.trace.iptables import Branch, trace_iptables
+from svctrace.trace.engine import Branch
+from svctrace.trace.iptables import trace_iptables
 
 IPVS_TABLE = "ipvs"  # TraceStep.table for the IPVS lookup
 

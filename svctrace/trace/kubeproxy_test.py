@@ -10,17 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from svctrace.model.actions import DnatAction
+from svctrace.model.addresses import ip_value
 from svctrace.model.iptables import IptablesDump, Rule
-from svctrace.model.matches import (
-    SRC,
-    AddrMatch,
-    AddrTypeMatch,
-    CtStateMatch,
-    DnatAction,
-    MarkMatch,
-    RecentMatch,
-    ip_value,
-)
+from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch, CtStateMatch, MarkMatch, RecentMatch
 from svctrace.model.trace import KubeProxyTestView, Outcome, Packet, TraceResult, TraceStep
 
 _KP_FILTER_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL")

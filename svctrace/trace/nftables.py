@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from svctrace.errors import SvctraceError
-from svctrace.model.matches import Element, Statement
+from svctrace.model.actions import Element, Statement
 from svctrace.model.nft import NftRule, NftRuleset, NftTable
 from svctrace.model.trace import Packet, TraceOptions, TraceResult, TraceStep
 from svctrace.trace.engine import Matcher, NodeView

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from svctrace.model.matches import ip_value
+from svctrace.model.addresses import ip_value
 from svctrace.model.trace import Outcome, format_address
 from svctrace.trace.engine import LOOPBACK, Assumption, Branch, drop_irrelevant
 

@@ -18,17 +18,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from svctrace.model.matches import (
+from svctrace.model.actions import (
     DnatAction,
     Element,
     Jump,
     MapLookup,
     MarkAction,
-    Match,
     NotrackAction,
     Numgen,
     OtherAction,
-    Prefix,
     RejectAction,
     SetLookup,
     SetUpdate,
@@ -37,6 +35,8 @@ from svctrace.model.matches import (
     UnknownStatement,
     Verdict,
 )
+from svctrace.model.addresses import Prefix
+from svctrace.model.matches import Match
 from svctrace.model.trace import Packet, TraceOptions, TraceResult, TraceStep, format_address
 from svctrace.trace.engine import Branch, Matcher, NodeView, merge_branches, undecided
 from svctrace.trace.outcomes import finish, martian

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from svctrace.errors import InputError
-from svctrace.model.matches import UnknownMatch, UnknownStatement, Verdict
+from svctrace.model.actions import UnknownStatement, Verdict
+from svctrace.model.matches import UnknownMatch
 from svctrace.model.nft import NftRuleset, NftTable
 from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction, render_rule
 from tests.shared_data import shared_dir

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from svctrace.errors import SvctraceError
+from svctrace.model.actions import MapLookup, MarkAction, Verdict
 from svctrace.model.ipvs import IpvsTable, RealServer, VirtualServer
-from svctrace.model.matches import MapLookup, MarkAction, MarkMatch, Verdict
+from svctrace.model.matches import MarkMatch
 from svctrace.model.nft import NftChain, NftRule, NftRuleset, NftTable
 from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
 from svctrace.model.trace import Packet, TraceResult

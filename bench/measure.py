@@ -1,0 +1,184 @@
+"""Timing and peak memory of one command run as a fresh child process, and the machine it ran on.
+
+Each run is a new process (its own session, so a run that times out is killed with everything it
+started). Wall time is taken around fork+exec+exit; peak RSS is the child's ``ru_maxrss`` from
+``wait4`` (the largest resident set of the child or any descendant it waited for, which for svctrace
+is svctrace itself: the tools it runs are small).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of one command."""
+
+    seconds: float
+    max_rss_bytes: int
+    returncode: int | None  # None: killed by the timeout
+    timed_out: bool
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.timed_out and self.returncode == 0
+
+
+def run_measured(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
+                 keep_output: bool = True) -> Run:
+    """Run ``argv`` once; its wall time and peak RSS. Output goes to temporary files (never a pipe that
+    could fill up), and comes back as text when ``keep_output``."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        fired = threading.Event()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                env=dict(env) if env is not None else None, start_new_session=True)
+
+        def kill() -> None:
+            fired.set()
+            with _suppress_missing():
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
+        with _suppress_missing():
+            os.killpg(proc.pid, signal.SIGKILL)  # anything the command left running in its session
+        text = ("", "")
+        if keep_output:
+            out.seek(0)
+            err.seek(0)
+            text = (out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+    timed_out = fired.is_set()
+    return Run(seconds, usage.ru_maxrss * 1024, None if timed_out else proc.returncode, timed_out, *text)
+
+
+class _suppress_missing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return isinstance(exc[1], ProcessLookupError | PermissionError)
+
+
+@dataclass
+class Series:
+    """Repeated runs of one command: the median time, the largest peak RSS."""
+
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def max_rss_bytes(self) -> int:
+        return max(r.max_rss_bytes for r in self.runs)
+
+    @property
+    def timed_out(self) -> bool:
+        return any(r.timed_out for r in self.runs)
+
+    @property
+    def last(self) -> Run:
+        return self.runs[-1]
+
+
+def repeat(argv: Sequence[str], times: int, *, timeout: float, env: Mapping[str, str] | None = None,
+           once_if_longer: float | None = None, warmup: int = 0) -> Series:
+    """``times`` runs (after ``warmup`` unmeasured ones); a run that times out, or one longer than
+    ``once_if_longer`` seconds, ends the series early (a slow command's median is not worth minutes)."""
+    for _ in range(warmup):
+        run_measured(argv, timeout=timeout, env=env, keep_output=False)
+    series = Series()
+    for _ in range(max(1, times)):
+        run = run_measured(argv, timeout=timeout, env=env)
+        series.runs.append(run)
+        if run.timed_out or (once_if_longer is not None and run.seconds > once_if_longer):
+            break
+    return series
+
+
+# ------------------------------------------------------------------------------------------------
+# What is measured, and where
+
+
+def svctrace_command(explicit: str | None = None) -> list[str]:
+    """How to start svctrace: --svctrace, else the `svctrace` next to this Python, else on PATH."""
+    if explicit:
+        return explicit.split()
+    beside = Path(sys.executable).with_name("svctrace")
+    found = str(beside) if beside.exists() else shutil.which("svctrace")
+    if not found:
+        raise SystemExit("svctrace is not installed in this environment (pip install -e .), or pass --svctrace")
+    return [found]
+
+
+def interpreter_of(command: Sequence[str]) -> str:
+    """The Python that runs svctrace (its script's #! line), for the `python3 -c ...` floors."""
+    try:
+        first = Path(command[0]).read_bytes()[:256].split(b"\n", 1)[0].decode()
+    except (OSError, UnicodeDecodeError):
+        return sys.executable
+    if first.startswith("#!") and "python" in first:
+        return first[2:].strip().split()[0]
+    return sys.executable
+
+
+def _first_line(argv: Sequence[str]) -> str:
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not available"
+    return ((proc.stdout or proc.stderr).strip().splitlines() or ["?"])[0]
+
+
+def machine(python: str, svctrace: Sequence[str]) -> dict[str, str]:
+    """What the figures were taken on."""
+    cpu = "unknown"
+    with _suppress_missing(), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with _suppress_missing(), open("/proc/meminfo") as f:
+        m = re.search(r"MemTotal:\s+(\d+)", f.read())
+        mem = f"{int(m.group(1)) / 2**20:.1f} GiB" if m else ""
+    commit = _first_line(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"])
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": mem,
+        "kernel": platform.release(),
+        "python": _first_line([python, "-c", "import sys; print(sys.version.split()[0])"]),
+        "svctrace": f"{_first_line([*svctrace, '--version'])} ({' '.join(svctrace)}), commit {commit}",
+        "iptables": "; ".join(_first_line([t, "--version"]) for t in ("iptables-nft-save", "iptables-legacy-save")),
+        "nft": _first_line(["nft", "--version"]),
+        "load average (1/5/15 min) at start": load,
+    }

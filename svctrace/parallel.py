@@ -1,0 +1,160 @@
+"""Work split over forked copies of this process: a big audit uses every core it may (read-only, like the rest).
+
+``audit -A`` of 10,000 Services is pure Python over one Snapshot, so threads would not help. A forked
+child shares the parent's Snapshot as it is (nothing is sent or rebuilt), works through its share of the
+items, and sends back only its results, pickled. Rules and objects a child parses on demand stay in the
+child, so the parsing is split too.
+
+Correctness comes first: a child that fails, is killed or sends something unreadable is not trusted, and
+its share is worked through again in this process. ``SVCTRACE_WORKERS=1`` turns the split off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+MIN_SHARE = 500  # items per worker below which forking costs more than it saves
+
+
+def workers(items: int) -> int:
+    """How many processes to use for ``items`` items: the usable cores, at most one per MIN_SHARE items."""
+    env = os.environ.get("SVCTRACE_WORKERS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        wanted = int(env)
+    else:
+        try:
+            wanted = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not Linux
+            wanted = os.cpu_count() or 1
+        wanted = min(wanted, 8)
+    if not hasattr(os, "fork"):
+        return 1
+    return max(1, min(wanted, items // MIN_SHARE))
+
+
+def split(items: Sequence[T], n: int) -> list[Sequence[T]]:
+    """``n`` contiguous shares of ``items`` (neighbours stay together: a namespace's Services share pods)."""
+    size, extra = divmod(len(items), n)
+    out: list[Sequence[T]] = []
+    at = 0
+    for k in range(n):
+        end = at + size + (1 if k < extra else 0)
+        out.append(items[at:end])
+        at = end
+    return out
+
+
+class _Child:
+    def __init__(self, pid: int, fd: int, share: Sequence[object]) -> None:
+        self.pid = pid
+        self.fd = fd
+        self.share = share
+        self.data = bytearray()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                piece = os.read(self.fd, 1 << 20)
+            except OSError:
+                break
+            if not piece:
+                break
+            self.data += piece
+        os.close(self.fd)
+
+
+def fork_map(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], n: int | None = None) -> list[R]:
+    """``work(items)``, computed in ``n`` processes (``workers(len(items))`` when None), results in order."""
+    n = workers(len(items)) if n is None else n
+    if n <= 1:
+        return work(items)
+    shares = split(items, n)
+    children: list[_Child] = []
+    try:
+        for share in shares[1:]:
+            child = _fork(work, share)
+            if child is None:
+                break
+            children.append(child)
+        for child in children:
+            child.thread.start()
+        mine = work(shares[0])
+        results = [mine]
+        for child, share in zip(children, shares[1:1 + len(children)], strict=True):
+            results.append(_collect(child, work, share))
+        for share in shares[1 + len(children):]:  # a fork that failed: this process does its share
+            results.append(work(share))
+    finally:
+        for child in children:
+            _reap(child)
+    return [r for part in results for r in part]
+
+
+def _fork(work: Callable[[Sequence[T]], list[R]], share: Sequence[T]) -> _Child | None:
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork while rich's refresh thread runs
+            pid = os.fork()
+    except OSError as exc:
+        log.debug("fork failed (%s); working through that share here", exc)
+        os.close(read_fd)
+        os.close(write_fd)
+        return None
+    if pid == 0:  # the child: never returns
+        os.close(read_fd)
+        status = 0
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            payload = pickle.dumps(("ok", work(share)), protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which redoes the share
+            payload = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))
+            status = 1
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(write_fd, view):]
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    return _Child(pid, read_fd, share)
+
+
+def _collect(child: _Child, work: Callable[[Sequence[T]], list[R]], share: Sequence[T]) -> list[R]:
+    child.thread.join()
+    _, status = os.waitpid(child.pid, 0)
+    child.pid = 0
+    try:
+        kind, value = pickle.loads(bytes(child.data)) if child.data else ("error", "sent nothing")
+    except Exception as exc:  # noqa: BLE001 - an unreadable answer is redone, not trusted
+        kind, value = "error", f"unreadable answer ({exc})"
+    if kind == "ok" and status == 0 and isinstance(value, list):
+        return value
+    log.debug("a worker failed (%s, exit status %s); working through its share here", value, status)
+    return work(share)
+
+
+def _reap(child: _Child) -> None:
+    if child.pid:
+        try:
+            os.kill(child.pid, signal.SIGKILL)
+            os.waitpid(child.pid, 0)
+        except OSError:
+            pass
+        child.pid = 0

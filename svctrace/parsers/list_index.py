@@ -1,0 +1,218 @@
+"""Where each item of a big ``kind: List`` JSON file starts, found without decoding it (pure: reads a file).
+
+``svctrace svc NAME`` on a snapshot of 100,000 pods needs the pods of one namespace. Decoding the whole
+250 MB ``pods.json`` costs more than the kernel's own read of the rules, and holding it costs more memory
+than svctrace may use. Pretty-printed JSON (what ``svctrace capture``, ``kubectl -o json``, ``jq`` and Go's
+``MarshalIndent`` write) puts each item of a List on its own lines, one indentation deeper than the
+array, and separates two items with ``},`` and ``{`` at exactly that indentation: since a JSON string
+cannot hold a raw newline, that separator can only be structure. One pass of compiled patterns over
+the bytes (a piece at a time) finds every separator and every key the caller asks for ("namespace",
+the service-name label), and the caller decodes only the items whose key it wants.
+
+Nothing is taken on trust: the text before the first item and after the last must decode as the rest
+of one List object, an item is decoded from exactly its span and must be an object that fills it, and
+an item with none or several of a key is "unsure" (handed to every query). Anything else (a minified
+file, several documents, other indentation) is not indexed: ``ListIndex.open`` says why and the caller
+reads the file as a stream, which is always right, only slower.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+PIECE = 8 << 20  # bytes scanned at a time
+_HEAD = 1 << 20  # the List's opening members must fit in this (they are a few hundred bytes)
+_OPEN = re.compile(rb'\A\xef?\xbb?\xbf?[ \t\r\n]*\{(?P<members>.*?)"items"[ \t\r\n]*:[ \t\r\n]*\['
+                   rb'(?P<gap>[ \t\r\n]*)(?P<first>[{\]])', re.S)
+_LAST = 32 << 20  # the last item and the array's end must fit in this (an object is at most 16 MiB)
+_DECODER = json.JSONDecoder()
+
+
+class NotIndexed(Exception):
+    """The file is not laid out so that items can be found without decoding it; ``reason`` says how."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def key_pattern(key: str) -> bytes:
+    """A pattern for ``"key": "value"`` capturing the value (plain values only: an escape makes it unsure)."""
+    return (rb'"' + re.escape(key.encode()) + rb'"[ \t\r\n]{0,64}:[ \t\r\n]{0,64}"'
+            rb'(?P<v>[^"\\\r\n]{0,256})(?P<end>["\\])')
+
+
+@dataclass
+class ListIndex:
+    """The items of one List file: where each starts, and per asked key its value (None: unsure)."""
+
+    path: Path
+    size: int
+    starts: array[int]  # byte offset of each item's "{"
+    ends: array[int]  # byte offset just past each item's "}"
+    keys: dict[str, list[str | None]] = field(default_factory=dict)
+    # per key: value -> item numbers; built on first use
+    _by: dict[str, dict[str | None, list[int]]] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @classmethod
+    def open(cls, path: Path, keys: Mapping[str, bytes]) -> ListIndex:
+        """Scan ``path``; ``keys`` maps a name to ``key_pattern(...)``. Raises NotIndexed."""
+        with path.open("rb") as f:
+            return _Scanner(f, path, keys).run()
+
+    def items_where(self, key: str, value: str) -> list[int]:
+        """Item numbers whose ``key`` is ``value``, and those unsure of it, in file order."""
+        by = self._by.get(key)
+        if by is None:
+            by = {}
+            for i, v in enumerate(self.keys[key]):
+                by.setdefault(v, []).append(i)
+            self._by[key] = by
+        hits = by.get(value, [])
+        unsure = by.get(None, [])
+        return sorted(hits + unsure) if unsure else hits
+
+    def values(self, key: str) -> set[str | None]:
+        return set(self.keys[key])
+
+    def read(self, numbers: list[int] | range | None = None) -> Iterator[tuple[int, Any]]:
+        """(number, decoded item) for the given items (all when None), checking each fills its span."""
+        wanted = range(len(self.starts)) if numbers is None else numbers
+        with self.path.open("rb") as f:
+            for i in wanted:
+                start, end = self.starts[i], self.ends[i]
+                f.seek(start)
+                data = f.read(end - start)
+                yield i, _decode_item(data, self.path, start)
+
+
+def _decode_item(data: bytes, path: Path, offset: int) -> Any:
+    try:
+        text = data.decode("utf-8")
+        value, end = _DECODER.raw_decode(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise NotIndexed(f"the item at byte {offset:,} does not decode on its own ({exc})") from None
+    if end != len(text) or not isinstance(value, dict):
+        raise NotIndexed(f"the item at byte {offset:,} is not one JSON object")
+    return value
+
+
+class _Scanner:
+    def __init__(self, f: BinaryIO, path: Path, keys: Mapping[str, bytes]) -> None:
+        self.f = f
+        self.path = path
+        self.keys = {name: re.compile(p) for name, p in keys.items()}
+
+    def run(self) -> ListIndex:
+        f = self.f
+        head = f.read(_HEAD)
+        m = _OPEN.match(head)
+        if m is None:
+            raise NotIndexed("it does not start as a JSON object with an items array")
+        self.size = size = f.seek(0, 2)
+        first_at = m.start("first")
+        gap = m.group("gap")
+        index = ListIndex(self.path, size, array("q"), array("q"), {k: [] for k in self.keys})
+        if m.group("first") == b"]":
+            self._check_skeleton(head[:first_at], first_at + 1)
+            return index
+        newline = gap.rfind(b"\n")
+        if newline < 0:
+            raise NotIndexed("its items are not each on their own lines (minified JSON)")
+        indent = gap[newline + 1:]
+        if indent.strip(b" \t"):
+            raise NotIndexed("its items are indented with something other than spaces or tabs")
+        crlf = gap[newline - 1:newline] == b"\r"
+        nl = rb"\r\n" if crlf else rb"\n"
+        ind = re.escape(indent)
+        # An item ends with "}" and the next starts on a line of its own with "{" at exactly the items'
+        # indentation (a nested object inside an item is indented deeper); the array ends with "]" on a
+        # line indented less than its items.
+        sep = re.compile(rb"\}[ \t]{0,64},[ \t]{0,64}" + nl + ind + rb"\{")
+        close = re.compile(rb"\}[ \t]{0,64}" + nl + rb"(?P<cind>[ \t]{0,256})\]")
+        starts, ends = index.starts, index.ends
+        starts.append(first_at)
+        hits: dict[str, list[tuple[int, str | None]]] = {k: [] for k in self.keys}
+        # A match is taken when it starts before `limit`; every pattern's matches are far shorter than
+        # `overlap`, so one that starts there lies whole in the buffer, and the next piece scans on from it.
+        overlap = 4096 + 2 * len(indent)
+        f.seek(first_at + 1)
+        pos = scanned = first_at + 1  # file offset of buf[0]; where the next matches may start
+        buf = b""
+        while True:
+            piece = f.read(PIECE)
+            done = not piece
+            buf = buf + piece if buf else piece
+            limit = len(buf) if done else len(buf) - overlap
+            lo = scanned - pos
+            if limit > lo:
+                for s in sep.finditer(buf, lo):
+                    if s.start() >= limit:
+                        break
+                    ends.append(pos + s.start() + 1)
+                    starts.append(pos + s.end() - 1)
+                for name, pattern in self.keys.items():
+                    found = hits[name]
+                    for k in pattern.finditer(buf, lo):
+                        if k.start() >= limit:
+                            break
+                        found.append((pos + k.start(),
+                                      k.group("v").decode("utf-8", "replace") if k.group("end") == b'"' else None))
+                scanned = pos + limit
+            if done:
+                break
+            buf = buf[scanned - pos:]
+            pos = scanned
+        # The array's end: the first "}" then "]" at the items' indentation after the last item starts.
+        at = starts[-1]
+        f.seek(at)
+        last = f.read(_LAST)
+        c = next((c for c in close.finditer(last)
+                  if len(c.group("cind")) < len(indent) and indent.startswith(c.group("cind"))), None)
+        if c is None:
+            raise NotIndexed("the end of its items array is not where its indentation says")
+        ends.append(at + c.start() + 1)
+        self._check_skeleton(head[:first_at], at + c.end())
+        for name, found in hits.items():
+            index.keys[name] = _assign(found, starts, len(starts))
+        return index
+
+    def _check_skeleton(self, before: bytes, after_at: int) -> None:
+        """The text around the items must be the rest of one List object (nothing else in the file)."""
+        f = self.f
+        f.seek(after_at)
+        tail = f.read(_HEAD + 1)
+        if len(tail) > _HEAD:
+            raise NotIndexed("more than a List follows its items")
+        try:
+            doc = json.loads((before + b"]" + tail).decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise NotIndexed("the text around its items is not the rest of one JSON object") from None
+        if not isinstance(doc, dict) or doc.get("items") != []:
+            raise NotIndexed("its items array is not the object's own items")
+
+
+def _assign(found: list[tuple[int, str | None]], starts: array[int], n: int) -> list[str | None]:
+    """Each item's one value of a key; None when it has none, several, or one that is escaped."""
+    out: list[str | None] = [None] * n
+    seen = [0] * n
+    for at, value in found:
+        i = bisect_right(starts, at) - 1
+        if i < 0:
+            continue  # in the List's own members, before the items
+        seen[i] += 1
+        out[i] = value
+    for i, count in enumerate(seen):
+        if count != 1:
+            out[i] = None
+    return out

@@ -1,0 +1,133 @@
+"""ListIndex finds a List's items without decoding the file, and refuses every layout it cannot be sure of."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from svctrace.parsers import list_index
+from svctrace.parsers.list_index import ListIndex, NotIndexed, key_pattern
+
+NS = {"ns": key_pattern("namespace")}
+
+
+def _pod(ns: str, name: str, **extra: object) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"containers": [{"name": "a", "ports": [{"containerPort": 80}, {"containerPort": 81}]}]},
+            **extra}
+
+
+def _list(items: list[object]) -> dict[str, object]:
+    return {"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}}
+
+
+def _write(tmp_path: Path, text: str | bytes, name: str = "pods.json") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def _all(index: ListIndex) -> list[object]:
+    return [v for _, v in index.read()]
+
+
+@pytest.mark.parametrize("indent", [1, 2, 4, "\t"])
+def test_items_are_found_and_decoded_exactly(tmp_path: Path, indent: int | str) -> None:
+    items = [_pod(f"ns{i % 3}", f"p{i}") for i in range(50)]
+    path = _write(tmp_path, json.dumps(_list(items), indent=indent))
+    index = ListIndex.open(path, NS)
+    assert len(index) == 50
+    assert _all(index) == items
+    got = [v for _, v in index.read(index.items_where("ns", "ns1"))]
+    assert got == [p for p in items if p["metadata"]["namespace"] == "ns1"]  # type: ignore[index]
+
+
+def test_windows_line_ends_and_a_byte_order_mark(tmp_path: Path) -> None:
+    items = [_pod("a", "x"), _pod("b", "y")]
+    text = "\ufeff" + json.dumps(_list(items), indent=2).replace("\n", "\r\n")
+    index = ListIndex.open(_write(tmp_path, text), NS)
+    assert _all(index) == items
+    assert index.keys["ns"] == ["a", "b"]
+
+
+def test_pieces_boundaries_do_not_lose_or_double_items(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(list_index, "PIECE", 97)  # separators and keys fall across every piece boundary
+    items = [_pod(f"n{i % 7}", f"pod-{i}", status={"podIP": f"10.0.0.{i}"}) for i in range(200)]
+    path = _write(tmp_path, json.dumps(_list(items), indent=1))
+    index = ListIndex.open(path, {**NS, "ip": key_pattern("podIP")})
+    assert _all(index) == items
+    assert index.keys["ns"] == [f"n{i % 7}" for i in range(200)]
+    assert index.keys["ip"] == [f"10.0.0.{i}" for i in range(200)]
+
+
+def test_empty_and_single_item_lists(tmp_path: Path) -> None:
+    assert len(ListIndex.open(_write(tmp_path, json.dumps(_list([]), indent=1)), NS)) == 0
+    one = ListIndex.open(_write(tmp_path, json.dumps(_list([_pod("a", "b")]), indent=1)), NS)
+    assert _all(one) == [_pod("a", "b")]
+
+
+def test_an_item_without_or_with_several_keys_is_unsure_and_always_handed_out(tmp_path: Path) -> None:
+    items = [_pod("a", "1"), {"kind": "Pod", "metadata": {"name": "no-ns"}},
+             _pod("b", "2", extra={"namespace": "a"}), _pod("a\u00e9", "3"), _pod('q"x', "4")]
+    index = ListIndex.open(_write(tmp_path, json.dumps(_list(items), indent=1, ensure_ascii=False)), NS)
+    assert index.keys["ns"] == ["a", None, None, "a\u00e9", None]
+    assert index.items_where("ns", "a") == [0, 1, 2, 4]
+    assert index.items_where("ns", "zzz") == [1, 2, 4]
+    escaped = ListIndex.open(_write(tmp_path, json.dumps(_list(items), indent=1)), NS)  # "a\u00e9" as written
+    assert escaped.keys["ns"] == ["a", None, None, None, None]
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    (json.dumps(_list([_pod("a", "b")])), "minified"),
+    (json.dumps([_pod("a", "b")], indent=1), "items array"),
+    (json.dumps(_list([_pod("a", "b")]), indent=1) + "\n" + json.dumps(_list([]), indent=1),
+     "not the rest of one JSON object"),
+    (json.dumps(_list([_pod("a", "b")]), indent=1)[:-1] + " " * (2 << 20) + "}", "more than a List follows"),
+    (json.dumps({"metadata": {"items": []}, "items": [_pod("a", "b")]}, indent=1), "own items"),
+    (json.dumps(_list([_pod("a", "b")]), indent=1)[:-40], "not the rest of one JSON object"),
+    (json.dumps(_list([_pod("a", "b")]), indent=1).partition("\n ]")[0], "end of its items"),
+])
+def test_layouts_it_cannot_be_sure_of_are_refused(tmp_path: Path, text: str, why: str) -> None:
+    with pytest.raises(NotIndexed, match=why):
+        ListIndex.open(_write(tmp_path, text), NS)
+
+
+def test_an_item_split_by_a_misleading_indentation_fails_when_read(tmp_path: Path) -> None:
+    # A hand-edited file: a nested list of objects outdented to the items' own indentation.
+    text = ('{\n "items": [\n  {\n   "metadata": {"namespace": "a"},\n   "x": [\n  {"y": 1\n  },\n  {"z": 2}\n'
+            '   ]\n  },\n  {\n   "metadata": {"namespace": "b"}\n  }\n ],\n "kind": "List"\n}\n')
+    assert json.loads(text)["items"][1] == {"metadata": {"namespace": "b"}}
+    index = ListIndex.open(_write(tmp_path, text), NS)
+    with pytest.raises(NotIndexed, match="does not decode on its own"):
+        _all(index)
+
+
+values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(items=st.lists(st.dictionaries(st.sampled_from(["namespace", "kind", "spec", "n"]), values, max_size=4),
+                      max_size=8),
+       indent=st.sampled_from([1, 2, 3, 4, "\t", " \t"]))
+def test_any_pretty_printed_list_reads_back_exactly(tmp_path_factory: pytest.TempPathFactory,
+                                                    items: list[dict[str, object]], indent: int | str) -> None:
+    path = _write(tmp_path_factory.mktemp("l"), json.dumps(_list(items), indent=indent, ensure_ascii=False))
+    index = ListIndex.open(path, NS)
+    assert _all(index) == items
+    for i, item in enumerate(items):
+        ns = item.get("namespace")
+        top_level_only = json.dumps(item).count('"namespace"') == 1
+        written_plain = isinstance(ns, str) and json.dumps(ns, ensure_ascii=False)[1:-1] == ns  # no escapes
+        if written_plain and top_level_only and len(ns.encode()) <= 256:  # type: ignore[union-attr]
+            assert index.keys["ns"][i] == ns
+            assert i in index.items_where("ns", ns)
+        else:
+            assert index.keys["ns"][i] is None or index.keys["ns"][i] == ns

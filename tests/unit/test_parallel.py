@@ -1,0 +1,79 @@
+"""fork_map: the same answer as one process, in order, and a failed worker's share is redone here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import pytest
+
+from svctrace import parallel
+from svctrace.collectors.snapshot_dir import load_demo
+from svctrace.diagnosis.audit import audit
+
+
+def _square_with_pid(share: Sequence[int]) -> list[tuple[int, int]]:
+    return [(x * x, os.getpid()) for x in share]
+
+
+def test_results_come_back_in_order_from_several_processes() -> None:
+    got = parallel.fork_map(_square_with_pid, list(range(1001)), 3)
+    assert [v for v, _ in got] == [x * x for x in range(1001)]
+    assert len({pid for _, pid in got}) == 3  # really three processes
+    assert got[0][1] == os.getpid()  # the first share is this process's
+
+
+def test_a_failing_worker_is_redone_here() -> None:
+    parent = os.getpid()
+
+    def flaky(share: Sequence[int]) -> list[int]:
+        if os.getpid() != parent and 7 in share:
+            raise RuntimeError("boom")
+        return [x + 1 for x in share]
+
+    assert parallel.fork_map(flaky, list(range(10)), 2) == list(range(1, 11))
+
+
+def test_a_killed_worker_is_redone_here() -> None:
+    parent = os.getpid()
+
+    def dies(share: Sequence[int]) -> list[int]:
+        if os.getpid() != parent:
+            os._exit(9)
+        return list(share)
+
+    assert parallel.fork_map(dies, list(range(6)), 3) == list(range(6))
+
+
+def test_an_error_in_this_process_stops_the_workers() -> None:
+    parent = os.getpid()
+
+    def fails_here(share: Sequence[int]) -> list[int]:
+        if os.getpid() == parent:
+            raise ValueError("here")
+        return list(share)
+
+    with pytest.raises(ValueError, match="here"):
+        parallel.fork_map(fails_here, list(range(6)), 2)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no child left behind
+
+
+@pytest.mark.parametrize(("env", "items", "want"), [("1", 100_000, 1), ("3", 100_000, 3), ("4", 600, 1),
+                                                     ("", 10, 1)])
+def test_workers_follows_the_environment_and_the_size(monkeypatch: pytest.MonkeyPatch, env: str, items: int,
+                                                      want: int) -> None:
+    monkeypatch.setenv("SVCTRACE_WORKERS", env)
+    assert parallel.workers(items) == want
+
+
+def test_split_keeps_neighbours_together() -> None:
+    assert [list(s) for s in parallel.split(list(range(7)), 3)] == [[0, 1, 2], [3, 4], [5, 6]]
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables", "ipvs"])
+def test_an_audit_split_over_processes_is_the_audit_of_one(mode: str) -> None:
+    snapshot = load_demo(mode)
+    one = audit(snapshot, workers=1)
+    assert audit(snapshot, workers=3) == one
+    assert len(one.services) >= 3
