@@ -60,16 +60,15 @@ def run_svctrace(kubeconfig: Path, parallel: int) -> tuple[float, float, int, di
     argv = [sys.executable, "-m", "svctrace", "audit", "-A", "--all-nodes", "--collect", "--parallel", str(parallel),
             "-o", "json", "--kubeconfig", str(kubeconfig)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = tempfile.TemporaryFile()
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode()
-    out.seek(0)
-    text = out.read().decode()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=errors, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        errors.seek(0)
+        text, err = out.read().decode(), errors.read().decode()
     if not text.strip():
         raise SystemExit(f"svctrace printed nothing (exit {proc.returncode}): {err}")
     return wall, usage.ru_maxrss / 1024, proc.returncode, json.loads(text)
