@@ -484,6 +484,12 @@ class RemoteCollector:
                 raise self._exec_refused(node, name, str(exc.reason or "")) from None
             try:
                 return self._drain(node, resp)
+            except BaseException:
+                # Delete the pod before hanging up: the kubelet then stops the read on the node, and the stream
+                # ends from its side.
+                self._delete(name)
+                _wait_closed(resp, 3.0)
+                raise
             finally:
                 resp.close()
                 if resp.sock is not None:
@@ -594,3 +600,21 @@ class RemoteCollector:
     def created(self) -> list[str]:
         """Every pod name this run asked for (for tests and messages)."""
         return list(self._pods.names)
+
+
+def _wait_closed(resp: Any, seconds: float) -> None:
+    """Read and drop what an exec stream still sends until the server closes it (at most ``seconds``)."""
+    from websocket import ABNF, WebSocketTimeoutException
+
+    end = time.monotonic() + seconds
+    with contextlib.suppress(Exception):
+        resp.sock.settimeout(0.2)
+        while time.monotonic() < end:
+            try:
+                opcode, _ = resp.sock.recv_data_frame(True)
+            except WebSocketTimeoutException:
+                continue
+            except Exception:  # noqa: BLE001 - the connection ended: that is what was waited for
+                return
+            if opcode == ABNF.OPCODE_CLOSE:
+                return
