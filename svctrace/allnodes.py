@@ -50,7 +50,7 @@ def _mode(snapshot: Snapshot) -> str | None:
     return snapshot.mode.value if snapshot.mode is not None else None
 
 
-NO_RULES = ("no kube-proxy rules (iptables, IPVS or nftables): kube-proxy does not run here, or something else "
+NO_RULES = ("no kube-proxy rules (iptables, IPVS or nftables): kube-proxy does not run there, or something else "
             "handles Services (Cilium's kube-proxy replacement, for one)")
 
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from svctrace.allnodes import (
+    NO_RULES,
     AuditResult,
     FrontendOnNode,
     Group,
@@ -40,6 +41,19 @@ def _nodes_cell(group: Group, total: int) -> Text:
         text.append(": identical" if len(names) < total else ": all identical")
     text.append(f"\n{shown}", "hop.explain")
     return text
+
+
+def _head(title: str, nodes: int, source: str) -> Text:
+    head = Text()
+    head.append(title, "svc.title")
+    head.append(f"  {count(nodes, 'node')} read")
+    if source:
+        head.append(f"  ({source})", "hop.explain")
+    return head
+
+
+def _no_rules(nodes: Sequence[str]) -> list[RenderableType]:
+    return [Text(f"{', '.join(nodes)}: {NO_RULES}", "note")] if nodes else []
 
 
 def _table(*headers: str) -> Table:
@@ -105,12 +119,7 @@ def _drift_cell(view: ServiceOnNode) -> Text:
 
 def render_service_across_nodes(result: ServiceAcrossNodes, source: str = "") -> RenderableType:
     """One row per group of identical nodes: mode, backend, frontends and shares, drift; then the odd ones out."""
-    head = Text()
-    head.append(f"Service {result.namespace}/{result.name}", "svc.title")
-    head.append(f"  {count(len(result.nodes), 'node')} read")
-    if source:
-        head.append(f"  ({source})", "hop.explain")
-    parts: list[RenderableType] = [head]
+    parts: list[RenderableType] = [_head(f"Service {result.namespace}/{result.name}", len(result.nodes), source)]
     by_node = {v.node: v for v in result.nodes}
     if result.groups:
         table = _table("NODES", "MODE", "BACKEND", "FRONTENDS AND ENDPOINT SHARES", "DRIFT FROM THE API")
@@ -130,10 +139,7 @@ def render_service_across_nodes(result: ServiceAcrossNodes, source: str = "") ->
                     parts.append(Text(f"  {', '.join(group.nodes)}: {line}"))
         elif len(result.groups) == 1 and len(result.nodes) > 1:
             parts.append(Text(f"all {len(result.nodes)} nodes program this Service identically", "verdict.ok"))
-    without = [v.node for v in result.nodes if v.mode is None]
-    if without:
-        parts.append(Text(f"no kube-proxy rules on {', '.join(without)}: kube-proxy does not run there, or something "
-                          "else handles Services (Cilium's kube-proxy replacement, for one)", "note"))
+    parts += _no_rules([v.node for v in result.nodes if v.mode is None])
     parts += _notes({v.node: v.warnings for v in result.nodes}, {v.node: v.missing for v in result.nodes})
     parts += _failures(result.failures)
     return Stack(*parts)
@@ -183,12 +189,7 @@ def _audit_row(n: NodeAudit) -> list[RenderableType]:
 def render_audit_across_nodes(result: AuditResult, source: str = "") -> RenderableType:
     """A row per node, then the nodes whose kube-proxy is out of step and what differs there."""
     scope = f"namespace {result.namespace}" if result.namespace else "all namespaces"
-    head = Text()
-    head.append(f"svctrace audit --all-nodes: {scope}", "svc.title")
-    head.append(f"  {count(len(result.nodes), 'node')} read")
-    if source:
-        head.append(f"  ({source})", "hop.explain")
-    parts: list[RenderableType] = [head]
+    parts: list[RenderableType] = [_head(f"svctrace audit --all-nodes: {scope}", len(result.nodes), source)]
     if result.nodes:
         table = _table("NODE", "MODE", "BACKEND", "PROGRAMMED", "DRIFTED", "NOT PROGRAMMED", "STALE CHAINS",
                        "NO ENDPOINTS")
@@ -220,10 +221,7 @@ def render_audit_across_nodes(result: AuditResult, source: str = "") -> Renderab
         usual, odd = result.odd(attribute)
         for node, value in odd:
             parts.append(Text(f"{words}: {node} uses {value or 'none'} (the others: {usual or 'none'})", "note"))
-    without = [n.node for n in result.without_rules]
-    if without:
-        parts.append(Text(f"no kube-proxy rules on {', '.join(without)}: kube-proxy does not run there, or something "
-                          "else handles Services (Cilium's kube-proxy replacement, for one)", "note"))
+    parts += _no_rules([n.node for n in result.without_rules])
     parts += _notes({n.node: n.warnings for n in result.nodes}, {n.node: n.missing for n in result.nodes})
     parts += _failures(result.failures)
     return Stack(*parts)

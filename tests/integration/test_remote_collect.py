@@ -127,6 +127,6 @@ def test_a_node_without_kube_proxy_is_said_to_have_no_rules(sim_cluster_factory:
     kc = kubeconfig(cluster, tmp_path)
     ran = svctrace(cluster, kc, "svc", "shop/cart", "--all-nodes", "--collect")
     assert ran.code == 0, ran.stderr
-    assert "no kube-proxy rules on node-b" in ran.stdout
+    assert "node-b: no kube-proxy rules (iptables, IPVS or nftables)" in ran.stdout
     doc = svctrace(cluster, kc, "svc", "shop/cart", "--all-nodes", "--collect", "-o", "json").json()
     assert {n["node"]: n["mode"] for n in doc["nodes"]} == {"node-a": "iptables", "node-b": None}
