@@ -306,6 +306,9 @@ class RemoteCollector:
                 raise NodeReadError(node, f"node {node} is NotReady ({why}): its kubelet cannot start a collector pod",
                                     f"check the node (kubectl describe node {node}); the other nodes can still be "
                                     "read")
+            if (doc.get("spec") or {}).get("unschedulable"):
+                self.notes.append(f"node {node} is cordoned; its collector pod runs there anyway (nodeName bypasses "
+                                  "the scheduler)")
             name = self._create(node, image, tables)
             self.progress(node, "starting", name)
             self._wait_running(node, name, image, start)

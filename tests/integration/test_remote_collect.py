@@ -82,9 +82,11 @@ def test_privileged_image_and_namespace_flags(sim_cluster: SimCluster, tmp_path:
     assert sim_cluster.server is not None and sim_cluster.kubelet is not None
     image = sim_cluster.kube_proxy_image.renamed("ghcr.io/svctrace/node-collector:test")
     sim_cluster.kubelet.add_image(image)
+    sim_cluster.server.update("Node", "", "node-b", lambda doc: doc["spec"].update(unschedulable=True))  # cordoned
     ran = svctrace(sim_cluster, kc, "svc", "shop/cart", "--node", "node-b", "--collect", "--privileged",
                    "--image", image.name, "--collector-namespace", "kube-system")
     assert ran.code == 0, ran.stderr
+    assert "note: node node-b is cordoned; its collector pod runs there anyway" in ran.stderr
     [create] = [r for r in sim_cluster.server.requests if r.method == "POST"]
     assert create.path == "/api/v1/namespaces/kube-system/pods"
     container = create.body["spec"]["containers"][0]
