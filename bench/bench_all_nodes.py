@@ -55,8 +55,8 @@ def floor(cluster: SimCluster) -> float:
     return time.perf_counter() - start
 
 
-def run_svctrace(kubeconfig: Path, parallel: int) -> tuple[float, float, int, dict[str, Any]]:
-    """(wall seconds, peak RSS MiB, exit status, the JSON answer) of one all-nodes audit."""
+def run_svctrace(kubeconfig: Path, parallel: int) -> tuple[float, float, int, dict[str, Any], float]:
+    """(wall seconds, peak RSS MiB, exit status, the JSON answer, CPU seconds) of one all-nodes audit."""
     argv = [sys.executable, "-m", "svctrace", "audit", "-A", "--all-nodes", "--collect", "--parallel", str(parallel),
             "-o", "json", "--kubeconfig", str(kubeconfig)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -71,7 +71,7 @@ def run_svctrace(kubeconfig: Path, parallel: int) -> tuple[float, float, int, di
         text, err = out.read().decode(), errors.read().decode()
     if not text.strip():
         raise SystemExit(f"svctrace printed nothing (exit {proc.returncode}): {err}")
-    return wall, usage.ru_maxrss / 1024, proc.returncode, json.loads(text)
+    return wall, usage.ru_maxrss / 1024, proc.returncode, json.loads(text), usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -99,12 +99,12 @@ def main() -> None:
         floors = [floor(cluster) for _ in range(args.repeat)]
         runs = [run_svctrace(kubeconfig, args.parallel) for _ in range(args.repeat)]
         best = min(runs, key=lambda r: r[0])
-        wall, rss, code, doc = best
+        wall, rss, code, doc, cpu = best
         print(f"floor:    {min(floors):.2f} s  ({args.nodes} x iptables-nft-save, one after another; runs: "
               + ", ".join(f"{f:.2f}" for f in floors) + ")")
         print(f"svctrace: {wall:.2f} s  ({wall / min(floors):.2f}x the floor; runs: "
               + ", ".join(f"{r[0]:.2f}" for r in runs) + f"), peak RSS {max(r[1] for r in runs):.0f} MiB, "
-              f"--parallel {args.parallel}")
+              f"{cpu:.1f} s CPU, --parallel {args.parallel}")
         summary = doc["summary"]
         print(f"answer:   exit {code}; {summary['nodes']} nodes read, out of step: {summary['outOfStep'] or 'none'}, "
               f"failed: {summary['failed'] or 'none'}")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from svctrace import parallel
 from svctrace.diagnosis.audit import audit_service, dataplane_collected
 from svctrace.diagnosis.diagnose import Diagnosis
 from svctrace.diagnosis.findings import REACHABLE
@@ -313,6 +314,12 @@ def _service_result(snapshot: Snapshot, svc: Service) -> _ServiceResult:
     return _ServiceResult(sa.ref, sa.programmed, drift, not_programmed, sa.without_endpoints)
 
 
+def _service_results(snapshot: Snapshot, services: Sequence[Service]) -> dict[str, _ServiceResult]:
+    """Each Service's reduced audit, the work split over forked processes when it is big (svctrace.parallel)."""
+    results = parallel.fork_map(lambda share: [_service_result(snapshot, s) for s in share], services)
+    return {r.ref: r for r in results}
+
+
 @dataclass
 class _RuleSet:
     """What every node with one fingerprint shares: the mode and the node-independent Services' results."""
@@ -351,12 +358,12 @@ class AuditAcrossNodes:
             said = set(read.warnings) | self.api_warnings
             rules = _RuleSet(_mode(snapshot), dataplane_collected(snapshot),
                              warnings=tuple(w for w in snapshot.warnings if w not in said))
-            rules.shared = {s.ref: _service_result(snapshot, s) for s in self.services if not depends_on_node(s)}
+            rules.shared = _service_results(snapshot, [s for s in self.services if not depends_on_node(s)])
             rules.orphans = tuple(sorted(c.chain for c in all_stale_chains(snapshot)))
             self._rule_sets[fingerprint] = rules
         results = dict(rules.shared)
         if snapshot is not None:
-            results.update({s.ref: _service_result(snapshot, s) for s in own})
+            results.update(_service_results(snapshot, own))
         chosen = [results[s.ref] for s in self.services]
         backend = _backend(read)
         audit = NodeAudit(

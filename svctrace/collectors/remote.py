@@ -254,9 +254,10 @@ class RemoteCollector:
                    ) -> Iterator[NodeRead]:
         """Read each Node, ``parallel`` at a time, yielding each read as it ends (whatever the order).
 
-        At most 2 x ``parallel`` reads are in memory (``parallel`` in flight, as many waiting to be taken): a
-        worker hands its result over before it starts the next node, so a consumer that reduces each read as it
-        arrives never holds them all.
+        The reads start at once (before the first result is asked for), so the caller can read the API
+        meanwhile. At most 2 x ``parallel`` reads are in memory (``parallel`` in flight, as many waiting to be
+        taken): a worker hands its result over before it starts the next node, so a consumer that reduces each
+        read as it arrives never holds them all.
         """
         self.leftovers()
         image = self.image
@@ -287,7 +288,11 @@ class RemoteCollector:
         self._threads += threads
         for thread in threads:
             thread.start()
-        for _ in nodes:
+        return self._results(results, threads, len(nodes))
+
+    def _results(self, results: queue.Queue[NodeRead], threads: list[threading.Thread], count: int
+                 ) -> Iterator[NodeRead]:
+        for _ in range(count):
             while True:
                 try:
                     result = results.get(timeout=0.2)

@@ -26,7 +26,7 @@ from svctrace.parsers.snapshot import NodeInput
 
 if TYPE_CHECKING:
     from svctrace.collectors.kube import ApiCollection, KubeCollector
-    from svctrace.collectors.remote import Progress, RemoteCollector
+    from svctrace.collectors.remote import NodeRead, Progress, RemoteCollector
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,7 @@ class RemoteNodes:
         self.progress = progress
         self.api: ApiCollection | None = None
         self._session: _Session | None = None
+        self._reads: Iterator[NodeRead] | None = None
 
     def __enter__(self) -> RemoteNodes:
         self._session = _Session(self.opts, self.collect, self.progress)
@@ -183,17 +184,26 @@ class RemoteNodes:
         return self.session.kube.target.namespace
 
     def read_service(self, namespace: str | None, name: str) -> ApiCollection:
+        """One Service's objects (read before any pod is made: a Service that does not exist makes none)."""
         self.api = self.session.kube.collect_service(namespace, name)
         return self.api
 
     def read_all(self, namespace: str | None) -> ApiCollection:
+        """Every Service of ``namespace`` (or all); the nodes' reads start first and go on meanwhile."""
+        self.start()
         self.api = self.session.kube.collect_all(namespace)
         return self.api
 
+    def start(self) -> None:
+        """Start reading the nodes (once)."""
+        if self._reads is None:
+            self._reads = self.session.pods.read_nodes(self.session.pods.nodes(self.selector), self.tables)
+
     def __iter__(self) -> Iterator[NodeResult]:
         api = self.api
-        nodes = self.session.pods.nodes(self.selector)
-        for read in self.session.pods.read_nodes(nodes, self.tables):
+        self.start()
+        assert self._reads is not None
+        for read in self._reads:
             if isinstance(read.error, ForbiddenError):
                 raise read.error  # every node would be refused alike
             if read.input is None:
