@@ -24,24 +24,12 @@ from svctrace.model.mode import ProxyMode
 from svctrace.model.nft import NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.chains import ChainWalk, RuleFacts, Words, pct
-from svctrace.resolver.common import api_endpoints, family_of, frontend_verdict, node_addresses
+from svctrace.resolver.common import any_local_address, api_endpoints, family_of, frontend_verdict
 from svctrace.resolver.contract import PortResult, register
 
 MASQ_CHAIN = "mark-for-masquerade"
-KIND_BY_PREFIX = {
-    "service-": "service",
-    "local-": "local",
-    "external-": "external",
-    "firewall-": "firewall",
-    "endpoint-": "endpoint",
-}
-
-
 def _kind(chain: str) -> str:
-    for prefix, kind in KIND_BY_PREFIX.items():
-        if chain.startswith(prefix) and "/" in chain:  # kube-proxy's own chains have no "/" in their names
-            return kind
-    return "chain"
+    return naming.chain_kind(chain, nft=True)
 
 
 def _addr(value: str) -> str:
@@ -354,10 +342,7 @@ def nodeport_addresses(snapshot: Snapshot, table: NftTable, family: int) -> tupl
         ips = table.sets.get("nodeport-ips")
         return (tuple(_addr(e.key) for e in ips.elements) if ips is not None else ()), \
             "the nodeport-ips set (kube-proxy's --nodeport-addresses)"
-    addresses, which = node_addresses(snapshot, family)
-    if addresses == ("*",):
-        return addresses, f"any local address of this node ({which})"
-    return addresses, f"any local address of this node (shown: {which})"
+    return any_local_address(snapshot, family)
 
 
 def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
