@@ -376,16 +376,21 @@ def _split_top(text: str, sep: str) -> list[str]:
     return out
 
 
-def _spec(body: str) -> dict[str, str]:
-    """``{ type ipv4_addr ; flags dynamic,timeout ; comment "x" ; }`` as {keyword: value}."""
-    out: dict[str, str] = {}
+def _parts(body: str, sep: str) -> Iterator[str]:
+    """The non-empty parts of ``{ a SEP b SEP }`` (braces optional), split outside quotes and braces."""
     inner = body.strip()
     if inner.startswith("{") and inner.endswith("}"):
         inner = inner[1:-1]
-    for part in _split_top(inner, ";"):
+    for part in _split_top(inner, sep):
         part = part.strip()
-        if not part:
-            continue
+        if part:
+            yield part
+
+
+def _spec(body: str) -> dict[str, str]:
+    """``{ type ipv4_addr ; flags dynamic,timeout ; comment "x" ; }`` as {keyword: value}."""
+    out: dict[str, str] = {}
+    for part in _parts(body, ";"):
         if part.startswith("type ") and " hook " in part:  # chain: type filter hook prerouting priority -110
             toks = part.split()
             out["type"] = toks[1]
@@ -412,13 +417,7 @@ def _normalise_rule(text: str) -> str:
 
 
 def _elements(body: str) -> Iterator[NftElement]:
-    inner = body.strip()
-    if inner.startswith("{") and inner.endswith("}"):
-        inner = inner[1:-1]
-    for part in _split_top(inner, ","):
-        part = part.strip()
-        if not part:
-            continue
+    for part in _parts(body, ","):
         comment = None
         m = _COMMENT_ANY.search(part)
         if m:

@@ -225,8 +225,7 @@ class _Walk(ChainWalk[Rule]):
 
     def firewall_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int) -> Hop:
         """KUBE-FW: loadBalancerSourceRanges; allowed sources go on, the rest are dropped in filter."""
-        self.reached.add(chain_name)
-        chain = self.rules(chain_name)
+        chain = self.follow(chain_name)
         if chain is None:
             return self.missing("firewall", chain_name, when, rules)
         own: list[RuleRef] = []
