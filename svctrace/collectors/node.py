@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -182,10 +183,17 @@ def _save(backend: str, family: int, tables: tuple[str, ...], netns: str | None)
     return _Run("".join(texts))
 
 
+_NFT_DOC = re.compile(r'\A\s*\{\s*"nftables"\s*:\s*\[(?P<items>.*)\]\s*\}\s*\Z', re.S)
+
+
 def _kube_proxy_nft(netns: str | None, where: str, warnings: list[str]) -> tuple[str | None, tuple[str, ...]]:
     """kube-proxy's nftables tables as one `nft -j` document, read by name (never the whole ruleset:
-    listing every table costs minutes on a node with 100,000 iptables-nft chains); and which exist."""
-    items: list[Any] = []
+    listing every table costs minutes on a node with 100,000 iptables-nft chains); and which exist.
+
+    The two documents are joined as text: decoding 90 MB of JSON only to write it out again would cost
+    more memory than the whole answer may use. What is not JSON is said here; its items are checked
+    by the parser, as a snapshot's would be."""
+    parts: list[str] = []
     found: list[str] = []
     for family in ("ip", "ip6"):
         run = _run(["nft", "-j", "list", "table", family, "kube-proxy"], netns, timeout=60.0)
@@ -193,18 +201,16 @@ def _kube_proxy_nft(netns: str | None, where: str, warnings: list[str]) -> tuple
             if run.error and "No such file or directory" not in run.error:
                 warnings.append(f"cannot read nftables table {family} kube-proxy{where}: {run.error}")
             continue
-        try:
-            doc = json.loads(run.stdout)
-        except json.JSONDecodeError:
+        m = _NFT_DOC.match(run.stdout)
+        if m is None:
             warnings.append(f"nft -j list table {family} kube-proxy{where} printed something that is not JSON")
             continue
-        got = doc.get("nftables") if isinstance(doc, dict) else None
-        if isinstance(got, list):
-            items += [i for i in got if not (isinstance(i, dict) and "metainfo" in i and items)]
-            found.append(f"{family} kube-proxy")
-    if not items:
-        items = [{"metainfo": {"json_schema_version": 1}}]
-    return json.dumps({"nftables": items}) + "\n", tuple(found)
+        if m.group("items").strip():
+            parts.append(m.group("items").strip())
+        found.append(f"{family} kube-proxy")
+    if not parts:
+        return json.dumps({"nftables": [{"metainfo": {"json_schema_version": 1}}]}) + "\n", tuple(found)
+    return '{"nftables": [' + ", ".join(parts) + "]}\n", tuple(found)
 
 
 def _meta(node_name: str | None, sysctls: Mapping[str, str | None], decision: BackendDecision | None) -> str:
