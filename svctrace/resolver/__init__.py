@@ -10,7 +10,6 @@ from svctrace.model import graph as g
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, PathGraph, StaleChain
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.snapshot import Missing, NodeFile, Snapshot
-from svctrace.resolver import iptables, ipvs, nftables  # noqa: F401  (each registers its mode)
 from svctrace.resolver.common import (
     api_endpoints,
     categorize,
