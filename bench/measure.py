@@ -1,9 +1,10 @@
 """Timing and peak memory of one command run as a fresh child process, and the machine it ran on.
 
 Each run is a new process (its own session, so a run that times out is killed with everything it
-started). Wall time is taken around fork+exec+exit; peak RSS is the child's ``ru_maxrss`` from
-``wait4`` (the largest resident set of the child or any descendant it waited for, which for svctrace
-is svctrace itself: the tools it runs are small).
+started), started through bench/_spawn.py: wall time is taken there around fork+exec+exit, and peak
+RSS is the command's ``ru_maxrss`` from ``wait4`` (the largest resident set of the command or any
+descendant it waited for). The launcher matters: a child forked straight from this (big) process would
+report this process's resident set as its own.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ def run_measured(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] 
                  keep_output: bool = True) -> Run:
     """Run ``argv`` once; its wall time and peak RSS. Output goes to temporary files (never a pipe that
     could fill up), and comes back as text when ``keep_output``."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".spawn") as figures:
         fired = threading.Event()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+        launcher = [sys.executable, "-S", str(Path(__file__).with_name("_spawn.py")), figures.name]
+        proc = subprocess.Popen([*launcher, *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 env=dict(env) if env is not None else None, start_new_session=True)
 
         def kill() -> None:
@@ -65,6 +68,11 @@ def run_measured(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] 
             timer.cancel()
         seconds = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
+        own = figures.read().split()
+        if len(own) == 3:  # the command's own figures (none when it was killed)
+            seconds, max_rss, proc.returncode = float(own[0]), int(own[1]), int(own[2])
+        else:
+            max_rss = usage.ru_maxrss * 1024
         with _suppress_missing():
             os.killpg(proc.pid, signal.SIGKILL)  # anything the command left running in its session
         text = ("", "")
@@ -73,7 +81,7 @@ def run_measured(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] 
             err.seek(0)
             text = (out.read().decode(errors="replace"), err.read().decode(errors="replace"))
     timed_out = fired.is_set()
-    return Run(seconds, usage.ru_maxrss * 1024, None if timed_out else proc.returncode, timed_out, *text)
+    return Run(seconds, max_rss, None if timed_out else proc.returncode, timed_out, *text)
 
 
 class _suppress_missing:

@@ -14,23 +14,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from svctrace.errors import CollectionError
-from svctrace.model.ipvs import (
-    FORWARD_BYPASS,
-    FORWARD_LOCAL,
-    FORWARD_MASQ,
-    FORWARD_ROUTE,
-    FORWARD_TUNNEL,
-    IpSet,
-    IpSets,
-    IpvsTable,
-    RealServer,
-    VirtualServer,
-)
+from svctrace.model import ipvs as model
 
 PROC_IP_VS = "/proc/net/ip_vs"
 _PROTOCOLS = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP", 132: "SCTP"}
 # include/uapi/linux/ip_vs.h: IP_VS_CONN_F_FWD_MASK values, and the service flags.
-_FORWARD = {0: FORWARD_MASQ, 1: FORWARD_LOCAL, 2: FORWARD_TUNNEL, 3: FORWARD_ROUTE, 4: FORWARD_BYPASS}
+_FORWARD = {0: model.FORWARD_MASQ, 1: model.FORWARD_LOCAL, 2: model.FORWARD_TUNNEL, 3: model.FORWARD_ROUTE,
+            4: model.FORWARD_BYPASS}
 _FWD_MASK = 0x7
 _SVC_F_PERSISTENT = 0x1
 _SVC_F_ONEPACKET = 0x4
@@ -66,7 +56,7 @@ def _protocol(number: int) -> str:
     return _PROTOCOLS.get(number, f"proto-{number}")
 
 
-def virtual_server_from_message(msg: Any) -> VirtualServer:
+def virtual_server_from_message(msg: Any) -> model.VirtualServer:
     """One IPVS_CMD_NEW_SERVICE / GET_SERVICE reply (an ``ipvsmsg``) -> VirtualServer."""
     svc = msg.get_attr("IPVS_CMD_ATTR_SERVICE")
     if svc is None:
@@ -95,9 +85,9 @@ def virtual_server_from_message(msg: Any) -> VirtualServer:
         if family == socket.AF_INET and netmask not in (None, "255.255.255.255"):
             words.append(f"-M {netmask}")
     if fwmark:
-        return VirtualServer(protocol="", address="", port=0, scheduler=scheduler, persistent_timeout=persistent,
+        return model.VirtualServer(protocol="", address="", port=0, scheduler=scheduler, persistent_timeout=persistent,
                              flags=tuple(words) + (("-6",) if family == socket.AF_INET6 else ()), fwmark=fwmark)
-    return VirtualServer(
+    return model.VirtualServer(
         protocol=_protocol(_attr(svc, "IPVS_SVC_ATTR_PROTOCOL", 0)),
         address=_address(svc.get_attr("IPVS_SVC_ATTR_ADDR"), family),
         port=int(_attr(svc, "IPVS_SVC_ATTR_PORT", 0)),
@@ -105,7 +95,7 @@ def virtual_server_from_message(msg: Any) -> VirtualServer:
     )
 
 
-def real_server_from_message(msg: Any, service_family: int | None = None) -> RealServer:
+def real_server_from_message(msg: Any, service_family: int | None = None) -> model.RealServer:
     """One IPVS_CMD_GET_DEST reply -> RealServer; ``service_family`` decodes kernels that omit the dest's family."""
     dest = msg.get_attr("IPVS_CMD_ATTR_DEST")
     if dest is None:
@@ -120,7 +110,7 @@ def real_server_from_message(msg: Any, service_family: int | None = None) -> Rea
         options.append(f"-x {upper}")
     if lower:
         options.append(f"-y {lower}")
-    return RealServer(
+    return model.RealServer(
         address=_address(dest.get_attr("IPVS_DEST_ATTR_ADDR"), family),
         port=int(_attr(dest, "IPVS_DEST_ATTR_PORT", 0)),
         weight=int(_attr(dest, "IPVS_DEST_ATTR_WEIGHT", 0)),
@@ -131,7 +121,7 @@ def real_server_from_message(msg: Any, service_family: int | None = None) -> Rea
     )
 
 
-def _family_of_vs(vs: VirtualServer) -> int:
+def _family_of_vs(vs: model.VirtualServer) -> int:
     return socket.AF_INET6 if ":" in vs.address or "-6" in vs.flags else socket.AF_INET
 
 
@@ -158,7 +148,7 @@ def _close(sock: Any) -> None:
         loop.close()
 
 
-def read_ipvs(netns: str | None = None) -> IpvsTable:
+def read_ipvs(netns: str | None = None) -> model.IpvsTable:
     """Every IPVS virtual server with its real servers, read over generic netlink."""
     if not ipvs_available(netns):
         raise _not_available(f"{PROC_IP_VS} is absent")
@@ -177,7 +167,7 @@ def read_ipvs(netns: str | None = None) -> IpvsTable:
         _close(sock)
         raise CollectionError(f"cannot open a netlink socket for IPVS: {exc}",
                               "run svctrace as root (CAP_NET_ADMIN) on the node") from None
-    services: list[tuple[VirtualServer, tuple[RealServer, ...]]] = []
+    services: list[tuple[model.VirtualServer, tuple[model.RealServer, ...]]] = []
     try:
         for smsg in sock.service("dump"):
             vs = virtual_server_from_message(smsg)
@@ -190,7 +180,7 @@ def read_ipvs(netns: str | None = None) -> IpvsTable:
             from None
     finally:
         _close(sock)
-    return IpvsTable(services=tuple(services), source="netlink" + (f" (netns {netns})" if netns else ""))
+    return model.IpvsTable(services=tuple(services), source="netlink" + (f" (netns {netns})" if netns else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +224,7 @@ def _member(entry: Any, set_type: str) -> str:
     return ",".join(parts)
 
 
-def ipset_from_message(msg: Any) -> IpSet:
+def ipset_from_message(msg: Any) -> model.IpSet:
     """One IPSET_CMD_LIST reply (an ``ipset_msg``) -> IpSet with its header options and members."""
     name = msg.get_attr("IPSET_ATTR_SETNAME") or ""
     set_type = msg.get_attr("IPSET_ATTR_TYPENAME") or ""
@@ -263,21 +253,21 @@ def ipset_from_message(msg: Any) -> IpSet:
         comment = entry.get_attr("IPSET_ATTR_COMMENT")
         if comment:
             comments.append((member, str(comment)))
-    return IpSet(name=name, type=set_type, members=tuple(members), options=tuple(options),
+    return model.IpSet(name=name, type=set_type, members=tuple(members), options=tuple(options),
                  comments=tuple(comments))
 
 
-def merge_ipsets(parts: list[IpSet], source: str) -> IpSets:
+def merge_ipsets(parts: list[model.IpSet], source: str) -> model.IpSets:
     """Join the messages of one dump: the kernel splits a big set over several replies with the same name."""
-    merged: dict[str, IpSet] = {}
+    merged: dict[str, model.IpSet] = {}
     for part in parts:
         have = merged.get(part.name)
         if have is None:
             merged[part.name] = part
         else:
-            merged[part.name] = IpSet(have.name, have.type or part.type, have.members + part.members,
+            merged[part.name] = model.IpSet(have.name, have.type or part.type, have.members + part.members,
                                       have.options or part.options, have.comments + part.comments)
-    return IpSets(sets=tuple(merged.values()), source=source)
+    return model.IpSets(sets=tuple(merged.values()), source=source)
 
 
 @contextmanager
@@ -294,7 +284,7 @@ def _in_netns(netns: str | None) -> Iterator[None]:
         pr_netns.popns()
 
 
-def read_ipsets(netns: str | None = None) -> IpSets:
+def read_ipsets(netns: str | None = None) -> model.IpSets:
     """Every ipset with its members, read over nfnetlink."""
     from pyroute2 import IPSet
     from pyroute2.netlink.exceptions import NetlinkError
@@ -309,7 +299,7 @@ def read_ipsets(netns: str | None = None) -> IpSets:
                               "run svctrace as root (CAP_NET_ADMIN) on the node; or save `ipset save` into "
                               "a snapshot") from None
     try:
-        parts = [ipset_from_message(m) for m in sock.list()]
+        parts = [ipset_from_message(msg) for msg in sock.list()]
     except NetlinkError as exc:
         raise CollectionError(f"listing ipsets over netlink failed: {exc}",
                               "check that the ip_set module is loaded (`ipset list` on the node)") from None

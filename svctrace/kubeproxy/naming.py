@@ -104,3 +104,23 @@ def normalize_ip(address: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return address
+
+
+# What each of kube-proxy's Service chains is for, by the prefix of its name (iptables; nftables).
+_IPT_KINDS = (("KUBE-SVC-", "service"), ("KUBE-SVL-", "local"), ("KUBE-EXT-", "external"), ("KUBE-FW-", "firewall"),
+              ("KUBE-SEP-", "endpoint"))
+_NFT_KINDS = (("service-", "service"), ("local-", "local"), ("external-", "external"), ("firewall-", "firewall"),
+              ("endpoint-", "endpoint"))
+
+
+def chain_kind(chain: str, *, nft: bool = False) -> str:
+    """service | local | external | firewall | endpoint for kube-proxy's Service chains; "chain" otherwise.
+
+    nftables Service chain names carry the Service's ``namespace/name``, so a name without "/" is one of
+    kube-proxy's fixed chains however it starts."""
+    if nft and "/" not in chain:
+        return "chain"
+    for prefix, kind in _NFT_KINDS if nft else _IPT_KINDS:
+        if chain.startswith(prefix):
+            return kind
+    return "chain"

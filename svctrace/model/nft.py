@@ -8,7 +8,8 @@ map elements keep their text and their typed key and verdict the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from svctrace.model.actions import Element, ElementPart, Jump, Statement, Verdict
@@ -50,6 +51,41 @@ class NftChain:
     @property
     def is_base(self) -> bool:
         return self.hook is not None
+
+
+class LazyChains(Mapping[str, NftChain]):
+    """A table's chains whose rules are typed on first use (a 10,000-Service table has 200,000 rules and a
+    Service needs a dozen chains); the last ``keep`` chains used stay typed."""
+
+    __slots__ = ("_heads", "_load", "_typed", "_keep")
+
+    def __init__(self, heads: Mapping[str, NftChain], load: Callable[[str], tuple[NftRule, ...]],
+                 keep: int = 50_000) -> None:
+        self._heads = heads  # each chain without its rules
+        self._load = load  # a chain's rules, typed
+        self._typed: OrderedDict[str, NftChain] = OrderedDict()
+        self._keep = keep
+
+    def __getitem__(self, name: str) -> NftChain:
+        got = self._typed.get(name)
+        if got is not None:
+            self._typed.move_to_end(name)
+            return got
+        head = self._heads[name]
+        got = NftChain(head.name, self._load(name), head.type, head.hook, head.priority, head.policy, head.comment)
+        self._typed[name] = got
+        if len(self._typed) > self._keep:
+            self._typed.popitem(last=False)
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._heads)
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._heads
 
 
 @dataclass(frozen=True, slots=True)

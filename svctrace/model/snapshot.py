@@ -9,11 +9,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from svctrace.model.conntrack import ConntrackEntry
 from svctrace.model.iptables import IptablesDump
-from svctrace.model.ipvs import IpSets, IpvsTable
 from svctrace.model.k8s import (
     ConfigMap,
     EndpointSlice,
@@ -23,7 +21,11 @@ from svctrace.model.k8s import (
     Service,
 )
 from svctrace.model.mode import ProxyMode
-from svctrace.model.nft import NftRuleset
+
+if TYPE_CHECKING:  # only annotations: a Snapshot of one mode does not import the others' types
+    from svctrace.model.conntrack import ConntrackEntry
+    from svctrace.model.ipvs import IpSets, IpvsTable
+    from svctrace.model.nft import NftRuleset
 
 T = TypeVar("T")
 

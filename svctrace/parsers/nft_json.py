@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from svctrace.errors import InputError
-from svctrace.model.nft import NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
+from svctrace.model.nft import LazyChains, NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.parsers.nft_statements import element, parse_statements
 
 JSON_HINT = "capture it again with `nft -j list ruleset > nft.json` (nftables >= 0.9.3)"
@@ -226,6 +226,9 @@ class _TableBuilder:
     rules: dict[str, list[NftRule]] = field(default_factory=dict)
     sets: dict[str, NftSet] = field(default_factory=dict)
     maps: dict[str, NftSet] = field(default_factory=dict)
+    # JSON read in place: where each chain's rule objects start in ``text``, typed when the chain is used
+    text: str = ""
+    at: dict[str, list[int]] = field(default_factory=dict)
 
     def add_rule(self, chain: str, handle: int | None, text: str, comment: str | None, *,
                  prepend: bool = False) -> None:
@@ -239,7 +242,24 @@ class _TableBuilder:
         else:
             rules.append(rule)
 
+    def add_rule_at(self, chain: str, start: int) -> None:
+        """A rule object at ``start`` of the JSON text, typed when its chain is first used."""
+        if chain not in self.chains:
+            self.chains[chain] = NftChain(name=chain)
+        self.at.setdefault(chain, []).append(start)
+
+    def _load(self, chain: str) -> tuple[NftRule, ...]:
+        out: list[NftRule] = []
+        for i, start in enumerate(self.at.get(chain, ()), start=1):
+            obj = _DECODER.raw_decode(self.text, start)[0]["rule"]  # read and checked once already
+            text = render_rule(obj.get("expr") or [], self.family)
+            out.append(NftRule(chain, obj.get("handle"), i, text, obj.get("comment"), parse_statements(text)))
+        return tuple(out)
+
     def build(self) -> NftTable:
+        if self.at:
+            return NftTable(self.family, self.name, LazyChains(dict(self.chains), self._load), dict(self.sets),
+                            dict(self.maps), self.comment)
         chains: dict[str, NftChain] = {}
         for name, chain in self.chains.items():
             rules = tuple(NftRule(r.chain, r.handle, i, r.text, r.comment, r.stmts)
@@ -291,16 +311,87 @@ def _json_set(obj: Mapping[str, Any], is_map: bool) -> NftSet:
     )
 
 
-def parse_nft_json(text: str, source: str) -> NftRuleset:
-    """The ruleset in ``nft -j list ruleset`` (or ``list table``) output."""
+_ITEMS_START = re.compile(r'\s*\{\s*"nftables"\s*:\s*\[')  # (match() anchors it where asked)
+_CLOSE = re.compile(r"\s*\}")
+_BETWEEN = re.compile(r"\s*(,?)\s*")
+_DECODER = json.JSONDecoder()
+
+
+def _items(text: str, source: str) -> Iterator[tuple[int | None, Any]]:
+    """(where it starts in ``text``, item) for each item of the top-level "nftables" list.
+
+    ``nft -j`` writes one object whose first member is that list: its items are decoded one at a time, in
+    place (never a list of 300,000 objects at once), and their offsets let a rule be read again when its
+    chain is used. Several such objects one after another (``nft -j list table ip kube-proxy; nft -j list
+    table ip6 kube-proxy`` into one file) are read in turn. Any other layout is decoded whole, and then
+    has no offsets."""
+    m = _ITEMS_START.match(text)
+    if m is None:
+        yield from ((None, item) for item in _whole(text, source))
+        return
+    at: int | None = m.end()
+    while at is not None:
+        at = yield from _document(text, at, source)
+
+
+def _document(text: str, pos: int, source: str) -> Generator[tuple[int | None, Any], None, int | None]:
+    """The items of one ``{"nftables": [...]}`` object from just after its "["; where the next one's items
+    start (None at the end of the text)."""
+    first = True
+    while True:
+        sep = _BETWEEN.match(text, pos)
+        assert sep is not None  # `*` always matches
+        pos = sep.end()
+        if pos < len(text) and text[pos] == "]" and not (first and sep.group(1)):
+            if sep.group(1):
+                raise _at(text, pos, "a comma before ]", source)
+            close = _CLOSE.match(text, pos + 1)
+            if close is not None:  # the object ends: another may follow
+                nxt = _ITEMS_START.match(text, close.end())
+                if nxt is not None:
+                    return nxt.end()
+                if not text[close.end():].strip():
+                    return None
+            try:  # more members after the list: the rest of the object, and nothing after it
+                json.loads('{"nftables": []' + text[pos + 1:])
+            except ValueError:
+                raise _at(text, pos + 1, "the text after the nftables list is not the rest of the object",
+                          source) from None
+            return None
+        if not first and not sep.group(1):
+            raise _at(text, pos, "expected ',' or ']' between items", source)
+        try:
+            item, end = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise _at(text, exc.pos, exc.msg, source) from None
+        except RecursionError:
+            raise _at(text, pos, "nested deeper than svctrace reads", source) from None
+        yield pos, item
+        pos, first = end, False
+
+
+def _at(text: str, pos: int, what: str, source: str) -> InputError:
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)
+    return InputError(f"not valid JSON: {what} (column {column})", JSON_HINT, path=source, line=line)
+
+
+def _whole(text: str, source: str) -> list[Any]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc.msg} (column {exc.colno})", JSON_HINT,
                          path=source, line=exc.lineno) from None
+    except RecursionError:
+        raise InputError("not valid JSON: nested deeper than svctrace reads", JSON_HINT, path=source) from None
     items = doc.get("nftables") if isinstance(doc, Mapping) else None
     if not isinstance(items, list):
         raise InputError('not `nft -j` output: no top-level "nftables" list', JSON_HINT, path=source)
+    return items
+
+
+def parse_nft_json(text: str, source: str) -> NftRuleset:
+    """The ruleset in ``nft -j list ruleset`` (or ``list table``) output."""
     tables: dict[tuple[str, str], _TableBuilder] = {}
 
     def table(obj: Mapping[str, Any], where: str) -> _TableBuilder:
@@ -309,7 +400,7 @@ def parse_nft_json(text: str, source: str) -> NftRuleset:
             raise InputError(f"{where} has no family or table name", JSON_HINT, path=source)
         return tables.setdefault((fam, name), _TableBuilder(fam, name))
 
-    for n, item in enumerate(items):
+    for n, (start, item) in enumerate(_items(text, source)):
         where = f"nftables[{n}]"
         if not isinstance(item, Mapping) or len(item) != 1:
             raise InputError(f"{where} is not an object with one key", JSON_HINT, path=source)
@@ -334,8 +425,12 @@ def parse_nft_json(text: str, source: str) -> NftRuleset:
                 expr = obj.get("expr") or []
                 if not isinstance(expr, list):
                     raise InputError(f"{where}: rule expr is not a list", JSON_HINT, path=source)
-                tb.add_rule(str(obj["chain"]), obj.get("handle"), render_rule(expr, tb.family),
-                            obj.get("comment"))
+                if start is not None:
+                    tb.text = text
+                    tb.add_rule_at(str(obj["chain"]), start)
+                else:
+                    tb.add_rule(str(obj["chain"]), obj.get("handle"), render_rule(expr, tb.family),
+                                obj.get("comment"))
             elif kind in ("set", "map"):
                 tb = table(obj, where)
                 s = _json_set(obj, kind == "map")
@@ -376,16 +471,21 @@ def _split_top(text: str, sep: str) -> list[str]:
     return out
 
 
-def _spec(body: str) -> dict[str, str]:
-    """``{ type ipv4_addr ; flags dynamic,timeout ; comment "x" ; }`` as {keyword: value}."""
-    out: dict[str, str] = {}
+def _parts(body: str, sep: str) -> Iterator[str]:
+    """The non-empty parts of ``{ a SEP b SEP }`` (braces optional), split outside quotes and braces."""
     inner = body.strip()
     if inner.startswith("{") and inner.endswith("}"):
         inner = inner[1:-1]
-    for part in _split_top(inner, ";"):
+    for part in _split_top(inner, sep):
         part = part.strip()
-        if not part:
-            continue
+        if part:
+            yield part
+
+
+def _spec(body: str) -> dict[str, str]:
+    """``{ type ipv4_addr ; flags dynamic,timeout ; comment "x" ; }`` as {keyword: value}."""
+    out: dict[str, str] = {}
+    for part in _parts(body, ";"):
         if part.startswith("type ") and " hook " in part:  # chain: type filter hook prerouting priority -110
             toks = part.split()
             out["type"] = toks[1]
@@ -412,13 +512,7 @@ def _normalise_rule(text: str) -> str:
 
 
 def _elements(body: str) -> Iterator[NftElement]:
-    inner = body.strip()
-    if inner.startswith("{") and inner.endswith("}"):
-        inner = inner[1:-1]
-    for part in _split_top(inner, ","):
-        part = part.strip()
-        if not part:
-            continue
+    for part in _parts(body, ","):
         comment = None
         m = _COMMENT_ANY.search(part)
         if m:

@@ -15,11 +15,9 @@ from svctrace.model.iptables import IptablesDump
 from svctrace.model.k8s import Node
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import API, HostAddress, Missing, NodeFacts, NodeFile, Snapshot
-from svctrace.parsers import iptables_save, ipvs
-from svctrace.parsers.conntrack import parse_conntrack
+from svctrace.parsers import iptables_save
 from svctrace.parsers.detect import ModeFacts, decide_proxy_mode
 from svctrace.parsers.k8s import ApiObjects
-from svctrace.parsers.nft_json import parse_nft_json
 from svctrace.parsers.node import NodeMeta, parse_ip_addr_json, parse_links, parse_meta_json
 
 # Dumps up to this size are parsed whole (every line checked before anything is answered); bigger ones
@@ -111,13 +109,23 @@ def build_snapshot(api: ApiObjects | None, node: NodeInput, *, source: str,
     ip6tables = _dump(node, NodeFile.IP6TABLES, 6)
     ipvs_table = node.parsed.get(NodeFile.IPVSADM)
     if ipvs_table is None and text(NodeFile.IPVSADM) is not None:
+        from svctrace.parsers import ipvs  # each mode's parser only when its files are there (start-up)
+
         ipvs_table = ipvs.parse_ipvsadm_save(files[NodeFile.IPVSADM], node.source(NodeFile.IPVSADM))
     ipsets = node.parsed.get(NodeFile.IPSET)
     if ipsets is None and text(NodeFile.IPSET) is not None:
+        from svctrace.parsers import ipvs
+
         ipsets = ipvs.parse_ipset_save(files[NodeFile.IPSET], node.source(NodeFile.IPSET))
-    nft = parse_nft_json(files[NodeFile.NFT], node.source(NodeFile.NFT)) if text(NodeFile.NFT) is not None else None
-    conntrack = parse_conntrack(files[NodeFile.CONNTRACK], node.source(NodeFile.CONNTRACK)) \
-        if text(NodeFile.CONNTRACK) is not None else None
+    nft = conntrack = None
+    if text(NodeFile.NFT) is not None:
+        from svctrace.parsers.nft_json import parse_nft_json
+
+        nft = parse_nft_json(files[NodeFile.NFT], node.source(NodeFile.NFT))
+    if text(NodeFile.CONNTRACK) is not None:
+        from svctrace.parsers.conntrack import parse_conntrack
+
+        conntrack = parse_conntrack(files[NodeFile.CONNTRACK], node.source(NodeFile.CONNTRACK))
     addresses: tuple[HostAddress, ...] | None = None
     bridges: dict[str, str] | None = None
     interfaces: tuple[str, ...] | None = None

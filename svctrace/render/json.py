@@ -14,59 +14,42 @@ def _rule(r: RuleRef) -> dict[str, Any]:
     return {"table": r.table, "chain": r.chain, "index": r.index, "rule": r.text}
 
 
+def fields(obj: object, *names: str) -> dict[str, Any]:
+    """``{"inApi": obj.in_api, ...}``: attributes under their camelCase JSON names, in the order given."""
+    return {_camel(n): getattr(obj, n) for n in names}
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(w.capitalize() for w in rest)
+
+
 def endpoint_to_dict(ep: EndpointInfo) -> dict[str, Any]:
-    return {
-        "ip": ep.ip,
-        "port": ep.port,
-        "protocol": ep.protocol,
-        "pod": ep.pod,
-        "node": ep.node,
-        "zone": ep.zone,
-        "local": ep.local,
-        "conditions": {"ready": ep.ready, "serving": ep.serving, "terminating": ep.terminating},
-        "inApi": ep.in_api,
-        "inDataplane": ep.in_dataplane,
-    }
+    return {**fields(ep, "ip", "port", "protocol", "pod", "node", "zone", "local"),
+            "conditions": fields(ep, "ready", "serving", "terminating"),
+            **fields(ep, "in_api", "in_dataplane")}
 
 
 def hop_to_dict(hop: Hop) -> dict[str, Any]:
-    return {
-        "kind": hop.kind,
-        "name": hop.name,
-        "table": hop.table,
-        "when": hop.when,
-        "share": None if hop.share is None else round(hop.share, 6),
-        "probability": hop.probability,
-        "masquerade": hop.masquerade,
-        "affinity": hop.affinity,
-        "verdict": hop.verdict,
-        "endpoint": endpoint_to_dict(hop.endpoint) if hop.endpoint is not None else None,
-        "rules": [_rule(r) for r in hop.rules],
-        "explain": hop.explain,
-        "notes": list(hop.notes),
-        "hops": [hop_to_dict(c) for c in hop.children],
-    }
+    return {**fields(hop, "kind", "name", "table", "when"),
+            "share": None if hop.share is None else round(hop.share, 6),
+            **fields(hop, "probability", "masquerade", "affinity", "verdict"),
+            "endpoint": endpoint_to_dict(hop.endpoint) if hop.endpoint is not None else None,
+            "rules": [_rule(r) for r in hop.rules],
+            "explain": hop.explain,
+            "notes": list(hop.notes),
+            "hops": [hop_to_dict(c) for c in hop.children]}
 
 
 def frontend_to_dict(fe: Frontend) -> dict[str, Any]:
-    return {
-        "type": fe.type,
-        "ip": fe.ip,
-        "port": fe.port,
-        "protocol": fe.protocol,
-        "portName": fe.port_name,
-        "verdict": fe.verdict,
-        "explain": fe.explain,
-        "notes": list(fe.notes),
-        "hops": [hop_to_dict(h) for h in fe.hops],
-    }
+    return {**fields(fe, "type", "ip", "port", "protocol", "port_name", "verdict", "explain"),
+            "notes": list(fe.notes),
+            "hops": [hop_to_dict(h) for h in fe.hops]}
 
 
 def service_to_dict(svc: Service) -> dict[str, Any]:
     return {
-        "namespace": svc.namespace,
-        "name": svc.name,
-        "type": svc.type,
+        **fields(svc, "namespace", "name", "type"),
         "headless": svc.is_headless,
         "clusterIPs": list(svc.virtual_ips),
         "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol,
@@ -75,9 +58,7 @@ def service_to_dict(svc: Service) -> dict[str, Any]:
         "externalIPs": list(svc.external_ips),
         "loadBalancerIPs": [i.ip or i.hostname for i in svc.load_balancer_ingress],
         "loadBalancerSourceRanges": list(svc.load_balancer_source_ranges),
-        "externalTrafficPolicy": svc.external_traffic_policy,
-        "internalTrafficPolicy": svc.internal_traffic_policy,
-        "sessionAffinity": svc.session_affinity,
+        **fields(svc, "external_traffic_policy", "internal_traffic_policy", "session_affinity"),
         "sessionAffinityTimeoutSeconds": svc.affinity_seconds,
         "externalName": svc.external_name,
     }
@@ -89,12 +70,9 @@ def graph_to_dict(graph: PathGraph) -> dict[str, Any]:
         "schemaVersion": SCHEMA_VERSION,
         "kind": "ServicePath",
         "service": service_to_dict(graph.service),
-        "mode": graph.mode,
-        "node": graph.node,
-        "explain": graph.explain,
+        **fields(graph, "mode", "node", "explain"),
         "dns": {
-            "clusterDomain": graph.dns.cluster_domain,
-            "domainSource": graph.dns.domain_source,
+            **fields(graph.dns, "cluster_domain", "domain_source"),
             "names": list(graph.dns.names),
             "records": [{"name": r.name, "type": r.type, "answers": list(r.answers)} for r in graph.dns.records],
             "explain": graph.dns.explain,

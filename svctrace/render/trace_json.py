@@ -5,43 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from svctrace.model.trace import Outcome, Packet, TraceResult, TraceStep
+from svctrace.render.json import fields
 
 SCHEMA_VERSION = 2
 
 
 def packet_to_dict(packet: Packet) -> dict[str, Any]:
-    return {
-        "src": packet.src,
-        "dst": packet.dst,
-        "dport": packet.dport,
-        "sport": packet.sport,
-        "protocol": packet.protocol,
-        "origin": packet.origin,
-        "inInterface": packet.in_interface,
-    }
+    return fields(packet, "src", "dst", "dport", "sport", "protocol", "origin", "in_interface")
 
 
 def step_to_dict(step: TraceStep) -> dict[str, Any]:
-    return {
-        "table": step.table,
-        "chain": step.chain,
-        "index": step.rule_index,
-        "rule": step.rule_text,
-        "action": step.action,
-        "target": step.target,
-    }
+    return {**fields(step, "table", "chain"), "index": step.rule_index, "rule": step.rule_text,
+            **fields(step, "action", "target")}
 
 
 def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:
     return {
-        "verdict": outcome.verdict,
-        "destination": outcome.destination,
+        **fields(outcome, "verdict", "destination"),
         # Rounded so shares like 1/3 print readably; the sum stays within 1e-9 of 1. null: the outcome rests on
         # "conditions" the snapshot cannot decide, so how often it happens is unknown.
         "probability": round(outcome.probability, 10) if outcome.probability is not None else None,
-        "masquerade": outcome.masquerade,
-        "uncertain": outcome.uncertain,
-        "affinity": outcome.affinity,
+        **fields(outcome, "masquerade", "uncertain", "affinity"),
         "conditions": list(outcome.conditions),
         "conditionalProbability": round(outcome.conditional_probability, 10)
         if outcome.conditional_probability is not None else None,
@@ -55,8 +39,7 @@ def trace_to_dict(result: TraceResult) -> dict[str, Any]:
     out: dict[str, Any] = {
         "schemaVersion": SCHEMA_VERSION,
         "kind": "PacketTrace",
-        "mode": result.mode,
-        "semantics": result.semantics,
+        **fields(result, "mode", "semantics"),
         "packet": packet_to_dict(result.packet),
         "outcomes": [outcome_to_dict(o) for o in result.outcomes],
         "warnings": list(result.warnings),

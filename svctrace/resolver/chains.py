@@ -127,6 +127,11 @@ class ChainWalk(Generic[R]):
         self.programmed[(ip, port)] = info
         return info
 
+    def follow(self, name: str) -> Sequence[R] | None:
+        """The rules of a chain this walk reaches (remembered, for stale chains); None when it is missing."""
+        self.reached.add(name)
+        return self.rules(name)
+
     def missing(self, kind: str, name: str, when: str | None, rules: tuple[RuleRef, ...],
                 share: float | None = None, probability: str | None = None) -> Hop:
         return Hop(kind=kind, name=name, table=self.table, when=when, rules=rules, share=share,
@@ -156,8 +161,7 @@ class ChainWalk(Generic[R]):
     def endpoint_hop(self, chain_name: str, *, rules: tuple[RuleRef, ...], share: float | None,
                      probability: str | None) -> Hop:
         """An endpoint chain: the hairpin masquerade rule and the DNAT."""
-        self.reached.add(chain_name)
-        chain = self.rules(chain_name)
+        chain = self.follow(chain_name)
         if chain is None:
             return self.missing("endpoint", chain_name, None, rules, share, probability)
         words = self.words
@@ -205,9 +209,8 @@ class ChainWalk(Generic[R]):
 
     def service_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...]) -> Hop:
         """A service or local chain: the masquerade rule, the affinity checks, then how endpoints are picked."""
-        self.reached.add(chain_name)
         kind = self.kind(chain_name)
-        chain = self.rules(chain_name)
+        chain = self.follow(chain_name)
         if chain is None:
             return self.missing(kind, chain_name, when, rules)
         words = self.words
@@ -274,8 +277,7 @@ class ChainWalk(Generic[R]):
 
     def external_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int) -> Hop:
         """An external chain: masquerade, short-circuits for pods and the node, then the cluster or local chain."""
-        self.reached.add(chain_name)
-        chain = self.rules(chain_name)
+        chain = self.follow(chain_name)
         if chain is None:
             return self.missing("external", chain_name, when, rules)
         masquerade = None

@@ -306,3 +306,11 @@ def node_addresses(snapshot: Snapshot, family: int) -> tuple[tuple[str, ...], st
     if local:
         return local, "its global addresses"
     return ("*",), "its addresses were not collected"
+
+
+def any_local_address(snapshot: Snapshot, family: int) -> tuple[tuple[str, ...], str]:
+    """Where NodePorts listen without --nodeport-addresses (any local address), and those words."""
+    addresses, which = node_addresses(snapshot, family)
+    if addresses == ("*",):
+        return addresses, f"any local address of this node ({which})"
+    return addresses, f"any local address of this node (shown: {which})"

@@ -7,6 +7,7 @@ resolver/__init__.py, written once. tests/unit/test_mode_contract.py checks that
 
 from __future__ import annotations
 
+import importlib
 from typing import Protocol, runtime_checkable
 
 from svctrace.model.graph import EndpointInfo, Frontend, StaleChain
@@ -51,8 +52,22 @@ def register(resolver: ModeResolver) -> ModeResolver:
 
 
 def for_mode(mode: ProxyMode | str | None) -> ModeResolver | None:
-    """The resolver of a mode (a ProxyMode or its name); None for an unknown mode."""
+    """The resolver of a mode (a ProxyMode or its name); None for an unknown mode.
+
+    A mode's module (svctrace/resolver/<mode>.py) is imported the first time it is asked for, so an
+    answer in one mode does not pay for loading the others."""
     if mode is None:
         return None
     parsed = mode if isinstance(mode, ProxyMode) else ProxyMode.parse(mode)
-    return REGISTRY.get(parsed) if parsed is not None else None
+    if parsed is None:
+        return None
+    if parsed not in REGISTRY:
+        importlib.import_module(f"svctrace.resolver.{parsed.value}")  # registers itself
+    return REGISTRY.get(parsed)
+
+
+def every_mode() -> dict[ProxyMode, ModeResolver]:
+    """Every mode's resolver (imports them all)."""
+    for mode in ProxyMode:
+        for_mode(mode)
+    return dict(REGISTRY)

@@ -20,26 +20,14 @@ from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch, RecentMatch, S
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.chains import ChainWalk, RuleFacts, Words
-from svctrace.resolver.common import api_endpoints, categorize, family_of, frontend_verdict, node_addresses
+from svctrace.resolver.common import any_local_address, api_endpoints, categorize, family_of, frontend_verdict
 from svctrace.resolver.contract import PortResult, register
 from svctrace.resolver.rule_words import describe_source, source_words
 
 MASQ_CHAIN = "KUBE-MARK-MASQ"
 SERVICE_CHAIN_PREFIXES = naming.IPT_SERVICE_PREFIXES + (naming.IPT_ENDPOINT_PREFIX,)
-KIND_BY_PREFIX = {
-    "KUBE-SVC-": "service",
-    "KUBE-SVL-": "local",
-    "KUBE-EXT-": "external",
-    "KUBE-FW-": "firewall",
-    "KUBE-SEP-": "endpoint",
-}
-
-
 def _kind(chain: str) -> str:
-    for prefix, kind in KIND_BY_PREFIX.items():
-        if chain.startswith(prefix):
-            return kind
-    return "chain"
+    return naming.chain_kind(chain)
 
 
 def _ref(rule: Rule) -> RuleRef:
@@ -237,8 +225,7 @@ class _Walk(ChainWalk[Rule]):
 
     def firewall_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int) -> Hop:
         """KUBE-FW: loadBalancerSourceRanges; allowed sources go on, the rest are dropped in filter."""
-        self.reached.add(chain_name)
-        chain = self.rules(chain_name)
+        chain = self.follow(chain_name)
         if chain is None:
             return self.missing("firewall", chain_name, when, rules)
         own: list[RuleRef] = []
@@ -380,10 +367,7 @@ def nodeport_addresses(snapshot: Snapshot, dump: IptablesDump, family: int) -> t
     explicit = nat.memoized("nodeport-addresses", build) if nat is not None else []
     if explicit:
         return tuple(explicit), "the addresses kube-proxy's --nodeport-addresses selects"
-    addresses, which = node_addresses(snapshot, family)
-    if addresses == ("*",):
-        return addresses, f"any local address of this node ({which})"
-    return addresses, f"any local address of this node (shown: {which})"
+    return any_local_address(snapshot, family)
 
 
 def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,

@@ -21,27 +21,15 @@ from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChai
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch
 from svctrace.model.mode import ProxyMode
-from svctrace.model.nft import NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
+from svctrace.model.nft import NftElement, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.chains import ChainWalk, RuleFacts, Words, pct
-from svctrace.resolver.common import api_endpoints, family_of, frontend_verdict, node_addresses
+from svctrace.resolver.common import any_local_address, api_endpoints, family_of, frontend_verdict
 from svctrace.resolver.contract import PortResult, register
 
 MASQ_CHAIN = "mark-for-masquerade"
-KIND_BY_PREFIX = {
-    "service-": "service",
-    "local-": "local",
-    "external-": "external",
-    "firewall-": "firewall",
-    "endpoint-": "endpoint",
-}
-
-
 def _kind(chain: str) -> str:
-    for prefix, kind in KIND_BY_PREFIX.items():
-        if chain.startswith(prefix) and "/" in chain:  # kube-proxy's own chains have no "/" in their names
-            return kind
-    return "chain"
+    return naming.chain_kind(chain, nft=True)
 
 
 def _addr(value: str) -> str:
@@ -144,9 +132,6 @@ class _Walk(ChainWalk[NftRule]):
     @property
     def ref_name(self) -> str:
         return self.nft.ref
-
-    def chain(self, name: str) -> NftChain | None:
-        return self.nft.chain(name)
 
     def rules(self, chain: str) -> Sequence[NftRule] | None:
         c = self.nft.chain(chain)
@@ -267,14 +252,13 @@ def _verdict_hop(ctx: _Walk, value: Verdict | Jump | None, refs: tuple[RuleRef, 
 
 def _firewall_hop(ctx: _Walk, fw_refs: tuple[RuleRef, ...], fw_chain: str, inner: Hop | None) -> Hop:
     """firewall-: loadBalancerSourceRanges, checked in the filter prerouting hook before any DNAT."""
-    ctx.reached.add(fw_chain)
-    chain = ctx.chain(fw_chain)
+    chain = ctx.follow(fw_chain)
     if chain is None:
         return ctx.missing("firewall", fw_chain, None, fw_refs)
     allowed: list[str] = []
     own: list[RuleRef] = []
     drop: NftRule | None = None
-    for rule in chain.rules:
+    for rule in chain:
         m = _saddr(rule)
         last = rule.stmts[-1] if rule.stmts else None
         if m is not None and m.negated and isinstance(last, Verdict) and last.word == "drop":
@@ -354,10 +338,7 @@ def nodeport_addresses(snapshot: Snapshot, table: NftTable, family: int) -> tupl
         ips = table.sets.get("nodeport-ips")
         return (tuple(_addr(e.key) for e in ips.elements) if ips is not None else ()), \
             "the nodeport-ips set (kube-proxy's --nodeport-addresses)"
-    addresses, which = node_addresses(snapshot, family)
-    if addresses == ("*",):
-        return addresses, f"any local address of this node ({which})"
-    return addresses, f"any local address of this node (shown: {which})"
+    return any_local_address(snapshot, family)
 
 
 def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
@@ -371,18 +352,15 @@ def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
     ctx = _Walk(snapshot, svc, sp, table, api)
     proto = sp.protocol.lower()
     frontends: list[Frontend] = []
-    for ip in svc.virtual_ips:
-        if family_of(ip) == family:
-            frontends.append(_frontend(
-                ctx, "ClusterIP", ip, sp.port, (ip, proto, str(sp.port)),
-                f"Clients inside the cluster connect to {ip}:{sp.port}; the services chain looks it up in the "
-                "service-ips verdict map."))
-    for ip in svc.external_ips:
-        if family_of(ip) == family:
-            frontends.append(_frontend(
-                ctx, "ExternalIP", ip, sp.port, (ip, proto, str(sp.port)),
-                f"externalIPs: traffic routed to this node for {ip}:{sp.port} is taken by kube-proxy (the address "
-                "itself is not managed by Kubernetes)."))
+    addressed = (
+        ("ClusterIP", svc.virtual_ips, "Clients inside the cluster connect to {at}; the services chain looks it up "
+                                       "in the service-ips verdict map."),
+        ("ExternalIP", svc.external_ips, "externalIPs: traffic routed to this node for {at} is taken by kube-proxy "
+                                         "(the address itself is not managed by Kubernetes)."),
+    )
+    for kind, ips, explain in addressed:
+        frontends += [_frontend(ctx, kind, ip, sp.port, (ip, proto, str(sp.port)),
+                                explain.format(at=f"{ip}:{sp.port}")) for ip in ips if family_of(ip) == family]
     for ing in svc.load_balancer_ingress:
         if ing.ip is None or family_of(ing.ip) != family or ing.ip_mode == "Proxy":
             continue

@@ -17,35 +17,10 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, TypeVar
 
+from svctrace.model import matches as mt
 from svctrace.model.actions import Element, SetLookup
 from svctrace.model.addresses import Prefix, ip_value
 from svctrace.model.ipvs import AddrSpan, IpsetPart, PortSpan, ipset_entry
-from svctrace.model.matches import (
-    DST,
-    AddrMatch,
-    AddrTypeMatch,
-    CtAddrMatch,
-    CtDirMatch,
-    CtPortMatch,
-    CtProtoMatch,
-    CtStateMatch,
-    FragmentMatch,
-    IfaceMatch,
-    IpRangeMatch,
-    IpsetMatch,
-    MarkMatch,
-    Match,
-    NfprotoMatch,
-    PhysdevMatch,
-    PktTypeMatch,
-    PortMatch,
-    ProtocolOnly,
-    ProtoMatch,
-    RecentMatch,
-    StatisticMatch,
-    TcpFlagsMatch,
-    UnknownMatch,
-)
 from svctrace.model.trace import Packet, TraceOptions, TraceStep
 
 LOOPBACK = (Prefix(4, 0x7F000000, 8), Prefix(6, 1, 128))
@@ -200,57 +175,57 @@ class Matcher:
         self.node = node
         self.packet = node.packet
         self._check: dict[type, Callable[[Any, Branch], bool | list[Alt]]] = {
-            AddrMatch: self._addr, ProtoMatch: self._proto, IfaceMatch: self._iface, PortMatch: self._port,
-            ProtocolOnly: self._protocol_only, TcpFlagsMatch: self._tcp_flags, FragmentMatch: self._fragment,
-            MarkMatch: self._mark, CtStateMatch: self._ctstate, CtAddrMatch: self._ctaddr,
-            CtPortMatch: self._ctport, CtProtoMatch: self._ctproto, CtDirMatch: self._ctdir,
-            AddrTypeMatch: self._addrtype, StatisticMatch: self._statistic, RecentMatch: self._recent,
-            IpsetMatch: self._ipset, PhysdevMatch: self._physdev, IpRangeMatch: self._iprange,
-            PktTypeMatch: self._pkttype, UnknownMatch: self._unknown, NfprotoMatch: self._nfproto,
+            mt.AddrMatch: self._addr, mt.ProtoMatch: self._proto, mt.IfaceMatch: self._iface, mt.PortMatch: self._port,
+            mt.ProtocolOnly: self._protocol_only, mt.TcpFlagsMatch: self._tcp_flags, mt.FragmentMatch: self._fragment,
+            mt.MarkMatch: self._mark, mt.CtStateMatch: self._ctstate, mt.CtAddrMatch: self._ctaddr,
+            mt.CtPortMatch: self._ctport, mt.CtProtoMatch: self._ctproto, mt.CtDirMatch: self._ctdir,
+            mt.AddrTypeMatch: self._addrtype, mt.StatisticMatch: self._statistic, mt.RecentMatch: self._recent,
+            mt.IpsetMatch: self._ipset, mt.PhysdevMatch: self._physdev, mt.IpRangeMatch: self._iprange,
+            mt.PktTypeMatch: self._pkttype, mt.UnknownMatch: self._unknown, mt.NfprotoMatch: self._nfproto,
             SetLookup: self._set_lookup,
         }
 
-    def check(self, m: Match | SetLookup, br: Branch) -> bool | list[Alt]:
+    def check(self, m: mt.Match | SetLookup, br: Branch) -> bool | list[Alt]:
         return self._check[type(m)](m, br)
 
     # Each takes the match (typed by the table above) and the branch.
 
-    def _addr(self, m: AddrMatch, br: Branch) -> bool:
-        v = ip_value(br.dst if m.field == DST else br.src)
+    def _addr(self, m: mt.AddrMatch, br: Branch) -> bool:
+        v = ip_value(br.dst if m.field == mt.DST else br.src)
         if v is None:
             return False
         return any(p.contains(*v) for p in m.prefixes) != m.negated
 
-    def _proto(self, m: ProtoMatch, br: Branch) -> bool:
+    def _proto(self, m: mt.ProtoMatch, br: Branch) -> bool:
         return (m.protocol in ("all", "") or m.protocol == self.packet.protocol) != m.negated
 
-    def _iface(self, m: IfaceMatch, br: Branch) -> bool | list[Alt]:
+    def _iface(self, m: mt.IfaceMatch, br: Branch) -> bool | list[Alt]:
         iface = br.in_iface if m.field == "in" else br.out_iface
         if iface is None:
             return undecided(f"{m.text} (the packet's interface is not known)")
         return m.hits(iface) != m.negated
 
-    def _port(self, m: PortMatch, br: Branch) -> bool:
+    def _port(self, m: mt.PortMatch, br: Branch) -> bool:
         if m.protocol is not None and m.protocol != self.packet.protocol:
             return False  # -m tcp only ever matches TCP
         hit = m.hits(br.dport) or m.hits(br.sport) if m.field == "either" else m.hits(_port_of(br, m.field))
         return hit != m.negated
 
-    def _protocol_only(self, m: ProtocolOnly, br: Branch) -> bool:
+    def _protocol_only(self, m: mt.ProtocolOnly, br: Branch) -> bool:
         return (m.protocol == self.packet.protocol) != m.negated
 
-    def _tcp_flags(self, m: TcpFlagsMatch, br: Branch) -> bool:
+    def _tcp_flags(self, m: mt.TcpFlagsMatch, br: Branch) -> bool:
         # The first packet of a new TCP connection carries SYN and nothing else the mask would see.
         return (frozenset({"SYN"}) & m.mask == m.comp) != m.negated
 
-    def _fragment(self, m: FragmentMatch, br: Branch) -> bool:
+    def _fragment(self, m: mt.FragmentMatch, br: Branch) -> bool:
         return m.negated  # the first packet is never a non-first fragment
 
-    def _mark(self, m: MarkMatch, br: Branch) -> bool:
+    def _mark(self, m: mt.MarkMatch, br: Branch) -> bool:
         value = br.ctmark if m.field == "ctmark" else br.mark
         return ((value & m.mask) == m.value) != m.negated
 
-    def _ctstate(self, m: CtStateMatch, br: Branch) -> bool:
+    def _ctstate(self, m: mt.CtStateMatch, br: Branch) -> bool:
         states = {"UNTRACKED"} if br.untracked else {"NEW"}
         if br.dnat and not br.untracked:
             states.add("DNAT")
@@ -258,7 +233,7 @@ class Matcher:
             states.add("SNAT")
         return bool(states & m.states) != m.negated
 
-    def _ctaddr(self, m: CtAddrMatch, br: Branch) -> bool | list[Alt]:
+    def _ctaddr(self, m: mt.CtAddrMatch, br: Branch) -> bool | list[Alt]:
         # Original tuple = the packet as it arrived; the reply comes from the (DNATed) destination.
         text = {"origsrc": self.packet.src, "origdst": self.packet.dst, "replsrc": br.dst}.get(m.which)
         if text is None:
@@ -266,27 +241,27 @@ class Matcher:
         v = ip_value(text)
         return (v is not None and any(p.contains(*v) for p in m.prefixes)) != m.negated
 
-    def _ctport(self, m: CtPortMatch, br: Branch) -> bool | list[Alt]:
+    def _ctport(self, m: mt.CtPortMatch, br: Branch) -> bool | list[Alt]:
         port = {"origsrc": self.packet.sport, "origdst": self.packet.dport, "replsrc": br.dport}.get(m.which)
         if port is None:
             return undecided(f"{m.text} (not modelled)")
         return any(lo <= port <= hi for lo, hi in m.ranges) != m.negated
 
-    def _ctproto(self, m: CtProtoMatch, br: Branch) -> bool:
+    def _ctproto(self, m: mt.CtProtoMatch, br: Branch) -> bool:
         return (m.protocol == self.packet.protocol) != m.negated
 
-    def _ctdir(self, m: CtDirMatch, br: Branch) -> bool:
+    def _ctdir(self, m: mt.CtDirMatch, br: Branch) -> bool:
         return (m.direction == "ORIGINAL") != m.negated
 
-    def _addrtype(self, m: AddrTypeMatch, br: Branch) -> bool | list[Alt]:
+    def _addrtype(self, m: mt.AddrTypeMatch, br: Branch) -> bool | list[Alt]:
         if m.limit_iface:
             return undecided(f"{m.text} (per-interface route types are not modelled)")
-        actual = self.node.addrtype(br.dst if m.field == DST else br.src)
+        actual = self.node.addrtype(br.dst if m.field == mt.DST else br.src)
         if actual not in m.types and m.types & _ADDRTYPE_UNDECIDABLE:
             return undecided(f"{m.text} (route types besides LOCAL/UNICAST are not modelled)")
         return (actual in m.types) != m.negated
 
-    def _statistic(self, m: StatisticMatch, br: Branch) -> bool | list[Alt]:
+    def _statistic(self, m: mt.StatisticMatch, br: Branch) -> bool | list[Alt]:
         p = 1.0 - m.probability if m.negated else m.probability
         p = min(max(p, 0.0), 1.0)
         if p >= 1.0:
@@ -296,7 +271,7 @@ class Matcher:
         return [Alt(matched=True, factor=p, action=f"branch: probability {p:.10g} taken"),
                 Alt(matched=False, factor=1.0 - p)]
 
-    def _recent(self, m: RecentMatch, br: Branch) -> bool | list[Alt]:
+    def _recent(self, m: mt.RecentMatch, br: Branch) -> bool | list[Alt]:
         if m.op == "set":
             return not m.negated  # records the client; always matches
         return self.pin(m.name, br, m.negated)
@@ -314,7 +289,7 @@ class Matcher:
         fresh = Alt(matched=negated, factor=1.0, unpin=name)
         return [fresh, pinned]
 
-    def _ipset(self, m: IpsetMatch, br: Branch) -> bool | list[Alt]:
+    def _ipset(self, m: mt.IpsetMatch, br: Branch) -> bool | list[Alt]:
         sets = self.node.ipsets
         if sets is None or m.name not in sets:
             if sets is not None:
@@ -336,7 +311,7 @@ class Matcher:
         hit = any(_ipset_member(e, values) for e in entries)
         return hit != m.negated
 
-    def _physdev(self, m: PhysdevMatch, br: Branch) -> bool | list[Alt]:
+    def _physdev(self, m: mt.PhysdevMatch, br: Branch) -> bool | list[Alt]:
         """Bridge ports: decided where the snapshot tells, else both ways."""
         port = self._bridge_port(br.in_iface)
         if m.option == "is-in":
@@ -347,7 +322,7 @@ class Matcher:
             if port is False:
                 return m.negated  # not bridged: no physdev-in device at all
             if port is True and br.in_iface is not None:
-                return IfaceMatch("in", m.iface).hits(br.in_iface) != m.negated
+                return mt.IfaceMatch("in", m.iface).hits(br.in_iface) != m.negated
             return undecided(f"{m.text} (the bridge port the packet entered through is not known)")
         if m.option == "is-bridged" and port is False:
             # A routed packet that did not enter through a bridge is not bridged; where it leaves is
@@ -370,21 +345,21 @@ class Matcher:
             return False
         return None
 
-    def _iprange(self, m: IpRangeMatch, br: Branch) -> bool:
-        v = ip_value(br.dst if m.field == DST else br.src)
+    def _iprange(self, m: mt.IpRangeMatch, br: Branch) -> bool:
+        v = ip_value(br.dst if m.field == mt.DST else br.src)
         if v is None or v[0] != m.version:
             return False
         return (m.first <= v[1] <= m.last) != m.negated
 
-    def _pkttype(self, m: PktTypeMatch, br: Branch) -> bool:
+    def _pkttype(self, m: mt.PktTypeMatch, br: Branch) -> bool:
         t = self.node.addrtype(br.dst)
         kind = "multicast" if t == "MULTICAST" else "broadcast" if t == "BROADCAST" else "unicast"
         return (kind == m.kind) != m.negated
 
-    def _unknown(self, m: UnknownMatch, br: Branch) -> list[Alt]:
+    def _unknown(self, m: mt.UnknownMatch, br: Branch) -> list[Alt]:
         return undecided(f"{m.text} ({m.why})")
 
-    def _nfproto(self, m: NfprotoMatch, br: Branch) -> bool:
+    def _nfproto(self, m: mt.NfprotoMatch, br: Branch) -> bool:
         return (m.family == self.packet.family) != m.negated
 
     # -- nftables sets ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from svctrace.collectors.snapshot_dir import load_demo
 from svctrace.model.graph import Frontend
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
-from svctrace.resolver.contract import REGISTRY, ModeResolver, for_mode
+from svctrace.resolver.contract import ModeResolver, every_mode, for_mode
 from svctrace.trace import TRACERS, ModeTracer
 
 SVCTRACE = Path(svctrace.resolver.__file__).resolve().parents[1]
@@ -26,14 +26,14 @@ def _protocol_methods(protocol: type) -> dict[str, inspect.Signature]:
 
 
 def test_every_mode_has_a_resolver_and_a_tracer() -> None:
-    assert set(REGISTRY) == set(ProxyMode)
+    assert set(every_mode()) == set(ProxyMode)
     assert set(TRACERS) == set(ProxyMode)
     assert set(DEMO_MODE) == set(ProxyMode), "a new mode needs a demo snapshot for these tests"
 
 
 @pytest.mark.parametrize("mode", list(ProxyMode))
 def test_the_resolver_implements_the_contract(mode: ProxyMode) -> None:
-    resolver = REGISTRY[mode]
+    resolver = every_mode()[mode]
     assert isinstance(resolver, ModeResolver)
     assert resolver.mode is mode
     assert for_mode(mode) is resolver and for_mode(mode.value) is resolver

@@ -47,7 +47,17 @@ def selected_pods(snap: Snapshot, svc: Service) -> tuple[Pod, ...]:
     """Pods the endpoint controller considers: the selector matches and the pod has not finished."""
     if not svc.selector:
         return ()
-    return tuple(p for p in snap.pods_matching(svc.selector, svc.namespace) if p.phase not in ("Succeeded", "Failed"))
+    selector = svc.selector
+    return snap.recent(("selected_pods", id(svc), svc.namespace, svc.name), lambda: tuple(
+        p for p in snap.pods_matching(selector, svc.namespace) if p.phase not in ("Succeeded", "Failed")))
+
+
+def service_and_pods(ctx: CheckContext) -> tuple[Service, tuple[Pod, ...]] | None:
+    """The Service a check is about and its selected pods; None for no Service or an ExternalName one."""
+    svc = ctx.service
+    if svc is None or svc.is_external_name:
+        return None
+    return svc, selected_pods(ctx.snapshot, svc)
 
 
 def has_usable(snap: Snapshot, svc: Service, sp: ServicePort) -> bool:

@@ -8,7 +8,7 @@ from svctrace.diagnosis.checks.common import (
     asks_for,
     port_label,
     ports_in_scope,
-    selected_pods,
+    service_and_pods,
 )
 from svctrace.diagnosis.findings import ERROR, WARNING, Finding
 from svctrace.diagnosis.registry import CheckContext, check
@@ -33,12 +33,10 @@ def port_not_defined(ctx: CheckContext) -> Iterator[Finding]:
 @check("target-port-not-exposed")
 def target_port_not_exposed(ctx: CheckContext) -> Iterator[Finding]:
     """The targetPort is not a port the selected pods declare (a named one means no endpoint port at all)."""
-    svc, snap = ctx.service, ctx.snapshot
-    if svc is None or svc.is_external_name:
+    found = service_and_pods(ctx)
+    if found is None or not found[1]:
         return
-    pods = selected_pods(snap, svc)
-    if not pods:
-        return
+    (svc, pods), snap = found, ctx.snapshot
     for sp in ports_in_scope(ctx):
         tp = sp.effective_target_port
         if isinstance(tp, str) and not tp.isdigit():
@@ -85,10 +83,10 @@ def target_port_not_exposed(ctx: CheckContext) -> Iterator[Finding]:
 @check("protocol-mismatch")
 def protocol_mismatch(ctx: CheckContext) -> Iterator[Finding]:
     """The Service port's protocol differs from the protocol the pods declare for the target port."""
-    svc, snap = ctx.service, ctx.snapshot
-    if svc is None or svc.is_external_name:
+    found = service_and_pods(ctx)
+    if found is None:
         return
-    pods = selected_pods(snap, svc)
+    svc, pods = found
     for sp in ports_in_scope(ctx):
         tp = sp.effective_target_port
         named = isinstance(tp, str) and not tp.isdigit()
