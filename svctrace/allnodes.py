@@ -20,7 +20,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from svctrace import parallel
 from svctrace.diagnosis.audit import audit_service, dataplane_collected
@@ -244,8 +244,9 @@ class NodeAudit:
         return bool(self.drifted or self.not_programmed or self.stale_chains)
 
 
-@dataclass(frozen=True, slots=True)
-class _ServiceResult:
+class _ServiceResult(NamedTuple):
+    """One Service's audit on one node, reduced to what the all-nodes summary counts."""
+
     ref: str
     programmed: bool
     drift: ServiceDrift | None

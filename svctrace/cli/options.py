@@ -115,29 +115,21 @@ class SharedOption:
     default: Any
 
 
-SNAPSHOT_FLAGS = (SharedOption("from_", FromSnapshot, None),)
-KUBECTL_FLAGS = (
-    SharedOption("namespace", Namespace, None),
-    SharedOption("kubeconfig", Kubeconfig, None),
-    SharedOption("context", Context, None),
-    SharedOption("node", NodeName, None),
-    SharedOption("request_timeout", RequestTimeout, DEFAULT_REQUEST_TIMEOUT),
-    SharedOption("netns", Netns, None),
-)
+def _shared(*rows: tuple[str, Any, Any]) -> tuple[SharedOption, ...]:
+    return tuple(SharedOption(*row) for row in rows)
+
+
+SNAPSHOT_FLAGS = _shared(("from_", FromSnapshot, None))
+KUBECTL_FLAGS = _shared(("namespace", Namespace, None), ("kubeconfig", Kubeconfig, None), ("context", Context, None),
+                        ("node", NodeName, None), ("request_timeout", RequestTimeout, DEFAULT_REQUEST_TIMEOUT),
+                        ("netns", Netns, None))
 # --collect and its knobs: svc, trace, why-unreachable, audit, capture.
-COLLECT_FLAGS = (
-    SharedOption("collect", Collect, False),
-    SharedOption("image", Image, None),
-    SharedOption("privileged", Privileged, False),
-    SharedOption("collector_namespace", CollectorNamespace, None),
-    SharedOption("collect_timeout", CollectTimeout, DEFAULT_COLLECT_TIMEOUT),
-)
+COLLECT_FLAGS = _shared(("collect", Collect, False), ("image", Image, None), ("privileged", Privileged, False),
+                        ("collector_namespace", CollectorNamespace, None),
+                        ("collect_timeout", CollectTimeout, DEFAULT_COLLECT_TIMEOUT))
 # Every node at once: svc, why-unreachable, audit, capture.
-NODES_FLAGS = (
-    SharedOption("all_nodes", AllNodes, False),
-    SharedOption("nodes", NodeSelector, None),
-    SharedOption("parallel", Parallel, DEFAULT_PARALLEL),
-)
+NODES_FLAGS = _shared(("all_nodes", AllNodes, False), ("nodes", NodeSelector, None),
+                      ("parallel", Parallel, DEFAULT_PARALLEL))
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -16,6 +16,8 @@ import json
 import re
 from typing import Any
 
+from svctrace.errors import CollectionError
+
 NAME_LABEL = "app.kubernetes.io/name"
 COLLECTOR = "svctrace-collector"
 RUN_LABEL = "svctrace.io/run"
@@ -44,6 +46,14 @@ rules:
   resources: ["events"]
   verbs: ["list"]
 """
+
+
+class NodeReadError(CollectionError):
+    """One node could not be read (the others can still be)."""
+
+    def __init__(self, node: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.node = node
 
 
 def size_words(n: int) -> str:

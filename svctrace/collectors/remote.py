@@ -20,7 +20,6 @@ is a GET or a LIST.
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import re
 import secrets
@@ -41,12 +40,13 @@ from svctrace.collectors.collector_pod import (
     RUN_LABEL,
     SCRIPT_ENV,
     SELECTOR,
+    NodeReadError,
     collector_pod,
     handshake_status,
     node_ready,
     role_yaml,
-    size_words,
 )
+from svctrace.collectors.exec_stream import drain, wait_closed
 from svctrace.collectors.kube import KubeCollector, _Failure, _Op
 from svctrace.collectors.live import CollectOptions
 from svctrace.collectors.node_script import script
@@ -58,17 +58,8 @@ from svctrace.parsers.snapshot import NodeInput
 READ_BUDGET = 300  # seconds a started pod has for the read itself, on top of the start timeout
 MAX_OUTPUT = 1 << 30  # a 10k-Service node reads ~50 MB; this only stops a runaway
 EXEC_COMMAND = ["sh", "-c", f'eval "${SCRIPT_ENV}" 2>&1']
-_ERROR_CHANNEL, _STDOUT, _STDERR = 3, 1, 2
 _PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 _START_FAILURES = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
-
-class NodeReadError(CollectionError):
-    """One node could not be read (the others can still be)."""
-
-    def __init__(self, node: str, message: str, hint: str | None = None) -> None:
-        super().__init__(message, hint)
-        self.node = node
-
 
 @dataclass(frozen=True, slots=True)
 class NodeRead:
@@ -491,12 +482,13 @@ class RemoteCollector:
             except k8s_client.ApiException as exc:
                 raise self._exec_refused(node, name, str(exc.reason or "")) from None
             try:
-                return self._drain(node, resp)
+                return drain(resp, node, abandon=self._abandon, limit=MAX_OUTPUT, idle=READ_BUDGET,
+                             progress=lambda size: self.progress(node, "reading", f"{size / 2**20:.0f} MB"))
             except BaseException:
                 # Delete the pod before hanging up: the kubelet then stops the read on the node, and the stream
                 # ends from its side.
                 self._delete(name)
-                _wait_closed(resp, 3.0)
+                wait_closed(resp, 3.0)
                 raise
             finally:
                 resp.close()
@@ -518,57 +510,6 @@ class RemoteCollector:
         return NodeReadError(node, f"cannot exec into the collector pod {name} on node {node}"
                              + (f" ({status})" if status else "") + f": {message}",
                              "the API server could not reach the node's kubelet; check the node")
-
-    def _drain(self, node: str, resp: Any) -> bytearray:
-        """Every stdout frame until the server closes the stream; the exec's status must be Success."""
-        from websocket import ABNF, WebSocketTimeoutException
-
-        sock = resp.sock
-        sock.settimeout(1.0)
-        received = bytearray()
-        size = 0
-        status: dict[str, Any] | None = None
-        last = time.monotonic()
-        shown = 0
-        while True:
-            if self._abandon.is_set():
-                raise NodeReadError(node, "interrupted")
-            try:
-                opcode, frame = sock.recv_data_frame(True)
-            except WebSocketTimeoutException:
-                if time.monotonic() - last > READ_BUDGET:
-                    raise NodeReadError(node, f"the read on node {node} sent nothing for {READ_BUDGET}s",
-                                        "retry; if it persists, check the node's load") from None
-                continue
-            except Exception as exc:  # noqa: BLE001 - the connection ended: what arrived is judged below
-                if status is None and not received:
-                    raise NodeReadError(node, f"the exec stream from node {node} broke: {exc}",
-                                        "retry; check the network path to the API server") from None
-                break
-            last = time.monotonic()
-            if opcode == ABNF.OPCODE_CLOSE:
-                break
-            data = frame.data
-            if len(data) < 2:
-                continue
-            channel, payload = data[0], memoryview(data)[1:]
-            if channel in (_STDOUT, _STDERR):
-                received += payload
-                size += len(payload)
-                if size > MAX_OUTPUT:
-                    raise NodeReadError(node, f"node {node}'s read is over the {size_words(MAX_OUTPUT)} limit; stopped",
-                                        "run `sudo svctrace capture` on the node and analyse it with --from")
-                if size - shown > 4 << 20:
-                    shown = size
-                    self.progress(node, "reading", f"{size / 2**20:.0f} MB")
-            elif channel == _ERROR_CHANNEL:
-                with contextlib.suppress(ValueError):
-                    status = json.loads(bytes(payload))
-        if status is not None and status.get("status") != "Success" and status.get("reason") != "NonZeroExitCode":
-            raise NodeReadError(node, f"the read could not run in the collector pod on node {node}: "
-                                f"{status.get('message') or status}",
-                                "the image needs sh (kube-proxy's has it); pass --image with one that does")
-        return received
 
     # -- deleting --
 
@@ -609,20 +550,3 @@ class RemoteCollector:
         """Every pod name this run asked for (for tests and messages)."""
         return list(self._pods.names)
 
-
-def _wait_closed(resp: Any, seconds: float) -> None:
-    """Read and drop what an exec stream still sends until the server closes it (at most ``seconds``)."""
-    from websocket import ABNF, WebSocketTimeoutException
-
-    end = time.monotonic() + seconds
-    with contextlib.suppress(Exception):
-        resp.sock.settimeout(0.2)
-        while time.monotonic() < end:
-            try:
-                opcode, _ = resp.sock.recv_data_frame(True)
-            except WebSocketTimeoutException:
-                continue
-            except Exception:  # noqa: BLE001 - the connection ended: that is what was waited for
-                return
-            if opcode == ABNF.OPCODE_CLOSE:
-                return

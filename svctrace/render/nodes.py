@@ -63,6 +63,12 @@ def _table(*headers: str) -> Table:
     return table
 
 
+def _document(kind: str, fields: dict[str, Any], failures: Sequence[NodeFailure]) -> dict[str, Any]:
+    """A JSON document of this module: its kind, its fields, and the nodes that could not be read."""
+    return {"schemaVersion": SCHEMA_VERSION, "kind": kind, **fields,
+            "failures": [{"node": f.node, "error": f.message, "hint": f.hint} for f in failures]}
+
+
 def _failures(failures: Sequence[NodeFailure]) -> list[RenderableType]:
     if not failures:
         return []
@@ -145,10 +151,6 @@ def render_service_across_nodes(result: ServiceAcrossNodes, source: str = "") ->
     return Stack(*parts)
 
 
-def _failures_json(failures: Sequence[NodeFailure]) -> list[dict[str, Any]]:
-    return [{"node": f.node, "error": f.message, "hint": f.hint} for f in failures]
-
-
 def _groups_json(groups: Sequence[Group]) -> list[dict[str, Any]]:
     return [{"nodes": list(g.nodes), "majority": i == 0, "differences": list(g.differences)}
             for i, g in enumerate(groups)]
@@ -157,9 +159,7 @@ def _groups_json(groups: Sequence[Group]) -> list[dict[str, Any]]:
 def service_across_nodes_to_dict(result: ServiceAcrossNodes) -> dict[str, Any]:
     """``{"kind": "ServiceAcrossNodes", "nodes": [...], "groups": [...], "failures": [...]}`` (docs/json-schema.md)."""
     group_of = {node: i for i, g in enumerate(result.groups) for node in g.nodes}
-    return {
-        "schemaVersion": SCHEMA_VERSION,
-        "kind": "ServiceAcrossNodes",
+    return _document("ServiceAcrossNodes", {
         "service": {"namespace": result.namespace, "name": result.name},
         "nodes": [{
             "node": v.node, "mode": v.mode, "iptablesBackend": v.backend, "group": group_of.get(v.node),
@@ -171,8 +171,7 @@ def service_across_nodes_to_dict(result: ServiceAcrossNodes) -> dict[str, Any]:
             "missing": list(v.missing),
         } for v in result.nodes],
         "groups": _groups_json(result.groups),
-        "failures": _failures_json(result.failures),
-    }
+    }, result.failures)
 
 
 # --- audit ------------------------------------------------------------------------------------------------
@@ -229,9 +228,7 @@ def render_audit_across_nodes(result: AuditResult, source: str = "") -> Renderab
 
 def audit_across_nodes_to_dict(result: AuditResult) -> dict[str, Any]:
     """``{"kind": "AuditAcrossNodes", "summary": {...}, "nodes": [...], "failures": [...]}`` (docs/json-schema.md)."""
-    return {
-        "schemaVersion": SCHEMA_VERSION,
-        "kind": "AuditAcrossNodes",
+    return _document("AuditAcrossNodes", {
         "namespace": result.namespace,
         "summary": {
             "nodes": len(result.nodes),
@@ -249,8 +246,7 @@ def audit_across_nodes_to_dict(result: AuditResult) -> dict[str, Any]:
             "withoutEndpoints": n.without_endpoints, "outOfStep": n.out_of_step,
             "warnings": list(n.warnings), "missing": list(n.missing),
         } for n in result.nodes],
-        "failures": _failures_json(result.failures),
-    }
+    }, result.failures)
 
 
 def _counts(values: Any) -> dict[str, int]:
@@ -283,13 +279,10 @@ def render_verdicts_across_nodes(result: VerdictsAcrossNodes) -> RenderableType:
 
 def verdicts_across_nodes_to_dict(result: VerdictsAcrossNodes) -> dict[str, Any]:
     """``{"kind": "VerdictsAcrossNodes", "summary", "nodes": [...], "groups", "failures"}`` (docs/json-schema.md)."""
-    return {
-        "schemaVersion": SCHEMA_VERSION,
-        "kind": "VerdictsAcrossNodes",
+    return _document("VerdictsAcrossNodes", {
         "target": result.target,
         "summary": result.summary,
         "nodes": [{"node": n.node, "verdict": n.verdict, "reason": n.reason, "finding": n.code, "mode": n.mode,
                    "iptablesBackend": n.backend} for n in result.nodes],
         "groups": _groups_json(result.groups),
-        "failures": _failures_json(result.failures),
-    }
+    }, result.failures)
