@@ -41,6 +41,8 @@ class Streamed:
     # all of them for an element held back by ``ready``). None for a top-level value or bare array element.
     container: dict[str, Any] | None = None
     index: int | None = None  # its position in the streamed array; None for a top-level value
+    # True for the members of a top-level object whose array was streamed, given out after its elements
+    rest: bool = False
 
 
 class Counter:
@@ -264,8 +266,7 @@ class JsonStream:
             if nxt != ",":
                 raise self._fail("not valid JSON: Expecting ',' delimiter", self._pos - 1)
         yield from held
-        if not streamed:
-            yield Streamed(members, number, line)
+        yield Streamed(members, number, line, rest=streamed)
 
 
 def deeper_than(value: Any, limit: int) -> bool:

@@ -104,8 +104,8 @@ def _json_stream(stream: TextStream, source: str, counter: Counter, *, items: bo
 
 def _from_streamed(s: Streamed, source: str) -> Iterator[RawObject]:
     value = s.value
-    if value is None:
-        return  # null items, as some generators write
+    if value is None or s.rest:
+        return  # null items, as some generators write; what a List holds besides its items
     if s.container is not None:
         kind, api = _inherited(s.container)
         if not isinstance(value, Mapping):
