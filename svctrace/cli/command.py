@@ -132,7 +132,10 @@ def _source(flags: dict[str, Any]) -> Source:
     if "request_timeout" not in flags:  # a command without the kubectl flags
         return Source(snapshot)
     kubeconfig = flags["kubeconfig"]
+    request_timeout = parse_duration(flags["request_timeout"])
+    assert request_timeout is not None  # only --timeout may be 0 (no limit)
     live = LiveOptions(kubeconfig=None if kubeconfig is None else str(kubeconfig), context=flags["context"],
-                       namespace=flags["namespace"], node_name=flags["node"],
-                       timeout=parse_duration(flags["request_timeout"]), netns=flags["netns"])
+                       namespace=flags["namespace"], node_name=flags["node"], timeout=request_timeout,
+                       total_timeout=parse_duration(flags.get("timeout", "0"), "--timeout", zero_means_none=True),
+                       netns=flags["netns"])
     return Source(snapshot, live)

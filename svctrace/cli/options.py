@@ -57,8 +57,12 @@ NodeName = Annotated[
 ]
 RequestTimeout = Annotated[
     str, typer.Option("--request-timeout", metavar="DURATION",
-                      help="How long to wait for each API request, like kubectl's: 5s, 500ms, 1m (a bare number "
-                           "is seconds).")]
+                      help="How long each API request may take, all of it (connecting and every byte of the "
+                           "answer), like kubectl's: 5s, 500ms, 1m (a bare number is seconds).")]
+Timeout = Annotated[
+    str, typer.Option("--timeout", metavar="DURATION",
+                      help="How long the whole live collection (every API request and the node's reads) may take: "
+                           "2m, 90s; 0 means no limit.")]
 Netns = Annotated[
     str | None,
     typer.Option("--netns", hidden=True, help="Read the dataplane of this named network namespace (testing).",
@@ -66,6 +70,9 @@ Netns = Annotated[
 ]
 
 DEFAULT_REQUEST_TIMEOUT = "5s"
+# Long enough for `capture -A` of a 10,000-Service cluster (a few hundred LIST pages), short enough that no
+# server, however slow, holds a command for longer without the user asking for it.
+DEFAULT_TIMEOUT = "2m"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +91,7 @@ KUBECTL_FLAGS = (
     SharedOption("context", Context, None),
     SharedOption("node", NodeName, None),
     SharedOption("request_timeout", RequestTimeout, DEFAULT_REQUEST_TIMEOUT),
+    SharedOption("timeout", Timeout, DEFAULT_TIMEOUT),
     SharedOption("netns", Netns, None),
 )
 
@@ -91,17 +99,24 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in a kubectl-style duration: ``5s``, ``500ms``, ``1m30s``, or a bare number of seconds."""
+def parse_duration(text: str, flag: str = "--request-timeout", *, zero_means_none: bool = False) -> float | None:
+    """Seconds in a kubectl-style duration: ``5s``, ``500ms``, ``1m30s``, or a bare number of seconds.
+
+    ``0`` is None (no limit) where ``zero_means_none``; anything else must be more than zero and finite.
+    """
     value = text.strip()
     try:
         seconds = float(value)
     except ValueError:
         parts = _DURATION_PART.findall(value)
         if not parts or "".join(n + u for n, u in parts) != value:
-            raise UsageError(f"--request-timeout {text!r} is not a duration",
-                             "give e.g. --request-timeout 5s, 500ms or 1m") from None
+            raise UsageError(f"{flag} {text!r} is not a duration",
+                             f"give e.g. {flag} 5s, 500ms or 1m") from None
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise UsageError(f"--request-timeout {text!r} must be more than zero", "give e.g. --request-timeout 5s")
+    if seconds == 0 and zero_means_none:
+        return None
+    if not math.isfinite(seconds):
+        raise UsageError(f"{flag} {text!r} is not a finite duration", f"give e.g. {flag} 5s, 500ms or 1m")
+    if not seconds > 0:
+        raise UsageError(f"{flag} {text!r} must be more than zero", f"give e.g. {flag} 5s")
     return seconds
