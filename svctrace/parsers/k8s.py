@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 from svctrace.errors import InputError
 from svctrace.model.k8s import (
@@ -39,6 +39,7 @@ from svctrace.parsers.k8s_documents import (
     expand_all,
     type_name,
 )
+from svctrace.parsers.k8s_fields import READ_FIELDS
 from svctrace.parsers.limits import MAX_DEPTH
 
 __all__ = ["ApiObjects", "decode_documents", "merge_objects", "parse_objects", "parse_raw"]
@@ -49,6 +50,7 @@ MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 # Only these ConfigMaps are kept: the cluster DNS and kube-proxy configuration. Others are read and
 # dropped so that a `kubectl get cm -A` dump neither fails nor fills memory with unrelated data.
 KEPT_CONFIG_MAPS = frozenset({("kube-system", "coredns"), ("kube-system", "kube-proxy")})
+_READ_DATA = frozenset(cast(Mapping[str, Any], READ_FIELDS["ConfigMap"]["data"]))
 
 _PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "SCTP")
 # Old API spellings kube-proxy still accepts (v1.Service docs: "OnlyLocal"/"Global" were the beta names).
@@ -195,7 +197,7 @@ class _Accumulator:
             self.nodes.append(_node(obj))
         elif kind == "ConfigMap":
             if (obj.namespace, obj.name) in KEPT_CONFIG_MAPS:
-                data = obj.as_str_map(doc.get("data"), "data")
+                data = {k: v for k, v in obj.as_str_map(doc.get("data"), "data").items() if k in _READ_DATA}
                 self.config_maps.append(ConfigMap(obj.namespace, obj.name, data))
         else:
             self.policies.append(_network_policy(obj))

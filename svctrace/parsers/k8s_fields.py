@@ -71,9 +71,9 @@ READ_FIELDS: dict[str, dict[str, Spec]] = {
         "spec": {"podCIDR": True, "podCIDRs": True},
         "status": {"addresses": [{"type": True, "address": True}], "conditions": _CONDITIONS},
     },
-    # Only kube-system/coredns (its Corefile: the cluster domain) and kube-system/kube-proxy (its
-    # configuration) are kept by the parser; of their data only these keys.
-    "ConfigMap": {"metadata": {"name": True, "namespace": True}, "data": {"Corefile": True, "config.conf": True}},
+    # Only kube-system/coredns and kube-system/kube-proxy are kept by the parser; of their data only the
+    # Corefile (the cluster domain).
+    "ConfigMap": {"metadata": {"name": True, "namespace": True}, "data": {"Corefile": True}},
     # A NetworkPolicy's spec is read whole: selectors, peers, ports and CIDRs are all it holds.
     "NetworkPolicy": {"metadata": _META, "spec": True},
     # Read for shell completion only.
