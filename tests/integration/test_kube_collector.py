@@ -434,7 +434,8 @@ def test_server_slower_than_the_timeout_fails_once_without_retries(tmp_path: Pat
 
 def test_connection_closed_without_answer(tmp_path: Path) -> None:
     with fixture_cluster(close_without_answer=True) as srv:
-        with collector(srv, tmp_path) as kube, pytest.raises(ApiUnreachableError, match="closed before the answer was complete"):
+        with collector(srv, tmp_path) as kube, \
+                pytest.raises(ApiUnreachableError, match="closed before the answer was complete"):
             kube.collect_service(None, "my-nginx")
         assert len(srv.requests) == 1
 

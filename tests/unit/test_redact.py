@@ -62,7 +62,8 @@ def hop_shape(hop: Hop, m: Callable[[str], str]) -> tuple[Any, ...]:
             tuple(hop_shape(c, m) for c in hop.children))
 
 
-def graph_shape(graph: PathGraph, m: Callable[[str], str] = _same, port: Callable[[str], str] = _same) -> tuple[Any, ...]:
+def graph_shape(graph: PathGraph, m: Callable[[str], str] = _same,
+                port: Callable[[str], str] = _same) -> tuple[Any, ...]:
     """What must survive redaction; ``m`` maps the original's names and addresses (Redactor.text), ``port``
     its port names."""
     fronts = tuple((f.type, f.ip if f.ip == "*" else m(f.ip), f.port, f.protocol,
