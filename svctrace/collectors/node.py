@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,19 +357,15 @@ def _joined(*runs: _Run) -> str | None:
 
 def _read_ipvs(netns: str | None, where: str, node: NodeInput) -> None:
     """IPVS virtual servers and ipsets over netlink, kept parsed and in their save formats."""
-    try:
-        table = read_ipvs(netns)
-    except CollectionError as exc:
-        node.warnings.append(f"cannot read IPVS{where}: {exc.message}" + (f"; {exc.hint}" if exc.hint else ""))
-        node.missing.append(Missing(NodeFile.IPVSADM, exc.message))
-    else:
-        node.parsed[NodeFile.IPVSADM] = table
-        node.files[NodeFile.IPVSADM] = format_ipvsadm_save(table)
-    try:
-        sets = read_ipsets(netns)
-    except CollectionError as exc:
-        node.warnings.append(f"cannot read ipsets{where}: {exc.message}" + (f"; {exc.hint}" if exc.hint else ""))
-        node.missing.append(Missing(NodeFile.IPSET, exc.message))
-    else:
-        node.parsed[NodeFile.IPSET] = sets
-        node.files[NodeFile.IPSET] = format_ipset_save(sets)
+    readers: tuple[tuple[str, NodeFile, Callable[[str | None], Any], Callable[[Any], str]], ...] = (
+        ("IPVS", NodeFile.IPVSADM, read_ipvs, format_ipvsadm_save),
+        ("ipsets", NodeFile.IPSET, read_ipsets, format_ipset_save))
+    for what, name, read, save_format in readers:
+        try:
+            value = read(netns)
+        except CollectionError as exc:
+            node.warnings.append(f"cannot read {what}{where}: {exc.message}" + (f"; {exc.hint}" if exc.hint else ""))
+            node.missing.append(Missing(name, exc.message))
+        else:
+            node.parsed[name] = value
+            node.files[name] = save_format(value)

@@ -175,6 +175,23 @@ class Snapshot:
             return out
         return self._by("pod_ips", build).get(ip)  # type: ignore[no-any-return]
 
+    def pods_matching(self, selector: Mapping[str, str], namespace: str | None = None) -> tuple[Pod, ...]:
+        """Pods with every label of ``selector`` (in ``namespace``, or any): found through a label index, so a
+        Service's pods cost the size of its smallest label group, not a scan of every pod."""
+        if not selector:
+            return self.pods_in(namespace) if namespace is not None else self.pods
+
+        def build() -> dict[tuple[str, str], list[Pod]]:
+            out: dict[tuple[str, str], list[Pod]] = {}
+            for pod in self.pods:
+                for pair in pod.labels.items():
+                    out.setdefault(pair, []).append(pod)
+            return out
+        index = self._by("labels", build)
+        smallest = min((index.get(pair, []) for pair in selector.items()), key=len)
+        return tuple(p for p in smallest if (namespace is None or p.namespace == namespace)
+                     and all(p.labels.get(k) == v for k, v in selector.items()))
+
     def pods_in(self, namespace: str) -> tuple[Pod, ...]:
         return tuple(self._by("pods_ns", lambda: self._group(self.pods, lambda p: p.namespace)).get(namespace, ()))
 

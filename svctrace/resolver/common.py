@@ -290,3 +290,17 @@ def frontend_verdict(hops: tuple[Hop, ...]) -> str:
     if blocked:
         return g.DROPPED
     return g.NOT_PROGRAMMED
+
+
+def node_addresses(snapshot: Snapshot, family: int) -> tuple[tuple[str, ...], str]:
+    """This node's addresses of a family, for NodePorts kube-proxy opens on any local address: the Node's
+    (from the API), else the node's global interface addresses, else "*"; and which ones were taken."""
+    node = snapshot.node_named(snapshot.node.name)
+    from_node = tuple(ip for ip in (node.ips if node is not None else ()) if family_of(ip) == family)
+    if from_node:
+        return from_node, "the Node's addresses"
+    local = tuple(a.address for a in snapshot.node.addresses or ()
+                  if a.family == family and a.scope == "global" and a.ifname != "lo")
+    if local:
+        return local, "its global addresses"
+    return ("*",), "its addresses were not collected"

@@ -6,17 +6,19 @@ rules carry no comments (large-cluster mode) and chains that no Service owns any
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
-from svctrace.model.iptables import Chain, IptablesDump, Rule, Table
+from svctrace.model.iptables import IptablesDump, Rule, Table
 from svctrace.model.k8s import Service, ServicePort
-from svctrace.model.matches import SRC, AddrTypeMatch, DnatAction, RecentMatch, StatisticMatch
+from svctrace.model.matches import SRC, AddrTypeMatch, DnatAction, RecentMatch, StatisticMatch, ip_value
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
-from svctrace.resolver.common import api_endpoints, categorize, family_of, frontend_verdict
+from svctrace.resolver.chains import ChainWalk, RuleFacts, Words
+from svctrace.resolver.common import api_endpoints, categorize, family_of, frontend_verdict, node_addresses
 from svctrace.resolver.contract import PortResult, register
 
 MASQ_CHAIN = "KUBE-MARK-MASQ"
@@ -28,7 +30,6 @@ KIND_BY_PREFIX = {
     "KUBE-FW-": "firewall",
     "KUBE-SEP-": "endpoint",
 }
-MAX_DEPTH = 8
 
 
 def _kind(chain: str) -> str:
@@ -42,14 +43,17 @@ def _ref(rule: Rule) -> RuleRef:
     return RuleRef(table=rule.table, chain=rule.chain, index=rule.index, text=rule.text)
 
 
-def _pct(share: float) -> str:
-    return f"{share * 100:.0f}%" if share * 100 >= 1 or share == 0 else f"{share * 100:.2g}%"
+def _host(rule: Rule) -> tuple[int, int] | None:
+    """(version, address) of a rule's single-address destination (``-d IP/32``); None for any other."""
+    d = rule.destination
+    if d is None or d.negated or len(d.prefixes) != 1 or not d.prefixes[0].is_host:
+        return None
+    return d.prefixes[0].version, d.prefixes[0].net
 
 
 def _dst_is(rule: Rule, ip: str) -> bool:
-    d = rule.destination
-    return d is not None and not d.negated and len(d.prefixes) == 1 and d.prefixes[0].is_host \
-        and d.prefixes[0].address == naming.normalize_ip(ip)
+    host = _host(rule)
+    return host is not None and host == ip_value(naming.normalize_ip(ip))
 
 
 def _dport_is(rule: Rule, port: int) -> bool:
@@ -98,316 +102,163 @@ def port_index(table: Table, chain: str) -> dict[int, list[Rule]]:
     return table.memoized(f"ports:{chain}", build)
 
 
-@dataclass
-class _Ctx:
-    """What one walk needs; mutable only to record which chains the walk reached."""
-
-    snapshot: Snapshot
-    svc: Service
-    sp: ServicePort
-    dump: IptablesDump
-    nat: Table | None
-    filt: Table | None
-    api: dict[tuple[str, int | None], EndpointInfo]
-    reached: set[str] = field(default_factory=set)
-    programmed: dict[tuple[str, int | None], EndpointInfo] = field(default_factory=dict)
-    # the filter REJECT/DROP rule for the frontend being walked; KUBE-EXT falls through to it
-    external_verdict: Rule | None = None
-    stack: set[str] = field(default_factory=set)  # chains being walked, to stop jump loops
-
-    def chain(self, name: str) -> Chain | None:
-        return self.nat.chain(name) if self.nat is not None else None
+def frontend_index(table: Table, chain: str) -> dict[tuple[tuple[int, int], int], list[Rule]]:
+    """The rules of a chain that match one destination address and port, by (address, port): what a
+    ClusterIP, externalIP or load balancer frontend is looked up by (built once per table)."""
+    def build() -> dict[tuple[tuple[int, int], int], list[Rule]]:
+        out: dict[tuple[tuple[int, int], int], list[Rule]] = {}
+        for port, rules in port_index(table, chain).items():
+            for rule in rules:
+                host = _host(rule)
+                if host is not None:
+                    out.setdefault((host, port), []).append(rule)
+        return out
+    return table.memoized(f"frontends:{chain}", build)
 
 
-
-def _endpoint_info(ctx: _Ctx, ip: str, port: int | None) -> EndpointInfo:
-    known = ctx.api.get((ip, port))
-    if known is not None:
-        info = replace(known, in_dataplane=True)
-    else:
-        pod = ctx.snapshot.pod_by_ip(ip)
-        node = pod.node_name if pod is not None else None
-        this = ctx.snapshot.node.name
-        info = EndpointInfo(
-            ip=ip, port=port, protocol=ctx.sp.protocol, pod=pod.ref if pod is not None else None,
-            node=node, local=(node == this) if (node and this) else None,
-            ready=None, serving=None, terminating=None, in_api=False, in_dataplane=True,
-        )
-    ctx.programmed[(ip, port)] = info
-    return info
+IPTABLES_WORDS = Words(
+    dnat="DNAT",
+    records="-m recent --set records the client, so session affinity sends it here again.",
+    missing_note="chain missing from the dump",
+    local="KUBE-SVL holds only the endpoints on this node (traffic policy Local).",
+    balance="kube-proxy balances new connections over {n} endpoints with -m statistic: each rule takes its "
+            "probability of the connections that reach it (1/n, 1/(n-1), ... then the rest), so each endpoint "
+            "gets an equal share.",
+    masq_marked="KUBE-POSTROUTING masquerades them",
+    affinity="sessionAffinity ClientIP: a client seen in the last {seconds}s (-m recent --rcheck) goes straight "
+             "back to its endpoint; only new clients are balanced.",
+    fallthrough="(no KUBE-SVL jump and no filter rule)",
+    not_followed="not a kube-proxy chain; not followed",
+)
 
 
-def _sep_hop(ctx: _Ctx, chain_name: str, *, rules: tuple[RuleRef, ...], share: float | None,
-             probability: str | None, affinity: str | None) -> Hop:
-    ctx.reached.add(chain_name)
-    chain = ctx.chain(chain_name)
-    if chain is None:
-        return Hop(kind="endpoint", name=chain_name, table="nat", rules=rules, share=share,
-                   probability=probability, verdict="DROP",
-                   explain=f"{chain_name} is jumped to but does not exist in the nat table; "
-                           "iptables-restore would have refused this, so the dump is incomplete.",
-                   notes=("chain missing from the dump",))
-    masquerade = None
-    endpoint: EndpointInfo | None = None
-    own: list[RuleRef] = []
-    notes: list[str] = []
-    records_affinity = False
-    explain: list[str] = []
-    for rule in chain.rules:
-        if rule.target == MASQ_CHAIN:
-            src = rule.source
-            if src is not None and not src.negated:
-                masquerade = f"hairpin: when the pod {_source_text(rule)} reaches itself through the Service"
+def rule_facts(rule: Rule) -> RuleFacts:
+    """What a rule of kube-proxy's Service chains does, read from its typed matches and target."""
+    target = rule.target
+    src = rule.source
+    dnat = dnat_note = None
+    skip = False
+    if target == "DNAT":
+        action = rule.action
+        first = action.first if isinstance(action, DnatAction) else None
+        if first is None or first.first_ip is None:
+            if isinstance(action, DnatAction) and action.problem == "DNAT rule without --to-destination":
+                dnat_note, skip = f"DNAT rule without --to-destination (rule {rule.index})", True
             else:
-                masquerade = describe_source(rule) or "always"
-            own.append(_ref(rule))
-        elif rule.target == "DNAT":
-            action = rule.action
-            first = action.first if isinstance(action, DnatAction) else None
-            if first is None or first.first_ip is None:
-                if isinstance(action, DnatAction) and action.problem == "DNAT rule without --to-destination":
-                    notes.append(f"DNAT rule without --to-destination (rule {rule.index})")
-                    continue
                 shown = repr(action.raw) if isinstance(action, DnatAction) and action.raw else "(no address)"
-                notes.append(f"rule {rule.index}: cannot read the DNAT destination {shown}: {rule.text}")
-                own.append(_ref(rule))
-                continue
-            ip, port = first.first_ip, first.first_port
-            endpoint = _endpoint_info(ctx, ip, port)
-            own.append(_ref(rule))
-            if any(m.op == "set" for m in rule.all(RecentMatch)):
-                records_affinity = True
-            expected = naming.ipt_endpoint_chain(
-                naming.service_port_name(ctx.svc.namespace, ctx.svc.name, ctx.sp.name),
-                ctx.sp.protocol, ip, port or 0)
-            if expected != chain_name:
-                notes.append(f"chain name does not hash from {endpoint.address}: kube-proxy would call it "
-                             f"{expected}")
-            explain.append(f"DNAT rewrites the destination to {endpoint.address}; conntrack remembers "
-                           "the translation, so replies are rewritten back.")
+                dnat_note = f"rule {rule.index}: cannot read the DNAT destination {shown}: {rule.text}"
         else:
-            own.append(_ref(rule))
-            notes.append(f"rule {rule.index} is not one kube-proxy writes here: {rule.text}")
-    if records_affinity:
-        explain.append("-m recent --set records the client, so session affinity sends it here again.")
-    if endpoint is None:
-        return Hop(kind="endpoint", name=chain_name, table="nat", rules=rules + tuple(own), share=share,
-                   probability=probability, affinity=affinity, masquerade=masquerade,
-                   notes=tuple(notes) + ("no DNAT rule: traffic falls through unchanged",),
-                   explain="This endpoint chain has no DNAT rule, so nothing is translated here.")
-    return Hop(kind="endpoint", name=chain_name, table="nat", rules=rules + tuple(own), share=share,
-               probability=probability, masquerade=masquerade, affinity=affinity, verdict="DNAT",
-               endpoint=endpoint, explain=" ".join(explain), notes=tuple(notes))
+            dnat = (first.first_ip, first.first_port)
+    rcheck = next((m for m in rule.all(RecentMatch) if m.op == "rcheck"), None)
+    return RuleFacts(
+        index=rule.index, text=rule.text, target=target, goto=rule.goto, masq=target == MASQ_CHAIN,
+        source=describe_source(rule),
+        hairpin=_source_text(rule) if src is not None and not src.negated else None,
+        pod_network=_source_text(rule) if src is not None and src.negated else None,
+        dnat=dnat, dnat_note=dnat_note, dnat_skip=skip,
+        records_affinity=any(m.op == "set" for m in rule.all(RecentMatch)),
+        affinity_seconds=(str(rcheck.seconds) if rcheck.seconds is not None else "?") if rcheck is not None else None,
+        action_less=target is None,
+    )
 
 
-def _service_chain_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...],
-                       depth: int) -> Hop:
-    """A KUBE-SVC or KUBE-SVL chain: masquerade rule, affinity rules, then the probability ladder."""
-    ctx.reached.add(chain_name)
-    kind = _kind(chain_name)
-    chain = ctx.chain(chain_name)
-    if chain is None:
-        return Hop(kind=kind, name=chain_name, table="nat", when=when, rules=rules, verdict="DROP",
-                   notes=("chain missing from the dump",),
-                   explain=f"{chain_name} is jumped to but does not exist in the nat table.")
-    masquerade = None
-    masq_explain = ""
-    affinity_seconds: str | None = None
-    affinity_targets: set[str] = set()
-    own: list[RuleRef] = []
-    children: list[Hop] = []
-    notes: list[str] = []
-    remaining = 1.0
-    for rule in chain.rules:
-        target = rule.target or ""
-        if target == MASQ_CHAIN:
-            masquerade = describe_source(rule) or "always"
-            own.append(_ref(rule))
-            src = rule.source
-            if src is not None and src.negated:
-                masq_explain = (f"Clients outside the pod network {_source_text(rule)} (the node itself, "
-                                "host-network pods) are marked 0x4000 so KUBE-POSTROUTING masquerades them; "
-                                "otherwise the pod's reply would not come back through this node's NAT.")
+class _Walk(ChainWalk[Rule]):
+    """One Service port's walk of its nat chains (the shared walk, reading iptables rules)."""
+
+    def __init__(self, snapshot: Snapshot, svc: Service, sp: ServicePort, dump: IptablesDump,
+                 api: dict[tuple[str, int | None], EndpointInfo]) -> None:
+        super().__init__(snapshot, svc, sp, "nat", api, IPTABLES_WORDS)
+        self.dump = dump
+        self.nat = dump.table("nat")
+        self.filt = dump.table("filter")
+        # the filter REJECT/DROP rule for the frontend being walked; KUBE-EXT falls through to it
+        self.filter_verdict: Rule | None = None
+        self.lb_ip = ""  # the load balancer address whose KUBE-FW chain is being walked
+
+    def rules(self, chain: str) -> Sequence[Rule] | None:
+        c = self.nat.chain(chain) if self.nat is not None else None
+        return c.rules if c is not None else None
+
+    def ref(self, rule: Rule) -> RuleRef:
+        return _ref(rule)
+
+    def facts(self, rule: Rule) -> RuleFacts:
+        return rule_facts(rule)
+
+    def kind(self, chain: str) -> str:
+        return _kind(chain)
+
+    def missing_explain(self, kind: str, name: str) -> str:
+        if kind == "endpoint":
+            return (f"{name} is jumped to but does not exist in the nat table; iptables-restore would have refused "
+                    "this, so the dump is incomplete.")
+        return f"{name} is jumped to but does not exist in the nat table."
+
+    def endpoint_name(self, ip: str, port: int) -> str:
+        return naming.ipt_endpoint_chain(naming.service_port_name(self.svc.namespace, self.svc.name, self.sp.name),
+                                         self.sp.protocol, ip, port)
+
+    def pick(self, rule: Rule, facts: RuleFacts, remaining: float, notes: list[str]
+             ) -> tuple[list[tuple[str, RuleRef, float, str | None]], float] | None:
+        target = facts.target
+        if target is None or not target.startswith(naming.IPT_ENDPOINT_PREFIX):
+            return None
+        prob = rule.probability
+        if remaining <= 0:
+            notes.append(f"rule {rule.index} is never reached: an earlier rule takes every connection")
+            share = 0.0
+        elif prob is None:
+            share, remaining = remaining, 0.0
+        else:
+            share = remaining * prob
+            remaining -= share
+        stat = rule.first(StatisticMatch)
+        return [(target, _ref(rule), share, stat.raw if stat is not None and not stat.nth else None)], remaining
+
+    def external_verdict(self, local_policy: bool) -> Hop | None:
+        drop = self.filter_verdict
+        if drop is None:
+            return None
+        return Hop(
+            kind="verdict", name=drop.target or "DROP", table="filter",
+            when="external clients" if local_policy else "otherwise", rules=(_ref(drop),), verdict=drop.target,
+            explain=("No endpoint of this Service runs on this node, so external clients are dropped "
+                     "(filter KUBE-EXTERNAL-SERVICES); the load balancer's health check on the "
+                     "healthCheckNodePort fails and takes this node out of rotation."
+                     if drop.target == "DROP" else
+                     "The Service has no endpoints: filter KUBE-EXTERNAL-SERVICES rejects the connection."))
+
+    def firewall_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int) -> Hop:
+        """KUBE-FW: loadBalancerSourceRanges; allowed sources go on, the rest are dropped in filter."""
+        self.reached.add(chain_name)
+        chain = self.rules(chain_name)
+        if chain is None:
+            return self.missing("firewall", chain_name, when, rules)
+        own: list[RuleRef] = []
+        children: list[Hop] = []
+        allowed: list[str] = []
+        for rule in chain:
+            target = rule.target or ""
+            if target.startswith(naming.IPT_SERVICE_PREFIXES):
+                if rule.source is not None and not rule.source.negated:
+                    allowed.append(_source_text(rule) or "")
+                children.append(self.walk(target, when=describe_source(rule), rules=(_ref(rule),), depth=depth + 1))
             else:
-                masq_explain = ("Every connection is marked 0x4000 for masquerading (--masquerade-all, "
-                                "or no pod CIDR is known to kube-proxy).")
-            continue
-        rcheck = next((m for m in rule.all(RecentMatch) if m.op == "rcheck"), None)
-        if rcheck is not None and target.startswith(naming.IPT_ENDPOINT_PREFIX):
-            affinity_seconds = str(rcheck.seconds) if rcheck.seconds is not None else "?"
-            affinity_targets.add(target)
-            own.append(_ref(rule))
-            continue
-        if target.startswith(naming.IPT_ENDPOINT_PREFIX):
-            prob = rule.probability
-            if remaining <= 0:
-                notes.append(f"rule {rule.index} is never reached: an earlier rule takes every connection")
-                share = 0.0
-            elif prob is None:
-                share = remaining
-                remaining = 0.0
-            else:
-                share = remaining * prob
-                remaining -= share
-            stat = rule.first(StatisticMatch)
-            children.append(_sep_hop(
-                ctx, target, rules=(_ref(rule),), share=share,
-                probability=stat.raw if stat is not None and not stat.nth else None,
-                affinity=f"ClientIP, {affinity_seconds}s" if target in affinity_targets else None,
-            ))
-            continue
-        if rule.target is None:
-            own.append(_ref(rule))
-            continue
-        own.append(_ref(rule))
-        notes.append(f"rule {rule.index} is not one kube-proxy writes here: {rule.text}")
-    if remaining > 1e-9 and children:
-        notes.append(f"{_pct(remaining)} of connections match no endpoint rule and fall through")
-    affinity = None
-    if affinity_seconds is not None:
-        affinity = f"ClientIP, {affinity_seconds}s"
-    sentences = []
-    if kind == "local":
-        sentences.append("KUBE-SVL holds only the endpoints on this node (traffic policy Local).")
-    n = len(children)
-    if n > 1:
-        sentences.append(f"kube-proxy balances new connections over {n} endpoints with -m statistic: each rule "
-                         "takes its probability of the connections that reach it (1/n, 1/(n-1), ... then the "
-                         "rest), so each endpoint gets an equal share.")
-    elif n == 1:
-        sentences.append("A single endpoint takes every new connection.")
-    if masq_explain:
-        sentences.append(masq_explain)
-    if any(c.masquerade and c.masquerade.startswith("hairpin") for c in children):
-        sentences.append("Each endpoint chain also masquerades a pod that reaches itself through the Service "
-                         "(hairpin), or its reply would bypass the NAT and be dropped.")
-    if affinity is not None:
-        sentences.append(f"sessionAffinity ClientIP: a client seen in the last {affinity_seconds}s "
-                         "(-m recent --rcheck) goes straight back to its endpoint; only new clients are balanced.")
-    verdict = None
-    if not children:
-        notes.append("no endpoint rules: nothing is translated here")
-    return Hop(kind=kind, name=chain_name, table="nat", when=when, rules=rules + tuple(own),
-               masquerade=masquerade, affinity=affinity, verdict=verdict, explain=" ".join(sentences),
-               notes=tuple(notes), children=tuple(children))
-
-
-def _external_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...],
-                  depth: int) -> Hop:
-    """KUBE-EXT: masquerade, short-circuits for pods and the node, then the cluster or local chain."""
-    ctx.reached.add(chain_name)
-    chain = ctx.chain(chain_name)
-    if chain is None:
-        return Hop(kind="external", name=chain_name, table="nat", when=when, rules=rules, verdict="DROP",
-                   notes=("chain missing from the dump",),
-                   explain=f"{chain_name} is jumped to but does not exist in the nat table.")
-    masquerade = None
-    own: list[RuleRef] = []
-    children: list[Hop] = []
-    notes: list[str] = []
-    unconditional_exit = False
-    local_policy = ctx.svc.external_traffic_policy in ("Local", "OnlyLocal")
-    for rule in chain.rules:
-        target = rule.target or ""
-        cond = describe_source(rule)
-        if target == MASQ_CHAIN:
-            masquerade = cond or "always"
-            own.append(_ref(rule))
-            continue
-        if target.startswith(naming.IPT_SERVICE_PREFIXES):
-            if cond is None:
-                unconditional_exit = True
-                cond = "external clients" if local_policy else None
-            children.append(_walk(ctx, target, when=cond, rules=(_ref(rule),), depth=depth + 1))
-            continue
-        own.append(_ref(rule))
-        if rule.target is not None:
-            notes.append(f"rule {rule.index} is not one kube-proxy writes here: {rule.text}")
-    if local_policy:
-        explain = ("externalTrafficPolicy Local: clients from outside go only to endpoints on this node and "
-                   "keep their source address (no SNAT); pods and the node itself are short-circuited to "
-                   "every endpoint.")
-    else:
-        explain = ("externalTrafficPolicy Cluster: external connections are marked for masquerade, so the pod "
-                   "sees this node as the source and replies come back through it; any endpoint in the "
-                   "cluster may serve them.")
-    if not unconditional_exit:
-        drop = ctx.external_verdict
+                own.append(_ref(rule))
+        candidates = port_index(self.filt, "KUBE-PROXY-FIREWALL").get(self.sp.port, []) if self.filt else []
+        drop = next((r for r in candidates if r.target == "DROP" and _dst_is(r, self.lb_ip)), None)
         if drop is not None:
             children.append(Hop(
-                kind="verdict", name=drop.target or "DROP", table="filter",
-                when="external clients" if local_policy else "otherwise",
-                rules=(_ref(drop),), verdict=drop.target,
-                explain=("No endpoint of this Service runs on this node, so external clients are dropped "
-                         "(filter KUBE-EXTERNAL-SERVICES); the load balancer's health check on the "
-                         "healthCheckNodePort fails and takes this node out of rotation."
-                         if drop.target == "DROP" else
-                         "The Service has no endpoints: filter KUBE-EXTERNAL-SERVICES rejects the connection."),
+                kind="verdict", name="DROP", table="filter", when="any other source", rules=(_ref(drop),),
+                verdict="DROP",
+                explain="Sources outside loadBalancerSourceRanges fall through KUBE-FW without DNAT; "
+                        "filter KUBE-PROXY-FIREWALL then drops them.",
             ))
-        else:
-            notes.append("some sources fall through this chain without a verdict "
-                         "(no KUBE-SVL jump and no filter rule): they are routed unchanged")
-    return Hop(kind="external", name=chain_name, table="nat", when=when, rules=rules + tuple(own),
-               masquerade=masquerade, explain=explain, notes=tuple(notes), children=tuple(children))
-
-
-def _firewall_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...],
-                  depth: int, lb_ip: str) -> Hop:
-    """KUBE-FW: loadBalancerSourceRanges; allowed sources go on, the rest are dropped in filter."""
-    ctx.reached.add(chain_name)
-    chain = ctx.chain(chain_name)
-    if chain is None:
-        return Hop(kind="firewall", name=chain_name, table="nat", when=when, rules=rules, verdict="DROP",
-                   notes=("chain missing from the dump",),
-                   explain=f"{chain_name} is jumped to but does not exist in the nat table.")
-    own: list[RuleRef] = []
-    children: list[Hop] = []
-    allowed: list[str] = []
-    for rule in chain.rules:
-        target = rule.target or ""
-        if target.startswith(naming.IPT_SERVICE_PREFIXES):
-            cond = describe_source(rule)
-            if rule.source is not None and not rule.source.negated:
-                allowed.append(_source_text(rule) or "")
-            children.append(_walk(ctx, target, when=cond, rules=(_ref(rule),), depth=depth + 1))
-        else:
-            own.append(_ref(rule))
-    candidates = port_index(ctx.filt, "KUBE-PROXY-FIREWALL").get(ctx.sp.port, []) if ctx.filt is not None else []
-    drop = next((r for r in candidates if r.target == "DROP" and _dst_is(r, lb_ip)), None)
-    if drop is not None:
-        children.append(Hop(
-            kind="verdict", name="DROP", table="filter", when="any other source", rules=(_ref(drop),),
-            verdict="DROP",
-            explain="Sources outside loadBalancerSourceRanges fall through KUBE-FW without DNAT; "
-                    "filter KUBE-PROXY-FIREWALL then drops them.",
-        ))
-    return Hop(kind="firewall", name=chain_name, table="nat", when=when, rules=rules + tuple(own),
-               explain="loadBalancerSourceRanges: only " + (", ".join(allowed) or "no source")
-                       + " may use this load balancer IP.",
-               notes=() if drop is not None else ("no filter KUBE-PROXY-FIREWALL DROP for other sources",),
-               children=tuple(children))
-
-
-def _walk(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int,
-          lb_ip: str = "") -> Hop:
-    if depth > MAX_DEPTH or chain_name in ctx.stack:
-        return Hop(kind=_kind(chain_name), name=chain_name, table="nat", when=when, rules=rules,
-                   notes=("jump loop or too deep; not followed",))
-    ctx.stack.add(chain_name)
-    try:
-        kind = _kind(chain_name)
-        if kind in ("service", "local"):
-            return _service_chain_hop(ctx, chain_name, when=when, rules=rules, depth=depth)
-        if kind == "external":
-            return _external_hop(ctx, chain_name, when=when, rules=rules, depth=depth)
-        if kind == "firewall":
-            return _firewall_hop(ctx, chain_name, when=when, rules=rules, depth=depth, lb_ip=lb_ip)
-        if kind == "endpoint":
-            return _sep_hop(ctx, chain_name, rules=rules, share=None, probability=None, affinity=None)
-        return Hop(kind="chain", name=chain_name, table="nat", when=when, rules=rules,
-                   notes=("not a kube-proxy chain; not followed",))
-    finally:
-        ctx.stack.discard(chain_name)
+        return Hop(kind="firewall", name=chain_name, table="nat", when=when, rules=rules + tuple(own),
+                   explain="loadBalancerSourceRanges: only " + (", ".join(allowed) or "no source")
+                           + " may use this load balancer IP.",
+                   notes=() if drop is not None else ("no filter KUBE-PROXY-FIREWALL DROP for other sources",),
+                   children=tuple(children))
 
 
 def _filter_verdict_hop(rule: Rule, what: str, policy_note: str) -> Hop:
@@ -421,7 +272,7 @@ def _filter_verdict_hop(rule: Rule, what: str, policy_note: str) -> Hop:
     return Hop(kind="verdict", name=target, table="filter", rules=(_ref(rule),), verdict=target, explain=explain)
 
 
-def _filter_rule_for(ctx: _Ctx, chains: tuple[str, ...], ip: str | None, port: int,
+def _filter_rule_for(ctx: _Walk, chains: tuple[str, ...], ip: str | None, port: int,
                      local_dst: bool = False) -> Rule | None:
     if ctx.filt is None:
         return None
@@ -447,12 +298,18 @@ class _FrontendSpec:
     local_dst: bool = False
 
 
-def _frontend(ctx: _Ctx, spec: _FrontendSpec, explain: str) -> Frontend:
+def _frontend(ctx: _Walk, spec: _FrontendSpec, explain: str) -> Frontend:
     sp = ctx.sp
     dispatch: list[Rule] = []
     older_masq: list[Rule] = []
     localhost: list[Rule] = []
-    candidates = port_index(ctx.nat, spec.dispatch_chain).get(spec.port, []) if ctx.nat is not None else []
+    if ctx.nat is None:
+        candidates: list[Rule] = []
+    elif spec.type == "NodePort":
+        candidates = port_index(ctx.nat, spec.dispatch_chain).get(spec.port, [])
+    else:
+        host = ip_value(naming.normalize_ip(spec.ip))
+        candidates = frontend_index(ctx.nat, spec.dispatch_chain).get((host, spec.port), []) if host else []
     for rule in candidates:
         if not _proto_is(rule, sp.protocol):
             continue
@@ -471,11 +328,12 @@ def _frontend(ctx: _Ctx, spec: _FrontendSpec, explain: str) -> Frontend:
     notes: list[str] = []
     filt = _filter_rule_for(ctx, spec.filter_chains, None if spec.type == "NodePort" else spec.ip,
                             spec.port, local_dst=spec.local_dst)
-    ctx.external_verdict = filt
+    ctx.filter_verdict = filt
+    ctx.lb_ip = spec.ip
     hops: list[Hop] = []
     if dispatch:
         rule = dispatch[0]
-        hop = _walk(ctx, rule.target or "", when=None, rules=(_ref(rule),), depth=0, lb_ip=spec.ip)
+        hop = ctx.walk(rule.target or "", when=None, rules=(_ref(rule),), depth=0)
         if older_masq:
             hop = replace(hop, masquerade=describe_source(older_masq[0]) or "always",
                           rules=(_ref(older_masq[0]),) + hop.rules)
@@ -515,23 +373,17 @@ def nodeport_addresses(snapshot: Snapshot, dump: IptablesDump, family: int) -> t
     explicit = nat.memoized("nodeport-addresses", build) if nat is not None else []
     if explicit:
         return tuple(explicit), "the addresses kube-proxy's --nodeport-addresses selects"
-    node = snapshot.node_named(snapshot.node.name)
-    from_node = tuple(ip for ip in (node.ips if node is not None else ()) if family_of(ip) == family)
-    if from_node:
-        return from_node, "any local address of this node (shown: the Node's addresses)"
-    local = tuple(a.address for a in snapshot.node.addresses or ()
-                  if a.family == family and a.scope == "global" and a.ifname != "lo")
-    if local:
-        return local, "any local address of this node (shown: its global addresses)"
-    return ("*",), "any local address of this node (its addresses were not collected)"
+    addresses, which = node_addresses(snapshot, family)
+    if addresses == ("*",):
+        return addresses, f"any local address of this node ({which})"
+    return addresses, f"any local address of this node (shown: {which})"
 
 
 def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
                  dump: IptablesDump) -> tuple[list[Frontend], tuple[EndpointInfo, ...], set[str]]:
     """Every frontend of one Service port in one IP family, and the endpoints seen."""
     api = {(e.ip, e.port): e for e in api_endpoints(snapshot, svc, sp, family)}
-    ctx = _Ctx(snapshot=snapshot, svc=svc, sp=sp, dump=dump, nat=dump.table("nat"), filt=dump.table("filter"),
-               api=api)
+    ctx = _Walk(snapshot, svc, sp, dump, api)
     spn = naming.service_port_name(svc.namespace, svc.name, sp.name)
     proto = sp.protocol
     svc_chain = naming.ipt_service_chain(spn, proto)

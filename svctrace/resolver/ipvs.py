@@ -19,7 +19,7 @@ from svctrace.model.matches import IpsetMatch
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.parsers.ipvs import normalize_member
-from svctrace.resolver.common import api_endpoints, categorize, family_of
+from svctrace.resolver.common import api_endpoints, categorize, family_of, node_addresses
 from svctrace.resolver.contract import PortResult, register
 from svctrace.resolver.iptables import describe_source
 
@@ -319,12 +319,10 @@ def nodeport_addresses(snapshot: Snapshot, ipvs: IpvsTable, svc: Service, sp: Se
                        if vs.family == family and vs.address not in others)
     if programmed:
         return programmed, "each node address kube-proxy made a virtual server for"
-    node = snapshot.node_named(snapshot.node.name)
-    from_node = tuple(ip for ip in (node.ips if node is not None else ()) if family_of(ip) == family)
-    if from_node:
-        return from_node, "the Node's addresses (no virtual server exists for any of them)"
-    local = tuple(a.address for a in snapshot.node.addresses or ()
-                  if a.family == family and a.scope == "global" and a.ifname != "lo")
+    addresses, which = node_addresses(snapshot, family)
+    if which == "the Node's addresses":
+        return addresses, "the Node's addresses (no virtual server exists for any of them)"
+    local = tuple(a for a in addresses if a != "*")
     return local, "this node's global addresses (no virtual server exists for any of them)"
 
 

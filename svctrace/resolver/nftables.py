@@ -10,7 +10,8 @@ their `nft list` text, which both the JSON and the transaction-text parser produ
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
@@ -33,7 +34,8 @@ from svctrace.model.matches import (
 from svctrace.model.mode import ProxyMode
 from svctrace.model.nft import NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.model.snapshot import NodeFile, Snapshot
-from svctrace.resolver.common import api_endpoints, family_of, frontend_verdict
+from svctrace.resolver.chains import ChainWalk, RuleFacts, Words, pct
+from svctrace.resolver.common import api_endpoints, family_of, frontend_verdict, node_addresses
 from svctrace.resolver.contract import PortResult, register
 
 MASQ_CHAIN = "mark-for-masquerade"
@@ -44,7 +46,6 @@ KIND_BY_PREFIX = {
     "firewall-": "firewall",
     "endpoint-": "endpoint",
 }
-MAX_DEPTH = 8
 
 
 def _kind(chain: str) -> str:
@@ -95,10 +96,6 @@ def _dnat(rule: NftRule) -> tuple[str, int | None] | None:
     return None
 
 
-def _pct(share: float) -> str:
-    return f"{share * 100:.0f}%" if share * 100 >= 1 or share == 0 else f"{share * 100:.2g}%"
-
-
 def _part_text(part: ElementPart) -> str:
     if isinstance(part, Prefix):
         return str(part)
@@ -129,31 +126,109 @@ def _verdict_text(v: Verdict | Jump | None) -> str:
     return v.word if v is not None else ""
 
 
-@dataclass
-class _Ctx:
-    """What one walk needs; mutable only to record what the walk reached."""
+NFT_WORDS = Words(
+    dnat="dnat",
+    records="update @affinity-... records the client, so session affinity sends it here again.",
+    missing_note="chain missing from the ruleset",
+    local="The local- chain holds only the endpoints on this node (traffic policy Local).",
+    balance="kube-proxy balances new connections over {n} endpoints with `numgen random mod {n}`: a random "
+            "number picks one entry of the verdict map, so each endpoint gets an equal share.",
+    masq_marked="the masquerading chain SNATs them",
+    affinity="sessionAffinity ClientIP: a client in an endpoint's affinity set (kept {seconds}s) goes straight "
+             "back to that endpoint; only new clients are balanced.",
+    fallthrough="(no goto and no no-endpoint-services element)",
+    not_followed="not a kube-proxy service chain; not followed",
+)
 
-    snapshot: Snapshot
-    svc: Service
-    sp: ServicePort
-    table: NftTable
-    api: dict[tuple[str, int | None], EndpointInfo]
-    reached: set[str] = field(default_factory=set)
-    programmed: dict[tuple[str, int | None], EndpointInfo] = field(default_factory=dict)
-    # the no-endpoint-* element for the frontend being walked; the external chain falls through to it
-    external_verdict: tuple[RuleRef, ...] | None = None
-    external_verdict_value: Verdict | Jump | None = None
-    stack: set[str] = field(default_factory=set)
+
+class _Walk(ChainWalk[NftRule]):
+    """One Service port's walk of kube-proxy's nftables chains (the shared walk, reading nft rules)."""
+
+    def __init__(self, snapshot: Snapshot, svc: Service, sp: ServicePort, table: NftTable,
+                 api: dict[tuple[str, int | None], EndpointInfo]) -> None:
+        super().__init__(snapshot, svc, sp, table.ref, api, NFT_WORDS)
+        self.nft = table
+        # the no-endpoint-* element for the frontend being walked; the external chain falls through to it
+        self.external_refs: tuple[RuleRef, ...] | None = None
+        self.external_value: Verdict | Jump | None = None
 
     @property
-    def ref(self) -> str:
-        return self.table.ref
+    def ref_name(self) -> str:
+        return self.nft.ref
 
     def chain(self, name: str) -> NftChain | None:
-        return self.table.chain(name)
+        return self.nft.chain(name)
 
-    def rule_ref(self, rule: NftRule) -> RuleRef:
-        return RuleRef(table=self.ref, chain=rule.chain, index=rule.index, text=rule.full_text)
+    def rules(self, chain: str) -> Sequence[NftRule] | None:
+        c = self.nft.chain(chain)
+        return c.rules if c is not None else None
+
+    def ref(self, rule: NftRule) -> RuleRef:
+        return RuleRef(table=self.table, chain=rule.chain, index=rule.index, text=rule.full_text)
+
+    def facts(self, rule: NftRule) -> RuleFacts:
+        verb, target = _target(rule)
+        src = _saddr(rule)
+        lookup = next((st for st in rule.stmts if isinstance(st, SetLookup) and st.keys[:1] in (
+            ("ip saddr",), ("ip6 saddr",)) and st.set_name is not None), None)
+        seconds = None
+        if lookup is not None and lookup.set_name:
+            aff_set = self.nft.sets.get(lookup.set_name)
+            got = aff_set.timeout_seconds if aff_set is not None else None
+            seconds = str(got) if got is not None else "?"
+        return RuleFacts(
+            index=rule.index, text=rule.full_text, target=target, goto=verb == "goto", masq=target == MASQ_CHAIN,
+            source=describe_source(rule),
+            hairpin=", ".join(_cidrs(src)) if src is not None and not src.negated else None,
+            pod_network=", ".join(_cidrs(src)) if src is not None and src.negated else None,
+            dnat=_dnat(rule), records_affinity=any(isinstance(st, SetUpdate) for st in rule.stmts),
+            affinity_seconds=seconds)
+
+    def kind(self, chain: str) -> str:
+        return _kind(chain)
+
+    def missing_explain(self, kind: str, name: str) -> str:
+        return (f"{name} is jumped to but does not exist in {self.table}; nft would have refused this, so the "
+                "ruleset is incomplete.")
+
+    def endpoint_name(self, ip: str, port: int) -> str:
+        return endpoint_chain_name(self.svc.namespace, self.svc.name, self.sp.protocol, self.sp.name, ip, port)
+
+    def pick(self, rule: NftRule, facts: RuleFacts, remaining: float, notes: list[str]
+             ) -> tuple[list[tuple[str, RuleRef, float, str | None]], float] | None:
+        numgen = next((st for st in rule.stmts if isinstance(st, Numgen)), None)
+        if numgen is not None:
+            mod, offset = numgen.mod, numgen.offset
+            entries = [(e.key[0][0], e.verdict.chain) for e in numgen.elements
+                       if len(e.key) == 1 and isinstance(e.key[0], tuple) and len(e.key[0]) == 2
+                       and e.key[0][0] == e.key[0][1] and isinstance(e.verdict, Jump)]
+            hit = [(k, t) for k, t in entries if offset <= k < offset + mod]
+            if remaining <= 0:
+                notes.append(f"rule {rule.index} is never reached: an earlier rule takes every connection")
+            each = remaining / mod if mod else 0.0
+            picked: list[tuple[str, RuleRef, float, str | None]] = [
+                (t, self.ref(rule), each, f"{k} of mod {mod}") for k, t in hit]
+            if len(hit) < mod:
+                notes.append(f"numgen mod {mod} has {len(hit)} entries: {pct(each * (mod - len(hit)))} of "
+                             "connections match no entry and fall through")
+            return picked, 0.0
+        if facts.target is not None and _kind(facts.target) == "endpoint" and facts.goto:
+            return [(facts.target, self.ref(rule), remaining, None)], 0.0
+        return None
+
+    def external_verdict(self, local_policy: bool) -> Hop | None:
+        if self.external_refs is None or self.external_value is None:
+            return None
+        return _verdict_hop(self, self.external_value, self.external_refs,
+                            when="external clients" if local_policy else "otherwise",
+                            what="this address", reason="no endpoint of this Service runs on this node, so "
+                            "external clients are dropped; the load balancer's health check on the "
+                            "healthCheckNodePort fails and takes this node out of rotation.")
+
+    def firewall_hop(self, chain: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int) -> Hop:
+        # Firewall chains are reached from the firewall-ips map in the filter hook, not by a jump (_frontend).
+        return Hop(kind="firewall", name=chain, table=self.table, when=when, rules=rules,
+                   notes=(self.words.not_followed,))
 
 
 def _map_rule(table: NftTable, chain: str, map_name: str) -> NftRule | None:
@@ -165,11 +240,11 @@ def _map_rule(table: NftTable, chain: str, map_name: str) -> NftRule | None:
     return None
 
 
-def _element_refs(ctx: _Ctx, chain: str, m: NftSet, elem: NftElement) -> tuple[RuleRef, ...]:
+def _element_refs(ctx: _Walk, chain: str, m: NftSet, elem: NftElement) -> tuple[RuleRef, ...]:
     """The lookup rule and the map element it finds, as the rules a hop rests on."""
-    rule = _map_rule(ctx.table, chain, m.name)
-    refs = [ctx.rule_ref(rule)] if rule is not None else []
-    refs.append(RuleRef(table=ctx.ref, chain=rule.chain if rule is not None else chain,
+    rule = _map_rule(ctx.nft, chain, m.name)
+    refs = [ctx.ref(rule)] if rule is not None else []
+    refs.append(RuleRef(table=ctx.table, chain=rule.chain if rule is not None else chain,
                         index=rule.index if rule is not None else 0, text=f"element {m.name} {{ {elem.text} }}"))
     return tuple(refs)
 
@@ -181,179 +256,13 @@ def _find(m: NftSet | None, key: tuple[str, ...]) -> NftElement | None:
     return _index(m).get(tuple(_addr(k) if ("." in k or ":" in k) else k for k in key))
 
 
-def _endpoint_info(ctx: _Ctx, ip: str, port: int | None) -> EndpointInfo:
-    known = ctx.api.get((ip, port))
-    if known is not None:
-        info = replace(known, in_dataplane=True)
-    else:
-        pod = ctx.snapshot.pod_by_ip(ip)
-        node = pod.node_name if pod is not None else None
-        this = ctx.snapshot.node.name
-        info = EndpointInfo(
-            ip=ip, port=port, protocol=ctx.sp.protocol, pod=pod.ref if pod is not None else None,
-            node=node, local=(node == this) if (node and this) else None,
-            ready=None, serving=None, terminating=None, in_api=False, in_dataplane=True,
-        )
-    ctx.programmed[(ip, port)] = info
-    return info
-
-
 def endpoint_chain_name(namespace: str, name: str, protocol: str, port_name: str, ip: str, port: int,
                         prefix: str = "endpoint") -> str:
     """kube-proxy's endpoint chain (or affinity set) name."""
     return naming.nft_endpoint_chain(namespace, name, protocol, port_name, ip, port, prefix)
 
 
-def _missing(ctx: _Ctx, kind: str, name: str, when: str | None, rules: tuple[RuleRef, ...],
-             share: float | None = None) -> Hop:
-    return Hop(kind=kind, name=name, table=ctx.ref, when=when, rules=rules, share=share, verdict="DROP",
-               notes=("chain missing from the ruleset",),
-               explain=f"{name} is jumped to but does not exist in {ctx.ref}; nft would have refused this, so the "
-                       "ruleset is incomplete.")
-
-
-def _endpoint_hop(ctx: _Ctx, chain_name: str, *, rules: tuple[RuleRef, ...], share: float | None,
-                  probability: str | None, affinity: str | None) -> Hop:
-    ctx.reached.add(chain_name)
-    chain = ctx.chain(chain_name)
-    if chain is None:
-        return _missing(ctx, "endpoint", chain_name, None, rules, share)
-    masquerade = None
-    endpoint: EndpointInfo | None = None
-    own: list[RuleRef] = []
-    notes: list[str] = []
-    explain: list[str] = []
-    records_affinity = False
-    for rule in chain.rules:
-        own.append(ctx.rule_ref(rule))
-        verb, target = _target(rule)
-        dnat = _dnat(rule)
-        if target == MASQ_CHAIN:
-            src = _saddr(rule)
-            if src is not None and not src.negated:
-                masquerade = f"hairpin: when the pod {', '.join(_cidrs(src))} reaches itself through the Service"
-            else:
-                masquerade = describe_source(rule) or "always"
-        elif any(isinstance(st, SetUpdate) for st in rule.stmts):
-            records_affinity = True
-        elif dnat is not None:
-            ip, port = dnat
-            endpoint = _endpoint_info(ctx, ip, port)
-            expected = endpoint_chain_name(ctx.svc.namespace, ctx.svc.name, ctx.sp.protocol, ctx.sp.name, ip, port or 0)
-            if expected != chain_name:
-                notes.append(f"chain name does not hash from {endpoint.address}: kube-proxy would call it {expected}")
-            explain.append(f"dnat rewrites the destination to {endpoint.address}; conntrack remembers the "
-                           "translation, so replies are rewritten back.")
-        else:
-            notes.append(f"rule {rule.index} is not one kube-proxy writes here: {rule.full_text}")
-    if records_affinity:
-        explain.append("update @affinity-... records the client, so session affinity sends it here again.")
-    if endpoint is None:
-        return Hop(kind="endpoint", name=chain_name, table=ctx.ref, rules=rules + tuple(own), share=share,
-                   probability=probability, affinity=affinity, masquerade=masquerade,
-                   notes=tuple(notes) + ("no dnat rule: traffic falls through unchanged",),
-                   explain="This endpoint chain has no dnat rule, so nothing is translated here.")
-    return Hop(kind="endpoint", name=chain_name, table=ctx.ref, rules=rules + tuple(own), share=share,
-               probability=probability, masquerade=masquerade, affinity=affinity, verdict="DNAT",
-               endpoint=endpoint, explain=" ".join(explain), notes=tuple(notes))
-
-
-def _service_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...]) -> Hop:
-    """A service- or local- chain: masquerade rule, affinity rules, then the numgen vmap."""
-    ctx.reached.add(chain_name)
-    kind = _kind(chain_name)
-    chain = ctx.chain(chain_name)
-    if chain is None:
-        return _missing(ctx, kind, chain_name, when, rules)
-    masquerade = None
-    masq_explain = ""
-    affinity_seconds: str | None = None
-    affinity_targets: set[str] = set()
-    own: list[RuleRef] = []
-    children: list[Hop] = []
-    notes: list[str] = []
-    remaining = 1.0
-    for rule in chain.rules:
-        verb, target = _target(rule)
-        numgen = next((st for st in rule.stmts if isinstance(st, Numgen)), None)
-        if target == MASQ_CHAIN:
-            masquerade = describe_source(rule) or "always"
-            own.append(ctx.rule_ref(rule))
-            src = _saddr(rule)
-            if src is not None and src.negated:
-                masq_explain = (f"Clients outside the pod network {', '.join(_cidrs(src))} (the node "
-                                "itself, host-network pods) are marked 0x4000 so the masquerading chain SNATs "
-                                "them; otherwise the pod's reply would not come back through this node's NAT.")
-            else:
-                masq_explain = ("Every connection is marked 0x4000 for masquerading (--masquerade-all, or no pod "
-                                "CIDR is known to kube-proxy).")
-            continue
-        lookup = next((st for st in rule.stmts if isinstance(st, SetLookup) and st.keys[:1] in (("ip saddr",),
-                                                                                           ("ip6 saddr",))
-                       and st.set_name is not None), None)
-        if target is not None and _kind(target) == "endpoint" and lookup is not None and lookup.set_name:
-            aff_set = ctx.table.sets.get(lookup.set_name)
-            seconds = aff_set.timeout_seconds if aff_set is not None else None
-            affinity_seconds = str(seconds) if seconds is not None else "?"
-            affinity_targets.add(target)
-            own.append(ctx.rule_ref(rule))
-            continue
-        if numgen is not None:
-            mod = numgen.mod
-            entries = [(e.key[0][0], e.verdict.chain) for e in numgen.elements
-                       if len(e.key) == 1 and isinstance(e.key[0], tuple) and len(e.key[0]) == 2
-                       and e.key[0][0] == e.key[0][1] and isinstance(e.verdict, Jump)]
-            offset = numgen.offset
-            hit = [(k, t) for k, t in entries if offset <= k < offset + mod]
-            if remaining <= 0:
-                notes.append(f"rule {rule.index} is never reached: an earlier rule takes every connection")
-            each = remaining / mod if mod else 0.0
-            for k, t in hit:
-                children.append(_endpoint_hop(ctx, t, rules=(ctx.rule_ref(rule),), share=each,
-                                              probability=f"{k} of mod {mod}",
-                                              affinity=None))
-            if len(hit) < mod:
-                notes.append(f"numgen mod {mod} has {len(hit)} entries: {_pct(each * (mod - len(hit)))} of "
-                             "connections match no entry and fall through")
-            remaining = 0.0
-            continue
-        if target is not None and _kind(target) == "endpoint" and verb == "goto":
-            share = remaining
-            remaining = 0.0
-            children.append(_endpoint_hop(ctx, target, rules=(ctx.rule_ref(rule),), share=share, probability=None,
-                                          affinity=None))
-            continue
-        own.append(ctx.rule_ref(rule))
-        notes.append(f"rule {rule.index} is not one kube-proxy writes here: {rule.full_text}")
-    affinity = f"ClientIP, {affinity_seconds}s" if affinity_seconds is not None else None
-    if affinity is not None:
-        children = [replace(c, affinity=affinity) if c.name in affinity_targets else c for c in children]
-    sentences = []
-    if kind == "local":
-        sentences.append("The local- chain holds only the endpoints on this node (traffic policy Local).")
-    n = len(children)
-    if n > 1:
-        sentences.append(f"kube-proxy balances new connections over {n} endpoints with `numgen random mod {n}`: "
-                         "a random number picks one entry of the verdict map, so each endpoint gets an equal "
-                         "share.")
-    elif n == 1:
-        sentences.append("A single endpoint takes every new connection.")
-    if masq_explain:
-        sentences.append(masq_explain)
-    if any(c.masquerade and c.masquerade.startswith("hairpin") for c in children):
-        sentences.append("Each endpoint chain also masquerades a pod that reaches itself through the Service "
-                         "(hairpin), or its reply would bypass the NAT and be dropped.")
-    if affinity is not None:
-        sentences.append(f"sessionAffinity ClientIP: a client in an endpoint's affinity set (kept "
-                         f"{affinity_seconds}s) goes straight back to that endpoint; only new clients are balanced.")
-    if not children:
-        notes.append("no endpoint rules: nothing is translated here")
-    return Hop(kind=kind, name=chain_name, table=ctx.ref, when=when, rules=rules + tuple(own),
-               masquerade=masquerade, affinity=affinity, explain=" ".join(sentences), notes=tuple(notes),
-               children=tuple(children))
-
-
-def _verdict_hop(ctx: _Ctx, value: Verdict | Jump | None, refs: tuple[RuleRef, ...], *, when: str | None,
+def _verdict_hop(ctx: _Walk, value: Verdict | Jump | None, refs: tuple[RuleRef, ...], *, when: str | None,
                  what: str, reason: str) -> Hop:
     rejects = (isinstance(value, Jump) and value.chain.startswith("reject")) or (
         isinstance(value, Verdict) and value.word == "reject")
@@ -364,85 +273,15 @@ def _verdict_hop(ctx: _Ctx, value: Verdict | Jump | None, refs: tuple[RuleRef, .
                    "than letting them time out.")
     else:
         explain = f"The filter hook drops new connections to {what}: {reason}"
-    return Hop(kind="verdict", name=verdict, table=ctx.ref, when=when, rules=refs, verdict=verdict, explain=explain)
+    return Hop(kind="verdict", name=verdict, table=ctx.table, when=when, rules=refs, verdict=verdict, explain=explain)
 
 
-def _external_hop(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...],
-                  depth: int) -> Hop:
-    """external-: masquerade, short-circuits for pods and the node, then the cluster or local chain."""
-    ctx.reached.add(chain_name)
-    chain = ctx.chain(chain_name)
-    if chain is None:
-        return _missing(ctx, "external", chain_name, when, rules)
-    masquerade = None
-    own: list[RuleRef] = []
-    children: list[Hop] = []
-    notes: list[str] = []
-    unconditional_exit = False
-    local_policy = ctx.svc.external_traffic_policy in ("Local", "OnlyLocal")
-    for rule in chain.rules:
-        verb, target = _target(rule)
-        cond = describe_source(rule)
-        if target == MASQ_CHAIN:
-            masquerade = cond or "always"
-            own.append(ctx.rule_ref(rule))
-            continue
-        if target is not None and _kind(target) in ("service", "local"):
-            if cond is None:
-                unconditional_exit = True
-                cond = "external clients" if local_policy else None
-            children.append(_walk(ctx, target, when=cond, rules=(ctx.rule_ref(rule),), depth=depth + 1))
-            continue
-        own.append(ctx.rule_ref(rule))
-        notes.append(f"rule {rule.index} is not one kube-proxy writes here: {rule.full_text}")
-    if local_policy:
-        explain = ("externalTrafficPolicy Local: clients from outside go only to endpoints on this node and keep "
-                   "their source address (no SNAT); pods and the node itself are short-circuited to every "
-                   "endpoint.")
-    else:
-        explain = ("externalTrafficPolicy Cluster: external connections are marked for masquerade, so the pod sees "
-                   "this node as the source and replies come back through it; any endpoint in the cluster may "
-                   "serve them.")
-    if not unconditional_exit:
-        if ctx.external_verdict is not None and ctx.external_verdict_value is not None:
-            verdict = _verdict_hop(ctx, ctx.external_verdict_value, ctx.external_verdict,
-                                   when="external clients" if local_policy else "otherwise",
-                                   what="this address", reason="no endpoint of this Service runs on this node, so "
-                                   "external clients are dropped; the load balancer's health check on the "
-                                   "healthCheckNodePort fails and takes this node out of rotation.")
-            children.append(verdict)
-        else:
-            notes.append("some sources fall through this chain without a verdict (no goto and no "
-                         "no-endpoint-services element): they are routed unchanged")
-    return Hop(kind="external", name=chain_name, table=ctx.ref, when=when, rules=rules + tuple(own),
-               masquerade=masquerade, explain=explain, notes=tuple(notes), children=tuple(children))
-
-
-def _walk(ctx: _Ctx, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int) -> Hop:
-    kind = _kind(chain_name)
-    if depth > MAX_DEPTH or chain_name in ctx.stack:
-        return Hop(kind=kind, name=chain_name, table=ctx.ref, when=when, rules=rules,
-                   notes=("jump loop or too deep; not followed",))
-    ctx.stack.add(chain_name)
-    try:
-        if kind in ("service", "local"):
-            return _service_hop(ctx, chain_name, when=when, rules=rules)
-        if kind == "external":
-            return _external_hop(ctx, chain_name, when=when, rules=rules, depth=depth)
-        if kind == "endpoint":
-            return _endpoint_hop(ctx, chain_name, rules=rules, share=None, probability=None, affinity=None)
-        return Hop(kind="chain", name=chain_name, table=ctx.ref, when=when, rules=rules,
-                   notes=("not a kube-proxy service chain; not followed",))
-    finally:
-        ctx.stack.discard(chain_name)
-
-
-def _firewall_hop(ctx: _Ctx, fw_refs: tuple[RuleRef, ...], fw_chain: str, inner: Hop | None) -> Hop:
+def _firewall_hop(ctx: _Walk, fw_refs: tuple[RuleRef, ...], fw_chain: str, inner: Hop | None) -> Hop:
     """firewall-: loadBalancerSourceRanges, checked in the filter prerouting hook before any DNAT."""
     ctx.reached.add(fw_chain)
     chain = ctx.chain(fw_chain)
     if chain is None:
-        return _missing(ctx, "firewall", fw_chain, None, fw_refs)
+        return ctx.missing("firewall", fw_chain, None, fw_refs)
     allowed: list[str] = []
     own: list[RuleRef] = []
     drop: NftRule | None = None
@@ -453,44 +292,44 @@ def _firewall_hop(ctx: _Ctx, fw_refs: tuple[RuleRef, ...], fw_chain: str, inner:
             allowed += _cidrs(m)
             drop = rule
         else:
-            own.append(ctx.rule_ref(rule))
+            own.append(ctx.ref(rule))
     children: list[Hop] = []
     if inner is not None:
         children.append(replace(inner, when="source in " + (", ".join(allowed) or "nothing")))
     notes: tuple[str, ...] = ()
     if drop is not None:
-        children.append(Hop(kind="verdict", name="DROP", table=ctx.ref, when="any other source",
-                            rules=(ctx.rule_ref(drop),), verdict="DROP",
+        children.append(Hop(kind="verdict", name="DROP", table=ctx.table, when="any other source",
+                            rules=(ctx.ref(drop),), verdict="DROP",
                             explain="Sources outside loadBalancerSourceRanges are dropped in the filter prerouting "
                                     "hook (firewall-check), before kube-proxy's NAT ever sees them."))
     else:
         notes = ("no `saddr != { ... } drop` rule: every source is allowed",)
-    return Hop(kind="firewall", name=fw_chain, table=ctx.ref, rules=fw_refs + tuple(own),
+    return Hop(kind="firewall", name=fw_chain, table=ctx.table, rules=fw_refs + tuple(own),
                explain="loadBalancerSourceRanges: only " + (", ".join(allowed) or "no source")
                        + " may use this load balancer IP.",
                notes=notes, children=tuple(children))
 
 
-def _frontend(ctx: _Ctx, type_: str, ip: str, port: int, key: tuple[str, ...], explain: str) -> Frontend:
+def _frontend(ctx: _Walk, type_: str, ip: str, port: int, key: tuple[str, ...], explain: str) -> Frontend:
     """One frontend: the dispatch map entry (service-ips / service-nodeports), its firewall and filter verdicts."""
-    t = ctx.table
+    t = ctx.nft
     nodeport = type_ == "NodePort"
     dispatch_map, dispatch_chain = ("service-nodeports", "services") if nodeport else ("service-ips", "services")
     noep_map, noep_chain = (("no-endpoint-nodeports", "nodeport-endpoints-check") if nodeport
                             else ("no-endpoint-services", "service-endpoints-check"))
     dmap, nmap = t.maps.get(dispatch_map), t.maps.get(noep_map)
     elem, noep = _find(dmap, key), _find(nmap, key)
-    ctx.external_verdict = ctx.external_verdict_value = None
+    ctx.external_refs = ctx.external_value = None
     if noep is not None and nmap is not None:
-        ctx.external_verdict = _element_refs(ctx, noep_chain, nmap, noep)
-        ctx.external_verdict_value = noep.verdict
+        ctx.external_refs = _element_refs(ctx, noep_chain, nmap, noep)
+        ctx.external_value = noep.verdict
     notes: list[str] = []
     hops: list[Hop] = []
     what = f"NodePort {port}" if nodeport else f"{ip}:{port}"
     if elem is not None and dmap is not None and elem.value:
         if isinstance(elem.verdict, Jump):
-            hop = _walk(ctx, elem.verdict.chain, when=None, rules=_element_refs(ctx, dispatch_chain, dmap, elem),
-                        depth=0)
+            hop = ctx.walk(elem.verdict.chain, when=None, rules=_element_refs(ctx, dispatch_chain, dmap, elem),
+                           depth=0)
         else:
             hop = _verdict_hop(ctx, elem.verdict, _element_refs(ctx, dispatch_chain, dmap, elem), when=None,
                                what=what, reason=f"the {dispatch_map} entry says {elem.value}")
@@ -502,16 +341,16 @@ def _frontend(ctx: _Ctx, type_: str, ip: str, port: int, key: tuple[str, ...], e
         if hop.kind in ("service", "local") and noep is not None:
             notes.append(f"{noep_map} also lists this frontend ({noep.value}); connections are DNATed before the "
                          "filter hook sees them, so that entry never matches")
-    elif noep is not None and ctx.external_verdict is not None and noep.value:
+    elif noep is not None and ctx.external_refs is not None and noep.value:
         if type_ == "ClusterIP":
             reason = ("internalTrafficPolicy is Local and no endpoint runs on this node, so pods on this node cannot "
                       "reach the Service.")
         else:
             reason = "externalTrafficPolicy is Local and no endpoint runs on this node."
-        hops.append(_verdict_hop(ctx, noep.verdict, ctx.external_verdict, when=None, what=what, reason=reason))
+        hops.append(_verdict_hop(ctx, noep.verdict, ctx.external_refs, when=None, what=what, reason=reason))
     verdict = frontend_verdict(tuple(hops)) if hops else g.NOT_PROGRAMMED
     if verdict == g.NOT_PROGRAMMED:
-        notes.append(f"no element in {ctx.ref} maps {dispatch_map} or {noep_map} handles this frontend: "
+        notes.append(f"no element in {ctx.table} maps {dispatch_map} or {noep_map} handles this frontend: "
                      "kube-proxy has not programmed it on this node")
     return Frontend(type=type_, ip=ip, port=port, protocol=ctx.sp.protocol, port_name=ctx.sp.name,
                     verdict=verdict, explain=explain, hops=tuple(hops), notes=tuple(notes))
@@ -526,15 +365,10 @@ def nodeport_addresses(snapshot: Snapshot, table: NftTable, family: int) -> tupl
         ips = table.sets.get("nodeport-ips")
         return (tuple(_addr(e.key) for e in ips.elements) if ips is not None else ()), \
             "the nodeport-ips set (kube-proxy's --nodeport-addresses)"
-    node = snapshot.node_named(snapshot.node.name)
-    from_node = tuple(ip for ip in (node.ips if node is not None else ()) if family_of(ip) == family)
-    if from_node:
-        return from_node, "any local address of this node (shown: the Node's addresses)"
-    local = tuple(a.address for a in snapshot.node.addresses or ()
-                  if a.family == family and a.scope == "global" and a.ifname != "lo")
-    if local:
-        return local, "any local address of this node (shown: its global addresses)"
-    return ("*",), "any local address of this node (its addresses were not collected)"
+    addresses, which = node_addresses(snapshot, family)
+    if addresses == ("*",):
+        return addresses, f"any local address of this node ({which})"
+    return addresses, f"any local address of this node (shown: {which})"
 
 
 def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
@@ -545,7 +379,7 @@ def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
     fam = "ip6" if family == 6 else "ip"
     if table is None:
         table = NftTable(fam, "kube-proxy")
-    ctx = _Ctx(snapshot=snapshot, svc=svc, sp=sp, table=table, api=api)
+    ctx = _Walk(snapshot, svc, sp, table, api)
     proto = sp.protocol.lower()
     frontends: list[Frontend] = []
     for ip in svc.virtual_ips:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from svctrace.model.matches import (
     DST,
@@ -471,42 +471,6 @@ class Matcher:
         return hit != m.negated
 
 
-def evaluate(matcher: Matcher, matches: Iterable[Match | SetLookup], br: Branch,
-             step: Callable[[Branch, str], Branch]) -> tuple[list[Branch], list[Branch]]:
-    """(branches where every match holds, branches where one does not); ``step`` records a split."""
-    pending = [br]
-    failed: list[Branch] = []
-    check = matcher.check
-    for m in matches:
-        nxt: list[Branch] = []
-        for cur in pending:
-            res = check(m, cur)
-            if res is True:
-                nxt.append(cur)
-            elif res is False:
-                failed.append(cur)
-            else:
-                for alt in res:
-                    b = replace(cur, prob=cur.prob * alt.factor) if alt.factor != 1.0 else cur
-                    if alt.pin is not None:
-                        b = replace(b, pinned=alt.pin)
-                    if alt.unpin is not None:
-                        b = replace(b, not_pinned=b.not_pinned | {alt.unpin})
-                    if alt.assume is not None:
-                        b = b.assume(*alt.assume)
-                        b = b.note(("if it matches: " if alt.assume[1] else "if it does not match: ")
-                                   + alt.assume[0])
-                    elif alt.note:
-                        b = b.note(alt.note)
-                    if alt.action:
-                        b = step(b, alt.action)
-                    (nxt if alt.matched else failed).append(b)
-        pending = nxt
-        if not pending:
-            break
-    return pending, failed
-
-
 def merge_branches(branches: list[Branch], cap: int, where: str, warn: Callable[[str], None]) -> tuple[list[Branch],
                                                                                                      float]:
     """Branches in the same state merged, at most ``cap`` kept; and the share dropped.
@@ -538,24 +502,28 @@ def merge_branches(branches: list[Branch], cap: int, where: str, warn: Callable[
     return merged[:cap], share
 
 
-def _merge_assumptions(branches: list[Branch]) -> list[Branch]:
-    """Drop assumptions whose both sides reached the same state with the same share (keeping the path of
-    the side where the match did not hold)."""
-    out = list(branches)
+T = TypeVar("T")
+
+
+def drop_irrelevant(items: list[T], *, state: Callable[[T], Hashable], assumed: Callable[[T], tuple[Assumption, ...]],
+                    prob: Callable[[T], float], rebuild: Callable[[T, T, tuple[Assumption, ...]], T]) -> list[T]:
+    """Drop assumptions whose two sides reached the same ``state`` with the same share: the match they rest
+    on changed nothing. ``rebuild(shown, other, rest)`` makes the merged item from the side whose match did
+    not hold (its path is shown) and the rest of the assumptions."""
+    out = list(items)
     changed = True
     while changed:
         changed = False
         index: dict[tuple[object, ...], int] = {}
-        for i, br in enumerate(out):
-            for j, (what, matched) in enumerate(br.assumed):
-                rest = br.assumed[:j] + br.assumed[j + 1:]
-                key = (br.state(), rest, what, round(br.prob, 12))
+        for i, item in enumerate(out):
+            assumptions = assumed(item)
+            for j, (what, matched) in enumerate(assumptions):
+                rest = assumptions[:j] + assumptions[j + 1:]
+                key = (state(item), rest, what, round(prob(item), 12))
                 other = index.get((*key, not matched))
                 if other is not None:
-                    shown = br if not matched else out[other]
-                    notes = tuple(n for n in shown.notes
-                                  if n not in (f"if it matches: {what}", f"if it does not match: {what}"))
-                    out[other] = replace(shown, assumed=rest, notes=notes)
+                    shown, twin = (item, out[other]) if not matched else (out[other], item)
+                    out[other] = rebuild(shown, twin, rest)
                     del out[i]
                     changed = True
                     break
@@ -563,3 +531,13 @@ def _merge_assumptions(branches: list[Branch]) -> list[Branch]:
             if changed:
                 break
     return out
+
+
+def _merge_assumptions(branches: list[Branch]) -> list[Branch]:
+    def rebuild(shown: Branch, twin: Branch, rest: tuple[Assumption, ...]) -> Branch:
+        dropped = {w for w, _ in shown.assumed} - {w for w, _ in rest}
+        marks = {f"if it matches: {w}" for w in dropped} | {f"if it does not match: {w}" for w in dropped}
+        return replace(shown, assumed=rest, notes=tuple(n for n in shown.notes if n not in marks))
+
+    return drop_irrelevant(branches, state=Branch.state, assumed=lambda b: b.assumed, prob=lambda b: b.prob,
+                           rebuild=rebuild)

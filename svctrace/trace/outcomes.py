@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from svctrace.model.matches import ip_value
 from svctrace.model.trace import Outcome, format_address
-from svctrace.trace.engine import LOOPBACK, Assumption, Branch
+from svctrace.trace.engine import LOOPBACK, Assumption, Branch, drop_irrelevant
 
 
 def is_loopback(text: str) -> bool:
@@ -103,33 +103,19 @@ def merge_outcomes(drafts: Iterable[_Draft]) -> tuple[Outcome, ...]:
 
 
 def _drop_irrelevant(items: list[_Draft]) -> list[_Draft]:
-    changed = True
-    while changed:
-        changed = False
-        index: dict[tuple[object, ...], int] = {}
-        for i, d in enumerate(items):
-            for what, matched in d.assumed:
-                rest = d.assumed - {(what, matched)}
-                key = (d.key, rest, what, round(d.prob, 12))
-                other = index.get((*key, not matched))
-                if other is not None:
-                    twin = items[other]
-                    # Show the path of the side where the match did not hold (the rule did nothing).
-                    shown = d if not matched else twin
-                    items[other] = _Draft(replace(shown.outcome, uncertain=twin.outcome.uncertain
-                                                  or d.outcome.uncertain), rest, twin.prob)
-                    del items[i]
-                    changed = True
-                    break
-                index.setdefault((*key, matched), i)
-            if changed:
-                break
-        if changed:
-            # the same assumptions may now appear twice: add those up again
-            again: dict[tuple[object, ...], _Draft] = {}
-            for d in items:
-                k = (d.key, d.assumed)
-                old = again.get(k)
-                again[k] = d if old is None else _Draft(old.outcome, d.assumed, old.prob + d.prob)
-            items = list(again.values())
-    return items
+    def rebuild(shown: _Draft, twin: _Draft, rest: tuple[Assumption, ...]) -> _Draft:
+        uncertain = shown.outcome.uncertain or twin.outcome.uncertain
+        return _Draft(replace(shown.outcome, uncertain=uncertain), frozenset(rest), twin.prob)
+
+    while True:
+        merged = drop_irrelevant(items, state=lambda d: d.key, assumed=lambda d: tuple(sorted(d.assumed)),
+                                 prob=lambda d: d.prob, rebuild=rebuild)
+        # the same assumptions may now appear twice: their shares add up (and may pair up again)
+        again: dict[tuple[object, ...], _Draft] = {}
+        for d in merged:
+            k = (d.key, d.assumed)
+            old = again.get(k)
+            again[k] = d if old is None else _Draft(old.outcome, d.assumed, old.prob + d.prob)
+        if len(again) == len(items):
+            return list(again.values())
+        items = list(again.values())

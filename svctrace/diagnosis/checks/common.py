@@ -47,8 +47,7 @@ def selected_pods(snap: Snapshot, svc: Service) -> tuple[Pod, ...]:
     """Pods the endpoint controller considers: the selector matches and the pod has not finished."""
     if not svc.selector:
         return ()
-    return tuple(p for p in snap.pods if p.namespace == svc.namespace and p.phase not in ("Succeeded", "Failed")
-                 and all(p.labels.get(k) == v for k, v in svc.selector.items()))
+    return tuple(p for p in snap.pods_matching(svc.selector, svc.namespace) if p.phase not in ("Succeeded", "Failed"))
 
 
 def has_usable(snap: Snapshot, svc: Service, sp: ServicePort) -> bool:

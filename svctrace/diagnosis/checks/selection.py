@@ -95,7 +95,7 @@ def selector_matches_no_pods(ctx: CheckContext) -> Iterator[Finding]:
     if any(has_usable(snap, svc, sp) for sp in svc.ports):
         return  # endpoints exist anyway (written by hand, or the snapshot lacks pods): nothing to say here
     sel = dict(svc.selector)
-    ns_pods = [p for p in snap.pods if p.namespace == svc.namespace]
+    ns_pods = list(snap.pods_in(svc.namespace))
     evidence = [f"svc {svc.ref} spec.selector: {labels_text(sel)}",
                 f"0 of {count(len(ns_pods), 'pod')} in namespace {svc.namespace} "
                 f"{agree(len(ns_pods), 'has', 'have')} all of these labels"]
@@ -130,8 +130,7 @@ def selector_matches_no_pods(ctx: CheckContext) -> Iterator[Finding]:
             mismatch = mismatch or differs[-1]
         if len(seen) >= 3:
             break
-    elsewhere = sorted({p.namespace for p in snap.pods if p.namespace != svc.namespace
-                        and all(p.labels.get(k) == v for k, v in sel.items())})
+    elsewhere = sorted({p.namespace for p in snap.pods_matching(sel) if p.namespace != svc.namespace})
     if elsewhere:
         evidence.append(f"pods with these labels exist in namespace {', '.join(elsewhere)} "
                         "(a selector only matches pods in the Service's own namespace)")

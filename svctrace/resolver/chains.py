@@ -1,0 +1,317 @@
+"""The Service chains every rule-based mode writes, followed once: endpoint, service/local and external.
+
+kube-proxy's iptables and nftables modes write the same chains under other names (KUBE-SEP and
+``endpoint-``, KUBE-SVC/SVL and ``service-``/``local-``, KUBE-EXT and ``external-``) with the same
+roles: mark for masquerade, remember and check session affinity, pick an endpoint, DNAT. ``ChainWalk``
+turns those chains into hops and explains them; a mode says only how to read one of its rules
+(``RuleFacts``), in its own words (``Words``), and how it picks endpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
+
+from svctrace.model.graph import EndpointInfo, Hop, RuleRef
+from svctrace.model.k8s import Service, ServicePort
+from svctrace.model.snapshot import Snapshot
+
+R = TypeVar("R")
+MAX_DEPTH = 8
+
+
+def pct(share: float) -> str:
+    return f"{share * 100:.0f}%" if share * 100 >= 1 or share == 0 else f"{share * 100:.2g}%"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFacts:
+    """What a rule of a Service chain does, as the resolver needs it."""
+
+    index: int
+    text: str  # the rule as written, for notes
+    target: str | None = None  # the chain it jumps or goes to
+    goto: bool = False
+    masq: bool = False  # marks the connection for masquerade
+    source: str | None = None  # its source condition in words (None: any source)
+    hairpin: str | None = None  # the source a masquerade rule names (a pod reaching itself)
+    pod_network: str | None = None  # the source a masquerade rule excludes (the pod network)
+    dnat: tuple[str, int | None] | None = None  # where it DNATs to
+    dnat_note: str | None = None  # why its DNAT could not be read
+    dnat_skip: bool = False  # a DNAT rule without a destination: only noted
+    records_affinity: bool = False  # remembers the client (session affinity)
+    affinity_seconds: str | None = None  # checks a client's affinity and jumps to its endpoint
+    action_less: bool = False  # only matches (no target)
+
+
+@dataclass(frozen=True, slots=True)
+class Words:
+    """How a mode names its chains and mechanisms in explanations."""
+
+    dnat: str  # "DNAT" | "dnat"
+    records: str  # the sentence for remembering the client
+    missing_note: str
+    local: str  # the sentence for a local (traffic policy Local) chain
+    balance: str  # "... over {n} endpoints ...": how endpoints are picked
+    masq_marked: str  # who masquerades the marked connections
+    affinity: str  # "... {seconds}s ...": the session affinity sentence
+    fallthrough: str  # why some sources fall through an external chain
+    not_followed: str
+
+
+@dataclass
+class ChainWalk(Generic[R]):
+    """One frontend's walk of Service chains; the mode subclass reads its own rules."""
+
+    snapshot: Snapshot
+    svc: Service
+    sp: ServicePort
+    table: str  # Hop.table for these chains
+    api: dict[tuple[str, int | None], EndpointInfo]
+    words: Words
+    reached: set[str] = field(default_factory=set)
+    programmed: dict[tuple[str, int | None], EndpointInfo] = field(default_factory=dict)
+    stack: set[str] = field(default_factory=set)  # chains being walked, to stop jump loops
+
+    # -- what a mode provides -------------------------------------------------------------------------
+
+    def rules(self, chain: str) -> Sequence[R] | None:
+        raise NotImplementedError
+
+    def ref(self, rule: R) -> RuleRef:
+        raise NotImplementedError
+
+    def facts(self, rule: R) -> RuleFacts:
+        raise NotImplementedError
+
+    def kind(self, chain: str) -> str:
+        """service | local | external | firewall | endpoint | chain."""
+        raise NotImplementedError
+
+    def missing_explain(self, kind: str, name: str) -> str:
+        raise NotImplementedError
+
+    def endpoint_name(self, ip: str, port: int) -> str:
+        """The name kube-proxy gives the endpoint chain of ip:port."""
+        raise NotImplementedError
+
+    def pick(self, rule: R, facts: RuleFacts, remaining: float, notes: list[str]
+             ) -> tuple[list[tuple[str, RuleRef, float, str | None]], float] | None:
+        """The endpoints a rule sends connections to: (chain, the rule, share, probability as written) each,
+        and what is left for later rules; None when the rule picks no endpoint."""
+        raise NotImplementedError
+
+    def external_verdict(self, local_policy: bool) -> Hop | None:
+        """The filter verdict an external chain falls through to, if any."""
+        raise NotImplementedError
+
+    def firewall_hop(self, chain: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int) -> Hop:
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------------------
+
+    def endpoint_info(self, ip: str, port: int | None) -> EndpointInfo:
+        known = self.api.get((ip, port))
+        if known is not None:
+            info = replace(known, in_dataplane=True)
+        else:
+            pod = self.snapshot.pod_by_ip(ip)
+            node = pod.node_name if pod is not None else None
+            this = self.snapshot.node.name
+            info = EndpointInfo(
+                ip=ip, port=port, protocol=self.sp.protocol, pod=pod.ref if pod is not None else None,
+                node=node, local=(node == this) if (node and this) else None,
+                ready=None, serving=None, terminating=None, in_api=False, in_dataplane=True,
+            )
+        self.programmed[(ip, port)] = info
+        return info
+
+    def missing(self, kind: str, name: str, when: str | None, rules: tuple[RuleRef, ...],
+                share: float | None = None, probability: str | None = None) -> Hop:
+        return Hop(kind=kind, name=name, table=self.table, when=when, rules=rules, share=share,
+                   probability=probability, verdict="DROP", notes=(self.words.missing_note,),
+                   explain=self.missing_explain(kind, name))
+
+    def walk(self, chain: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int) -> Hop:
+        kind = self.kind(chain)
+        if depth > MAX_DEPTH or chain in self.stack:
+            return Hop(kind=kind, name=chain, table=self.table, when=when, rules=rules,
+                       notes=("jump loop or too deep; not followed",))
+        self.stack.add(chain)
+        try:
+            if kind in ("service", "local"):
+                return self.service_hop(chain, when=when, rules=rules)
+            if kind == "external":
+                return self.external_hop(chain, when=when, rules=rules, depth=depth)
+            if kind == "firewall":
+                return self.firewall_hop(chain, when=when, rules=rules, depth=depth)
+            if kind == "endpoint":
+                return self.endpoint_hop(chain, rules=rules, share=None, probability=None)
+            return Hop(kind="chain", name=chain, table=self.table, when=when, rules=rules,
+                       notes=(self.words.not_followed,))
+        finally:
+            self.stack.discard(chain)
+
+    def endpoint_hop(self, chain_name: str, *, rules: tuple[RuleRef, ...], share: float | None,
+                     probability: str | None) -> Hop:
+        """An endpoint chain: the hairpin masquerade rule and the DNAT."""
+        self.reached.add(chain_name)
+        chain = self.rules(chain_name)
+        if chain is None:
+            return self.missing("endpoint", chain_name, None, rules, share, probability)
+        words = self.words
+        masquerade = None
+        endpoint: EndpointInfo | None = None
+        own: list[RuleRef] = []
+        notes: list[str] = []
+        explain: list[str] = []
+        records_affinity = False
+        for rule in chain:
+            f = self.facts(rule)
+            if f.masq:
+                masquerade = (f"hairpin: when the pod {f.hairpin} reaches itself through the Service"
+                              if f.hairpin is not None else f.source or "always")
+            elif f.dnat_skip:
+                notes.append(f.dnat_note or "")
+                continue
+            elif f.dnat_note is not None:
+                notes.append(f.dnat_note)
+            elif f.dnat is not None:
+                ip, port = f.dnat
+                endpoint = self.endpoint_info(ip, port)
+                records_affinity = records_affinity or f.records_affinity
+                expected = self.endpoint_name(ip, port or 0)
+                if expected != chain_name:
+                    notes.append(f"chain name does not hash from {endpoint.address}: kube-proxy would call it "
+                                 f"{expected}")
+                explain.append(f"{words.dnat} rewrites the destination to {endpoint.address}; conntrack remembers "
+                               "the translation, so replies are rewritten back.")
+            elif f.records_affinity:
+                records_affinity = True
+            else:
+                notes.append(f"rule {f.index} is not one kube-proxy writes here: {f.text}")
+            own.append(self.ref(rule))
+        if records_affinity:
+            explain.append(words.records)
+        hop = Hop(kind="endpoint", name=chain_name, table=self.table, rules=rules + tuple(own), share=share,
+                  probability=probability, masquerade=masquerade)
+        if endpoint is None:
+            return replace(hop, notes=(*notes, f"no {words.dnat} rule: traffic falls through unchanged"),
+                           explain=f"This endpoint chain has no {words.dnat} rule, so nothing is translated here.")
+        return replace(hop, verdict="DNAT", endpoint=endpoint, explain=" ".join(explain), notes=tuple(notes))
+
+    def service_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...]) -> Hop:
+        """A service or local chain: the masquerade rule, the affinity checks, then how endpoints are picked."""
+        self.reached.add(chain_name)
+        kind = self.kind(chain_name)
+        chain = self.rules(chain_name)
+        if chain is None:
+            return self.missing(kind, chain_name, when, rules)
+        words = self.words
+        masquerade = None
+        masq_explain = ""
+        affinity_seconds: str | None = None
+        affinity_targets: set[str] = set()
+        own: list[RuleRef] = []
+        children: list[Hop] = []
+        notes: list[str] = []
+        remaining = 1.0
+        for rule in chain:
+            f = self.facts(rule)
+            if f.masq:
+                masquerade = f.source or "always"
+                own.append(self.ref(rule))
+                if f.pod_network is not None:
+                    masq_explain = (f"Clients outside the pod network {f.pod_network} (the node itself, "
+                                    f"host-network pods) are marked 0x4000 so {words.masq_marked}; otherwise the "
+                                    "pod's reply would not come back through this node's NAT.")
+                else:
+                    masq_explain = ("Every connection is marked 0x4000 for masquerading (--masquerade-all, or no "
+                                    "pod CIDR is known to kube-proxy).")
+                continue
+            if f.affinity_seconds is not None and f.target is not None and self.kind(f.target) == "endpoint":
+                affinity_seconds = f.affinity_seconds
+                affinity_targets.add(f.target)
+                own.append(self.ref(rule))
+                continue
+            picked = self.pick(rule, f, remaining, notes)
+            if picked is not None:
+                targets, remaining = picked
+                children += [self.endpoint_hop(t, rules=(ref,), share=share, probability=prob)
+                             for t, ref, share, prob in targets]
+                continue
+            own.append(self.ref(rule))
+            if not f.action_less:
+                notes.append(f"rule {f.index} is not one kube-proxy writes here: {f.text}")
+        if remaining > 1e-9 and children:
+            notes.append(f"{pct(remaining)} of connections match no endpoint rule and fall through")
+        affinity = f"ClientIP, {affinity_seconds}s" if affinity_seconds is not None else None
+        if affinity is not None:
+            children = [replace(c, affinity=affinity) if c.name in affinity_targets else c for c in children]
+        sentences = []
+        if kind == "local":
+            sentences.append(words.local)
+        n = len(children)
+        if n > 1:
+            sentences.append(words.balance.format(n=n))
+        elif n == 1:
+            sentences.append("A single endpoint takes every new connection.")
+        if masq_explain:
+            sentences.append(masq_explain)
+        if any(c.masquerade and c.masquerade.startswith("hairpin") for c in children):
+            sentences.append("Each endpoint chain also masquerades a pod that reaches itself through the Service "
+                             "(hairpin), or its reply would bypass the NAT and be dropped.")
+        if affinity is not None:
+            sentences.append(words.affinity.format(seconds=affinity_seconds))
+        if not children:
+            notes.append("no endpoint rules: nothing is translated here")
+        return Hop(kind=kind, name=chain_name, table=self.table, when=when, rules=rules + tuple(own),
+                   masquerade=masquerade, affinity=affinity, explain=" ".join(sentences), notes=tuple(notes),
+                   children=tuple(children))
+
+    def external_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int) -> Hop:
+        """An external chain: masquerade, short-circuits for pods and the node, then the cluster or local chain."""
+        self.reached.add(chain_name)
+        chain = self.rules(chain_name)
+        if chain is None:
+            return self.missing("external", chain_name, when, rules)
+        masquerade = None
+        own: list[RuleRef] = []
+        children: list[Hop] = []
+        notes: list[str] = []
+        unconditional_exit = False
+        local_policy = self.svc.external_traffic_policy in ("Local", "OnlyLocal")
+        for rule in chain:
+            f = self.facts(rule)
+            cond = f.source
+            if f.masq:
+                masquerade = cond or "always"
+                own.append(self.ref(rule))
+                continue
+            if f.target is not None and self.kind(f.target) in ("service", "local"):
+                if cond is None:
+                    unconditional_exit = True
+                    cond = "external clients" if local_policy else None
+                children.append(self.walk(f.target, when=cond, rules=(self.ref(rule),), depth=depth + 1))
+                continue
+            own.append(self.ref(rule))
+            if not f.action_less:
+                notes.append(f"rule {f.index} is not one kube-proxy writes here: {f.text}")
+        if local_policy:
+            explain = ("externalTrafficPolicy Local: clients from outside go only to endpoints on this node and "
+                       "keep their source address (no SNAT); pods and the node itself are short-circuited to "
+                       "every endpoint.")
+        else:
+            explain = ("externalTrafficPolicy Cluster: external connections are marked for masquerade, so the pod "
+                       "sees this node as the source and replies come back through it; any endpoint in the "
+                       "cluster may serve them.")
+        if not unconditional_exit:
+            verdict = self.external_verdict(local_policy)
+            if verdict is not None:
+                children.append(verdict)
+            else:
+                notes.append(f"some sources fall through this chain without a verdict {self.words.fallthrough}: "
+                             "they are routed unchanged")
+        return Hop(kind="external", name=chain_name, table=self.table, when=when, rules=rules + tuple(own),
+                   masquerade=masquerade, explain=explain, notes=tuple(notes), children=tuple(children))
