@@ -212,7 +212,7 @@ _HINT_REMAKE = ("a snapshot holds plain files only; make the tarball again from 
 def _read_tarball(path: Path, label: str) -> Snapshot:
     with _opener(path, label)() as f:
         try:
-            with tarfile.open(fileobj=f, mode="r|*") as tf:
+            with tarfile.open(fileobj=f, mode="r:*") as tf:
                 return _read_entries(_tar_entries(tf, label), label)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             if _looks_compressed(path) or isinstance(exc, (EOFError, zlib.error)):

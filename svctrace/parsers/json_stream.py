@@ -111,14 +111,22 @@ class JsonStream:
         nl = data.count(b"\n")
         self._advance(nl, len(data) - data.rfind(b"\n") - 1 if nl else -1, len(data))
 
-    def _fill(self, at_least: int = CHUNK) -> bool:
+    def _fill(self, at_least: int = 1) -> bool:
         """Read more text after the buffer; False at the end of the stream."""
         self._drop(self._pos)
-        piece = self._stream.read(max(at_least, CHUNK), skip_blank=None if self._buf else self._skipped)
-        if not piece:
-            self._eof = True
+        pieces: list[str] = []
+        got = 0
+        while got < at_least:  # a source may hand out less than asked (a socket, a test)
+            piece = self._stream.read(max(at_least - got, CHUNK),
+                                      skip_blank=None if self._buf or pieces else self._skipped)
+            if not piece:
+                self._eof = True
+                break
+            pieces.append(piece)
+            got += len(piece)
+        if not pieces:
             return False
-        self._buf = piece if not self._buf else self._buf + piece
+        self._buf += "".join(pieces)
         return True
 
     def _peek(self) -> str:
@@ -170,8 +178,8 @@ class JsonStream:
             except RecursionError:
                 raise self._fail("not read: JSON nested deeper than svctrace reads", self._pos,
                                  "no Kubernetes object nests this deep; check that this is the right file") from None
-            if end == len(self._buf) and not self._eof:
-                self._grow()  # a number or a literal may go on in the next piece
+            if end > len(self._buf) - _TAIL and not self._eof:
+                self._grow()  # a number may go on in the next piece ("0" of "0.5")
                 continue
             self._pos = end
             return value

@@ -45,4 +45,6 @@ def mib(n: int) -> str:
     """A byte count as people read it: ``16 MiB``, ``1 GiB``."""
     if n >= 1 << 30 and n % (1 << 30) == 0:
         return f"{n >> 30} GiB"
+    if n < MiB:
+        return f"{n:,} bytes"
     return f"{n / MiB:g} MiB"
