@@ -136,27 +136,44 @@ class _BoundedLoader(_YamlLoader):  # type: ignore[misc]
         return super().construct_document(node)
 
 
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
 def _check_yaml_nodes(root: Any, source: str) -> None:
-    visits = 0
-    todo: list[tuple[Any, int]] = [(root, 1)]
+    """Refuse a document whose aliases expand past MAX_YAML_NODES or that nests past MAX_DEPTH.
+
+    Sizes and depths are computed once per node (an alias points at a node already seen), so a "billion
+    laughs" is measured in as many steps as it has lines, not expanded.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    todo: list[tuple[Any, bool]] = [(root, False)]
     while todo:
-        node, depth = todo.pop()
-        visits += 1
-        if visits > MAX_YAML_NODES:
+        node, done = todo.pop()
+        key = id(node)
+        if key in size:
+            continue
+        kids = _children(node)
+        if not done:
+            todo.append((node, True))
+            todo.extend((k, False) for k in kids if id(k) not in size)
+            continue
+        size[key] = 1 + sum(size[id(k)] for k in kids)
+        depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
+        if size[key] > MAX_YAML_NODES:
             raise InputError(f"YAML whose aliases expand to more than {MAX_YAML_NODES:,} values; refused",
                              "kubectl never writes aliases; export the objects again with `kubectl get ... -o json`",
                              path=source)
-        if depth > MAX_DEPTH:
+        if depth[key] > MAX_DEPTH:
             line = node.start_mark.line + 1 if getattr(node, "start_mark", None) is not None else None
             raise InputError(f"YAML nested more than {MAX_DEPTH} deep; refused",
                              "no Kubernetes object nests this deep; check that this is the right file",
                              path=source, line=line)
-        if isinstance(node, yaml.SequenceNode):
-            todo.extend((child, depth + 1) for child in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                todo.append((key, depth + 1))
-                todo.append((value, depth + 1))
 
 
 def decode_yaml(text: str, source: str) -> list[Any]:
