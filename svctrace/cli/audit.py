@@ -37,6 +37,7 @@ def audit_command(
     with Progress(console=env.stderr, transient=True, disable=not env.stderr.is_terminal) as bar:
         task = bar.add_task("reading the cluster and this node", total=None)
         loaded = load_namespace(run.source, run.namespace, every_namespace=all_namespaces)
+        run.warn_partial(loaded)
         # Like kubectl: without -A or -n, the context's namespace.
         scope = None if all_namespaces else loaded.namespace
 

@@ -25,7 +25,7 @@ from svctrace.cli.help import command_help, group_help
 from svctrace.cli.options import KUBECTL_FLAGS, SNAPSHOT_FLAGS, SharedOption, parse_duration
 
 if TYPE_CHECKING:
-    from svctrace.sources import Source
+    from svctrace.sources import Loaded, Source
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -43,6 +43,14 @@ class Run:
         """``-n`` as given; the default (the context's, else ``default``) is worked out by svctrace.sources."""
         value: str | None = self._flags.get("namespace")
         return value
+
+    def warn_partial(self, loaded: Loaded) -> None:
+        """Say on stderr what a live collection could not read (its answer is partial); a snapshot says it itself."""
+        from rich.text import Text
+
+        if loaded.collection is not None:
+            for warning in loaded.collection.api.warnings:
+                self.env.stderr.print(Text(f"warning: {warning}", "note"), soft_wrap=True)
 
     @property
     def source(self) -> Source:

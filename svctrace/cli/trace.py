@@ -69,6 +69,7 @@ def trace_command(
     loaded = load_node(run.source, run.namespace, with_api=from_pod is not None,
                        scope=from_pod.rpartition("/")[0] or None if from_pod else None)
     snapshot = loaded.snapshot
+    run.warn_partial(loaded)
     source = packet_source(snapshot, family_of(ip), namespace=loaded.namespace, src=src, from_pod=from_pod,
                            from_node=from_node, from_external=from_external)
     packet = Packet(src=source.address, dst=ip, dport=port, protocol=proto, origin=source.origin,

@@ -38,6 +38,7 @@ def why_command(
     # An address can belong to a Service in any namespace; a name only needs its own.
     loaded = load_namespace(run.source, run.namespace, scope=parsed.namespace,
                             every_namespace=parsed.kind == "address")
+    run.warn_partial(loaded)
     client = diagnosis_client(loaded.snapshot, namespace=loaded.namespace, from_pod=from_pod, src=src)
     diag = diagnose(loaded.snapshot, target, namespace=loaded.namespace, client=client)
     if output is TextOrJson.json:

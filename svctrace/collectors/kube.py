@@ -36,6 +36,9 @@ from svctrace.collectors.kube_http import (
     StatusFailure,
     Transport,
 )
+from svctrace.collectors.kube_http import (
+    json_type as _json_type,
+)
 from svctrace.collectors.kubeconfig import SERVICEACCOUNT_DIR, KubeTarget, load_client_configuration
 from svctrace.errors import CollectionError, ForbiddenError, InputError, NotFoundError
 from svctrace.parsers.k8s import ApiObjects, merge_objects, parse_objects
@@ -202,6 +205,10 @@ class KubeCollector:
                     items, token, seen, restarted, pages = [], None, set(), True, 0
                     continue
                 raise
+            listed = doc.get("items", ())
+            if listed is not None and not isinstance(listed, list):
+                raise BadAnswer(op, f"its items are {_json_type(listed)}, not a list" if listed != () else
+                                f"the answer has no items, so it is not {expect}")
             items += page
             meta = doc.get("metadata")
             token = meta.get("continue") if isinstance(meta, Mapping) else None
@@ -476,6 +483,8 @@ class _Partial:
         except ReadFailure as failure:
             if failure.status == 404 and tolerate_404:
                 self.missing.append(f"{op.resource} (not served by this cluster)")
+                self.warnings.append(f"{op.resource} ({op.group or 'v1'}) are not served by this cluster: "
+                                     f"{consequence}")
             else:
                 self._failed(op, consequence, failure)
             return None

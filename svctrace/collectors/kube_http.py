@@ -267,11 +267,11 @@ def _read_answer(op: Op, resp: Any, items: Callable[[Any], None] | None, expect:
                 items(value.value)
                 continue
             if value.rest and doc is None:
-                doc = value.value
+                doc = {**value.value, "items": []}  # its items went to ``items``
                 continue
             if doc is not None or value.index is not None or not isinstance(value.value, dict):
                 shown = "a JSON list" if value.index is not None else (
-                    "more than one JSON value" if doc is not None else _json_type(value.value))
+                    "more than one JSON value" if doc is not None else json_type(value.value))
                 raise BadAnswer(op, f"the answer is {shown}, not {expect}")
             doc = value.value
     except InputError as exc:
@@ -281,7 +281,8 @@ def _read_answer(op: Op, resp: Any, items: Callable[[Any], None] | None, expect:
     return doc
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """A JSON value's type in words: "null", "a JSON list"..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -290,6 +291,8 @@ def _json_type(value: Any) -> str:
         return "a JSON number"
     if isinstance(value, str):
         return "a JSON string"
+    if isinstance(value, dict):
+        return "a JSON object"
     return "a JSON list"
 
 

@@ -73,6 +73,7 @@ _KNOWN = {
 _T = TypeVar("_T")
 
 _HINT_EXPORT = HINT_EXPORT
+MAX_NAME = 253  # the longest name any Kubernetes object may have (a DNS subdomain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +251,10 @@ class _Obj:
             ns = meta.get("namespace")
             # kubectl always prints it; a hand-written manifest without one means "default" (kubectl apply).
             namespace = ns if isinstance(ns, str) and ns else "default"
+        if len(name) > MAX_NAME or len(namespace) > MAX_NAME:
+            # The API refuses longer names; one of megabytes would be printed in every line that names it.
+            raise InputError(f"a {kind} whose name or namespace is longer than {MAX_NAME} characters; refused",
+                             _HINT_EXPORT, path=source, line=line)
         return cls(doc, kind, source, namespace, name, line)
 
     @property
