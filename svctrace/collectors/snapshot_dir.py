@@ -25,19 +25,23 @@ from typing import IO, Literal
 
 from svctrace.errors import InputError
 from svctrace.model.snapshot import NodeFile, Snapshot
-from svctrace.parsers.json_stream import Counter
+from svctrace.parsers.json_stream import Counter, compact
 from svctrace.parsers.k8s import ApiObjects, merge_objects, parse_raw
 from svctrace.parsers.k8s_documents import read_json_objects, read_yaml_objects
 from svctrace.parsers.limits import (
     MAX_API_FILE_BYTES,
+    MAX_CHAIN_RULES,
+    MAX_LINE_BYTES,
     MAX_NODE_FILE_BYTES,
+    MAX_NODE_FILE_LINES,
+    MAX_OBJECT_BYTES,
     MAX_SNAPSHOT_BYTES,
     MAX_SNAPSHOT_FILES,
     MAX_VALUES,
     MAX_YAML_FILE_BYTES,
     mib,
 )
-from svctrace.parsers.snapshot import NodeInput, build_snapshot
+from svctrace.parsers.snapshot import OPTIONAL_NODE_FILES, NodeInput, build_snapshot
 from svctrace.parsers.text_stream import TextStream
 
 log = logging.getLogger(__name__)
@@ -301,6 +305,7 @@ class _Read:
     where: dict[str, str] = field(default_factory=dict)
     total: int = 0
     counter: Counter = field(default_factory=lambda: Counter(MAX_VALUES))
+    skipped: list[str] = field(default_factory=list)  # optional files not read, and why
 
 
 def _limit_for(rel: str, kind: str) -> tuple[int, str]:
@@ -317,6 +322,9 @@ def _take(entry: _Entry, read: _Read) -> None:
     kind = _snapshot_file(rel)
     assert kind is not None
     limit, what = _limit_for(rel, kind)
+    if entry.size > limit and kind in OPTIONAL_NODE_FILES:
+        read.skipped.append(f"{entry.where}: bigger than the {mib(limit)} svctrace reads for {what}; not read")
+        return
     if entry.size > limit:
         raise InputError(f"{mib(entry.size) if entry.size >= 1 << 20 else f'{entry.size} bytes'}, more than the "
                          f"{mib(limit)} svctrace reads for {what}; refused", _HINT_LIMITS, path=entry.where)
@@ -325,14 +333,35 @@ def _take(entry: _Entry, read: _Read) -> None:
         raise InputError(f"files to read add up to more than {mib(MAX_SNAPSHOT_BYTES)}; refused", _HINT_LIMITS,
                          path=entry.where)
     with entry.open() as f:
-        stream = TextStream(f.read, entry.where, limit=limit, what=what)
         if kind != "api":
-            read.node[name] = stream.read_all()
-        elif API_SUFFIXES[posixpath.splitext(rel)[1].lower()] == "json":
-            read.api[name] = parse_raw(read_json_objects(stream, entry.where, read.counter), entry.where)
+            try:
+                read.node[name] = _node_text(kind, f, entry.where, limit, what)
+            except InputError as exc:
+                if kind not in OPTIONAL_NODE_FILES:
+                    raise
+                # An optional file too big to read leaves its check saying it could not look; no reason to
+                # refuse the snapshot.
+                read.skipped.append(f"{exc.message}; not read ({exc.hint})")
         else:
-            read.api[name] = parse_raw(read_yaml_objects(stream.read_all(), entry.where, read.counter), entry.where)
+            stream = TextStream(f.read, entry.where, limit=limit, what=what)
+            if API_SUFFIXES[posixpath.splitext(rel)[1].lower()] == "json":
+                objects = read_json_objects(stream, entry.where, read.counter)
+            else:
+                objects = read_yaml_objects(stream.read_all(), entry.where, read.counter)
+            read.api[name] = parse_raw(objects, entry.where)
     read.where[name] = entry.where
+
+
+def _node_text(kind: str, f: IO[bytes], where: str, limit: int, what: str) -> str:
+    """A node/ file's text, within its bounds: size, lines and line length; nft.json compacted as it is read."""
+    if kind.endswith(".json"):
+        stream = TextStream(f.read, where, limit=limit, what=what)
+        if kind == NodeFile.NFT:
+            return compact(stream, where, stream_key="nftables", max_value_chars=MAX_OBJECT_BYTES,
+                           counter=Counter(MAX_NODE_FILE_LINES * 10))
+        return stream.read_all()
+    return TextStream(f.read, where, limit=limit, what=what, max_lines=MAX_NODE_FILE_LINES,
+                      max_line=MAX_LINE_BYTES).read_all()
 
 
 def _find_root(files: list[str]) -> str | None:
@@ -387,10 +416,23 @@ def _build(read: _Read, label: str) -> Snapshot:
         else:
             warnings.append(f"{rel if rel is not None else full}: not a file svctrace reads; ignored "
                             "(see docs/snapshot.md)")
-    node.warnings = warnings
+    node.warnings = warnings + [w.replace(label + ":", "") for w in read.skipped]
     api = merge_objects(parts)
     if api.ignored_kinds:
         log.debug("%s: %d objects of kinds svctrace does not read were ignored: %s", label, api.ignored,
                   ", ".join(f"{kind} ({n})" for kind, n in api.ignored_kinds.items()))
-    return build_snapshot(api if parts and api.objects_seen > 0 else None, node, source=label,
-                          api_warnings=api.warnings)
+    snapshot = build_snapshot(api if parts and api.objects_seen > 0 else None, node, source=label,
+                              api_warnings=api.warnings)
+    _check_chains(snapshot, node)
+    return snapshot
+
+
+def _check_chains(snapshot: Snapshot, node: NodeInput) -> None:
+    """Refuse a dump with a chain of more rules than MAX_CHAIN_RULES (counted by the index, before any is typed)."""
+    for dump, name in ((snapshot.iptables, NodeFile.IPTABLES), (snapshot.ip6tables, NodeFile.IP6TABLES)):
+        for table in dump.tables.values() if dump is not None else ():
+            for head in table.heads.values():
+                if head.rule_count > MAX_CHAIN_RULES:
+                    raise InputError(f"chain {table.name} {head.name} has {head.rule_count:,} rules, more than the "
+                                     f"{MAX_CHAIN_RULES:,} svctrace reads in one chain; refused", _HINT_LIMITS,
+                                     path=node.source(name))

@@ -211,8 +211,12 @@ class JsonStream:
             if first == "{":
                 yield from self._object(number, line)
             elif first == "[":
+                empty = True
                 for value, item_line, index in self._elements():
+                    empty = False
                     yield Streamed(value, number, item_line, None, index)
+                if empty:
+                    yield Streamed([], number, line)  # an empty top-level array is a value too
             else:
                 yield Streamed(self._value(), number, line)
 
@@ -289,3 +293,37 @@ def deeper_than(value: Any, limit: int) -> bool:
         elif isinstance(v, list):
             todo.extend((child, depth + 1) for child in v)
     return False
+
+
+def compact(stream: TextStream, source: str, *, stream_key: str, max_value_chars: int, counter: Counter) -> str:
+    """The JSON text of ``stream`` written back without whitespace between values, read item by item.
+
+    For JSON files that are read whole afterwards (nft.json): gigabytes of spaces or a pretty-printed
+    ruleset become what they hold, and a malformed file is refused here with its line. A top-level object's
+    ``stream_key`` member is written last (member order means nothing in JSON).
+    """
+    def dumps(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    parts: list[str] = []
+    items: list[str] = []
+    array: tuple[int, list[str]] | None = None  # a top-level array being written: its number and elements
+    for s in JsonStream(stream, source, max_value_chars=max_value_chars, counter=counter, stream_key=stream_key):
+        if array is not None and (s.index is None or s.container is not None or s.number != array[0]):
+            parts.append("[" + ",".join(array[1]) + "]")
+            array = None
+        if s.container is not None:
+            items.append(dumps(s.value))
+        elif s.rest:
+            members = [f"{dumps(k)}:{dumps(v)}" for k, v in s.value.items()]
+            parts.append("{" + ",".join([*members, f"{dumps(stream_key)}:[{','.join(items)}]"]) + "}")
+            items = []
+        elif s.index is not None:
+            if array is None:
+                array = (s.number, [])
+            array[1].append(dumps(s.value))
+        else:
+            parts.append(dumps(s.value))
+    if array is not None:
+        parts.append("[" + ",".join(array[1]) + "]")
+    return "\n".join(parts)

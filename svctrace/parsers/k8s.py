@@ -167,6 +167,7 @@ class _Accumulator:
         self.policies: list[NetworkPolicy] = []
         self.ignored: dict[str, int] = {}
         self.secrets = 0
+        self.kindless = 0
         self.seen = 0
         self.warnings: list[str] = []
 
@@ -178,7 +179,7 @@ class _Accumulator:
             self.secrets += 1
             return
         if not isinstance(kind, str) or not kind:
-            self.warnings.append(f"{source}: an object without a kind was skipped")
+            self.kindless += 1
             return
         group = _group(doc.get("apiVersion"))
         if (group, kind) not in _KNOWN:
@@ -204,6 +205,10 @@ class _Accumulator:
             self.policies.append(_network_policy(obj))
 
     def result(self) -> ApiObjects:
+        if self.kindless:
+            many = f"{self.kindless} objects" if self.kindless > 1 else "an object"
+            self.warnings.append(f"{self.source}: {many} without a kind {'were' if self.kindless > 1 else 'was'} "
+                                 "skipped")
         secrets_note: tuple[str, ...] = ()
         if self.secrets:
             secrets_note = (f"{self.source}: skipped {self.secrets} Secret(s) without reading them; svctrace "

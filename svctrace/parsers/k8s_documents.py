@@ -104,7 +104,7 @@ def _json_stream(stream: TextStream, source: str, counter: Counter, *, items: bo
 
 def _from_streamed(s: Streamed, source: str) -> Iterator[RawObject]:
     value = s.value
-    if value is None or s.rest:
+    if value is None or s.rest or value == []:
         return  # null items, as some generators write; what a List holds besides its items
     if s.container is not None:
         kind, api = _inherited(s.container)
@@ -176,10 +176,27 @@ def _check_yaml_nodes(root: Any, source: str) -> None:
                              path=source, line=line)
 
 
+_NODE_EVENTS = (yaml.ScalarEvent, yaml.AliasEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)
+
+
+def _count_yaml_nodes(text: str, source: str) -> None:
+    """Refuse a file of more than MAX_YAML_NODES values before PyYAML builds them (each costs ~500 bytes)."""
+    count = 0
+    for event in yaml.parse(text, Loader=_YamlLoader):
+        if isinstance(event, _NODE_EVENTS):
+            count += 1
+            if count > MAX_YAML_NODES:
+                line = event.start_mark.line + 1 if event.start_mark is not None else None
+                raise InputError(f"more than {MAX_YAML_NODES:,} YAML values; refused",
+                                 "YAML is read whole and slowly: export the objects with `kubectl get ... -o json`, "
+                                 "which svctrace reads item by item", path=source, line=line)
+
+
 def decode_yaml(text: str, source: str) -> list[Any]:
     """The documents of a YAML file (``---``-separated), bounded in depth and alias expansion."""
     loader = type("_Loader", (_BoundedLoader,), {"source": source})
     try:
+        _count_yaml_nodes(text, source)
         return list(yaml.load_all(text, Loader=loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
@@ -239,7 +256,7 @@ def decode_documents(text: str, source: str, fmt: Literal["json", "yaml"]) -> tu
                 docs.append(item)
         return tuple(docs)
     for s in _json_stream(_text_stream(text, source), source, Counter(MAX_VALUES), items=False):
-        if s.value is None:
+        if s.value is None or s.value == [] and s.index is None:
             continue
         if not isinstance(s.value, Mapping):
             raise _not_an_object(s.number, s.value, source, s.line)

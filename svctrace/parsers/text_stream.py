@@ -8,6 +8,7 @@ unpack to gigabytes of spaces; those cost a byte count, not a Python loop).
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable
 
 from svctrace.errors import InputError
@@ -16,6 +17,7 @@ from svctrace.parsers.limits import mib
 CHUNK = 1 << 20
 _JSON_WS = b" \t\r\n"
 
+_HINT_LIMITS = "check that this is the right file (see the limits in docs/snapshot.md)"
 _HINT_UTF16 = ("PowerShell's `>` writes UTF-16; save it with `| Out-File -Encoding utf8` or make it on the node "
                "with a POSIX shell")
 _HINT_UTF8 = ("svctrace reads the text kubectl, iptables-save and ip print; copy the file again without "
@@ -23,14 +25,19 @@ _HINT_UTF8 = ("svctrace reads the text kubectl, iptables-save and ip print; copy
 
 
 class TextStream:
-    """UTF-8 text (a leading BOM dropped) from ``read(n) -> bytes``; refuses UTF-16 and more than ``limit`` bytes."""
+    """UTF-8 text (a leading BOM dropped) from ``read(n) -> bytes``; refuses UTF-16 and more than ``limit`` bytes,
+    and, for line-based files, more than ``max_lines`` lines or a line longer than ``max_line`` bytes."""
 
     def __init__(self, read: Callable[[int], bytes], where: str, *, limit: int | None = None,
-                 what: str = "the file") -> None:
+                 what: str = "the file", max_lines: int | None = None, max_line: int | None = None) -> None:
         self._read = read
         self.where = where
         self._limit = limit
         self._what = what
+        self._max_lines = max_lines
+        self._max_line = max_line
+        self._long_line = re.compile(b"[^\n]{%d}" % (max_line + 1)) if max_line is not None else None
+        self._run = 0  # bytes since the last newline
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
         self._first = True
         self._eof = False
@@ -45,9 +52,18 @@ class TextStream:
                 raise InputError("the file is UTF-16, not UTF-8", _HINT_UTF16, path=self.where)
         self.bytes_read += len(data)
         if self._limit is not None and self.bytes_read > self._limit:
-            raise InputError(f"{self._what} is bigger than {mib(self._limit)}; refused",
-                             "check that this is the right file (see the limits in docs/snapshot.md)",
+            raise InputError(f"{self._what} is bigger than {mib(self._limit)}; refused", _HINT_LIMITS,
                              path=self.where)
+        if self._max_lines is not None and self._lines + data.count(b"\n") > self._max_lines:
+            raise InputError(f"{self._what} has more than {self._max_lines:,} lines; refused", _HINT_LIMITS,
+                             path=self.where)
+        if self._long_line is not None:
+            first = data.find(b"\n")
+            head = len(data) if first < 0 else first
+            if self._run + head > (self._max_line or 0) or self._long_line.search(data):
+                raise InputError(f"{self._what} has a line longer than {mib(self._max_line or 0)}; refused",
+                                 _HINT_LIMITS, path=self.where)
+            self._run = self._run + len(data) if first < 0 else len(data) - data.rfind(b"\n") - 1
         return data
 
     def _decode(self, data: bytes, final: bool) -> str:
