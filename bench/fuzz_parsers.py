@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from svctrace.parsers.k8s_documents import read_json_objects, read_yaml_objects 
 from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction  # noqa: E402
 from svctrace.parsers.node import parse_ip_addr_json, parse_links, parse_meta_json  # noqa: E402
 from svctrace.parsers.text_stream import TextStream  # noqa: E402
-from tests.fuzzing import DEADLINE, DEMOS, deadline  # noqa: E402
+from tests.fuzzing import DEADLINE, DEMOS, deadline, hypothesis_run  # noqa: E402
 
 
 def _iptables(text: str) -> None:
@@ -99,29 +98,7 @@ def main() -> int:
 
     corpus = seeds(Path(tempfile.mkdtemp(prefix="svctrace-fuzz-parsers-")))
     if args.hypothesis:
-        from hypothesis import HealthCheck, given, settings
-        from hypothesis import strategies as st
-
-        starts = [p.read_bytes() for p in sorted(corpus.iterdir())]
-        count = 0
-        started = time.monotonic()
-
-        @settings(max_examples=args.hypothesis, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        @given(st.sampled_from(starts), st.data())
-        def run(seed: bytes, data: st.DataObject) -> None:
-            nonlocal count
-            body = bytearray(seed[:4000])
-            for _ in range(data.draw(st.integers(0, 8))):
-                if len(body) <= 1:
-                    break
-                at = data.draw(st.integers(1, len(body) - 1))
-                body[at:at + data.draw(st.integers(0, 30))] = data.draw(st.binary(max_size=30))
-            one(bytes(body))
-            count += 1
-
-        run()
-        print(f"{count} inputs, no crash, {time.monotonic() - started:.0f} s")
-        return 0
+        return hypothesis_run([p.read_bytes()[:4000] for p in sorted(corpus.iterdir())], one, args.hypothesis, keep=1)
     try:
         import atheris
     except ImportError:

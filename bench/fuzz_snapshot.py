@@ -18,12 +18,11 @@ import argparse
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fuzzing import DEMOS, FILES, check_input  # noqa: E402
+from tests.fuzzing import DEMOS, FILES, check_input, hypothesis_run  # noqa: E402
 
 WORK = Path(tempfile.mkdtemp(prefix="svctrace-fuzz-"))
 
@@ -58,7 +57,8 @@ def main() -> int:
                 print(f"{path}: ok")
             return 0
         if args.hypothesis:
-            return hypothesis_run(args.hypothesis)
+            seeds = [p.read_bytes() for p in sorted(seed_corpus(WORK / "corpus").iterdir())]
+            return hypothesis_run(seeds, one, args.hypothesis, keep=2)
         try:
             import atheris
         except ImportError:
@@ -71,33 +71,6 @@ def main() -> int:
         return 0
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
-
-
-def hypothesis_run(examples: int) -> int:
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-
-    demo_files = [p.read_bytes() for p in sorted(seed_corpus(WORK / "corpus").iterdir())]
-    count = 0
-    started = time.monotonic()
-
-    @settings(max_examples=examples, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(st.sampled_from(demo_files), st.data())
-    def run(seed: bytes, data: st.DataObject) -> None:
-        nonlocal count
-        body = bytearray(seed)
-        for _ in range(data.draw(st.integers(0, 6))):  # a few byte-level edits of a real file
-            if len(body) <= 2:
-                break
-            at = data.draw(st.integers(2, len(body) - 1))
-            body[at:at + data.draw(st.integers(0, 40))] = data.draw(st.binary(max_size=40))
-        one(bytes(body))
-        count += 1
-
-    run()
-    print(f"{count} inputs, no crash, {time.monotonic() - started:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from __future__ import annotations
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -114,3 +115,30 @@ def check_input(data: bytes, workdir: Path | None = None) -> None:
     finally:
         if workdir is None:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def hypothesis_run(seeds: list[bytes], one: Callable[[bytes], None], examples: int, keep: int) -> int:
+    """Without atheris: ``examples`` inputs, each a seed with a few byte-level edits after its first ``keep``
+    bytes (the header that picks the target); prints how many ran. Returns an exit status."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    count = 0
+    started = time.monotonic()
+
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(seeds), st.data())
+    def run(seed: bytes, data: st.DataObject) -> None:
+        nonlocal count
+        body = bytearray(seed)
+        for _ in range(data.draw(st.integers(0, 8))):
+            if len(body) <= keep:
+                break
+            at = data.draw(st.integers(keep, len(body) - 1))
+            body[at:at + data.draw(st.integers(0, 40))] = data.draw(st.binary(max_size=40))
+        one(bytes(body))
+        count += 1
+
+    run()
+    print(f"{count} inputs, no crash, {time.monotonic() - started:.0f} s")
+    return 0

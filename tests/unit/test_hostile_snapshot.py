@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from svctrace.collectors.snapshot_dir import load_snapshot
 from svctrace.errors import InputError
+from svctrace.model.snapshot import Snapshot
 from svctrace.parsers import limits
 
 DEMO = Path(__file__).resolve().parents[2] / "svctrace" / "demo" / "tutorial"
@@ -141,16 +142,20 @@ def test_too_many_members(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         load_snapshot(folder)
 
 
+def load_measured(path: Path) -> tuple[Snapshot, int]:
+    """The snapshot and the peak of memory Python allocated while loading it."""
+    tracemalloc.start()
+    try:
+        return load_snapshot(path), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_members_that_are_not_snapshot_files_are_skipped_without_being_kept(tmp_path: Path) -> None:
     blob = b"\0" * (48 << 20)
     path = tarball(tmp_path / "s.tgz", [("snap/notes/big.bin", blob), *demo_members()])
     del blob
-    tracemalloc.start()
-    try:
-        snap = load_snapshot(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    snap, peak = load_measured(path)
     assert snap.services and "notes/big.bin: not a file svctrace reads; ignored (see docs/snapshot.md)" in snap.warnings
     assert peak < 24 << 20  # the 48 MiB member was unpacked and dropped, never held
 
@@ -158,13 +163,7 @@ def test_members_that_are_not_snapshot_files_are_skipped_without_being_kept(tmp_
 def test_an_api_file_of_whitespace_is_read_in_constant_memory(tmp_path: Path) -> None:
     members = demo_members()
     members.append(("snap/api/blank.json", b"[" + b" " * (64 << 20) + b"]"))
-    path = tarball(tmp_path / "s.tgz", members)
-    tracemalloc.start()
-    try:
-        snap = load_snapshot(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    snap, peak = load_measured(tarball(tmp_path / "s.tgz", members))
     assert snap.services
     assert peak < 24 << 20
 
