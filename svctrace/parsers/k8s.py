@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from svctrace.errors import InputError
 from svctrace.model.k8s import (
@@ -27,7 +27,6 @@ from svctrace.model.k8s import (
     NodeAddress,
     ObjectRef,
     Pod,
-    Protocol,
     Service,
     ServicePort,
 )
@@ -37,9 +36,9 @@ from svctrace.parsers.k8s_documents import (
     RawObject,
     decode_documents,
     expand_all,
-    type_name,
 )
 from svctrace.parsers.k8s_fields import READ_FIELDS
+from svctrace.parsers.k8s_object import TypedObject as _Obj
 from svctrace.parsers.limits import MAX_DEPTH
 
 __all__ = ["ApiObjects", "decode_documents", "merge_objects", "parse_objects", "parse_raw"]
@@ -52,7 +51,6 @@ MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 KEPT_CONFIG_MAPS = frozenset({("kube-system", "coredns"), ("kube-system", "kube-proxy")})
 _READ_DATA = frozenset(cast(Mapping[str, Any], READ_FIELDS["ConfigMap"]["data"]))
 
-_PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "SCTP")
 # Old API spellings kube-proxy still accepts (v1.Service docs: "OnlyLocal"/"Global" were the beta names).
 _EXTERNAL_POLICY_ALIASES = {"OnlyLocal": "Local", "Global": "Cluster"}
 
@@ -73,7 +71,6 @@ _KNOWN = {
 _T = TypeVar("_T")
 
 _HINT_EXPORT = HINT_EXPORT
-MAX_NAME = 253  # the longest name any Kubernetes object may have (a DNS subdomain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,150 +220,6 @@ def _group(api_version: object) -> str | None:
     if not isinstance(api_version, str) or not api_version:
         return None  # hand-written objects may leave apiVersion out; trust the kind then
     return api_version.rsplit("/", 1)[0] if "/" in api_version else _CORE
-
-
-# ---------------------------------------------------------------------------------------------
-# typed field access with messages that say where
-
-
-class _Obj:
-    """One object being typed: its raw mapping plus what names it in error messages."""
-
-    __slots__ = ("doc", "kind", "source", "namespace", "name", "line")
-
-    def __init__(self, doc: Mapping[str, Any], kind: str, source: str, namespace: str, name: str,
-                 line: int | None = None) -> None:
-        self.doc = doc
-        self.kind = kind
-        self.source = source
-        self.namespace = namespace
-        self.name = name
-        self.line = line
-
-    @classmethod
-    def of(cls, doc: Mapping[str, Any], kind: str, source: str, *, namespaced: bool, line: int | None = None) -> _Obj:
-        meta = doc.get("metadata")
-        if not isinstance(meta, Mapping):
-            raise InputError(f"a {kind} without metadata (its name is needed)", _HINT_EXPORT, path=source, line=line)
-        name = meta.get("name")
-        if not isinstance(name, str) or not name:
-            raise InputError(f"a {kind} without metadata.name", _HINT_EXPORT, path=source, line=line)
-        namespace = ""
-        if namespaced:
-            ns = meta.get("namespace")
-            # kubectl always prints it; a hand-written manifest without one means "default" (kubectl apply).
-            namespace = ns if isinstance(ns, str) and ns else "default"
-        if len(name) > MAX_NAME or len(namespace) > MAX_NAME:
-            # The API refuses longer names; one of megabytes would be printed in every line that names it.
-            raise InputError(f"a {kind} whose name or namespace is longer than {MAX_NAME} characters; refused",
-                             _HINT_EXPORT, path=source, line=line)
-        return cls(doc, kind, source, namespace, name, line)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.namespace else self.name
-
-    @property
-    def meta(self) -> Mapping[str, Any]:
-        return self.as_map(self.doc.get("metadata"), "metadata")
-
-    @property
-    def spec(self) -> Mapping[str, Any]:
-        return self.as_map(self.doc.get("spec"), "spec")
-
-    @property
-    def status(self) -> Mapping[str, Any]:
-        return self.as_map(self.doc.get("status"), "status")
-
-    def fail(self, path: str, expected: str, value: object) -> NoReturn:
-        raise InputError(f"{self.kind} {self.ref}: {path} must be {expected}, not {_describe(value)}",
-                         _HINT_EXPORT, path=self.source, line=self.line)
-
-    def as_map(self, value: object, path: str) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.fail(path, "a mapping", value)
-        return value
-
-    def as_list(self, value: object, path: str) -> list[Any]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.fail(path, "a list", value)
-        return value
-
-    def as_str(self, value: object, path: str, default: str = "") -> str:
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            self.fail(path, "a string", value)
-        return value
-
-    def as_opt_str(self, value: object, path: str) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            self.fail(path, "a string", value)
-        return value
-
-    def as_int(self, value: object, path: str) -> int | None:
-        # bool is an int in Python; `port: true` is a mistake, not 1.
-        if value is None:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool):
-            self.fail(path, "an integer", value)
-        return value
-
-    def as_port(self, value: object, path: str, *, required: bool = False) -> int | None:
-        number = self.as_int(value, path)
-        if number is None:
-            if required:
-                raise InputError(f"{self.kind} {self.ref}: {path} is missing", _HINT_EXPORT, path=self.source,
-                                 line=self.line)
-            return None
-        if not 0 < number < 65536:
-            self.fail(path, "a port number between 1 and 65535", value)
-        return number
-
-    def as_bool(self, value: object, path: str) -> bool | None:
-        if value is None:
-            return None
-        if not isinstance(value, bool):
-            self.fail(path, "true or false", value)
-        return value
-
-    def as_protocol(self, value: object, path: str) -> Protocol:
-        text = self.as_str(value, path, "TCP")
-        for proto in _PROTOCOLS:
-            if text == proto:
-                return proto
-        self.fail(path, "TCP, UDP or SCTP", value)
-
-    def as_str_list(self, value: object, path: str) -> tuple[str, ...]:
-        return tuple(self.as_str(v, f"{path}[{i}]") for i, v in enumerate(self.as_list(value, path)))
-
-    def as_str_map(self, value: object, path: str) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for k, v in self.as_map(value, path).items():
-            if isinstance(v, (Mapping, list)):
-                self.fail(f"{path}.{k}", "a string", v)
-            out[str(k)] = v if isinstance(v, str) else _scalar_text(v)
-        return out
-
-
-def _scalar_text(value: object) -> str:
-    # Unquoted YAML turns `true`/`8080` into bool/int; the API would have kept them as text.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        return f"the {type_name(value)} {shown}"
-    return f"a {type_name(value)}"
 
 
 # ---------------------------------------------------------------------------------------------

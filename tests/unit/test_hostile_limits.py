@@ -10,7 +10,7 @@ from svctrace.cli.options import DEFAULT_REQUEST_TIMEOUT, DEFAULT_TIMEOUT
 from svctrace.model.snapshot import NodeFile
 from svctrace.model.trace import TraceOptions
 from svctrace.parsers import limits
-from svctrace.parsers.k8s import MAX_NAME
+from svctrace.parsers.k8s_object import MAX_NAME
 from svctrace.parsers.limits import mib
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "snapshot.md").read_text()
