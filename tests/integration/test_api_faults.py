@@ -184,3 +184,12 @@ def test_only_gets_are_sent_whatever_the_fault(server: FakeApiServer, tmp_path: 
             run(server, tmp_path, argv)
     methods: set[Any] = {r.method for r in server.requests}
     assert methods == {"GET"}
+
+
+@pytest.mark.usefixtures("no_node", "small_pages")
+def test_a_list_of_more_pages_than_the_bound_stops_and_says_so(server: FakeApiServer, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("svctrace.collectors.kube.MAX_LIST_PAGES", 2)
+    status, output = run(server, tmp_path, ["audit", "-A"])
+    assert status == 2, output
+    assert "list services in all namespaces: more than 2 pages of 2 objects; stopped paging" in output, output
