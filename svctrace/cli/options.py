@@ -118,5 +118,6 @@ def parse_duration(text: str, flag: str = "--request-timeout", *, zero_means_non
     if not math.isfinite(seconds):
         raise UsageError(f"{flag} {text!r} is not a finite duration", f"give e.g. {flag} 5s, 500ms or 1m")
     if not seconds > 0:
-        raise UsageError(f"{flag} {text!r} must be more than zero", f"give e.g. {flag} 5s")
+        more = "0 (no limit) or more" if zero_means_none else "more than zero"
+        raise UsageError(f"{flag} {text!r} must be {more}", f"give e.g. {flag} 5s")
     return seconds

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from typing import Any
 
 import pytest
@@ -23,7 +24,8 @@ from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction
 from svctrace.parsers.node import parse_ip_addr_json, parse_links, parse_meta_json
 from svctrace.parsers.rule_text import comment_spans, quote, quoted_spans, unquote
 
-FAST = settings(max_examples=int(__import__("os").environ.get("SVCTRACE_FUZZ_EXAMPLES", "80")), deadline=None)
+# SVCTRACE_FUZZ_EXAMPLES=3000 for a longer run (README records the last one).
+FAST = settings(max_examples=int(os.environ.get("SVCTRACE_FUZZ_EXAMPLES", "80")), deadline=None)
 
 _IPT_WORDS = ["-A", "-I", "-N", "-P", "-j", "-g", "-m", "-p", "-s", "-d", "!", "-i", "-o", "tcp", "udp", "comment",
               "--comment", '"a b"', '"', "statistic", "--mode", "random", "--probability", "0.5", "1e999", "nan",
@@ -169,7 +171,7 @@ _K8S = st.recursive(_K8S_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.
     st.sampled_from(_K8S_KEYS), inner, max_size=5), max_leaves=30)
 
 
-@settings(max_examples=150, deadline=None)
+@FAST
 @given(_K8S, st.sampled_from(["json", "yaml"]))
 def test_api_documents(value: Any, fmt: str) -> None:
     text = json.dumps(value)  # JSON is YAML too
