@@ -44,6 +44,7 @@ def audit_command(
     with node_progress(env, "the cluster and the node") as progress:
         loaded = load_namespace(run.source, run.namespace, every_namespace=all_namespaces, progress=progress)
     show_notes(env, loaded.notes)
+    run.warn_partial(loaded)
     with Progress(console=env.stderr, transient=True, disable=not env.stderr.is_terminal) as bar:
         task = bar.add_task("checking", total=None)
         # Like kubectl: without -A or -n, the context's namespace.

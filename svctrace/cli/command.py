@@ -26,7 +26,7 @@ from svctrace.cli.options import COLLECT_FLAGS, KUBECTL_FLAGS, NODES_FLAGS, SNAP
 from svctrace.errors import UsageError
 
 if TYPE_CHECKING:
-    from svctrace.sources import Source
+    from svctrace.sources import Loaded, Source
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -44,6 +44,14 @@ class Run:
         """``-n`` as given; the default (the context's, else ``default``) is worked out by svctrace.sources."""
         value: str | None = self._flags.get("namespace")
         return value
+
+    def warn_partial(self, loaded: Loaded) -> None:
+        """Say on stderr what a live collection could not read (its answer is partial); a snapshot says it itself."""
+        from rich.text import Text
+
+        if loaded.collection is not None:
+            for warning in loaded.collection.api.warnings:
+                self.env.stderr.print(Text(f"warning: {warning}", "note"), soft_wrap=True)
 
     @property
     def source(self) -> Source:
@@ -136,14 +144,19 @@ def _source(flags: dict[str, Any]) -> Source:
     if "request_timeout" not in flags:  # a command without the kubectl flags
         return Source(snapshot)
     kubeconfig = flags["kubeconfig"]
+    request_timeout = parse_duration(flags["request_timeout"])
+    assert request_timeout is not None  # only --timeout may be 0 (no limit)
     live = LiveOptions(kubeconfig=None if kubeconfig is None else str(kubeconfig), context=flags["context"],
-                       namespace=flags["namespace"], node_name=flags["node"],
-                       timeout=parse_duration(flags["request_timeout"]), netns=flags["netns"])
+                       namespace=flags["namespace"], node_name=flags["node"], timeout=request_timeout,
+                       total_timeout=parse_duration(flags.get("timeout", "0"), "--timeout", zero_means_none=True),
+                       netns=flags["netns"])
     collect = None
     if flags.get("collect"):
+        start_timeout = parse_duration(flags["collect_timeout"], "--collect-timeout")
+        assert start_timeout is not None
         collect = CollectOptions(image=flags["image"], privileged=flags["privileged"],
                                  namespace=flags["collector_namespace"], parallel=flags.get("parallel", 1),
-                                 start_timeout=parse_duration(flags["collect_timeout"], "--collect-timeout"))
+                                 start_timeout=start_timeout)
     elif flags.get("image") or flags.get("privileged") or flags.get("collector_namespace"):
         raise UsageError("--image, --privileged and --collector-namespace shape the collector pod of --collect",
                          "add --collect (it reads the node through a short-lived collector pod)")

@@ -58,8 +58,12 @@ NodeName = Annotated[
 ]
 RequestTimeout = Annotated[
     str, typer.Option("--request-timeout", metavar="DURATION",
-                      help="How long to wait for each API request, like kubectl's: 5s, 500ms, 1m (a bare number "
-                           "is seconds).")]
+                      help="How long each API request may take, all of it (connecting and every byte of the "
+                           "answer), like kubectl's: 5s, 500ms, 1m (a bare number is seconds).")]
+Timeout = Annotated[
+    str, typer.Option("--timeout", metavar="DURATION",
+                      help="How long the whole live collection (every API request and the node's reads) may take: "
+                           "2m, 90s; 0 means no limit.")]
 Netns = Annotated[
     str | None,
     typer.Option("--netns", hidden=True, help="Read the dataplane of this named network namespace (testing).",
@@ -104,6 +108,9 @@ Parallel = Annotated[
 DEFAULT_REQUEST_TIMEOUT = "5s"
 DEFAULT_COLLECT_TIMEOUT = "60s"
 DEFAULT_PARALLEL = 4
+# Long enough for `capture -A` of a 10,000-Service cluster (a few hundred LIST pages), short enough that no
+# server, however slow, holds a command for longer without the user asking for it.
+DEFAULT_TIMEOUT = "2m"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +129,7 @@ def _shared(*rows: tuple[str, Any, Any]) -> tuple[SharedOption, ...]:
 SNAPSHOT_FLAGS = _shared(("from_", FromSnapshot, None))
 KUBECTL_FLAGS = _shared(("namespace", Namespace, None), ("kubeconfig", Kubeconfig, None), ("context", Context, None),
                         ("node", NodeName, None), ("request_timeout", RequestTimeout, DEFAULT_REQUEST_TIMEOUT),
+                        ("timeout", Timeout, DEFAULT_TIMEOUT),
                         ("netns", Netns, None))
 # --collect and its knobs: svc, trace, why-unreachable, audit, capture.
 COLLECT_FLAGS = _shared(("collect", Collect, False), ("image", Image, None), ("privileged", Privileged, False),
@@ -135,8 +143,11 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_duration(text: str, flag: str = "--request-timeout") -> float:
-    """Seconds in a kubectl-style duration: ``5s``, ``500ms``, ``1m30s``, or a bare number of seconds."""
+def parse_duration(text: str, flag: str = "--request-timeout", *, zero_means_none: bool = False) -> float | None:
+    """Seconds in a kubectl-style duration: ``5s``, ``500ms``, ``1m30s``, or a bare number of seconds.
+
+    ``0`` is None (no limit) where ``zero_means_none``; anything else must be more than zero and finite.
+    """
     value = text.strip()
     try:
         seconds = float(value)
@@ -146,6 +157,11 @@ def parse_duration(text: str, flag: str = "--request-timeout") -> float:
             raise UsageError(f"{flag} {text!r} is not a duration",
                              f"give e.g. {flag} 5s, 500ms or 1m") from None
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise UsageError(f"{flag} {text!r} must be more than zero", f"give e.g. {flag} 5s")
+    if seconds == 0 and zero_means_none:
+        return None
+    if not math.isfinite(seconds):
+        raise UsageError(f"{flag} {text!r} is not a finite duration", f"give e.g. {flag} 5s, 500ms or 1m")
+    if not seconds > 0:
+        more = "0 (no limit) or more" if zero_means_none else "more than zero"
+        raise UsageError(f"{flag} {text!r} must be {more}", f"give e.g. {flag} 5s")
     return seconds

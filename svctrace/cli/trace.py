@@ -73,6 +73,7 @@ def trace_command(
                            progress=progress)
     show_notes(run.env, loaded.notes)
     snapshot = loaded.snapshot
+    run.warn_partial(loaded)
     source = packet_source(snapshot, family_of(ip), namespace=loaded.namespace, src=src, from_pod=from_pod,
                            from_node=from_node, from_external=from_external)
     packet = Packet(src=source.address, dst=ip, dport=port, protocol=proto, origin=source.origin,

@@ -51,6 +51,7 @@ def why_command(
         loaded = load_namespace(run.source, run.namespace, scope=parsed.namespace,
                                 every_namespace=parsed.kind == "address", client_pod=from_pod, progress=progress)
     show_notes(run.env, loaded.notes)
+    run.warn_partial(loaded)
     client = diagnosis_client(loaded.snapshot, namespace=loaded.namespace, from_pod=from_pod, src=src)
     diag = diagnose(loaded.snapshot, target, namespace=loaded.namespace, client=client)
     if output is TextOrJson.json:

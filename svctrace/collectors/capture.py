@@ -1,8 +1,10 @@
 """Write a snapshot (docs/snapshot.md) from what `svctrace capture` collected: a folder or a .tar.gz.
 
 A snapshot holds a cluster's addresses and names, so only its owner may read it: every file is
-0600 and every folder 0700 whatever the umask, and a tarball records no owner names. Secrets are
-never written, even if a caller passes one.
+0600 and every folder 0700 whatever the umask, and a tarball records no owner names. Only what svctrace
+reads is written: each object is cut down to its kind's fields in svctrace.parsers.k8s_fields (no env,
+args, commands, volumes, annotations, managedFields or status messages), objects of kinds svctrace does
+not read are left out, and Secrets are never written, even if a caller passes one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 
 from svctrace.errors import InputError
 from svctrace.model.snapshot import NodeFile
+from svctrace.parsers.k8s_documents import expand
+from svctrace.parsers.k8s_fields import READ_FIELDS, read_fields
 
 NODE_FILE_NAMES = frozenset(f.value for f in NodeFile if f is not NodeFile.META)
 TARBALL_SUFFIXES = (".tar.gz", ".tgz")
@@ -69,18 +73,16 @@ def _json(value: Any) -> bytes:
 
 
 def _without_secrets(doc: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    # Defensive: a collector should never fetch Secrets, but nothing of one may reach the disk.
-    if _is_secret(doc):
-        return None
-    if isinstance(doc.get("items"), list):
-        list_is_secrets = doc.get("kind") == "SecretList"
-        items = [i for i in doc["items"] if not list_is_secrets and not (isinstance(i, Mapping) and _is_secret(i))]
-        return {**doc, "items": items}
-    return doc
+    """The document with only the objects, and the fields, svctrace reads (never a Secret)."""
+    # Defensive: the collector already cuts what it reads, but nothing else may reach the disk.
+    kept = [read_fields(o.doc) for o in expand(doc, "capture") if _read(o.doc.get("kind"))]
+    if "items" in doc:
+        return {"apiVersion": "v1", "kind": "List", "items": kept}
+    return kept[0] if kept else None
 
 
-def _is_secret(obj: Mapping[str, Any]) -> bool:
-    return obj.get("kind") in ("Secret", "SecretList")
+def _read(kind: object) -> bool:
+    return isinstance(kind, str) and kind in READ_FIELDS and kind != "Namespace"
 
 
 def _capture_time(meta: Mapping[str, Any]) -> int:

@@ -6,6 +6,7 @@ Whatever a live run reads is also what ``capture`` writes, so ``--from`` a captu
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +32,9 @@ class LiveOptions:
     namespace: str | None = None
     node_name: str | None = None
     netns: str | None = None
-    timeout: float = 5.0
+    timeout: float = 5.0  # --request-timeout: each API request, all of it
     proxy_mode_url: str | None = None
+    total_timeout: float | None = None  # --timeout: the whole collection (API and node); None: no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +74,11 @@ class LiveCollection:
                 "svctraceVersion": __version__}
 
 
-def _node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES) -> NodeInput:
+def _node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES, deadline: float | None = None) -> NodeInput:
     from svctrace.collectors.node import collect_node
 
-    kwargs: dict[str, Any] = {"netns": opts.netns, "node_name": opts.node_name, "tables": tables}
+    kwargs: dict[str, Any] = {"netns": opts.netns, "node_name": opts.node_name, "tables": tables,
+                              "deadline": deadline}
     if opts.proxy_mode_url is not None:
         kwargs["proxy_mode_url"] = opts.proxy_mode_url
     return collect_node(**kwargs)
@@ -98,9 +101,10 @@ def live_service(opts: LiveOptions, namespace: str | None, name: str) -> LiveCol
     """What ``svctrace svc NAME`` needs, read live: a fixed number of API requests and this node's rules."""
     from svctrace.collectors.kube import KubeCollector
 
-    with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout) as kube:
+    with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout,
+                       total_timeout=opts.total_timeout) as kube:
         _ = kube.target  # a missing or broken kubeconfig fails here, before the node is read
-        node = _node(opts, SERVICE_TABLES)
+        node = _node(opts, SERVICE_TABLES, kube.deadline.end)
         api = kube.collect_service(namespace, name, node_name=opts.node_name or _hostname())
     snap = assemble(api, node, explicit=opts.node_name, source=f"live: {api.target.server}")
     return LiveCollection(snap, api, node)
@@ -110,9 +114,10 @@ def live_all(opts: LiveOptions, namespace: str | None) -> LiveCollection:
     """Every Service in one namespace (or all) and this node's rules: what ``capture`` and ``audit`` read."""
     from svctrace.collectors.kube import KubeCollector
 
-    with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout) as kube:
+    with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout,
+                       total_timeout=opts.total_timeout) as kube:
         _ = kube.target
-        node = _node(opts)
+        node = _node(opts, deadline=kube.deadline.end)
         api = kube.collect_all(namespace)
     snap = assemble(api, node, explicit=opts.node_name, source=f"live: {api.target.server}")
     return LiveCollection(snap, api, node)
@@ -120,7 +125,7 @@ def live_all(opts: LiveOptions, namespace: str | None) -> LiveCollection:
 
 def live_node(opts: LiveOptions) -> Snapshot:
     """This node's rules alone (no API objects): what ``trace`` reads when it needs no Service."""
-    node = _node(opts)
+    node = _node(opts, deadline=time.monotonic() + opts.total_timeout if opts.total_timeout else None)
     return assemble(None, node, explicit=opts.node_name, source="live node")
 
 

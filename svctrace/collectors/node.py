@@ -26,7 +26,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +68,17 @@ def _argv(netns: str | None, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
 
 
+# The end of the command's --timeout (time.monotonic()), set by collect_node for the commands it runs.
+_DEADLINE: ContextVar[float | None] = ContextVar("svctrace_node_deadline", default=None)
+
+
 def _run(argv: Sequence[str], netns: str | None, timeout: float = 60.0,
          env: Mapping[str, str] | None = None) -> _Run:
+    end = _DEADLINE.get()
+    if end is not None:
+        if end - time.monotonic() <= 0:
+            return _Run(None, f"{argv[0]} not run: the --timeout for the collection had passed")
+        timeout = min(timeout, end - time.monotonic())
     if shutil.which(argv[0]) is None:
         return _Run(None, f"{argv[0]} is not installed")
     if netns and shutil.which("ip") is None:
@@ -184,9 +195,19 @@ def _kube_proxy_nft(netns: str | None, where: str, warnings: list[str]) -> tuple
 
 def collect_node(*, netns: str | None = None, node_name: str | None = None,
                  proxy_mode_url: str = DEFAULT_PROXY_MODE_URL, timeout: float = 1.0,
-                 tables: tuple[str, ...] = ALL_TABLES) -> NodeInput:
+                 tables: tuple[str, ...] = ALL_TABLES, deadline: float | None = None) -> NodeInput:
     """Read this node (or network namespace ``netns``) without changing anything: its node/ files, as a
-    snapshot holds them (docs/snapshot.md), and what could not be read; problems become warnings."""
+    snapshot holds them (docs/snapshot.md), and what could not be read; problems become warnings. Commands
+    still running at ``deadline`` (time.monotonic()) are stopped and their files reported missing."""
+    token = _DEADLINE.set(deadline)
+    try:
+        return _collect_node(netns, node_name, proxy_mode_url, timeout, tables)
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _collect_node(netns: str | None, node_name: str | None, proxy_mode_url: str, timeout: float,
+                  tables: tuple[str, ...]) -> NodeInput:
     node = NodeInput(netns=netns)
     warnings, missing, files = node.warnings, node.missing, node.files
     where = f" in network namespace {netns}" if netns else ""

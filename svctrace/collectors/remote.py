@@ -47,7 +47,8 @@ from svctrace.collectors.collector_pod import (
     role_yaml,
 )
 from svctrace.collectors.exec_stream import drain, wait_closed
-from svctrace.collectors.kube import KubeCollector, _Failure, _Op
+from svctrace.collectors.kube import KubeCollector
+from svctrace.collectors.kube_http import Op, StatusFailure
 from svctrace.collectors.live import CollectOptions
 from svctrace.collectors.node_script import script
 from svctrace.errors import CollectionError, ForbiddenError, UsageError
@@ -144,12 +145,12 @@ class RemoteCollector:
         api, _ = self.kube._connect()
         ns, name = KUBE_PROXY
         apps = k8s_client.AppsV1Api(api)
-        op = _Op("get", "daemonsets", "apps", ns, name)
+        op = Op("get", "daemonsets", "apps", ns, name)
         try:
-            ds = self.kube._call(op, apps.read_namespaced_daemon_set, name, ns)
-        except _Failure as failure:
+            ds = self.kube.request(op, apps.read_namespaced_daemon_set, name, ns)
+        except StatusFailure as failure:
             if failure.status not in (403, 404):
-                raise self.kube._translate(failure) from None
+                raise self.kube.translate(failure) from None
         else:
             containers = ((ds.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
             chosen = next((c for c in containers if c.get("name") == "kube-proxy"), containers[0] if containers
@@ -160,10 +161,10 @@ class RemoteCollector:
         # kube-proxy as static pods (kubeadm-less distributions) or a DaemonSet under another name
         core = k8s_client.CoreV1Api(api)
         for selector in ("k8s-app=kube-proxy", "component=kube-proxy"):
-            pod_op = _Op("list", "pods", namespace=ns)
+            pod_op = Op("list", "pods", namespace=ns)
             try:
-                pods = self.kube._list(pod_op, core.list_namespaced_pod, ns, label_selector=selector)
-            except _Failure:
+                pods = self.kube.list_whole(pod_op, core.list_namespaced_pod, ns, label_selector=selector)
+            except StatusFailure:
                 continue
             for pod in pods:
                 for c in (pod.get("spec") or {}).get("containers") or []:
@@ -183,27 +184,27 @@ class RemoteCollector:
     def node(self, name: str) -> dict[str, Any]:
         """The Node object of ``name``, or a clear error when it does not exist."""
         api, _ = self.kube._connect()
-        op = _Op("get", "nodes", name=name)
+        op = Op("get", "nodes", name=name)
         try:
-            return self.kube._call(op, k8s_client.CoreV1Api(api).read_node, name)
-        except _Failure as failure:
+            return self.kube.request(op, k8s_client.CoreV1Api(api).read_node, name)
+        except StatusFailure as failure:
             if failure.status == 404:
                 raise UsageError(f'node "{name}" does not exist in the cluster',
                                  "list the nodes with: kubectl get nodes") from None
-            raise self.kube._translate(failure) from None
+            raise self.kube.translate(failure) from None
 
     def nodes(self, selector: str | None) -> list[dict[str, Any]]:
         """Every Node (matching ``selector``, a label selector like kubectl's -l)."""
         api, _ = self.kube._connect()
-        op = _Op("list", "nodes")
+        op = Op("list", "nodes")
         try:
-            found = self.kube._list(op, k8s_client.CoreV1Api(api).list_node, label_selector=selector)
-        except _Failure as failure:
+            found = self.kube.list_whole(op, k8s_client.CoreV1Api(api).list_node, label_selector=selector)
+        except StatusFailure as failure:
             if failure.status == 400 and selector:
                 raise UsageError(f"--nodes {selector!r} is not a label selector: {failure.message}",
                                  "give e.g. --nodes kubernetes.io/os=linux or --nodes 'node-role.kubernetes.io/"
                                  "control-plane!='") from None
-            raise self.kube._translate(failure) from None
+            raise self.kube.translate(failure) from None
         if not found:
             raise UsageError(f"no node matches --nodes {selector!r}" if selector else "the cluster lists no nodes",
                              "list them with: `kubectl get nodes --show-labels`")
@@ -215,11 +216,11 @@ class RemoteCollector:
             return []
         self._checked_leftovers = True
         api, _ = self.kube._connect()
-        op = _Op("list", "pods", namespace=self.namespace)
+        op = Op("list", "pods", namespace=self.namespace)
         try:
-            pods = self.kube._list(op, k8s_client.CoreV1Api(api).list_namespaced_pod, self.namespace,
+            pods = self.kube.list_whole(op, k8s_client.CoreV1Api(api).list_namespaced_pod, self.namespace,
                                    label_selector=SELECTOR)
-        except _Failure:
+        except StatusFailure:
             return []  # only a courtesy: a refusal here must not stop the read
         left = [p for p in pods if (p["metadata"].get("labels") or {}).get(RUN_LABEL) != self.run_id]
         if not left:
@@ -351,10 +352,10 @@ class RemoteCollector:
         if self._cancel.is_set():
             raise NodeReadError(node, "interrupted")
         self.progress(node, "creating", name)
-        op = _Op("create", "pods", namespace=self.namespace, name=name)
+        op = Op("create", "pods", namespace=self.namespace, name=name)
         try:
-            self.kube._call(op, k8s_client.CoreV1Api(api).create_namespaced_pod, self.namespace, body)
-        except _Failure as failure:
+            self.kube.request(op, k8s_client.CoreV1Api(api).create_namespaced_pod, self.namespace, body)
+        except StatusFailure as failure:
             with self._pods.lock:
                 self._pods.gone.add(name)
             raise self._create_failed(node, failure) from None
@@ -363,7 +364,7 @@ class RemoteCollector:
             raise NodeReadError(node, "interrupted")
         return name
 
-    def _create_failed(self, node: str, failure: _Failure) -> CollectionError:
+    def _create_failed(self, node: str, failure: StatusFailure) -> CollectionError:
         ns = self.namespace
         if failure.status == 403 and "PodSecurity" in failure.message:
             level = re.search(r'violates PodSecurity "([a-z]+)', failure.message)
@@ -389,13 +390,13 @@ class RemoteCollector:
 
     def _get_pod(self, name: str) -> dict[str, Any] | None:
         api, _ = self.kube._connect()
-        op = _Op("get", "pods", namespace=self.namespace, name=name)
+        op = Op("get", "pods", namespace=self.namespace, name=name)
         try:
-            return self.kube._call(op, k8s_client.CoreV1Api(api).read_namespaced_pod, name, self.namespace)
-        except _Failure as failure:
+            return self.kube.request(op, k8s_client.CoreV1Api(api).read_namespaced_pod, name, self.namespace)
+        except StatusFailure as failure:
             if failure.status == 404:
                 return None
-            raise self.kube._translate(failure) from None
+            raise self.kube.translate(failure) from None
 
     def _wait_running(self, node: str, name: str, image: str, start: float) -> None:
         delay = 0.1
@@ -455,11 +456,11 @@ class RemoteCollector:
     def _event(self, name: str, reasons: tuple[str, ...]) -> str | None:
         """The newest event about the pod (of these reasons, if given), in words; None when none or refused."""
         api, _ = self.kube._connect()
-        op = _Op("list", "events", namespace=self.namespace)
+        op = Op("list", "events", namespace=self.namespace)
         try:
-            events = self.kube._list(op, k8s_client.CoreV1Api(api).list_namespaced_event, self.namespace,
+            events = self.kube.list_whole(op, k8s_client.CoreV1Api(api).list_namespaced_event, self.namespace,
                                      field_selector=f"involvedObject.name={name}")
-        except (_Failure, CollectionError):
+        except (StatusFailure, CollectionError):
             return None
         chosen = [e for e in events if not reasons or e.get("reason") in reasons]
         if not chosen:
@@ -519,11 +520,11 @@ class RemoteCollector:
             if name in self._pods.gone:
                 return True
         api, _ = self.kube._connect()
-        op = _Op("delete", "pods", namespace=self.namespace, name=name)
+        op = Op("delete", "pods", namespace=self.namespace, name=name)
         try:
-            self.kube._call(op, k8s_client.CoreV1Api(api).delete_namespaced_pod, name, self.namespace,
+            self.kube.request(op, k8s_client.CoreV1Api(api).delete_namespaced_pod, name, self.namespace,
                             grace_period_seconds=0)
-        except _Failure as failure:
+        except StatusFailure as failure:
             if failure.status != 404:
                 return False
         except CollectionError:

@@ -81,19 +81,19 @@ class _Session:
         """The node a client pod (NS/POD, or POD in ``namespace``) runs on, and the pod's NS/NAME."""
         from kubernetes import client as k8s_client
 
-        from svctrace.collectors.kube import _Failure, _Op
+        from svctrace.collectors.kube_http import Op, StatusFailure
 
         ns, _, name = ref.rpartition("/")
         ns = ns or namespace
         api, _ = self.kube._connect()
-        op = _Op("get", "pods", namespace=ns, name=name)
+        op = Op("get", "pods", namespace=ns, name=name)
         try:
-            pod = self.kube._call(op, k8s_client.CoreV1Api(api).read_namespaced_pod, name, ns)
-        except _Failure as failure:
+            pod = self.kube.request(op, k8s_client.CoreV1Api(api).read_namespaced_pod, name, ns)
+        except StatusFailure as failure:
             if failure.status == 404:
                 raise NotFoundError(f'pod "{name}" not found in namespace "{ns}"',
                                     "give NS/POD of a running pod (kubectl get pods -A)") from None
-            raise self.kube._translate(failure) from None
+            raise self.kube.translate(failure) from None
         node = (pod.get("spec") or {}).get("nodeName")
         if not node:
             raise UsageError(f"pod {ns}/{name} is not scheduled on a node yet, so no node's rules translate its "

@@ -1,67 +1,119 @@
 """Read a snapshot (a folder, a tarball of one, or the bundled demo) into a Snapshot.
 
-The layout is documented in docs/snapshot.md. This module only finds and reads files; the parsers
-turn their text into the model. A tarball is read in memory and never extracted, so hostile member
-names cannot write anywhere; they are refused all the same, since no honest snapshot has them.
+The layout and the limits are documented in docs/snapshot.md. This module only finds and opens files;
+the parsers turn their text into the model. Only regular files are opened (a FIFO, a device or a socket
+would block or never end), each is refused by its size before it is read when it is bigger than any
+honest one, and api/ files are parsed as they are read, item by item, so a big cluster's objects are
+never a whole document in memory. A tarball is read as a stream and never extracted: members that are
+not snapshot files are skipped without being kept, and hostile member names cannot write anywhere
+(they are refused all the same, since no honest snapshot has them).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import posixpath
+import stat
 import tarfile
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from svctrace.errors import InputError
 from svctrace.model.snapshot import NodeFile, Snapshot
-from svctrace.parsers.k8s import ApiObjects, decode_documents, merge_objects, parse_objects
-from svctrace.parsers.snapshot import NodeInput, build_snapshot, check_text
+from svctrace.parsers.json_stream import Counter, compact
+from svctrace.parsers.k8s import ApiObjects, merge_objects, parse_raw
+from svctrace.parsers.k8s_documents import read_json_objects, read_yaml_objects
+from svctrace.parsers.limits import (
+    MAX_API_FILE_BYTES,
+    MAX_CHAIN_RULES,
+    MAX_LINE_BYTES,
+    MAX_NODE_FILE_BYTES,
+    MAX_NODE_FILE_LINES,
+    MAX_OBJECT_BYTES,
+    MAX_SNAPSHOT_BYTES,
+    MAX_SNAPSHOT_FILES,
+    MAX_VALUES,
+    MAX_YAML_FILE_BYTES,
+    mib,
+)
+from svctrace.parsers.snapshot import OPTIONAL_NODE_FILES, NodeInput, build_snapshot
+from svctrace.parsers.text_stream import TextStream
 
 log = logging.getLogger(__name__)
 
 DOCS_HINT = "see docs/snapshot.md for the layout and the one-liner that makes a snapshot on a node"
+_HINT_LIMITS = "check that this is the right file; docs/snapshot.md lists the limits"
+_HINT_PLAIN = ("a snapshot holds plain files only; copy it again with `cp -r` or `tar czf snap.tar.gz snap/` "
+               "(or remove that entry)")
 
 # The node/ files svctrace knows (docs/snapshot.md).
 NODE_FILES = frozenset(f.value for f in NodeFile)
 
 API_SUFFIXES: dict[str, Literal["json", "yaml"]] = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
-# A snapshot of a big cluster is tens of MB; this bound only stops a tarball that claims gigabytes.
-MAX_TOTAL_BYTES = 1 << 30
+# Kept for callers that name the old bound.
+MAX_TOTAL_BYTES = MAX_SNAPSHOT_BYTES
 
-
-@dataclass(frozen=True)
-class _Tree:
-    """The files of a snapshot, by path relative to its root ("api/objects.yaml")."""
-
-    label: str  # what the user passed, for messages
-    files: tuple[str, ...]
-    read: Callable[[str], bytes]
-    locate: Callable[[str], str]  # a path for messages: where the user finds the file
+_Open = Callable[[], IO[bytes]]
 
 
 def load_snapshot(spec: str | Path) -> Snapshot:
     """A Snapshot from a snapshot folder, a .tar.gz of one, or the word ``demo``."""
     if isinstance(spec, str) and spec == "demo":
-        return _build(_folder_tree(_demo_path(), "demo"), "demo")
+        return _read_entries(_folder_entries(_demo_path(), "demo"), "demo")
     if isinstance(spec, str) and spec.startswith("demo:"):
         return load_demo(spec.partition(":")[2])
     label = str(spec)
     path = Path(spec).expanduser()
-    if not path.exists():
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{label}: a symlink loop; refused", f"pass the snapshot folder itself; {DOCS_HINT}") \
+                from None
         raise InputError(f"{label}: no such folder or file",
-                         f"pass a snapshot folder, a .tar.gz of one, or `demo`; {DOCS_HINT}")
-    if path.is_dir():
-        return _build(_folder_tree(path, label), label)
-    if path.is_file():
-        return _build(_tar_tree(path, label), label)
-    raise InputError(f"{label}: not a folder or a tarball",
+                         f"pass a snapshot folder, a .tar.gz of one, or `demo`; {DOCS_HINT}") from None
+    if stat.S_ISDIR(st.st_mode):
+        return _read_entries(_folder_entries(path, label), label)
+    if stat.S_ISREG(st.st_mode):
+        return _read_tarball(path, label)
+    raise InputError(f"{label}: a {_kind_of(st.st_mode)}, not a folder or a tarball",
                      f"pass a snapshot folder or a .tar.gz of one; {DOCS_HINT}")
+
+
+@contextlib.contextmanager
+def _tar_stream(path: Path, label: str) -> Iterator[Iterator[_Entry]]:
+    with _opener(path, label)() as f:
+        try:
+            with tarfile.open(fileobj=f, mode="r:*") as tf:
+                yield _tar_entries(tf, label)
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            if _looks_compressed(path) or isinstance(exc, (EOFError, zlib.error)):
+                raise InputError(f"{label}: cannot read the tarball ({exc or type(exc).__name__})",
+                                 _HINT_CORRUPT) from None
+            raise InputError(f"{label}: not a snapshot folder or tarball",
+                             f"pass a snapshot folder or a .tar.gz of one; {DOCS_HINT}") from None
+
+
+def entries(spec: str) -> contextlib.AbstractContextManager[Iterator[_Entry]] | None:
+    """The files of a snapshot folder or the members of a tarball, one at a time, with every safety check;
+    None when ``spec`` is neither (load_snapshot says why)."""
+    path = Path(spec).expanduser()
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return contextlib.nullcontext(_folder_entries(path, spec))
+    if stat.S_ISREG(st.st_mode):
+        return _tar_stream(path, spec)
+    return None
 
 
 def _demo_path(mode: str = "iptables") -> Path:
@@ -76,50 +128,115 @@ def _demo_path(mode: str = "iptables") -> Path:
 def load_demo(mode: str = "iptables") -> Snapshot:
     """The demo cluster as kube-proxy in ``mode`` programs it: the shared api/ plus that mode's node/ files."""
     label = "demo" if mode == "iptables" else f"demo:{mode}"
-    api = _folder_tree(_demo_path(), label)
     if mode == "iptables":
-        return _build(api, label)
-    node = _folder_tree(_demo_path(mode), label)
-    files = tuple(f for f in api.files if f.startswith("api/")) + tuple(f for f in node.files if f.startswith("node/"))
+        return _read_entries(_folder_entries(_demo_path(), label), label)
+    api = (e for e in _folder_entries(_demo_path(), label) if e.name.startswith("api/"))
+    node = (e for e in _folder_entries(_demo_path(mode), label) if e.name.startswith("node/"))
+    return _read_entries(_chain(api, node), label)
 
-    def read(name: str) -> bytes:
-        return (api if name.startswith("api/") else node).read(name)
 
-    def locate(name: str) -> str:
-        return (api if name.startswith("api/") else node).locate(name)
-
-    return _build(_Tree(label=label, files=files, read=read, locate=locate), label)
+def _chain(*parts: Iterator[_Entry]) -> Iterator[_Entry]:
+    for part in parts:
+        yield from part
 
 
 # ---------------------------------------------------------------------------------------------
-# trees: a folder or a tarball
+# entries: the files of a folder or the members of a tarball, one at a time
 
 
-def _folder_tree(root: Path, label: str) -> _Tree:
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One file of a snapshot: its path under what the user passed, its size, where to say it is, how to open it.
+
+    A tarball's member can only be opened while it is the current one: read it before asking for the next.
+    """
+
+    name: str
+    size: int
+    where: str
+    open: _Open
+    lasting: bool = True  # whether it can be opened later (a folder's file) or only now (a tarball's member)
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "special file"
+
+
+def _hidden(rel: str) -> bool:
+    # Editor swap files, .DS_Store and the ._* files macOS tar adds are never snapshot data.
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
+def _folder_entries(root: Path, label: str) -> Iterator[_Entry]:
     real_root = root.resolve()
-    found: list[str] = []
+    count = 0
     skipped: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames):
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
-            # A symlink may point anywhere on this machine; follow it only while it stays in the snapshot.
-            if full.is_symlink() and not full.resolve().is_relative_to(real_root):
+            if _hidden(rel):
+                continue  # never even looked at
+            count += 1
+            if count > MAX_SNAPSHOT_FILES:
+                raise InputError(f"{label}: more than {MAX_SNAPSHOT_FILES:,} files; refused", _HINT_LIMITS)
+            target = _regular_target(full, real_root, rel, label)
+            if target is None:
                 skipped.append(rel)
                 continue
-            found.append(rel)
+            yield _Entry(rel, target[1], str(full), _opener(target[0], str(full)))
     if skipped:
-        log.debug("%s: symlinks leading out of the snapshot skipped: %s", label, ", ".join(skipped))
+        log.debug("%s: symlinks leading out of the snapshot, or to nothing, skipped: %s", label, ", ".join(skipped))
 
-    def read(rel: str) -> bytes:
+
+def _regular_target(full: Path, real_root: Path, rel: str, label: str) -> tuple[Path, int] | None:
+    """The regular file behind ``full`` and its size; None for a symlink out of the snapshot or to nothing."""
+    try:
+        st = full.lstat()
+    except OSError as exc:
+        raise InputError(f"{full}: cannot read: {exc.strerror or exc}",
+                         "check the file's permissions (or run as a user who can read it)") from None
+    target = full
+    if stat.S_ISLNK(st.st_mode):
+        # A symlink may point anywhere on this machine; follow it only while it stays in the snapshot.
         try:
-            return (root / rel).read_bytes()
-        except OSError as exc:
-            raise InputError(f"{root / rel}: cannot read: {exc.strerror or exc}",
-                             "check the file's permissions (or run as a user who can read it)") from None
+            target = full.resolve(strict=True)
+        except (RuntimeError, OSError) as exc:
+            if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+                raise InputError(f"{label}: {rel} is a symlink loop; refused", _HINT_PLAIN) from None
+            return None
+        if not target.is_relative_to(real_root):
+            return None
+        st = target.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{label}: {rel} is a {_kind_of(st.st_mode)}, not a regular file; refused", _HINT_PLAIN)
+    return target, st.st_size
 
-    return _Tree(label, tuple(found), read, lambda rel: str(root / rel))
+
+def _opener(path: Path, shown: str) -> _Open:
+    def open_() -> IO[bytes]:
+        # O_NONBLOCK: if the file was swapped for a FIFO since it was looked at, open must not wait for a writer.
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            raise InputError(f"{shown}: cannot read: {exc.strerror or exc}",
+                             "check the file's permissions (or run as a user who can read it)") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise InputError(f"{shown}: not a regular file; refused", _HINT_PLAIN)
+        return os.fdopen(fd, "rb")
+
+    return open_
 
 
 _HINT_CORRUPT = "it may be truncated or corrupt; copy it again, or pass the unpacked folder"
@@ -127,36 +244,37 @@ _HINT_REMAKE = ("a snapshot holds plain files only; make the tarball again from 
                 "(tar czf snap.tar.gz snap/)")
 
 
-def _tar_tree(path: Path, label: str) -> _Tree:
-    try:
-        with tarfile.open(path, "r:*") as tf:
-            contents = _tar_contents(tf, label)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        if _looks_compressed(path) or isinstance(exc, (EOFError, zlib.error)):
-            raise InputError(f"{label}: cannot read the tarball ({exc})", _HINT_CORRUPT) from None
-        raise InputError(f"{label}: not a snapshot folder or tarball",
-                         f"pass a snapshot folder or a .tar.gz of one; {DOCS_HINT}") from None
-    return _Tree(label, tuple(sorted(contents)), contents.__getitem__, lambda rel: f"{label}:{rel}")
+def _read_tarball(path: Path, label: str) -> Snapshot:
+    with _tar_stream(path, label) as each:
+        return _read_entries(each, label)
 
 
-def _tar_contents(tf: tarfile.TarFile, label: str) -> dict[str, bytes]:
-    contents: dict[str, bytes] = {}
+def _tar_entries(tf: tarfile.TarFile, label: str) -> Iterator[_Entry]:
     total = 0
+    count = 0
     for member in tf:
+        count += 1
+        if count > MAX_SNAPSHOT_FILES:
+            raise InputError(f"{label}: more than {MAX_SNAPSHOT_FILES:,} members; refused", _HINT_LIMITS)
         name = _safe_member_name(member, label)
         if name is None or member.isdir():
             continue
         if not member.isfile():
-            raise InputError(f"{label}: member {member.name!r} is a link or special file; refused",
-                             _HINT_REMAKE)
+            raise InputError(f"{label}: member {member.name!r} is a link or special file; refused", _HINT_REMAKE)
+        # Skipped members are unpacked too (a compressed stream cannot jump), so all of them count.
         total += member.size
-        if total > MAX_TOTAL_BYTES:
-            raise InputError(f"{label}: unpacks to more than {MAX_TOTAL_BYTES >> 20} MiB; refused",
+        if total > MAX_SNAPSHOT_BYTES:
+            raise InputError(f"{label}: unpacks to more than {mib(MAX_SNAPSHOT_BYTES)}; refused",
                              "a snapshot is normally a few MB; check that this is the right file")
-        fileobj = tf.extractfile(member)
-        if fileobj is not None:
-            contents[name] = fileobj.read()
-    return contents
+        if _hidden(name):
+            continue
+
+        def open_(member: tarfile.TarInfo = member) -> IO[bytes]:
+            fileobj = tf.extractfile(member)
+            assert fileobj is not None  # a regular member always has one
+            return fileobj
+
+        yield _Entry(name, member.size, f"{label}:{name}", open_, lasting=False)
 
 
 def _looks_compressed(path: Path) -> bool:
@@ -180,78 +298,199 @@ def _safe_member_name(member: tarfile.TarInfo, label: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# tree -> Snapshot
+# entries -> Snapshot
 
 
-def _hidden(rel: str) -> bool:
-    # Editor swap files, .DS_Store and the ._* files macOS tar adds are never snapshot data.
-    return any(part.startswith(".") for part in rel.split("/"))
+def _snapshot_file(rel: str) -> str | None:
+    """"api" for an api/ document, the node file's name for a node/ file, None for anything else."""
+    if rel.startswith("api/") and posixpath.splitext(rel)[1].lower() in API_SUFFIXES:
+        return "api"
+    if rel.startswith("node/") and rel[len("node/"):] in NODE_FILES:
+        return rel[len("node/"):]
+    return None
 
 
-def _find_root(files: tuple[str, ...]) -> str | None:
+def _may_be_snapshot_file(name: str) -> bool:
+    """Whether ``name`` is a snapshot file under the root or under a single top-level folder (decided at the end)."""
+    if _snapshot_file(name) is not None:
+        return True
+    _, sep, rest = name.partition("/")
+    return bool(sep) and _snapshot_file(rest) is not None
+
+
+@dataclass
+class _Read:
+    """What was read from the entries so far, by entry name: parsed API files and node files' text."""
+
+    names: list[str] = field(default_factory=list)
+    api: dict[str, ApiObjects] = field(default_factory=dict)
+    node: dict[str, str] = field(default_factory=dict)
+    where: dict[str, str] = field(default_factory=dict)
+    total: int = 0
+    counter: Counter = field(default_factory=lambda: Counter(MAX_VALUES))
+    skipped: list[str] = field(default_factory=list)  # optional files not read, and why
+
+
+def _limit_for(rel: str, kind: str) -> tuple[int, str]:
+    if kind == "api":
+        if API_SUFFIXES[posixpath.splitext(rel)[1].lower()] == "yaml":
+            return MAX_YAML_FILE_BYTES, "a YAML file in api/ (write JSON for big clusters)"
+        return MAX_API_FILE_BYTES, "a file in api/"
+    return MAX_NODE_FILE_BYTES[kind], f"node/{kind}"
+
+
+def _fits(entry: _Entry, read: _Read, rel: str, kind: str) -> tuple[int, str] | None:
+    """The entry's read limit and what it is; None (and a note in ``read.skipped``) for an optional file too big."""
+    limit, what = _limit_for(rel, kind)
+    if entry.size > limit and kind in OPTIONAL_NODE_FILES:
+        read.skipped.append(f"{entry.where}: bigger than the {mib(limit)} svctrace reads for {what}; not read")
+        return None
+    if entry.size > limit:
+        raise InputError(f"{mib(entry.size) if entry.size >= 1 << 20 else f'{entry.size} bytes'}, more than the "
+                         f"{mib(limit)} svctrace reads for {what}; refused", _HINT_LIMITS, path=entry.where)
+    read.total += entry.size
+    if read.total > MAX_SNAPSHOT_BYTES:
+        raise InputError(f"files to read add up to more than {mib(MAX_SNAPSHOT_BYTES)}; refused", _HINT_LIMITS,
+                         path=entry.where)
+    return limit, what
+
+
+def _take(entry: _Entry, read: _Read) -> None:
+    name = entry.name
+    rel = name if _snapshot_file(name) is not None else name.partition("/")[2]
+    kind = _snapshot_file(rel)
+    assert kind is not None
+    fits = _fits(entry, read, rel, kind)
+    if fits is None:
+        return
+    limit, what = fits
+    with entry.open() as f:
+        if kind != "api":
+            try:
+                read.node[name] = _node_text(kind, f, entry.where, limit, what)
+            except InputError as exc:
+                if kind not in OPTIONAL_NODE_FILES:
+                    raise
+                # An optional file too big to read leaves its check saying it could not look; no reason to
+                # refuse the snapshot.
+                read.skipped.append(f"{exc.message}; not read ({exc.hint})")
+        else:
+            stream = TextStream(f.read, entry.where, limit=limit, what=what)
+            if API_SUFFIXES[posixpath.splitext(rel)[1].lower()] == "json":
+                objects = read_json_objects(stream, entry.where, read.counter)
+            else:
+                objects = read_yaml_objects(stream.read_all(), entry.where, read.counter)
+            read.api[name] = parse_raw(objects, entry.where)
+    read.where[name] = entry.where
+
+
+def node_text_reader(entry: _Entry, kind: str, read: _Read) -> Callable[[], str] | None:
+    """How to read one node file of a multi-node snapshot (svctrace.collectors.snapshot_nodes), within the
+    same bounds as ``node/``: later for a folder's file, now for a tarball's member; None when it is skipped."""
+    fits = _fits(entry, read, f"node/{kind}", kind)
+    if fits is None:
+        return None
+    limit, what = fits
+
+    def text() -> str:
+        with entry.open() as f:
+            return _node_text(kind, f, entry.where, limit, what)
+
+    if entry.lasting:
+        return text
+    now = text()
+    return lambda: now
+
+
+def _node_text(kind: str, f: IO[bytes], where: str, limit: int, what: str) -> str:
+    """A node/ file's text, within its bounds: size, lines and line length; nft.json compacted as it is read."""
+    if kind.endswith(".json"):
+        stream = TextStream(f.read, where, limit=limit, what=what)
+        if kind == NodeFile.NFT:
+            return compact(stream, where, stream_key="nftables", max_value_chars=MAX_OBJECT_BYTES,
+                           counter=Counter(MAX_NODE_FILE_LINES * 10))
+        return stream.read_all()
+    return TextStream(f.read, where, limit=limit, what=what, max_lines=MAX_NODE_FILE_LINES,
+                      max_line=MAX_LINE_BYTES).read_all()
+
+
+def _find_root(files: list[str]) -> str | None:
     """The prefix under which api/ and node/ sit: "" or "one-folder/"; None when there is none."""
-    visible = [f for f in files if not _hidden(f)]
-    if any(f.startswith(("api/", "node/")) for f in visible):
+    if any(f.startswith(("api/", "node/")) for f in files):
         return ""
-    tops = {f.split("/", 1)[0] for f in visible if "/" in f}
+    tops = {f.split("/", 1)[0] for f in files if "/" in f}
     if len(tops) == 1:
         top = tops.pop() + "/"
-        if any(f.startswith((top + "api/", top + "node/")) for f in visible):
+        if any(f.startswith((top + "api/", top + "node/")) for f in files):
             return top
     return None
 
 
-def _text(tree: _Tree, rel: str) -> str:
-    return check_text(tree.read(rel), tree.locate(rel))
+def _read_entries(entries: Iterator[_Entry], label: str) -> Snapshot:
+    read = _Read()
+    for entry in entries:
+        read.names.append(entry.name)
+        if _may_be_snapshot_file(entry.name):
+            _take(entry, read)
+    return _build(read, label)
 
 
-def _build(tree: _Tree, label: str) -> Snapshot:
-    root = _find_root(tree.files)
+def _relative(warnings: tuple[str, ...], where: str, rel: str) -> tuple[str, ...]:
+    # Warnings name files inside the snapshot, so a folder and its tarball warn alike.
+    return tuple(w.replace(where, rel) for w in warnings)
+
+
+def _build(read: _Read, label: str) -> Snapshot:
+    files = sorted(read.names)
+    root = _find_root(files)
     if root is None:
-        inner = sorted({f.split("/", 1)[0] for f in tree.files
-                        if not _hidden(f) and f.count("/") >= 2 and f.split("/")[1] in ("api", "node")})
+        inner = sorted({f.split("/", 1)[0] for f in files
+                        if f.count("/") >= 2 and f.split("/")[1] in ("api", "node")})
         if len(inner) > 1:
             raise InputError(f"{label}: holds several snapshots ({', '.join(inner)}); pass one of them",
                              f"e.g. --from {posixpath.join(label, inner[0])}")
         raise InputError(f"{label}: no api/ or node/ files found; this is not a snapshot",
                          f"pass the folder that holds api/ and node/; {DOCS_HINT}")
     warnings: list[str] = []
-    api_files: list[str] = []
+    parts: list[ApiObjects] = []
     node = NodeInput()
-    for full in tree.files:
-        if _hidden(full):
-            log.debug("%s: hidden file %s skipped", label, full)
-            continue
-        rel = full[len(root):] if full.startswith(root) else None
-        if rel is not None and rel.startswith("api/") and posixpath.splitext(rel)[1].lower() in API_SUFFIXES:
-            api_files.append(full)
-        elif rel is not None and rel.startswith("node/") and rel[len("node/"):] in NODE_FILES:
-            name = rel[len("node/"):]
-            node.files[name] = _text(tree, full)
-            node.where[name] = tree.locate(full)
-        else:
-            shown = rel if rel is not None else full
-            warnings.append(f"{shown}: not a file svctrace reads; ignored (see docs/snapshot.md)")
-    node.warnings = warnings
-    api = _read_api(tree, api_files, root, label)
-    return build_snapshot(api if api_files and api.objects_seen > 0 else None, node, source=label,
-                          api_warnings=api.warnings)
-
-
-def _relative(warnings: tuple[str, ...], where: str, rel: str) -> list[str]:
-    # Warnings name files inside the snapshot, so a folder and its tarball warn alike.
-    return [w.replace(where, rel) for w in warnings]
-
-
-def _read_api(tree: _Tree, files: list[str], root: str, label: str) -> ApiObjects:
-    parts = []
     for full in files:
-        fmt = API_SUFFIXES[posixpath.splitext(full)[1].lower()]
-        where = tree.locate(full)
-        part = parse_objects(decode_documents(_text(tree, full), where, fmt), where)
-        parts.append(replace(part, warnings=tuple(_relative(part.warnings, where, full[len(root):]))))
+        rel = full[len(root):] if full.startswith(root) else None
+        kind = _snapshot_file(rel) if rel is not None else None
+        if kind == "api" and full in read.api and rel is not None:
+            part = read.api[full]
+            parts.append(replace(part, warnings=_relative(part.warnings, read.where[full], rel)))
+        elif kind is not None and full in read.node:
+            node.files[kind] = read.node[full]
+            node.where[kind] = read.where[full]
+        else:
+            warnings.append(f"{rel if rel is not None else full}: not a file svctrace reads; ignored "
+                            "(see docs/snapshot.md)")
+    node.warnings = warnings + [w.replace(label + ":", "") for w in read.skipped]
     api = merge_objects(parts)
     if api.ignored_kinds:
         log.debug("%s: %d objects of kinds svctrace does not read were ignored: %s", label, api.ignored,
                   ", ".join(f"{kind} ({n})" for kind, n in api.ignored_kinds.items()))
-    return api
+    snapshot = build_snapshot(api if parts and api.objects_seen > 0 else None, node, source=label,
+                              api_warnings=api.warnings)
+    _check_chains(snapshot, node)
+    return snapshot
+
+
+def _check_chains(snapshot: Snapshot, node: NodeInput) -> None:
+    """Refuse a dump with a chain of more rules than MAX_CHAIN_RULES (counted by the index, before any is typed)."""
+    for dump, name in ((snapshot.iptables, NodeFile.IPTABLES), (snapshot.ip6tables, NodeFile.IP6TABLES)):
+        for table in dump.tables.values() if dump is not None else ():
+            for head in table.heads.values():
+                if head.rule_count > MAX_CHAIN_RULES:
+                    raise InputError(f"chain {table.name} {head.name} has {head.rule_count:,} rules, more than the "
+                                     f"{MAX_CHAIN_RULES:,} svctrace reads in one chain; refused", _HINT_LIMITS,
+                                     path=node.source(name))
+
+
+# What svctrace.collectors.snapshot_nodes reads multi-node snapshots with (the same checks, one pass).
+Read = _Read
+take = _take
+may_be_snapshot_file = _may_be_snapshot_file
+build = _build
+check_chains = _check_chains

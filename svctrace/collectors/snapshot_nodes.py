@@ -9,28 +9,31 @@ are read as svctrace.collectors.snapshot_dir reads them (the same safety checks)
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from svctrace.collectors import snapshot_dir
 from svctrace.errors import InputError, UsageError
 from svctrace.model.snapshot import Snapshot
-from svctrace.parsers.k8s import ApiObjects
+from svctrace.parsers.k8s import ApiObjects, merge_objects
 from svctrace.parsers.snapshot import NodeInput, build_snapshot
 
 NODES = "nodes/"
 
 
+# One node file: its text (read now, as from a tarball) or how to read it (a folder's file, read when asked).
+_NodeText = Callable[[], str]
+
+
 @dataclass(frozen=True)
 class MultiNodeSnapshot:
-    """A snapshot of several nodes: the API objects, read once, and each node's files, read when asked."""
+    """A snapshot of several nodes: the API objects, read once, and each node's files."""
 
     label: str
     api: ApiObjects | None
     nodes: tuple[str, ...]
-    tree: snapshot_dir._Tree
-    root: str
+    files: Mapping[str, Mapping[str, tuple[_NodeText, str]]]  # node -> node file -> (its text, where it is)
     warnings: tuple[str, ...] = ()
 
     def node_input(self, name: str) -> NodeInput:
@@ -39,20 +42,18 @@ class MultiNodeSnapshot:
             raise UsageError(f"{self.label} holds no node {name!r}",
                              f"pick one of: {', '.join(self.nodes)} (or --all-nodes)")
         node = NodeInput()
-        prefix = f"{self.root}{NODES}{name}/"
-        for full in self.tree.files:
-            if full.startswith(prefix) and not snapshot_dir._hidden(full):
-                file = full[len(prefix):]
-                if file in snapshot_dir.NODE_FILES:
-                    node.files[file] = snapshot_dir._text(self.tree, full)
-                    node.where[file] = self.tree.locate(full)
+        for file, (text, where) in sorted(self.files.get(name, {}).items()):
+            node.files[file] = text()
+            node.where[file] = where
         return node
 
     def snapshot(self, name: str, node: NodeInput | None = None) -> Snapshot:
         """The Snapshot of one node of this snapshot (``node``: its files, when already read)."""
         read = node if node is not None else self.node_input(name)
-        return build_snapshot(self.api, read, source=f"{self.label} (node {name})", api_warnings=self.warnings,
-                              explicit_node=name)
+        snapshot = build_snapshot(self.api, read, source=f"{self.label} (node {name})", api_warnings=self.warnings,
+                                  explicit_node=name)
+        snapshot_dir.check_chains(snapshot, read)
+        return snapshot
 
 
 def multi_node_files(api_documents: Mapping[str, Mapping[str, Any]],
@@ -70,39 +71,50 @@ def multi_node_files(api_documents: Mapping[str, Mapping[str, Any]],
     return files
 
 
-def _root(files: tuple[str, ...]) -> str | None:
-    """The prefix under which nodes/<name>/ sits: "" or "one-folder/"; None for a single-node snapshot."""
-    visible = [f for f in files if not snapshot_dir._hidden(f)]
-    if any(f.startswith(NODES) and f.count("/") >= 2 for f in visible):
-        return ""
-    tops = {f.split("/", 1)[0] for f in visible if "/" in f}
-    if len(tops) == 1:
-        top = tops.pop() + "/"
-        if any(f.startswith(top + NODES) and f.count("/") >= 3 for f in visible):
-            return top
+def _node_file(name: str) -> tuple[str, str, str] | None:
+    """(root, node, file) of ``[top/]nodes/<node>/<file>``, for a file svctrace reads; None for anything else."""
+    parts = name.split("/")
+    for root_len in (0, 1):
+        rest = parts[root_len:]
+        if len(rest) == 3 and rest[0] == NODES.rstrip("/") and rest[2] in snapshot_dir.NODE_FILES and rest[1]:
+            return "/".join(parts[:root_len]), rest[1], rest[2]
     return None
 
 
 def load(spec: str) -> Snapshot | MultiNodeSnapshot:
-    """A snapshot folder or tarball: a Snapshot for a single-node one, a MultiNodeSnapshot for a multi-node one."""
+    """A snapshot folder or tarball: a Snapshot for a single-node one, a MultiNodeSnapshot for a multi-node one.
+
+    Both are read in one pass over the entries, with the safety checks of svctrace.collectors.snapshot_dir:
+    api/ as it is read; node files of a folder when a node is asked for, of a tarball (a stream) at once.
+    """
     if spec == "demo" or spec.startswith("demo:"):
         return snapshot_dir.load_snapshot(spec)
-    from pathlib import Path
-
-    path = Path(spec).expanduser()
-    if not path.exists() or not (path.is_dir() or path.is_file()):
+    entries = snapshot_dir.entries(spec)
+    if entries is None:
         return snapshot_dir.load_snapshot(spec)  # says what is wrong with it
-    tree = snapshot_dir._folder_tree(path, spec) if path.is_dir() else snapshot_dir._tar_tree(path, spec)
-    root = _root(tree.files)
-    if root is None:
-        return snapshot_dir._build(tree, spec)
-    depth = root.count("/") + 2  # nodes/<name>/<file>
-    nodes = sorted({f[len(root) + len(NODES):].split("/", 1)[0] for f in tree.files
-                    if f.startswith(root + NODES) and not snapshot_dir._hidden(f) and f.count("/") >= depth})
-    api_files = [f for f in tree.files if f.startswith(root + "api/") and not snapshot_dir._hidden(f)
-                 and posixpath.splitext(f)[1].lower() in snapshot_dir.API_SUFFIXES]
-    if not nodes:
-        raise InputError(f"{spec}: nodes/ holds no node folders", snapshot_dir.DOCS_HINT)
-    api = snapshot_dir._read_api(tree, api_files, root, spec) if api_files else None
+    with entries as each:
+        read = snapshot_dir.Read()
+        files: dict[tuple[str, str], dict[str, tuple[_NodeText, str]]] = {}
+        for entry in each:
+            read.names.append(entry.name)
+            found = _node_file(entry.name)
+            if found is not None:
+                root, node, file = found
+                text = snapshot_dir.node_text_reader(entry, file, read)
+                if text is not None:
+                    files.setdefault((root, node), {})[file] = (text, entry.where)
+            elif snapshot_dir.may_be_snapshot_file(entry.name):
+                snapshot_dir.take(entry, read)
+    roots = {root for root, _ in files}
+    if not roots:
+        return snapshot_dir.build(read, spec)
+    if len(roots) > 1:
+        raise InputError(f"{spec}: holds several multi-node snapshots ({', '.join(sorted(roots))}); pass one of "
+                         "them", f"e.g. --from {posixpath.join(spec, sorted(roots)[0])}")
+    root = roots.pop()
+    prefix = f"{root}/" if root else ""
+    api_parts = [part for name, part in read.api.items() if name.startswith(prefix + "api/")]
+    api = merge_objects(api_parts) if api_parts else None
     usable = api if api is not None and api.objects_seen > 0 else None
-    return MultiNodeSnapshot(spec, usable, tuple(nodes), tree, root, api.warnings if api is not None else ())
+    by_node = {node: node_files for (_, node), node_files in files.items()}
+    return MultiNodeSnapshot(spec, usable, tuple(sorted(by_node)), by_node, api.warnings if api is not None else ())

@@ -58,11 +58,16 @@ def parse_target(text: str, namespace: str | None) -> Target:
     if not raw:
         raise UsageError("no target given", "svctrace why-unreachable NAME | NS/NAME | IP:PORT | URL")
     if "://" in raw:
-        parts = urlsplit(raw)
+        try:
+            parts = urlsplit(raw)
+            url_port = parts.port  # urllib checks the port only when asked: `:-1`, `:99999`, `:http`
+        except ValueError as exc:
+            raise UsageError(f"{raw!r} is not a URL svctrace understands ({exc})",
+                             "e.g. http://web.shop:8080/health or [fd00::10]:80") from None
         if not parts.hostname:
             raise UsageError(f"{raw!r} is not a URL svctrace understands", "e.g. http://web.shop:8080/health")
         default = {"http": "80", "https": "443"}.get(parts.scheme)
-        port = str(parts.port) if parts.port else default
+        port = str(url_port) if url_port else default
         inner = parse_target(parts.hostname if port is None else host_port(parts.hostname, port), namespace)
         return Target(raw, "url", inner.namespace, inner.name, inner.host, inner.port)
     host, port = raw, None

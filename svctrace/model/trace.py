@@ -166,4 +166,7 @@ class TraceOptions:
     route_localnet: bool | None = None
     max_depth: int = 64  # nested jumps before a branch is abandoned (a loop in hand-written rules)
     max_states: int = 4096  # live branches kept at once; beyond it the least likely are dropped
+    # Rules evaluated (per branch) in one trace before jumps are no longer followed: chains that each jump
+    # many times into the next cost their widths multiplied (20 rules x 8 chains: 20^8), merged states or not.
+    max_steps: int = 50_000
     masquerade_mark: int = 0x4000  # kube-proxy's --iptables-masquerade-bit, used if KUBE-MARK-MASQ is absent

@@ -31,10 +31,11 @@ def _entry(words: list[str]) -> ConntrackEntry:
         family = _FAMILIES[words[0]]
         words = words[2:]
     protocol = words[0].lower()
-    int(words[1])  # the protocol number: a line without one is not conntrack's
+    if not words[1].isdigit():  # the protocol number: a line without one is not conntrack's
+        raise ValueError("no protocol number")
     rest = words[2:]
     timeout: int | None = None
-    if rest and rest[0].isdigit():
+    if rest and rest[0].isdigit() and len(rest[0]) <= 20:
         timeout = int(rest[0])
         rest = rest[1:]
     state = rest[0] if rest and "=" not in rest[0] and not rest[0].startswith("[") else None
@@ -58,8 +59,10 @@ def _entry(words: list[str]) -> ConntrackEntry:
         else:
             extra[key] = value
     orig, reply = tuples[0], tuples[1] if side else {}
-    if "src" not in orig or "src" not in reply:
-        raise ValueError("no original and reply tuples")
+    for t in (orig, reply):
+        # Both tuples name both ends; a line cut short (or edited) may have lost one.
+        if not t.get("src") or not t.get("dst"):
+            raise ValueError("no original and reply tuples with src= and dst=")
     if ":" in orig["src"]:
         family = 6
     return ConntrackEntry(
@@ -72,4 +75,9 @@ def _entry(words: list[str]) -> ConntrackEntry:
 
 
 def _port(value: str | None) -> int | None:
-    return int(value) if value is not None else None
+    if value is None:
+        return None
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {value} out of range")
+    return port

@@ -1,19 +1,16 @@
 """Kubernetes objects as the API prints them (JSON or YAML, camelCase) -> the model in svctrace.model.k8s.
 
-Two steps, kept apart: ``decode_documents`` turns a file's text into mappings, ``parse_objects`` types
-them. Both are pure. A missing optional field is fine; a field we need with the wrong type raises an
-InputError that names the file, the object (kind namespace/name) and the field.
+Two steps, kept apart: svctrace.parsers.k8s_documents turns a file's text into raw objects (streamed), this
+module types them. Both are pure. A missing optional field is fine; a field we need with the wrong type
+raises an InputError that names the file, the object (kind namespace/name) and the field.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn, TypeVar
-
-import yaml
+from typing import Any, TypeVar, cast
 
 from svctrace.errors import InputError
 from svctrace.model.k8s import (
@@ -30,13 +27,21 @@ from svctrace.model.k8s import (
     NodeAddress,
     ObjectRef,
     Pod,
-    Protocol,
     Service,
     ServicePort,
 )
+from svctrace.parsers.json_stream import deeper_than
+from svctrace.parsers.k8s_documents import (
+    HINT_EXPORT,
+    RawObject,
+    decode_documents,
+    expand_all,
+)
+from svctrace.parsers.k8s_fields import READ_FIELDS
+from svctrace.parsers.k8s_object import TypedObject as _Obj
+from svctrace.parsers.limits import MAX_DEPTH
 
-# The C loader is several times faster on big `kubectl get -A` dumps; both are the safe loader.
-_YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+__all__ = ["ApiObjects", "decode_documents", "merge_objects", "parse_objects", "parse_raw"]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
@@ -44,8 +49,8 @@ MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 # Only these ConfigMaps are kept: the cluster DNS and kube-proxy configuration. Others are read and
 # dropped so that a `kubectl get cm -A` dump neither fails nor fills memory with unrelated data.
 KEPT_CONFIG_MAPS = frozenset({("kube-system", "coredns"), ("kube-system", "kube-proxy")})
+_READ_DATA = frozenset(cast(Mapping[str, Any], READ_FIELDS["ConfigMap"]["data"]))
 
-_PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "SCTP")
 # Old API spellings kube-proxy still accepts (v1.Service docs: "OnlyLocal"/"Global" were the beta names).
 _EXTERNAL_POLICY_ALIASES = {"OnlyLocal": "Local", "Global": "Cluster"}
 
@@ -65,7 +70,7 @@ _KNOWN = {
 
 _T = TypeVar("_T")
 
-_HINT_EXPORT = "fix that field, or export the object again with `kubectl get ... -o json` and retry"
+_HINT_EXPORT = HINT_EXPORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,74 +96,19 @@ class ApiObjects:
 
 
 # ---------------------------------------------------------------------------------------------
-# text -> documents
-
-
-def decode_documents(text: str, source: str, fmt: Literal["json", "yaml"]) -> tuple[Mapping[str, Any], ...]:
-    """The top-level objects in one file: JSON (one or more values) or YAML (``---``-separated documents)."""
-    values = _decode_json(text, source) if fmt == "json" else _decode_yaml(text, source)
-    docs: list[Mapping[str, Any]] = []
-    for number, value in enumerate(values, start=1):
-        # A bare array of objects is accepted too: people build those by hand.
-        for item in value if isinstance(value, list) else [value]:
-            if item is None:
-                continue  # an empty YAML document (a trailing `---`)
-            if not isinstance(item, Mapping):
-                raise InputError(
-                    f"document {number} is a {_type_name(item)}, not a Kubernetes object",
-                    "api/ files hold `kubectl get ... -o json` (or -o yaml) output; keep kubectl's "
-                    "error messages out of them (no `2>&1`)",
-                    path=source)
-            docs.append(item)
-    return tuple(docs)
-
-
-def _decode_json(text: str, source: str) -> list[Any]:
-    # Several JSON values in one file happen when outputs are appended (`>>`); read them all.
-    decoder = json.JSONDecoder()
-    values: list[Any] = []
-    pos = 0
-    end = len(text)
-    while True:
-        while pos < end and text[pos] in " \t\r\n":
-            pos += 1
-        if pos >= end:
-            return values
-        try:
-            value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg} (column {exc.colno})",
-                             "check the file is complete `kubectl get ... -o json` output",
-                             path=source, line=exc.lineno) from None
-        values.append(value)
-
-
-def _decode_yaml(text: str, source: str) -> list[Any]:
-    try:
-        return list(yaml.load_all(text, Loader=_YamlLoader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else None
-        what = " ".join(p for p in (exc.context, exc.problem) if p) or "malformed YAML"
-        raise InputError(f"not valid YAML: {what}",
-                         "check the file is complete `kubectl get ... -o yaml` output",
-                         path=source, line=line) from None
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "malformed YAML"
-        raise InputError(f"not valid YAML: {first}",
-                         "check the file is complete `kubectl get ... -o yaml` output", path=source) from None
-
-
-# ---------------------------------------------------------------------------------------------
 # documents -> model
 
 
 def parse_objects(docs: Iterable[Mapping[str, Any]], source: str) -> ApiObjects:
     """Type the Kubernetes objects in ``docs`` (Lists expanded); ``source`` names the file in messages."""
+    return parse_raw(expand_all(docs, source), source)
+
+
+def parse_raw(objects: Iterable[RawObject], source: str) -> ApiObjects:
+    """Type raw objects as svctrace.parsers.k8s_documents reads them, one at a time."""
     acc = _Accumulator(source)
-    for doc in docs:
-        for obj in _expand(doc, source, inherited_kind=None, inherited_api=None):
-            acc.add(obj, source)
+    for obj in objects:
+        acc.add(obj.doc, source, obj.line)
     return acc.result()
 
 
@@ -202,33 +152,6 @@ def merge_objects(parts: Iterable[ApiObjects]) -> ApiObjects:
     )
 
 
-def _expand(doc: Mapping[str, Any], source: str, inherited_kind: str | None,
-            inherited_api: str | None) -> Iterator[Mapping[str, Any]]:
-    kind = doc.get("kind", inherited_kind)
-    api = doc.get("apiVersion", inherited_api)
-    items = doc.get("items")
-    if isinstance(kind, str) and (kind == "List" or kind.endswith("List")) and "items" in doc:
-        if items is None:
-            return
-        if not isinstance(items, list):
-            raise InputError(f"{kind}: items must be a list, not a {_type_name(items)}", _HINT_EXPORT,
-                             path=source)
-        # Items of a typed list (ServiceList from the raw API) carry no kind/apiVersion of their own.
-        item_kind = kind[: -len("List")] if kind != "List" else None
-        item_api = api if kind != "List" else None
-        for i, item in enumerate(items):
-            if item is None:
-                continue
-            if not isinstance(item, Mapping):
-                raise InputError(f"{kind}: items[{i}] is a {_type_name(item)}, not an object", _HINT_EXPORT,
-                                 path=source)
-            yield from _expand(item, source, item_kind, item_api)
-        return
-    if kind is not None and "kind" not in doc or api is not None and "apiVersion" not in doc:
-        doc = {**doc, "kind": kind, "apiVersion": api}
-    yield doc
-
-
 class _Accumulator:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -241,10 +164,11 @@ class _Accumulator:
         self.policies: list[NetworkPolicy] = []
         self.ignored: dict[str, int] = {}
         self.secrets = 0
+        self.kindless = 0
         self.seen = 0
         self.warnings: list[str] = []
 
-    def add(self, doc: Mapping[str, Any], source: str) -> None:
+    def add(self, doc: Mapping[str, Any], source: str, line: int | None = None) -> None:
         self.seen += 1
         kind = doc.get("kind")
         if kind == "Secret":
@@ -252,14 +176,14 @@ class _Accumulator:
             self.secrets += 1
             return
         if not isinstance(kind, str) or not kind:
-            self.warnings.append(f"{source}: an object without a kind was skipped")
+            self.kindless += 1
             return
         group = _group(doc.get("apiVersion"))
         if (group, kind) not in _KNOWN:
             label = kind if group in (_CORE, None) else f"{kind}.{group}"
             self.ignored[label] = self.ignored.get(label, 0) + 1
             return
-        obj = _Obj.of(doc, kind, source, namespaced=kind != "Node")
+        obj = _Obj.of(doc, kind, source, namespaced=kind != "Node", line=line)
         if kind == "Service":
             self.services.append(_service(obj))
         elif kind == "EndpointSlice":
@@ -272,12 +196,16 @@ class _Accumulator:
             self.nodes.append(_node(obj))
         elif kind == "ConfigMap":
             if (obj.namespace, obj.name) in KEPT_CONFIG_MAPS:
-                data = obj.as_str_map(doc.get("data"), "data")
+                data = {k: v for k, v in obj.as_str_map(doc.get("data"), "data").items() if k in _READ_DATA}
                 self.config_maps.append(ConfigMap(obj.namespace, obj.name, data))
         else:
             self.policies.append(_network_policy(obj))
 
     def result(self) -> ApiObjects:
+        if self.kindless:
+            many = f"{self.kindless} objects" if self.kindless > 1 else "an object"
+            self.warnings.append(f"{self.source}: {many} without a kind {'were' if self.kindless > 1 else 'was'} "
+                                 "skipped")
         secrets_note: tuple[str, ...] = ()
         if self.secrets:
             secrets_note = (f"{self.source}: skipped {self.secrets} Secret(s) without reading them; svctrace "
@@ -292,150 +220,6 @@ def _group(api_version: object) -> str | None:
     if not isinstance(api_version, str) or not api_version:
         return None  # hand-written objects may leave apiVersion out; trust the kind then
     return api_version.rsplit("/", 1)[0] if "/" in api_version else _CORE
-
-
-# ---------------------------------------------------------------------------------------------
-# typed field access with messages that say where
-
-
-class _Obj:
-    """One object being typed: its raw mapping plus what names it in error messages."""
-
-    __slots__ = ("doc", "kind", "source", "namespace", "name")
-
-    def __init__(self, doc: Mapping[str, Any], kind: str, source: str, namespace: str, name: str) -> None:
-        self.doc = doc
-        self.kind = kind
-        self.source = source
-        self.namespace = namespace
-        self.name = name
-
-    @classmethod
-    def of(cls, doc: Mapping[str, Any], kind: str, source: str, *, namespaced: bool) -> _Obj:
-        meta = doc.get("metadata")
-        if not isinstance(meta, Mapping):
-            raise InputError(f"a {kind} without metadata (its name is needed)", _HINT_EXPORT, path=source)
-        name = meta.get("name")
-        if not isinstance(name, str) or not name:
-            raise InputError(f"a {kind} without metadata.name", _HINT_EXPORT, path=source)
-        namespace = ""
-        if namespaced:
-            ns = meta.get("namespace")
-            # kubectl always prints it; a hand-written manifest without one means "default" (kubectl apply).
-            namespace = ns if isinstance(ns, str) and ns else "default"
-        return cls(doc, kind, source, namespace, name)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.namespace else self.name
-
-    @property
-    def meta(self) -> Mapping[str, Any]:
-        return self.as_map(self.doc.get("metadata"), "metadata")
-
-    @property
-    def spec(self) -> Mapping[str, Any]:
-        return self.as_map(self.doc.get("spec"), "spec")
-
-    @property
-    def status(self) -> Mapping[str, Any]:
-        return self.as_map(self.doc.get("status"), "status")
-
-    def fail(self, path: str, expected: str, value: object) -> NoReturn:
-        raise InputError(f"{self.kind} {self.ref}: {path} must be {expected}, not {_describe(value)}",
-                         _HINT_EXPORT, path=self.source)
-
-    def as_map(self, value: object, path: str) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.fail(path, "a mapping", value)
-        return value
-
-    def as_list(self, value: object, path: str) -> list[Any]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.fail(path, "a list", value)
-        return value
-
-    def as_str(self, value: object, path: str, default: str = "") -> str:
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            self.fail(path, "a string", value)
-        return value
-
-    def as_opt_str(self, value: object, path: str) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            self.fail(path, "a string", value)
-        return value
-
-    def as_int(self, value: object, path: str) -> int | None:
-        # bool is an int in Python; `port: true` is a mistake, not 1.
-        if value is None:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool):
-            self.fail(path, "an integer", value)
-        return value
-
-    def as_port(self, value: object, path: str, *, required: bool = False) -> int | None:
-        number = self.as_int(value, path)
-        if number is None:
-            if required:
-                raise InputError(f"{self.kind} {self.ref}: {path} is missing", _HINT_EXPORT, path=self.source)
-            return None
-        if not 0 < number < 65536:
-            self.fail(path, "a port number between 1 and 65535", value)
-        return number
-
-    def as_bool(self, value: object, path: str) -> bool | None:
-        if value is None:
-            return None
-        if not isinstance(value, bool):
-            self.fail(path, "true or false", value)
-        return value
-
-    def as_protocol(self, value: object, path: str) -> Protocol:
-        text = self.as_str(value, path, "TCP")
-        for proto in _PROTOCOLS:
-            if text == proto:
-                return proto
-        self.fail(path, "TCP, UDP or SCTP", value)
-
-    def as_str_list(self, value: object, path: str) -> tuple[str, ...]:
-        return tuple(self.as_str(v, f"{path}[{i}]") for i, v in enumerate(self.as_list(value, path)))
-
-    def as_str_map(self, value: object, path: str) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for k, v in self.as_map(value, path).items():
-            if isinstance(v, (Mapping, list)):
-                self.fail(f"{path}.{k}", "a string", v)
-            out[str(k)] = v if isinstance(v, str) else _scalar_text(v)
-        return out
-
-
-def _scalar_text(value: object) -> str:
-    # Unquoted YAML turns `true`/`8080` into bool/int; the API would have kept them as text.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
-
-def _type_name(value: object) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    return {str: "string", int: "integer", float: "number", list: "list", dict: "mapping",
-            type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        return f"the {_type_name(value)} {shown}"
-    return f"a {_type_name(value)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -689,6 +473,9 @@ def _node(o: _Obj) -> Node:
 
 def _network_policy(o: _Obj) -> NetworkPolicy:
     spec = o.spec
+    if deeper_than(spec, MAX_DEPTH):  # kept whole, so it must not hold anything later walks cannot
+        raise InputError(f"{o.kind} {o.ref}: spec nests more than {MAX_DEPTH} deep; refused", _HINT_EXPORT,
+                         path=o.source, line=o.line)
     return NetworkPolicy(namespace=o.namespace, name=o.name,
                          pod_selector=dict(o.as_map(spec.get("podSelector"), "spec.podSelector")),
                          policy_types=o.as_str_list(spec.get("policyTypes"), "spec.policyTypes"),

@@ -382,8 +382,9 @@ def _whole(text: str, source: str) -> list[Any]:
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc.msg} (column {exc.colno})", JSON_HINT,
                          path=source, line=exc.lineno) from None
-    except RecursionError:
-        raise InputError("not valid JSON: nested deeper than svctrace reads", JSON_HINT, path=source) from None
+    except (ValueError, RecursionError) as exc:  # a number of 5,000 digits; nesting past the decoder's depth
+        raise InputError(f"not read: {exc if isinstance(exc, ValueError) else 'JSON nested too deep'}", JSON_HINT,
+                         path=source) from None
     items = doc.get("nftables") if isinstance(doc, Mapping) else None
     if not isinstance(items, list):
         raise InputError('not `nft -j` output: no top-level "nftables" list', JSON_HINT, path=source)
@@ -438,6 +439,9 @@ def parse_nft_json(text: str, source: str) -> NftRuleset:
             # flowtables, counters, quotas, ct helpers...: not kube-proxy's; ignored.
         except KeyError as exc:
             raise InputError(f"{where}: {kind} has no {exc.args[0]!r}", JSON_HINT, path=source) from None
+        except (TypeError, AttributeError, ValueError, RecursionError):
+            # A value of a type `nft -j` never writes there (a list for a name, a number for a set element...).
+            raise InputError(f"{where}: a {kind} with values of unexpected types", JSON_HINT, path=source) from None
     return NftRuleset(tuple(tb.build() for tb in tables.values()), source)
 
 

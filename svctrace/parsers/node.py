@@ -10,6 +10,8 @@ from typing import Any
 
 from svctrace.errors import InputError
 from svctrace.model.snapshot import HostAddress
+from svctrace.parsers.json_stream import deeper_than
+from svctrace.parsers.limits import MAX_DEPTH
 
 PROXY_MODES = ("iptables", "ipvs", "nftables")
 _MODE_ALIASES = {"nft": "nftables"}
@@ -38,11 +40,20 @@ def _load_json(text: str, source: str, what: str) -> Any:
         raise InputError(f"the file is empty; expected {what}",
                          "fill it again on the node, or delete it to mark it as not collected", path=source)
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc.msg} (column {exc.colno})",
                          f"the file should hold {what}; fill it again on the node", path=source,
                          line=exc.lineno) from None
+    except ValueError as exc:  # a number of more than 4,300 digits
+        raise InputError(f"not read: {exc}", f"the file should hold {what}; fill it again on the node",
+                         path=source) from None
+    except RecursionError:
+        value = None
+    if value is None and text.strip() != "null" or deeper_than(value, MAX_DEPTH):
+        raise InputError(f"not read: JSON nested more than {MAX_DEPTH} deep",
+                         f"the file should hold {what}; fill it again on the node", path=source)
+    return value
 
 
 def parse_ip_addr_json(text: str, source: str) -> tuple[HostAddress, ...]:

@@ -109,6 +109,7 @@ class Walker:
     matcher: Matcher
     loose_jumps: bool = False  # a jump to a missing chain: a no-op (nft refuses such rules; iptables does too)
     lost: float = 0.0
+    steps: int = 0  # rules evaluated so far, for the work bound (TraceOptions.max_steps)
     record_match: bool = True  # a rule with no action still gets a "matched" step (iptables)
     kube_mark_masq: str | None = None  # the chain whose absence is stood in for by the masquerade mark
     nft_words: bool = False  # steps in nft's words: marks as the value they become, NAT as written
@@ -154,6 +155,7 @@ class Walker:
         def step(b: Branch, action: str) -> Branch:
             return b.step(self.ruleset.rule_step(table, chain, rule, action))
 
+        self.steps += 1
         pending: list[tuple[Branch, int]] = [(br, 0)]
         n = len(stmts)
         check = self.matcher.check
@@ -303,13 +305,17 @@ class Walker:
         if not self.ruleset.target_is_chain(table, target):
             self.node.warn(f"{table} {chain} jumps to {target}, which is not in the table; treated as a no-op")
             return [replace(b, loose=True)], []
-        if target in stack or depth >= self.options.max_depth:
-            if target in stack:
+        over = self.steps > self.options.max_steps
+        if target in stack or depth >= self.options.max_depth or over:
+            if over:
+                self.node.warn(f"more than {self.options.max_steps:,} rule evaluations: jumps were no longer "
+                               "followed from here, so the outcomes after them are uncertain")
+            elif target in stack:
                 self.node.warn(f"{table} chain {target} jumps back into itself ({' -> '.join((*stack, target))}); "
                                "the kernel would refuse such rules")
             else:
                 self.node.warn(f"jumps nested deeper than {self.options.max_depth} chains at {table} {target}")
-            guarded = replace(b.path[-1], action=f"{kind} not followed (loop guard)")
+            guarded = replace(b.path[-1], action=f"{kind} not followed ({'work limit' if over else 'loop guard'})")
             return [replace(b, loose=True, path=(*b.path[:-1], guarded))], []
         results = self.run_chain(table, target, [b], depth + 1, (*stack, target))
         cont = [x for x, flow in results if flow == "return" and not j.goto]

@@ -72,9 +72,9 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Source, dict[str, A
 
 
 FLAGS = ["--kubeconfig", "/k/config", "--context", "ctx", "-n", "shop", "--node", "node-a",
-         "--request-timeout", "1m30s", "--netns", "ns0"]
+         "--request-timeout", "1m30s", "--timeout", "5m", "--netns", "ns0"]
 EXPECTED_LIVE = LiveOptions(kubeconfig="/k/config", context="ctx", namespace="shop", node_name="node-a", timeout=90.0,
-                            netns="ns0")
+                            total_timeout=300.0, netns="ns0")
 
 
 @pytest.mark.parametrize(("argv", "kind"), [
@@ -108,10 +108,19 @@ def test_request_timeout_reads_kubectl_durations(text: str, seconds: float) -> N
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["0", "0s", "-1", "5x", "s", "1m 30s", "nan", "inf"])
+@pytest.mark.parametrize("text", ["0", "0s", "-1", "5x", "s", "1m 30s", "nan", "inf", "-inf", "1e999"])
 def test_request_timeout_rejects_what_kubectl_would_not_wait_for(text: str) -> None:
     with pytest.raises(UsageError):
         parse_duration(text)
+
+
+def test_timeout_zero_means_no_limit_and_infinity_is_refused_with_its_own_words() -> None:
+    assert parse_duration("0", "--timeout", zero_means_none=True) is None
+    assert parse_duration("2m", "--timeout", zero_means_none=True) == 120.0
+    with pytest.raises(UsageError, match=r"^--timeout 'inf' is not a finite duration$"):
+        parse_duration("inf", "--timeout", zero_means_none=True)
+    with pytest.raises(UsageError, match=r"^--request-timeout 'nan' is not a finite duration$"):
+        parse_duration("nan")
 
 
 @pytest.mark.parametrize("name", LIVE_COMMANDS)

@@ -130,13 +130,15 @@ def test_every_faulted_request_is_still_recorded(server: FakeApiServer, api: Any
 
 def test_invalid_json(server: FakeApiServer, api: Any) -> None:
     server.inject("*", Fault.invalid_json())
-    with pytest.raises(json.JSONDecodeError):
+    # JSONDecodeError from the client 36 on; before, the body is handed to the model, which refuses it
+    with pytest.raises(ValueError):
         core(api).list_namespaced_service("default")
 
 
 def test_a_list_a_null_and_any_json_value(server: FakeApiServer, api: Any) -> None:
     server.inject("*", Fault.json([]), times=1)
-    with pytest.raises(ValueError, match="V1ServiceList"):  # pydantic's ValidationError is a ValueError
+    # pydantic's ValidationError (client 36 on) and the older models' "Invalid value" are both ValueErrors
+    with pytest.raises(ValueError, match="V1ServiceList|Invalid value for `items`"):
         core(api).list_namespaced_service("default")
     server.inject("*", Fault.json(None), times=1)
     assert core(api).list_namespaced_service("default") is None  # the client hands back None, silently
@@ -147,8 +149,9 @@ def test_an_object_whose_spec_is_a_list(server: FakeApiServer, api: Any) -> None
     doc = raw(core(api).list_namespaced_service, "default")
     assert [i["spec"] for i in doc["items"]] == [[], [], []]
     assert doc["kind"] == "ServiceList"
-    with pytest.raises(ValueError, match="V1ServiceSpec"):
-        core(api).list_namespaced_service("default")
+    if int(client.__version__.split(".")[0]) >= 36:  # the older models take a list for a spec without a word
+        with pytest.raises(ValueError, match="V1ServiceSpec"):
+            core(api).list_namespaced_service("default")
 
 
 def test_items_that_are_not_a_list(server: FakeApiServer, api: Any) -> None:
@@ -212,10 +215,12 @@ def test_slow_drip_beats_a_per_read_timeout(server: FakeApiServer, api: Any) -> 
 def test_stall_after_headers_and_before_them(server: FakeApiServer, api: Any) -> None:
     server.inject("*", Fault.stall(), times=1)
     with pytest.raises(urllib3.exceptions.ReadTimeoutError):
-        core(api).list_namespaced_service("default", _request_timeout=0.3)
+        # a (connect, read) pair: the client before 36 ignores a float and would wait forever
+        core(api).list_namespaced_service("default", _request_timeout=(0.3, 0.3))
     server.inject("*", Fault.stall(headers=False), times=1)
     with pytest.raises(urllib3.exceptions.ReadTimeoutError):
-        core(api).list_namespaced_service("default", _request_timeout=0.3)
+        # a (connect, read) pair: the client before 36 ignores a float and would wait forever
+        core(api).list_namespaced_service("default", _request_timeout=(0.3, 0.3))
 
 
 def test_a_stall_does_not_block_stopping_the_server(tmp_path: Path) -> None:

@@ -418,7 +418,8 @@ def test_nothing_listening(tmp_path: Path) -> None:
     srv.stop()  # the port is now closed: connections are refused
     with kube, pytest.raises(ApiUnreachableError) as caught:
         kube.collect_service(None, "my-nginx")
-    assert caught.value.message == f"cannot reach the API server at {url}: connection refused (timeout 5s)"
+    assert caught.value.message == (f"cannot reach the API server at {url}: connection refused "
+                                    '(get services "my-nginx" in namespace "default")')
     assert caught.value.hint is not None and "kubectl cluster-info" in caught.value.hint
 
 
@@ -427,13 +428,14 @@ def test_server_slower_than_the_timeout_fails_once_without_retries(tmp_path: Pat
         with collector(srv, tmp_path, timeout=0.3) as kube, pytest.raises(ApiUnreachableError) as caught:
             kube.collect_service(None, "my-nginx")
         assert len(srv.requests) == 1
-    assert caught.value.message == (f"cannot reach the API server at {srv.url}: no answer within 0.3s "
-                                    "(timeout 0.3s)")
+    assert caught.value.message == (f"cannot reach the API server at {srv.url}: no complete answer within the "
+                                    '--request-timeout 0.3s (get services "my-nginx" in namespace "default")')
 
 
 def test_connection_closed_without_answer(tmp_path: Path) -> None:
     with fixture_cluster(close_without_answer=True) as srv:
-        with collector(srv, tmp_path) as kube, pytest.raises(ApiUnreachableError, match="closed without"):
+        with collector(srv, tmp_path) as kube, \
+                pytest.raises(ApiUnreachableError, match="closed before the answer was complete"):
             kube.collect_service(None, "my-nginx")
         assert len(srv.requests) == 1
 
@@ -470,17 +472,30 @@ def test_rejected_credentials(server: FakeApiServer, tmp_path: Path) -> None:
     assert len(server.requests) == 1
 
 
-def test_forbidden_endpointslices_is_fatal_and_names_the_rule(tmp_path: Path) -> None:
-    with fixture_cluster(forbid=[("list", "endpointslices", "default")]) as srv, \
-            collector(srv, tmp_path) as kube, pytest.raises(ForbiddenError) as caught:
+def test_forbidden_endpointslices_fall_back_to_endpoints_and_name_the_rule(tmp_path: Path) -> None:
+    with fixture_cluster(forbid=[("list", "endpointslices", "default")]) as srv, collector(srv, tmp_path) as kube:
+        got = kube.collect_service(None, "my-nginx")
+        plan = srv.verbs()
+    assert plan[1:3] == [("list", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"),
+                         ("get", "/api/v1/namespaces/default/endpoints/my-nginx")]
+    assert {s.service_name for s in got.objects.legacy_endpoints} == {"my-nginx"}
+    assert got.warnings[0] == (
+        'not allowed to list endpointslices (discovery.k8s.io) in namespace "default" (403 Forbidden): read the '
+        "v1 Endpoints instead (what kube-proxy read before 1.19; dual-stack and topology details may be missing); "
+        'to allow it, add a Role rule: apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], '
+        'verbs: ["list"]')
+
+
+def test_forbidden_endpointslices_and_endpoints_is_fatal_and_names_the_rule(tmp_path: Path) -> None:
+    forbid = [("list", "endpointslices", "default"), ("get", "endpoints", "default")]
+    with fixture_cluster(forbid=forbid) as srv, collector(srv, tmp_path) as kube, \
+            pytest.raises(ForbiddenError) as caught:
         kube.collect_service(None, "my-nginx")
     err = caught.value
-    assert err.message == (f'not allowed to list endpointslices (discovery.k8s.io) in namespace "default" '
-                           f"for {DEFAULT_USER} (403 Forbidden); svctrace cannot answer without it")
-    assert err.hint == ('ask for a Role rule: apiGroups: ["discovery.k8s.io"], '
-                        'resources: ["endpointslices"], verbs: ["list"]')
-    assert (err.verb, err.resource, err.group, err.namespace) == (
-        "list", "endpointslices", "discovery.k8s.io", "default")
+    assert err.message == (f'not allowed to get endpoints "my-nginx" in namespace "default" for {DEFAULT_USER} '
+                           "(403 Forbidden); svctrace cannot answer without it")
+    assert err.hint == 'ask for a Role rule: apiGroups: [""], resources: ["endpoints"], verbs: ["get"]'
+    assert (err.verb, err.resource, err.group, err.namespace) == ("get", "endpoints", "", "default")
 
 
 def test_forbidden_service_get_is_fatal(tmp_path: Path) -> None:

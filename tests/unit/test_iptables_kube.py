@@ -24,7 +24,9 @@ def _general(line: str) -> tuple[object, ...]:
 
 def _lines() -> list[str]:
     texts = [p.read_text() for p in (REPO / "svctrace" / "demo").rglob("iptables-save.txt")]
-    texts += [p.read_text() for p in (REPO / "tests" / "fixtures").rglob("*iptables-save.txt")]
+    # (the hostile seeds include files in other encodings: their lines that are not UTF-8 are skipped)
+    texts += [p.read_bytes().decode("utf-8", "replace")
+              for p in (REPO / "tests" / "fixtures").rglob("*iptables-save.txt")]
     root = shared_dir() / "conformance"
     for path in sorted(root.rglob("*.json")):
         data = json.loads(path.read_text())

@@ -62,9 +62,12 @@ def hop_shape(hop: Hop, m: Callable[[str], str]) -> tuple[Any, ...]:
             tuple(hop_shape(c, m) for c in hop.children))
 
 
-def graph_shape(graph: PathGraph, m: Callable[[str], str] = _same) -> tuple[Any, ...]:
-    """What must survive redaction; ``m`` maps the original's names and addresses (Redactor.text)."""
-    fronts = tuple((f.type, f.ip if f.ip == "*" else m(f.ip), f.port, f.protocol, f.port_name, f.verdict,
+def graph_shape(graph: PathGraph, m: Callable[[str], str] = _same,
+                port: Callable[[str], str] = _same) -> tuple[Any, ...]:
+    """What must survive redaction; ``m`` maps the original's names and addresses (Redactor.text), ``port``
+    its port names."""
+    fronts = tuple((f.type, f.ip if f.ip == "*" else m(f.ip), f.port, f.protocol,
+                    port(f.port_name) if f.port_name else f.port_name, f.verdict,
                     tuple(hop_shape(h, m) for h in f.hops)) for f in graph.frontends)
     eps = sorted((m(e.ip), e.port, e.protocol, e.ready, e.local, e.in_api, e.in_dataplane) for e in graph.endpoints)
     return graph.mode, fronts, tuple(eps), len(graph.stale_chains), graph.service.type
@@ -93,7 +96,7 @@ def test_every_service_resolves_the_same_after_redaction(which: str, tmp_path: P
     for svc in before.services:
         g1 = resolve(before, svc.namespace, svc.name)
         g2 = resolve(after, r.name(svc.namespace), r.name(svc.name))
-        assert graph_shape(g2) == graph_shape(g1, r.text), f"{svc.namespace}/{svc.name}"
+        assert graph_shape(g2) == graph_shape(g1, r.text, r.port_name), f"{svc.namespace}/{svc.name}"
         checked_forwarded += sum(f.verdict == "forwarded" for f in g1.frontends)
     assert checked_forwarded > 0  # the comparison covered real DNAT paths, not only empty graphs
     assert after.node.name == r.name(before.node.name or "")
@@ -200,7 +203,7 @@ def test_api_documents_drop_leaks_and_unread_kinds() -> None:
                  "10.244.1.5", "192.168.1.10", "shop", "u-1", "web-rs", "app-config"):
         assert leak not in text, leak
     p = items[0]
-    assert p["spec"]["containers"][0]["ports"] == [{"containerPort": 80, "name": "http"}]
+    assert p["spec"]["containers"][0]["ports"] == [{"containerPort": 80, "name": "http"}]  # a generic port name
     assert p["status"]["podIPs"][0]["ip"] == p["status"]["podIP"] == r.address("10.244.1.5")
     assert p["metadata"]["labels"] == {"app": r.name("web")}
     assert pod["metadata"]["name"] == "web-1"  # the input is not modified
