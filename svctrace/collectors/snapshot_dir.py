@@ -59,6 +59,10 @@ def load_snapshot(spec: str | Path) -> Snapshot:
     if path.is_dir():
         return _build(_folder_tree(path, label), label)
     if path.is_file():
+        if not (_looks_compressed(path) or tarfile.is_tarfile(path)):
+            from svctrace.collectors.pasted_file import load_pasted_file
+
+            return load_pasted_file(path, label)
         return _build(_tar_tree(path, label), label)
     raise InputError(f"{label}: not a folder or a tarball",
                      f"pass a snapshot folder or a .tar.gz of one; {DOCS_HINT}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from svctrace import parallel
 from svctrace.diagnosis.diagnose import Diagnosis, diagnose
 from svctrace.diagnosis.findings import ERROR, WARNING
-from svctrace.model.graph import FORWARDED, REJECTED, PathGraph
+from svctrace.model.graph import NOT_PROGRAMMED, UNKNOWN, PathGraph
 from svctrace.model.k8s import Service
 from svctrace.model.snapshot import Snapshot
 from svctrace.resolver.common import api_endpoints, categorize
@@ -123,7 +123,8 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
 def _audit_one(snapshot: Snapshot, svc: Service, dataplane: bool) -> ServiceAudit:
     diag = diagnose(snapshot, f"{svc.namespace}/{svc.name}", namespace=svc.namespace)
     graph = diag.graph
-    programmed = graph is not None and any(fe.verdict in (FORWARDED, REJECTED) for fe in graph.frontends)
+    # As kube-proxy programs it in its era: a REJECT, a DROP or an untranslated path counts, "not programmed" does not
+    programmed = graph is not None and any(fe.verdict not in (NOT_PROGRAMMED, UNKNOWN) for fe in graph.frontends)
     drifted = any(f.code in DRIFT_CODES for f in diag.findings) or (
         dataplane and graph is not None and bool(graph.frontends) and _endpoints_drift(graph))
     without = not svc.is_external_name and not any(

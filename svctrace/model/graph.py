@@ -22,8 +22,9 @@ REJECTED = "rejected"  # ICMP port unreachable / TCP reset: no endpoints
 DROPPED = "dropped"  # silently dropped: no local endpoints, or a source range firewall
 PARTIAL = "partial"  # some clients are forwarded, others dropped (eTP=Local without local endpoints)
 NOT_PROGRAMMED = "not-programmed"  # no rule on this node handles it
-UNKNOWN = "unknown"  # the dataplane was not collected
-FRONTEND_VERDICTS = (FORWARDED, REJECTED, DROPPED, PARTIAL, NOT_PROGRAMMED, UNKNOWN)
+UNTRANSLATED = "untranslated"  # rules take it but none translates it (v1.1's empty KUBE-SVC): it times out
+UNKNOWN = "unknown"  # the dataplane was not collected, or the dump does not show the rules that decide it
+FRONTEND_VERDICTS = (FORWARDED, REJECTED, DROPPED, PARTIAL, UNTRANSLATED, NOT_PROGRAMMED, UNKNOWN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ class Hop:
     probability: str | None = None  # the conditional probability as written in the rule, if any
     masquerade: str | None = None  # when SNAT applies, in words; None: it does not at this hop
     affinity: str | None = None  # session affinity in words
-    verdict: str | None = None  # DNAT | REJECT | DROP | ACCEPT | RETURN
+    verdict: str | None = None  # DNAT | REJECT | DROP | ACCEPT (untranslated) | RETURN | UNKNOWN (not in the dump)
     endpoint: EndpointInfo | None = None
     explain: str = ""  # one plain sentence: what the rule does and why
     notes: tuple[str, ...] = ()  # warnings about this hop

@@ -111,6 +111,9 @@ class Outcome:
     affinity: str | None = None  # recent-list name this outcome is conditional on (session affinity)
     conditions: tuple[str, ...] = ()  # what must hold for it ("if it matches: -m physdev ...")
     conditional_probability: float | None = None  # its share when the conditions hold
+    # DNAT to an endpoint whose address the snapshot does not hold (a pasted fragment without its KUBE-SEP
+    # chain): the chain that would say it; ``destination`` is then None.
+    via: str | None = None
 
     @property
     def share(self) -> float:

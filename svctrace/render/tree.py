@@ -16,6 +16,7 @@ VERDICT_WORDS = {
     g.REJECTED: ("REJECT: no endpoints", "verdict.reject"),
     g.DROPPED: ("DROP", "verdict.drop"),
     g.PARTIAL: ("some clients dropped", "verdict.partial"),
+    g.UNTRANSLATED: ("untranslated: no rule translates it", "verdict.drop"),
     g.NOT_PROGRAMMED: ("not programmed on this node", "verdict.reject"),
     g.UNKNOWN: ("dataplane unknown", "verdict.unknown"),
 }

@@ -336,8 +336,10 @@ class Matcher:
         if origin == "node":
             return False  # locally generated packets have no physdev
         bridges = self.node.bridge_ports
-        if bridges is not None and not bridges:
-            return False  # the node has no bridge ports at all
+        if bridges is not None and not bridges and (iface is not None or origin != "pod"):
+            # The node has no bridge ports at all; but a pod's packet with no interface given may come in
+            # through one the snapshot does not list (its interfaces may show only the node's uplinks).
+            return False
         if iface is not None and bridges is not None:
             return iface in bridges
         if origin == "external" and bridges is None and iface is None:
