@@ -27,9 +27,27 @@ def split_name(name: str, namespace: str | None) -> tuple[str | None, str, str |
     return namespace, name, port
 
 
+def _address(text: str) -> tuple[str, str | None] | None:
+    """``10.96.0.10``, ``10.96.0.10:53``, ``fd00::10`` or ``[fd00::10]:53`` -> (address, port); None for a name."""
+    import ipaddress
+
+    host, port = text, None
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":") or None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return host, port
+
+
 def svc_command(
     run: Run,
-    name: Annotated[str, typer.Argument(help="The Service: NAME, NS/NAME, or NAME:PORT.", metavar="NAME",
+    name: Annotated[str, typer.Argument(help="The Service: NAME, NS/NAME, NAME:PORT, or its address (ClusterIP, "
+                                             "externalIP or LB IP, optionally IP:PORT).", metavar="NAME",
                                         autocompletion=complete_service)],
     port: Annotated[str | None, typer.Option("--port", help="Only this port (name, number or NodePort).",
                                              metavar="PORT")] = None,
@@ -41,14 +59,23 @@ def svc_command(
 
     from svctrace.render.json import graph_to_dict
     from svctrace.render.tree import render_graph
-    from svctrace.resolver import resolve
-    from svctrace.sources import load_service
+    from svctrace.resolver import resolve, resolve_address
+    from svctrace.sources import load_namespace, load_service
 
-    ns, svc_name, name_port = split_name(name, run.namespace)
-    if port is not None and name_port is not None and port != name_port:
-        raise UsageError(f"the name says port {name_port} but --port says {port}", "give one of them")
-    loaded = load_service(run.source, ns, svc_name)
-    graph = resolve(loaded.snapshot, loaded.namespace, svc_name, port or name_port)
+    address = _address(name)
+    if address is not None:
+        ip, name_port = address
+        if port is not None and name_port is not None and port != name_port:
+            raise UsageError(f"the address says port {name_port} but --port says {port}", "give one of them")
+        # An address may be any namespace's Service: read every namespace (live), as why-unreachable does.
+        loaded = load_namespace(run.source, run.namespace, every_namespace=True)
+        graph = resolve_address(loaded.snapshot, ip, port or name_port)
+    else:
+        ns, svc_name, name_port = split_name(name, run.namespace)
+        if port is not None and name_port is not None and port != name_port:
+            raise UsageError(f"the name says port {name_port} but --port says {port}", "give one of them")
+        loaded = load_service(run.source, ns, svc_name)
+        graph = resolve(loaded.snapshot, loaded.namespace, svc_name, port or name_port)
     if output is OutputFormat.json:
         run.env.stdout.print_json(json.dumps(graph_to_dict(graph)))
     else:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from svctrace import parallel
 from svctrace.diagnosis.diagnose import Diagnosis, diagnose
 from svctrace.diagnosis.findings import ERROR, WARNING
-from svctrace.model.graph import NOT_PROGRAMMED, UNKNOWN, PathGraph
+from svctrace.model.graph import NOT_PROGRAMMED, UNKNOWN, PathGraph, StaleChain
 from svctrace.model.k8s import Service
 from svctrace.model.snapshot import Snapshot
 from svctrace.resolver.common import api_endpoints, categorize
@@ -37,6 +37,9 @@ class Audit:
     namespace: str | None  # None: every namespace
     dataplane_collected: bool
     api_collected: bool = True  # False: no Kubernetes objects, only the node's files
+    warnings: tuple[str, ...] = ()  # what reading the snapshot said (a pasted dump cut short, ...)
+    stale_chains: tuple[StaleChain, ...] = ()  # Service chains no Service in the snapshot owns
+    in_rules: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # node-only: (identity, how, addresses) the rules show
 
     @property
     def checked_nothing(self) -> bool:
@@ -117,7 +120,15 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
     results = parallel.fork_map(work, chosen, n)
     if progress is not None:
         progress(len(chosen), len(chosen), "")
-    return Audit(tuple(results), snapshot.source, namespace, dataplane, snapshot.api_collected)
+    from svctrace.resolver import all_stale_chains
+    from svctrace.resolver.from_rules import services_in_rules
+
+    in_rules = () if snapshot.api_collected else tuple(
+        (r.identity or "not named by the rules", r.how,
+         (*r.addresses, *((f"NodePort {r.node_port}",) if r.node_port else ()))) for r in services_in_rules(snapshot))
+    return Audit(tuple(results), snapshot.source, namespace, dataplane, snapshot.api_collected,
+                 warnings=snapshot.warnings, stale_chains=all_stale_chains(snapshot) if namespace is None else (),
+                 in_rules=in_rules)
 
 
 def _audit_one(snapshot: Snapshot, svc: Service, dataplane: bool) -> ServiceAudit:

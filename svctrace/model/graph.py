@@ -143,6 +143,16 @@ class StaleChain:
 
 
 @dataclass(frozen=True, slots=True)
+class RulesIdentity:
+    """How a Service known only from a node's rules (no API objects) was named."""
+
+    identity: str | None  # what the rules call it ("default/nginx:"); None when nothing in them names it
+    how: str  # how it was found, in words ("its rules' comments, which its chains' hash confirms")
+    chains: tuple[str, ...] = ()  # the chains (or virtual servers) it was read from
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PathGraph:
     service: Service
     mode: str  # iptables | ipvs | nftables | none (no dataplane collected)
@@ -154,3 +164,4 @@ class PathGraph:
     explain: str = ""  # what kind of Service this is, in one sentence
     warnings: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()  # inputs that were not available, so parts of the answer are unknown
+    from_rules: RulesIdentity | None = None  # set when the Service is known from this node's rules alone

@@ -170,3 +170,6 @@ class TraceOptions:
     max_depth: int = 64  # nested jumps before a branch is abandoned (a loop in hand-written rules)
     max_states: int = 4096  # live branches kept at once; beyond it the least likely are dropped
     masquerade_mark: int = 0x4000  # kube-proxy's --iptables-masquerade-bit, used if KUBE-MARK-MASQ is absent
+    # False when the snapshot holds none of the node's addresses: whether an address is LOCAL (addrtype, fib)
+    # is then not known for any but loopback, and such matches are followed both ways.
+    node_addresses_known: bool = True

@@ -84,4 +84,7 @@ def graph_to_dict(graph: PathGraph) -> dict[str, Any]:
                         for s in graph.stale_chains],
         "warnings": list(graph.warnings),
         "missing": list(graph.missing),
+        # only for a Service known from the node's rules alone
+        **({"fromRules": {"identity": graph.from_rules.identity, "how": graph.from_rules.how,
+                          "notes": list(graph.from_rules.notes)}} if graph.from_rules is not None else {}),
     }

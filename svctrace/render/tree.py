@@ -201,7 +201,11 @@ def _frontend_branch(tree: Tree, fe: Frontend, graph: PathGraph, explain: set[st
 def _title(graph: PathGraph) -> Text:
     svc = graph.service
     text = Text()
-    text.append(f"Service {svc.ref}", "svc.title")
+    if graph.from_rules is not None:
+        who = graph.from_rules.identity or "not named by the rules"
+        text.append(f"Service {who}  (from this node's rules; no Kubernetes objects)", "svc.title")
+    else:
+        text.append(f"Service {svc.ref}", "svc.title")
     text.append("  ")
     text.append(svc.type + ("  headless" if svc.is_headless else ""), "svc.kind")
     text.append("  ")

@@ -29,7 +29,8 @@ from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.chains import ChainWalk, RuleFacts, Words
 from svctrace.resolver.common import any_local_address, api_endpoints, categorize, family_of, frontend_verdict
-from svctrace.resolver.contract import PortResult, register
+from svctrace.resolver.contract import PortResult, RuleService, register
+from svctrace.resolver.iptables_identity import services_in_rules
 from svctrace.resolver.iptables_names import (
     current_suffixes,
     orphan_chains,
@@ -360,6 +361,12 @@ def _frontend(ctx: _Walk, spec: _FrontendSpec, explain: str) -> Frontend:
                             rules=(rule_ref(older_masq[0]),) + hop.rules) for hop in hops]
     elif filt is not None:
         hops = _filter_hops(ctx, spec, filt)
+    elif ctx.dump.partial is not None and spec.type == "ClusterIP" and ctx.nat is not None \
+            and ctx.nat.has(spec.targets[0]):
+        # A fragment without the dispatch rule: the Service chain is there, and names the ClusterIP itself
+        hops = [ctx.walk(spec.targets[0], when=None, rules=(), depth=0)]
+        notes.append(f"the rule in nat {spec.dispatch_chain} that leads to {spec.targets[0]} is not in the dump "
+                     f"({ctx.dump.partial}); the chain itself is followed")
     if localhost:
         notes.append(f"also answers on 127.0.0.1:{spec.port} from this node (localhost NodePorts, needs "
                      "net.ipv4.conf.all.route_localnet=1)")
@@ -481,6 +488,10 @@ class IptablesResolver:
                 out += orphan_chains(dump, snapshot.services, current)
                 out += unreferenced_endpoint_chains(dump)
         return tuple(out)
+
+    def services_in_rules(self, snapshot: Snapshot) -> tuple[RuleService, ...]:
+        return tuple(s for dump in (snapshot.iptables, snapshot.ip6tables) if dump is not None
+                     for s in services_in_rules(dump))
 
     def not_programmed(self, frontend: Frontend) -> str:
         proto = frontend.protocol.lower()
