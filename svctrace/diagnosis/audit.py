@@ -39,7 +39,9 @@ class Audit:
     api_collected: bool = True  # False: no Kubernetes objects, only the node's files
     warnings: tuple[str, ...] = ()  # what reading the snapshot said (a pasted dump cut short, ...)
     stale_chains: tuple[StaleChain, ...] = ()  # Service chains no Service in the snapshot owns
-    in_rules: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # node-only: (identity, how, addresses) the rules show
+    # node-only: (identity, how, frontends, chain key) of each Service port the rules show
+    in_rules: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = ()
+    proxy_mode: str | None = None  # kube-proxy's mode as decided from the snapshot
 
     @property
     def checked_nothing(self) -> bool:
@@ -125,10 +127,11 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
 
     in_rules = () if snapshot.api_collected else tuple(
         (r.identity or "not named by the rules", r.how,
-         (*r.addresses, *((f"NodePort {r.node_port}",) if r.node_port else ()))) for r in services_in_rules(snapshot))
+         (*r.addresses, *((f"NodePort {r.node_port}",) if r.node_port else ())), r.key)
+        for r in services_in_rules(snapshot))
     return Audit(tuple(results), snapshot.source, namespace, dataplane, snapshot.api_collected,
                  warnings=snapshot.warnings, stale_chains=all_stale_chains(snapshot) if namespace is None else (),
-                 in_rules=in_rules)
+                 in_rules=in_rules, proxy_mode=snapshot.mode.value if snapshot.mode is not None else None)
 
 
 def _audit_one(snapshot: Snapshot, svc: Service, dataplane: bool) -> ServiceAudit:

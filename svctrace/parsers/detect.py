@@ -151,8 +151,12 @@ def _jumps_to_services(dumps: Iterable[IptablesDump | None]) -> bool:
         chain = dump.chain("nat", "KUBE-SERVICES") if dump is not None else None
         if chain is not None and any((r.target or "").startswith(_SERVICE_CHAINS) for r in chain.rules):
             return True
-        nat = dump.table("nat") if dump is not None and dump.partial is not None else None
+        if dump is None or dump.partial is None:
+            continue
+        nat, filt = dump.table("nat"), dump.table("filter")
         if nat is not None and any(name.startswith(_SERVICE_CHAINS) for name in nat.heads):
+            return True
+        if filt is not None and filt.has("KUBE-SERVICES"):  # iptables mode's filter chain (REJECTs)
             return True
     return False
 

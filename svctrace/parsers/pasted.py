@@ -138,12 +138,14 @@ def _blank(lines: list[str], skip: set[int]) -> str:
     return "\n".join("" if n in skip else raw for n, raw in enumerate(lines, 1)) + "\n"
 
 
-def _said_lines(numbers: list[int], lines: list[str], what: str) -> str:
+def _said_lines(numbers: list[int], lines: list[str]) -> str:
     first = numbers[0]
     shown = lines[first - 1].strip()
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
-    more = f" and {len(numbers) - 1} more" if len(numbers) > 1 else ""
-    return f"line {first} ({shown!r}){more} {what}; not read"
+    if len(numbers) == 1:
+        return f"line {first} ({shown!r}) is not an iptables rule; not read"
+    return f"line {first} ({shown!r}) and {len(numbers) - 1} more lines are not iptables rules (notes, diagrams); " \
+           "not read"
 
 
 def infer_table(lines: list[str]) -> tuple[str, str]:
@@ -194,7 +196,9 @@ def _read_iptables(text: str, lines: list[str], commands: dict[int, str], source
                           "svctrace reads iptables-save, iptables -S, ipvsadm -Ln/-Sn and nft list output; "
                           + HINT_IPTABLES, source, first)
         skip.update(notes)
-        warnings.append(_said_lines(notes, lines, "is not an iptables rule (notes, '...', a diagram)"))
+        elided = any(lines[n - 1].strip() in ("...", "…") for n in notes)
+        warnings.append(_said_lines(notes, lines)
+                        + ("; where the text has '...' it elides rules, which are not in the dump" if elided else ""))
         gaps.append("lines between the rules are not rules")
     if commands:
         first = min(commands)

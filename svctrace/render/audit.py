@@ -47,7 +47,9 @@ def render_audit(result: Audit) -> RenderableType:
         parts += [Text(""), *[Text(f"not checked: {s}", "note") for s in result.not_checked]]
     if result.in_rules:
         parts += [Text(""), Text("What the node's rules show (svctrace svc ADDRESS follows each one):", "note")]
-        parts += [Text(f"  {who}  {', '.join(where)}  (named by {how})", "rule") for who, how, where in result.in_rules]
+        parts += [Text(f"  {who}  {', '.join(where) or 'no frontend in the dump'}"
+                       f"{'  (chains ' + key + ')' if key else ''}  ({how})", "rule")
+                  for who, how, where, key in result.in_rules]
     parts += [Text(f"warning: {w}", "note") for w in result.warnings]
     if result.checked_nothing:
         parts.append(Text(f"next: {NO_API_HINT}", "hop.explain"))
@@ -88,13 +90,14 @@ def audit_to_dict(result: Audit) -> dict[str, Any]:
             "findingsBySeverity": result.by_severity,
             "findingsByCode": result.by_code,
             "apiCollected": result.api_collected,
+            "proxyMode": result.proxy_mode,
             "notChecked": list(result.not_checked),
         },
         "warnings": list(result.warnings),
         "staleChains": [{"table": s.table, "chain": s.chain, "comment": s.comment, "rules": s.rule_count}
                         for s in result.stale_chains],
-        "servicesInRules": [{"identity": who, "how": how, "frontends": list(where)}
-                            for who, how, where in result.in_rules],
+        "servicesInRules": [{"identity": who, "how": how, "frontends": list(where), "chains": key}
+                            for who, how, where, key in result.in_rules],
         "services": [
             {"service": s.ref, "verdict": s.diagnosis.verdict, "reason": s.diagnosis.reason,
              "programmed": s.programmed, "drifted": s.drifted, "withoutEndpoints": s.without_endpoints,

@@ -186,7 +186,7 @@ def resolve_service(snapshot: Snapshot, svc: Service, port: str | None = None, *
     n_api = len({(e.ip, e.port) for e in endpoints.values() if e.in_api})
     explain = _describe(svc, n_api)
     if from_rules is not None:
-        explain = (f"Known from this node's rules alone (no Kubernetes objects): named by {from_rules.how}. Its "
+        explain = (f"Known from this node's rules alone (no Kubernetes objects): {from_rules.how}. Its "
                    "selector, pods and DNS names are not in the rules.")
         warnings += from_rules.notes
     return PathGraph(

@@ -38,7 +38,7 @@ class RuleService:
     load_balancer_ips: tuple[str, ...] = ()
     node_port: int | None = None
     local_policy: bool = False  # the rules treat external traffic with policy Local
-    entry: bool = True  # a dispatch rule leads to it; False: only its own chain names its address
+    entry: bool = True  # a dispatch rule leads to it; False: only its own chains show it (no address, or its own)
     notes: tuple[str, ...] = ()
 
     @property

@@ -359,6 +359,10 @@ def _frontend(ctx: _Walk, spec: _FrontendSpec, explain: str) -> Frontend:
         if older_masq:
             hops = [replace(hop, masquerade=describe_source(older_masq[0]) or "always",
                             rules=(rule_ref(older_masq[0]),) + hop.rules) for hop in hops]
+        if filt is not None and frontend_verdict(tuple(hops)) == g.UNTRANSLATED:
+            # v1.2-v1.13: a Service without endpoints keeps its (empty) nat chain; the filter REJECT refuses
+            # what reaches it after that (the node's own connections before v1.14)
+            hops += [h for h in _filter_hops(ctx, spec, filt) if h.verdict != "ACCEPT"]
     elif filt is not None:
         hops = _filter_hops(ctx, spec, filt)
     elif ctx.dump.partial is not None and spec.type == "ClusterIP" and ctx.nat is not None \

@@ -190,20 +190,20 @@ def _identity(p: _Port, candidates: dict[str, str]) -> tuple[str | None, str | N
     """(ServicePortName, protocol, how it was found, notes) of one port."""
     notes: list[str] = []
     if p.suffix is None:
-        return (p.names[0] if p.names else None), p.protocol, "the comment of its filter rule", notes
+        return (p.names[0] if p.names else None), p.protocol, "named by the comment of its filter rule", notes
     for name in p.names:
         for proto in ([p.protocol] if p.protocol else list(_PROTOCOLS)):
             if naming.ipt_suffix(name, proto) == p.suffix:
                 era = " (the colon: before v1.19)" if name.endswith(":") else ""
-                return name, proto, f"its rules' comments, which its chains' hash confirms{era}", notes
+                return name, proto, f"named by its rules' comments, confirmed by its chains' hash{era}", notes
     hashed = candidates.get(p.suffix)
     if p.names:
         notes.append(f"the comments call it {p.names[0]}, but its chains' names do not hash from that name "
                      "(an edited paste?); named by the comments")
-        return p.names[0], p.protocol, "its rules' comments (the chain names do not check out)", notes
+        return p.names[0], p.protocol, "named by its rules' comments (the chain names do not check out)", notes
     if hashed is not None:
         name, proto = hashed.split("\0")
-        return name, proto, f"its chains' hash ({name!r} + {proto!r}); no comment names it", notes
+        return name, proto, f"named by its chains' hash ({name!r} + {proto!r}); no comment names it", notes
     return None, p.protocol, "nothing in the dump names it: known by its chains only", notes
 
 
@@ -222,8 +222,6 @@ def _build(dump: IptablesDump) -> tuple[RuleService, ...]:
     candidates = _candidates(dump)
     out: list[RuleService] = []
     for p in [*reader.ports.values(), *reader.chainless.values()]:
-        if not (p.cluster_ips or p.external_ips or p.lb_ips or p.node_port):
-            continue  # a chain no frontend leads to: nothing to ask about
         spn, proto, how, notes = _identity(p, candidates)
         ns = name = port_name = ""
         if spn is not None:

@@ -393,7 +393,7 @@ def services_in_table(ipvs: IpvsTable, ipsets: IpSets | None) -> tuple[RuleServi
             continue
         member = normalize_member(f"{vs.address},{vs.protocol.lower()}:{vs.port}")
         kind = None
-        how = "an IPVS virtual server (IPVS names no Service)"
+        how = "an IPVS virtual server: IPVS names no Service"
         if ipsets is not None:
             kind = next((k for base, k in _FRONTEND_SETS
                          if member in ipsets.members(set_name(base, vs.family), normalize_member)), None)

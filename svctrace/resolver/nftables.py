@@ -429,7 +429,7 @@ def services_in_table(table: NftTable) -> tuple[RuleService, ...]:
         ns, name, proto, pname = base.split("/")
         out.append(RuleService(
             namespace=ns, name=name, port_name=pname, protocol=proto.upper(), port=p.port, key=None,
-            identity=f"{ns}/{name}" + (f":{pname}" if pname else ""), how="its chains' names, which carry it",
+            identity=f"{ns}/{name}" + (f":{pname}" if pname else ""), how="named by its chains' names",
             cluster_ips=tuple(p.cluster_ips), external_ips=tuple(p.other_ips), node_port=p.node_port))
     return tuple(out)
 

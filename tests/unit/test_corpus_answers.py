@@ -223,6 +223,27 @@ def check_audit(where: str, source: str, want: dict[str, Any]) -> dict[str, Any]
     return doc
 
 
+def check_chains(where: str, audit: dict[str, Any], doc: dict[str, Any], text: str) -> int:
+    """The Service chains' identities, where the dump can tell them: a name its text mentions, or a well-known one."""
+    from svctrace.resolver.iptables_identity import WELL_KNOWN
+
+    shown = {s["chains"]: s for s in audit["servicesInRules"] if s["chains"]}
+    checked = 0
+    for chain, want in (doc.get("chains") or {}).items():
+        if chain not in text:
+            continue  # named only in a line the paste cuts short (not read), or in another fragment
+        got = shown.get(chain.rsplit("-", 1)[-1])
+        assert got is not None, f"{where}: {chain} is not among the Service ports the rules show"
+        if want["hash_input"] == "unknown":
+            assert "do not check out" in got["how"], f"{where}: {chain}: {got}"
+        else:
+            spn = want["hash_input"][: -len(want["protocol"])]
+            if spn in text or spn in WELL_KNOWN:
+                assert got["identity"] == spn, f"{where}: {chain} is {got['identity']}, expected {spn}"
+        checked += 1
+    return checked
+
+
 def check_refused(where: str, source: str, want: dict[str, Any]) -> None:
     code, out = _cli("audit", "-A", "--from", source)
     assert code == 2, f"{where}: exit {code}: {out}"
@@ -249,8 +270,19 @@ def test_answers_match_the_expectations(folder: Path) -> None:
         if doc.get("parse") == "partial":
             warned = json.loads(out).get("warnings", [])
             assert any("line" in w for w in warned), f"{where}: a partial read names no line: {warned}"
+        warned = json.loads(out).get("warnings", [])
+        if doc.get("truncated"):
+            assert any("stops" in w or "elide" in w for w in warned), f"{where}: a cut dump is not said so: {warned}"
+        mode = json.loads(out)["summary"]["proxyMode"]
+        if doc["mode"] != "unknown" and source == sources[-1]:
+            assert mode == doc["mode"], f"{where}: mode {mode}, expected {doc['mode']}"
         if doc.get("audit") is not None:
-            check_audit(where, source, doc["audit"])
+            audit = check_audit(where, source, doc["audit"])
+            if doc.get("chains") and not doc["snapshot"].get("api"):
+                text = Path(source).read_text()
+                if doc.get("truncated") and not text.endswith("\n"):
+                    text = text.rsplit("\n", 1)[0]  # the line the paste stops in is not read
+                checked += check_chains(where, audit, doc, text)
             checked += 1
     for want in doc.get("svc") or []:
         errors = []
