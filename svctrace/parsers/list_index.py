@@ -58,6 +58,8 @@ class ListIndex:
     starts: array[int]  # byte offset of each item's "{"
     ends: array[int]  # byte offset just past each item's "}"
     keys: dict[str, list[str | None]] = field(default_factory=dict)
+    # per key that an item may hold several times (a pod's addresses): all its values (None: unsure)
+    many: dict[str, list[tuple[str, ...] | None]] = field(default_factory=dict)
     # per key: value -> item numbers; built on first use
     _by: dict[str, dict[str | None, list[int]]] = field(default_factory=dict, repr=False)
 
@@ -65,18 +67,25 @@ class ListIndex:
         return len(self.starts)
 
     @classmethod
-    def open(cls, path: Path, keys: Mapping[str, bytes]) -> ListIndex:
-        """Scan ``path``; ``keys`` maps a name to ``key_pattern(...)``. Raises NotIndexed."""
+    def open(cls, path: Path, keys: Mapping[str, bytes], many: Mapping[str, bytes] | None = None) -> ListIndex:
+        """Scan ``path``; ``keys`` maps a name to ``key_pattern(...)`` for a key an item holds once, ``many``
+        for one it may hold several times. Raises NotIndexed."""
         with path.open("rb") as f:
-            return _Scanner(f, path, keys).run()
+            return _Scanner(f, path, keys, many or {}).run()
 
     def items_where(self, key: str, value: str) -> list[int]:
-        """Item numbers whose ``key`` is ``value``, and those unsure of it, in file order."""
+        """Item numbers whose ``key`` is (or, for a ``many`` key, includes) ``value``, and those unsure of
+        it, in file order."""
         by = self._by.get(key)
         if by is None:
             by = {}
-            for i, v in enumerate(self.keys[key]):
-                by.setdefault(v, []).append(i)
+            if key in self.many:
+                for i, vs in enumerate(self.many[key]):
+                    for v in (None,) if vs is None else set(vs):
+                        by.setdefault(v, []).append(i)
+            else:
+                for i, v in enumerate(self.keys[key]):
+                    by.setdefault(v, []).append(i)
             self._by[key] = by
         hits = by.get(value, [])
         unsure = by.get(None, [])
@@ -108,10 +117,11 @@ def _decode_item(data: bytes, path: Path, offset: int) -> Any:
 
 
 class _Scanner:
-    def __init__(self, f: BinaryIO, path: Path, keys: Mapping[str, bytes]) -> None:
+    def __init__(self, f: BinaryIO, path: Path, keys: Mapping[str, bytes], many: Mapping[str, bytes]) -> None:
         self.f = f
         self.path = path
-        self.keys = {name: re.compile(p) for name, p in keys.items()}
+        self.keys = {name: re.compile(p) for name, p in {**keys, **many}.items()}
+        self.many = set(many)
 
     def run(self) -> ListIndex:
         f = self.f
@@ -122,7 +132,8 @@ class _Scanner:
         self.size = size = f.seek(0, 2)
         first_at = m.start("first")
         gap = m.group("gap")
-        index = ListIndex(self.path, size, array("q"), array("q"), {k: [] for k in self.keys})
+        index = ListIndex(self.path, size, array("q"), array("q"), {k: [] for k in self.keys if k not in self.many},
+                          {k: [] for k in self.many})
         if m.group("first") == b"]":
             self._check_skeleton(head[:first_at], first_at + 1)
             return index
@@ -184,7 +195,10 @@ class _Scanner:
         ends.append(at + c.start() + 1)
         self._check_skeleton(head[:first_at], at + c.end())
         for name, found in hits.items():
-            index.keys[name] = _assign(found, starts, len(starts))
+            if name in self.many:
+                index.many[name] = _assign_many(found, starts, len(starts))
+            else:
+                index.keys[name] = _assign(found, starts, len(starts))
         return index
 
     def _check_skeleton(self, before: bytes, after_at: int) -> None:
@@ -216,3 +230,20 @@ def _assign(found: list[tuple[int, str | None]], starts: array[int], n: int) -> 
         if count != 1:
             out[i] = None
     return out
+
+
+def _assign_many(found: list[tuple[int, str | None]], starts: array[int], n: int) -> list[tuple[str, ...] | None]:
+    """Each item's values of a key it may hold several times; None when one of them is escaped."""
+    out: list[list[str] | None] = [[] for _ in range(n)]
+    for at, value in found:
+        i = bisect_right(starts, at) - 1
+        if i < 0:
+            continue
+        got = out[i]
+        if got is None:
+            continue
+        if value is None:
+            out[i] = None
+        else:
+            got.append(value)
+    return [tuple(v) if v is not None else None for v in out]

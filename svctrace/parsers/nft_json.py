@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -311,7 +311,8 @@ def _json_set(obj: Mapping[str, Any], is_map: bool) -> NftSet:
     )
 
 
-_ITEMS_START = re.compile(r'\A\s*\{\s*"nftables"\s*:\s*\[')
+_ITEMS_START = re.compile(r'\s*\{\s*"nftables"\s*:\s*\[')  # (match() anchors it where asked)
+_CLOSE = re.compile(r"\s*\}")
 _BETWEEN = re.compile(r"\s*(,?)\s*")
 _DECODER = json.JSONDecoder()
 
@@ -321,12 +322,22 @@ def _items(text: str, source: str) -> Iterator[tuple[int | None, Any]]:
 
     ``nft -j`` writes one object whose first member is that list: its items are decoded one at a time, in
     place (never a list of 300,000 objects at once), and their offsets let a rule be read again when its
-    chain is used. Any other layout is decoded whole, and then has no offsets."""
+    chain is used. Several such objects one after another (``nft -j list table ip kube-proxy; nft -j list
+    table ip6 kube-proxy`` into one file) are read in turn. Any other layout is decoded whole, and then
+    has no offsets."""
     m = _ITEMS_START.match(text)
     if m is None:
         yield from ((None, item) for item in _whole(text, source))
         return
-    pos, first = m.end(), True
+    at: int | None = m.end()
+    while at is not None:
+        at = yield from _document(text, at, source)
+
+
+def _document(text: str, pos: int, source: str) -> Generator[tuple[int | None, Any], None, int | None]:
+    """The items of one ``{"nftables": [...]}`` object from just after its "["; where the next one's items
+    start (None at the end of the text)."""
+    first = True
     while True:
         sep = _BETWEEN.match(text, pos)
         assert sep is not None  # `*` always matches
@@ -334,12 +345,19 @@ def _items(text: str, source: str) -> Iterator[tuple[int | None, Any]]:
         if pos < len(text) and text[pos] == "]" and not (first and sep.group(1)):
             if sep.group(1):
                 raise _at(text, pos, "a comma before ]", source)
-            try:  # the rest of the object: "}", or more members
+            close = _CLOSE.match(text, pos + 1)
+            if close is not None:  # the object ends: another may follow
+                nxt = _ITEMS_START.match(text, close.end())
+                if nxt is not None:
+                    return nxt.end()
+                if not text[close.end():].strip():
+                    return None
+            try:  # more members after the list: the rest of the object, and nothing after it
                 json.loads('{"nftables": []' + text[pos + 1:])
             except ValueError:
                 raise _at(text, pos + 1, "the text after the nftables list is not the rest of the object",
                           source) from None
-            return
+            return None
         if not first and not sep.group(1):
             raise _at(text, pos, "expected ',' or ']' between items", source)
         try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.segment import Segment
 from rich.text import Text
 from rich.tree import Tree
 
@@ -60,6 +61,26 @@ def _outcome_label(o: Outcome, describe: Callable[[str], str | None]) -> Text:
     return text
 
 
+class Indented:
+    """Text indented as a block: a line wrapped to the terminal's width goes on under its own start (rich's
+    Padding would also fill every line with spaces to the edge)."""
+
+    def __init__(self, text: Text, indent: int) -> None:
+        self.text = text
+        self.indent = indent
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = max(1, options.max_width - self.indent)
+        for line in console.render_lines(self.text, options.update_width(width), pad=False):
+            while line and not line[-1].text.strip():  # the space a line was wrapped at
+                line = line[:-1]
+            if line:
+                line = [*line[:-1], Segment(line[-1].text.rstrip(), line[-1].style, line[-1].control)]
+            yield Segment(" " * self.indent)
+            yield from line
+            yield Segment.line()
+
+
 def journey(o: Outcome) -> str:
     """The chains an outcome entered, in order, grouped by table: "nat: PREROUTING > KUBE-SERVICES | routing: ..."."""
     groups: list[tuple[str, list[str]]] = []
@@ -94,9 +115,10 @@ def render_trace(result: TraceResult, *, explain: bool = False, node: str | None
     tree = Tree(title)
     for outcome in result.outcomes:
         lines: list[RenderableType] = [_outcome_label(outcome, describe)]
-        lines += [Text(f"      only {c}", "note") for c in outcome.conditions]
+        # Indented as a block, so that a line wrapped to the terminal's width goes on under its own start.
+        lines += [Indented(Text(f"only {c}", "note"), 6) for c in outcome.conditions]
         if outcome.path:
-            lines.append(Text(f"      {journey(outcome)}", "rule"))
+            lines.append(Indented(Text(journey(outcome), "rule"), 6))
         lines += [Text(f"! {n}", "note") for n in outcome.notes]
         branch = tree.add(Group(*lines) if len(lines) > 1 else lines[0])
         for step in outcome.path:

@@ -71,22 +71,23 @@ def _expected_hops(endpoints: tuple[EndpointInfo, ...], why: str) -> tuple[Hop, 
     chosen = categorize(endpoints).cluster
     n = len(chosen)
     return tuple(Hop(kind="endpoint", name=e.address, share=1 / n, endpoint=e,
-                     explain=f"kube-proxy should send {1 / n:.0%} of new connections here; {why}",
-                     notes=(why,)) for e in chosen)
+                     explain=f"kube-proxy should send {1 / n:.0%} of new connections here; {why}")
+                 for e in chosen)
 
 
 def _unknown_frontends(svc: Service, sp: ServicePort, endpoints: tuple[EndpointInfo, ...],
-                       why: str) -> list[Frontend]:
+                       why: str, *, note: bool = True) -> list[Frontend]:
+    """The frontends of a port whose dataplane is unknown, with the endpoints kube-proxy should program;
+    ``why`` noted on each frontend (``note``), or said once by the caller when it holds for them all."""
     hops = _expected_hops(endpoints, why)
-    out = [Frontend("ClusterIP", ip, sp.port, sp.protocol, sp.name, g.UNKNOWN, hops=hops, notes=(why,))
-           for ip in svc.virtual_ips]
-    out += [Frontend("ExternalIP", ip, sp.port, sp.protocol, sp.name, g.UNKNOWN, hops=hops, notes=(why,))
-            for ip in svc.external_ips]
-    out += [Frontend("LoadBalancer", i.ip, sp.port, sp.protocol, sp.name, g.UNKNOWN, hops=hops, notes=(why,))
-            for i in svc.load_balancer_ingress if i.ip]
+    notes = (why,) if note else ()
+    addressed = [("ClusterIP", ip) for ip in svc.virtual_ips] + [("ExternalIP", ip) for ip in svc.external_ips]
+    addressed += [("LoadBalancer", i.ip) for i in svc.load_balancer_ingress if i.ip]
+    out = [Frontend(kind, ip, sp.port, sp.protocol, sp.name, g.UNKNOWN, hops=hops, notes=notes)
+           for kind, ip in addressed]
     if sp.node_port:
         out.append(Frontend("NodePort", "*", sp.node_port, sp.protocol, sp.name, g.UNKNOWN, hops=hops,
-                            notes=(why,)))
+                            notes=notes))
     return out
 
 
@@ -181,8 +182,11 @@ def resolve_service(snapshot: Snapshot, svc: Service, port: str | None = None, *
             why = "kube-proxy's mode on this node could not be decided from its dataplane"
             if snapshot.node.proxy_mode_how:
                 why += f" ({snapshot.node.proxy_mode_how})"
+        if ports and not (svc.is_external_name or svc.is_headless):
+            warnings.append(f"{why}: the paths shown are what the API asks kube-proxy to program, not what "
+                            "this node does")
         for sp in ports:
-            frontends += _unknown_frontends(svc, sp, api_endpoints(snapshot, svc, sp), why)
+            frontends += _unknown_frontends(svc, sp, api_endpoints(snapshot, svc, sp), why, note=False)
     n_api = len({(e.ip, e.port) for e in endpoints.values() if e.in_api})
     explain = _describe(svc, n_api)
     if from_rules is not None:

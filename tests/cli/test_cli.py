@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from svctrace import __version__
 from svctrace.cli.app import app
 from svctrace.cli.env import make_console
 from svctrace.cli.svc import split_name
+from svctrace.demo import demo_path
 from svctrace.errors import UsageError
 
+DEMO = demo_path()
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 OVERALL = str(FIXTURES / "overall")
 
@@ -198,3 +201,20 @@ def test_force_color_keeps_the_pipe_width(plain_env: pytest.MonkeyPatch) -> None
     plain_env.setenv("FORCE_COLOR", "1")
     plain_env.delenv("COLUMNS", raising=False)
     assert make_console(io.StringIO()).width == 160
+
+
+def test_an_answer_without_the_dataplane_says_so_once(runner: CliRunner, tmp_path: Path) -> None:
+    # A snapshot of the API alone (no node/ files): every frontend's path is what the API asks for.
+    snap = tmp_path / "api-only"
+    shutil.copytree(DEMO / "api", snap / "api")
+    text = runner.invoke(app, ["svc", "my-nginx-nodeport", "--from", str(snap)])
+    assert text.exit_code == 0, text.output
+    assert text.output.count("dataplane was not collected") == 1
+    assert "dataplane unknown" in text.output
+    doc = json.loads(runner.invoke(app, ["svc", "my-nginx-nodeport", "--from", str(snap), "-o", "json"]).output)
+    assert [w for w in doc["warnings"] if "not collected" in w] == [
+        "the node's dataplane was not collected: the paths shown are what the API asks kube-proxy to program, "
+        "not what this node does"]
+    assert {f["verdict"] for f in doc["frontends"]} == {"unknown"}
+    assert all(not f["notes"] and all(not h["notes"] for h in f["hops"]) for f in doc["frontends"])
+    assert sum(len(f["hops"]) for f in doc["frontends"]) == 4  # two endpoints behind each of two frontends

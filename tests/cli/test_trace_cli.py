@@ -97,3 +97,21 @@ def test_each_outcome_summarises_its_journey(runner: CliRunner) -> None:
     assert ("nat: PREROUTING > cali-PREROUTING > KUBE-SERVICES > KUBE-NODEPORTS > KUBE-EXT-J5QV2XWG4FEBPH3Q > "
             "KUBE-MARK-MASQ > KUBE-SVC-J5QV2XWG4FEBPH3Q > KUBE-SEP-XRUO23GXY67LXLQN | routing: forward (FORWARD) | "
             "filter: FORWARD > cali-FORWARD > KUBE-FORWARD | nat: POSTROUTING") in flat
+
+
+def test_a_wrapped_journey_goes_on_under_its_own_start(runner: CliRunner) -> None:
+    # CliRunner's terminal is 80 columns: the journey wraps; each piece starts where the first did.
+    result = runner.invoke(app, ["trace", "--dst", "192.168.1.63:30380", "--from-external", "--from", "demo"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    first = next(i for i, line in enumerate(lines) if "nat: PREROUTING" in line)
+    start = lines[first].index("nat: PREROUTING")
+    journey = [lines[first]]
+    for line in lines[first + 1:]:
+        if line[start - 2:start] != "  " or not line[start:start + 1].strip():
+            break
+        journey.append(line)
+    assert len(journey) > 1, "the journey should wrap at 80 columns"
+    assert "KUBE-SEP-XRUO23GXY67LXLQN" in " ".join(journey)
+    assert all(set(line[:start].replace("│", " ")) == {" "} for line in journey[1:])
+    assert [line for line in lines if line != line.rstrip()] == []  # no trailing spaces anywhere

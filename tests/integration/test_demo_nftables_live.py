@@ -11,6 +11,8 @@ gets a warning, not a traceback.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -147,3 +149,30 @@ def test_ipvs_on_this_kernel_is_a_warning(node: NetnsNode, kubeconfig: Path) -> 
     assert any("IPVS is not available in this kernel" in w for w in doc["warnings"])
     assert doc["frontends"] and doc["service"]["name"] == "my-nginx-nodeport"
 
+
+
+def _doc_nft_line() -> str:
+    """docs/snapshot.md's nftables line (the marked extras block), exactly as written."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "snapshot.md").read_text()
+    m = re.search(r"<!-- snapshot-extras:[^>]*-->\n```sh\n(.+?)\n```", text, re.DOTALL)
+    assert m, "docs/snapshot.md lost its marked extras block"
+    line = next(x for x in m.group(1).splitlines() if "nft -j" in x)
+    return line.split("   # ")[0]
+
+
+def test_the_documented_nft_line_reads_both_tables_and_loads(node: NetnsNode, tmp_path: Path) -> None:
+    # As the user runs it: sudo is the identity here (root already), $d the snapshot folder.
+    (tmp_path / "snap" / "node").mkdir(parents=True)
+    script = f'sudo() {{ "$@"; }}\nd={tmp_path / "snap"}\n{_doc_nft_line()}\n'
+    subprocess.run(["ip", "netns", "exec", node.name, "bash", "-c", script], check=True, timeout=60)
+    written = (tmp_path / "snap" / "node" / "nft.json").read_text()
+    assert written.count('{"nftables"') == 2  # the ip and the ip6 table, one document each
+    got = parse_nft_json(written, "nft.json")
+    for family in ("ip", "ip6"):
+        printed = node.run("nft", "-j", "list", "table", family, "kube-proxy").stdout
+        assert got.table(family) == parse_nft_json(printed, "here").table(family)
+    # on a node without kube-proxy's tables the line leaves no file (not an empty one)
+    node.run("nft", "delete", "table", "ip", "kube-proxy")
+    node.run("nft", "delete", "table", "ip6", "kube-proxy")
+    subprocess.run(["ip", "netns", "exec", node.name, "bash", "-c", script], check=True, timeout=60)
+    assert not (tmp_path / "snap" / "node" / "nft.json").exists()

@@ -131,3 +131,18 @@ def test_any_pretty_printed_list_reads_back_exactly(tmp_path_factory: pytest.Tem
             assert i in index.items_where("ns", ns)
         else:
             assert index.keys["ns"][i] is None or index.keys["ns"][i] == ns
+
+
+def test_a_key_an_item_holds_several_times(tmp_path: Path) -> None:
+    def pod(ns: str, *ips: str) -> dict[str, object]:
+        return _pod(ns, "p", status={"podIP": ips[0] if ips else None, "podIPs": [{"ip": ip} for ip in ips],
+                                     "hostIPs": [{"ip": "192.168.1.1"}]})
+
+    items = [pod("a", "10.0.0.1", "fd00::1"), pod("a"), pod("b", "10.0.0.2"), pod("c", "10.0.0.3\u00e9")]
+    index = ListIndex.open(_write(tmp_path, json.dumps(_list(items), indent=1)), NS, {"ip": key_pattern("ip")})
+    assert index.many["ip"] == [("10.0.0.1", "fd00::1", "192.168.1.1"), ("192.168.1.1",),
+                                ("10.0.0.2", "192.168.1.1"), None]  # the last is escaped as written: unsure
+    assert index.items_where("ip", "fd00::1") == [0, 3]
+    assert index.items_where("ip", "10.0.0.2") == [2, 3]
+    assert index.items_where("ip", "192.168.1.1") == [0, 1, 2, 3]
+    assert index.keys["ns"] == ["a", "a", "b", "c"]

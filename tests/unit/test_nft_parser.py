@@ -160,3 +160,36 @@ def test_bad_transaction_text_names_the_line(text: str, line: int, what: str) ->
         parse_nft_transaction(text, "rules.nft")
     assert err.value.line == line and err.value.message.startswith(f"rules.nft:{line}:")
     assert what in err.value.message and err.value.hint
+
+
+def _eager(text: str) -> NftRuleset:
+    """The same document decoded whole (a layout the item reader does not take: "nftables" not first)."""
+    doc = json.loads(text)
+    return parse_nft_json(json.dumps({"x": 1, **doc}), "eager.json")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_rules_read_in_place_equal_rules_decoded_whole(name: str) -> None:
+    text = (FIXTURES / CASES[name]).read_text()
+    lazy, eager = kube_proxy(parse_nft_json(text, "f.json")), kube_proxy(_eager(text))
+    assert not isinstance(eager.chains, type(lazy.chains))  # really the two paths
+    assert lazy == eager
+    assert {n: c.rules for n, c in lazy.chains.items()} == {n: c.rules for n, c in eager.chains.items()}
+    pretty = kube_proxy(parse_nft_json(json.dumps(json.loads(text), indent=2), "pretty.json"))
+    assert pretty == eager
+
+
+def test_several_documents_in_one_file_are_read_in_turn() -> None:
+    text = (FIXTURES / CASES["TestOverallNFTablesRules"]).read_text()
+    ip6 = text.replace('"family": "ip"', '"family": "ip6"')
+    both = parse_nft_json(text.rstrip() + "\n" + ip6, "both.json")
+    assert [t.ref for t in both.tables] == ["ip kube-proxy", "ip6 kube-proxy"]
+    assert both.kube_proxy(6) is not None and len(both.kube_proxy(6).chains) == len(kube_proxy(both).chains)
+
+
+@pytest.mark.parametrize("tail,what", [("x", "not the rest of the object"), (', "more": [}', "not the rest"),
+                                       ("]", "not the rest of the object")])
+def test_text_after_the_list_is_checked(tail: str, what: str) -> None:
+    text = '{"nftables": [{"metainfo": {}}]}'
+    with pytest.raises(InputError, match=what):
+        parse_nft_json(text[:-1] + tail if tail.startswith(",") else text + tail, "f.json")
