@@ -29,19 +29,13 @@ def split_name(name: str, namespace: str | None) -> tuple[str | None, str, str |
 
 def _address(text: str) -> tuple[str, str | None] | None:
     """``10.96.0.10``, ``10.96.0.10:53``, ``fd00::10`` or ``[fd00::10]:53`` -> (address, port); None for a name."""
-    import ipaddress
+    from svctrace.diagnosis.target import parse_target
 
-    host, port = text, None
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.lstrip(":") or None
-    elif text.count(":") == 1:
-        host, port = text.split(":")
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
+        target = parse_target(text, None)
+    except UsageError:
         return None
-    return host, port
+    return (target.host, target.port) if target.kind == "address" and target.host else None
 
 
 def svc_command(

@@ -30,10 +30,16 @@ def diagnose(snapshot: Snapshot, target_text: str, *, namespace: str | None = No
              client: Client | None = None) -> Diagnosis:
     """Why the target is (or is not) reachable for this client, with ranked findings."""
     target = resolve_target(snapshot, parse_target(target_text, namespace), namespace or "default")
-    if target.service is None and target.target.host is not None and target.target.kind in ("address", "url"):
+    if target.service is None and (target.target.kind in ("address", "url") or not snapshot.api_collected):
         ruled = _rules_graph(snapshot, target)
         if ruled is not None:
             return _from_rules(snapshot, target, client or Client(), ruled)
+        dumps = (snapshot.iptables, snapshot.ip6tables)
+        partial = next((d.partial for d in dumps if d is not None and d.partial), None)
+        if partial is not None:  # what is not in a fragment may well be on the node
+            return Diagnosis(target, client or Client(), DEGRADED,
+                             f"no rule in the dump handles {target.target.text}, but the dump is partial ({partial}): "
+                             "the rules that would may be on the node", (), None, (NOT_CHECKED_RULES,))
     graph = None
     port = target.port
     if target.service is not None:
@@ -51,17 +57,20 @@ def diagnose(snapshot: Snapshot, target_text: str, *, namespace: str | None = No
     return Diagnosis(target, ctx.client, word, reason, findings, graph, (*skipped, *unchecked))
 
 
-NOT_CHECKED_RULES = ("every check of the Service's Kubernetes objects (selector, endpoints, pods, DNS): no API "
-                     "object names this address, so only this node's rules were read; whether the endpoints "
-                     "answer is not in them")
+NOT_CHECKED_RULES = ("every check of the Service's Kubernetes objects (selector, endpoints, pods, DNS): the snapshot "
+                     "holds none for it, so only this node's rules were read; whether the endpoints answer is not "
+                     "in them")
 
 
 def _rules_graph(snapshot: Snapshot, target: ResolvedTarget) -> PathGraph | None:
     """The path of an address no API Service has, as the node's rules alone show it (None: they do not)."""
-    from svctrace.resolver import resolve_address
+    from svctrace.resolver import resolve, resolve_address
 
     try:
-        graph = resolve_address(snapshot, target.target.host or "", None)
+        if target.target.kind == "address" or (target.target.kind == "url" and target.target.name is None):
+            graph = resolve_address(snapshot, target.target.host or "", None)
+        else:
+            graph = resolve(snapshot, target.namespace, target.name, None)  # node-only: the Service the rules name
     except NotFoundError:
         return None
     return graph if graph.from_rules is not None else None
@@ -70,16 +79,18 @@ def _rules_graph(snapshot: Snapshot, target: ResolvedTarget) -> PathGraph | None
 def _from_rules(snapshot: Snapshot, target: ResolvedTarget, client: Client, graph: PathGraph) -> Diagnosis:
     """reachable / unreachable / degraded for an address from the node's rules: the client's packet traced when
     the client is known, else the frontend's verdict."""
-    ip = graph.frontends[0].ip if graph.frontends else target.target.host or ""
-    host = target.target.host or ip
+    by_address = target.target.kind == "address"
+    host = target.target.host if by_address else None
     port = int(target.port) if target.port and target.port.isdigit() else None
-    fronts = [f for f in graph.frontends if f.ip == host and (port is None or f.port == port)]
+    fronts = [f for f in graph.frontends if (host is None or f.ip == host)
+              and (port is None or f.port == port or (target.port is not None and f.port_name == target.port))]
     who = graph.from_rules.identity if graph.from_rules is not None and graph.from_rules.identity else "a Service"
-    how = f"{target.target.text} is a frontend of {who}, as this node's rules show it (no Kubernetes objects)"
+    how = (f"{target.target.text} is a frontend of {who}" if by_address else f"{who} is named by this node's rules") \
+        + ", as this node's rules show it (no Kubernetes objects)"
     if not fronts:
         word, reason = UNREACHABLE, f"no rule of this node handles {target.target.text} ({who} has other ports)"
-    elif client.src is not None:
-        word, reason = _traced(snapshot, client, host, fronts[0].port, fronts[0].protocol)
+    elif client.src is not None and fronts[0].ip != "*":
+        word, reason = _traced(snapshot, client, fronts[0].ip, fronts[0].port, fronts[0].protocol)
     else:
         verdicts = {f.verdict for f in fronts}
         if verdicts == {g.FORWARDED}:

@@ -257,25 +257,24 @@ def _restore_input(stripped: list[str]) -> bool:
 
 
 # The jumps kube-proxy ensures from the built-in chains with `iptables -I`, outside its restore input (v1.28's
-# iptablesJumpChains and iptablesKubeletJumpChains; docs/eras.md), per table, in the order a node shows them.
-_JUMPS = {
-    "filter": (("INPUT", "KUBE-PROXY-FIREWALL", "-m conntrack --ctstate NEW", "kubernetes load balancer firewall"),
-               ("INPUT", "KUBE-NODEPORTS", "", "kubernetes health check service ports"),
-               ("INPUT", "KUBE-EXTERNAL-SERVICES", "-m conntrack --ctstate NEW",
-                "kubernetes externally-visible service portals"),
-               ("INPUT", "KUBE-FIREWALL", "", ""),
-               ("FORWARD", "KUBE-PROXY-FIREWALL", "-m conntrack --ctstate NEW", "kubernetes load balancer firewall"),
-               ("FORWARD", "KUBE-FORWARD", "", "kubernetes forwarding rules"),
-               ("FORWARD", "KUBE-SERVICES", "-m conntrack --ctstate NEW", "kubernetes service portals"),
-               ("FORWARD", "KUBE-EXTERNAL-SERVICES", "-m conntrack --ctstate NEW",
-                "kubernetes externally-visible service portals"),
-               ("OUTPUT", "KUBE-PROXY-FIREWALL", "-m conntrack --ctstate NEW", "kubernetes load balancer firewall"),
-               ("OUTPUT", "KUBE-SERVICES", "-m conntrack --ctstate NEW", "kubernetes service portals"),
-               ("OUTPUT", "KUBE-FIREWALL", "", "")),
-    "nat": (("PREROUTING", "KUBE-SERVICES", "", "kubernetes service portals"),
-            ("OUTPUT", "KUBE-SERVICES", "", "kubernetes service portals"),
-            ("POSTROUTING", "KUBE-POSTROUTING", "", "kubernetes postrouting rules")),
-}
+# iptablesJumpChains and iptablesKubeletJumpChains; docs/eras.md): table, chain, rule, in the order a node shows.
+_NEW = "-m conntrack --ctstate NEW -m comment --comment"
+_JUMPS = f"""
+filter INPUT {_NEW} "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+filter INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS
+filter INPUT {_NEW} "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
+filter INPUT -j KUBE-FIREWALL
+filter FORWARD {_NEW} "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+filter FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+filter FORWARD {_NEW} "kubernetes service portals" -j KUBE-SERVICES
+filter FORWARD {_NEW} "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
+filter OUTPUT {_NEW} "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+filter OUTPUT {_NEW} "kubernetes service portals" -j KUBE-SERVICES
+filter OUTPUT -j KUBE-FIREWALL
+nat PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+nat OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+nat POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+""".strip().splitlines()
 
 
 def with_builtin_jumps(text: str) -> str:
@@ -288,15 +287,12 @@ def with_builtin_jumps(text: str) -> str:
         s = raw.strip()
         if s.startswith("*"):
             table = s[1:]
-            declared = {x.strip()[1:].split()[0] for x in lines[i + 1:]
-                        if x.strip().startswith(":")} if table in _JUMPS else set()
+            declared = {x.strip()[1:].split()[0] for x in lines[i + 1:] if x.strip().startswith(":")}
             out.append(raw)
-            jumps = [j for j in _JUMPS.get(table, ()) if j[1] in declared]
-            for hook in dict.fromkeys(j[0] for j in jumps):
-                out.append(f":{hook} ACCEPT [0:0]")
-            for hook, chain, match, comment in jumps:
-                words = " ".join(w for w in (match, f'-m comment --comment "{comment}"' if comment else "") if w)
-                out.append(f"-A {hook} {words} -j {chain}".replace("  ", " "))
+            jumps = [j.split(" ", 2)[1:] for j in _JUMPS
+                     if j.startswith(table + " ") and j.rsplit(" ", 1)[1] in declared]
+            out += [f":{hook} ACCEPT [0:0]" for hook in dict.fromkeys(hook for hook, _ in jumps)]
+            out += [f"-A {hook} {rule}" for hook, rule in jumps]
             continue
         out.append(raw)
     return "\n".join(out)

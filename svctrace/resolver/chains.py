@@ -233,6 +233,15 @@ class ChainWalk(Generic[R]):
                    probability=probability, masquerade=masquerade, verdict="DNAT", endpoint=endpoint,
                    explain=" ".join(explain), notes=tuple(notes))
 
+    def picked(self, rule: R, facts: RuleFacts, remaining: float, notes: list[str]) -> tuple[list[Hop], float] | None:
+        """The endpoint hops a rule sends connections to, and what is left; None when it picks no endpoint."""
+        picked = self.pick(rule, facts, remaining, notes)
+        if picked is None:
+            return None
+        targets, left = picked
+        return [self.endpoint_hop(t, rules=(ref,), share=share, probability=prob)
+                for t, ref, share, prob in targets], left
+
     def service_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...]) -> Hop:
         """A service or local chain: the masquerade rule, the affinity checks, then how endpoints are picked."""
         kind = self.kind(chain_name)
@@ -266,11 +275,10 @@ class ChainWalk(Generic[R]):
                 affinity_targets.add(f.target)
                 own.append(self.ref(rule))
                 continue
-            picked = self.pick(rule, f, remaining, notes)
+            picked = self.picked(rule, f, remaining, notes)
             if picked is not None:
-                targets, remaining = picked
-                children += [self.endpoint_hop(t, rules=(ref,), share=share, probability=prob)
-                             for t, ref, share, prob in targets]
+                hops, remaining = picked
+                children += hops
                 continue
             own.append(self.ref(rule))
             if not f.action_less:
@@ -335,11 +343,10 @@ class ChainWalk(Generic[R]):
                 unconditional_exit = unconditional_exit or cond is None
                 children.append(self.drop_hop(rule, cond or ("external clients" if local_policy else "otherwise")))
                 continue
-            picked = self.pick(rule, f, remaining, notes)
+            picked = self.picked(rule, f, remaining, notes)
             if picked is not None:
-                targets, remaining = picked
-                local_endpoints += [self.endpoint_hop(t, rules=(ref,), share=share, probability=prob)
-                                    for t, ref, share, prob in targets]
+                hops, remaining = picked
+                local_endpoints += hops
                 unconditional_exit = remaining <= 1e-9
                 continue
             own.append(self.ref(rule))

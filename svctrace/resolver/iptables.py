@@ -27,7 +27,7 @@ from svctrace.model.matches import (
 )
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
-from svctrace.resolver.chains import ChainWalk, RuleFacts, Words
+from svctrace.resolver.chains import ChainWalk, RuleFacts
 from svctrace.resolver.common import any_local_address, api_endpoints, categorize, family_of, frontend_verdict
 from svctrace.resolver.contract import PortResult, RuleService, register
 from svctrace.resolver.iptables_identity import services_in_rules
@@ -41,6 +41,7 @@ from svctrace.resolver.iptables_names import (
 from svctrace.resolver.iptables_rules import (
     DROP_CHAIN,
     DROP_MARK,
+    IPTABLES_WORDS,
     dst_is,
     frontend_index,
     is_masq,
@@ -51,21 +52,6 @@ from svctrace.resolver.iptables_rules import (
     source_text,
 )
 from svctrace.resolver.rule_words import describe_source
-
-IPTABLES_WORDS = Words(
-    dnat="DNAT",
-    records="-m recent --set records the client, so session affinity sends it here again.",
-    missing_note="chain missing from the dump",
-    local="KUBE-SVL holds only the endpoints on this node (traffic policy Local).",
-    balance="kube-proxy balances new connections over {n} endpoints with -m statistic: each rule takes its "
-            "probability of the connections that reach it (1/n, 1/(n-1), ... then the rest), so each endpoint "
-            "gets an equal share.",
-    masq_marked="KUBE-POSTROUTING masquerades them",
-    affinity="sessionAffinity ClientIP: a client seen in the last {seconds}s (-m recent --rcheck) goes straight "
-             "back to its endpoint; only new clients are balanced.",
-    fallthrough="(no KUBE-SVL jump and no filter rule)",
-    not_followed="not a kube-proxy chain; not followed",
-)
 
 
 class _Walk(ChainWalk[Rule]):

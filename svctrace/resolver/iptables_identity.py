@@ -111,22 +111,16 @@ class _Reader:
 
     def read(self) -> None:
         nat, filt = self.dump.table("nat"), self.dump.table("filter")
-        chain = nat.chain("KUBE-SERVICES") if nat is not None else None
-        for rule in chain.rules if chain is not None else ():
-            suffix = _suffix(rule.target)
-            if suffix is not None and rule.target is not None:
-                p = self.port(suffix)
-                p.entry = True
-                p.local = p.local or rule.target.startswith("KUBE-XLB-")
-                self.add(p, rule, _frontend_kind(rule, rule.target))
-        chain = nat.chain("KUBE-NODEPORTS") if nat is not None else None
-        for rule in chain.rules if chain is not None else ():
-            suffix = _suffix(rule.target)
-            if suffix is not None and rule.target is not None:
-                p = self.port(suffix)
-                p.entry = True
-                p.local = p.local or rule.target.startswith("KUBE-XLB-")
-                self.add(p, rule, "NodePort")
+        for dispatch in ("KUBE-SERVICES", "KUBE-NODEPORTS"):
+            chain = nat.chain(dispatch) if nat is not None else None
+            for rule in chain.rules if chain is not None else ():
+                suffix = _suffix(rule.target)
+                if suffix is not None and rule.target is not None:
+                    p = self.port(suffix)
+                    p.entry = True
+                    p.local = p.local or rule.target.startswith("KUBE-XLB-")
+                    kind = "NodePort" if dispatch == "KUBE-NODEPORTS" else _frontend_kind(rule, rule.target)
+                    self.add(p, rule, kind)
         for name in nat.heads if nat is not None else ():
             suffix = _suffix(name)
             if suffix is None:

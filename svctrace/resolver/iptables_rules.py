@@ -9,7 +9,7 @@ from svctrace.model.addresses import ip_value
 from svctrace.model.graph import RuleRef
 from svctrace.model.iptables import Rule, Table
 from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch, RecentMatch
-from svctrace.resolver.chains import RuleFacts
+from svctrace.resolver.chains import RuleFacts, Words
 from svctrace.resolver.rule_words import source_words
 
 MASQ_CHAIN = "KUBE-MARK-MASQ"
@@ -139,3 +139,19 @@ def rule_facts(rule: Rule) -> RuleFacts:
         affinity_seconds=(str(rcheck.seconds) if rcheck.seconds is not None else "?") if rcheck is not None else None,
         action_less=target is None,
     )
+
+
+IPTABLES_WORDS = Words(
+    dnat="DNAT",
+    records="-m recent --set records the client, so session affinity sends it here again.",
+    missing_note="chain missing from the dump",
+    local="KUBE-SVL holds only the endpoints on this node (traffic policy Local).",
+    balance="kube-proxy balances new connections over {n} endpoints with -m statistic: each rule takes its "
+            "probability of the connections that reach it (1/n, 1/(n-1), ... then the rest), so each endpoint "
+            "gets an equal share.",
+    masq_marked="KUBE-POSTROUTING masquerades them",
+    affinity="sessionAffinity ClientIP: a client seen in the last {seconds}s (-m recent --rcheck) goes straight "
+             "back to its endpoint; only new clients are balanced.",
+    fallthrough="(no KUBE-SVL jump and no filter rule)",
+    not_followed="not a kube-proxy chain; not followed",
+)

@@ -111,16 +111,33 @@ def test_other_nft_tables_are_skipped_with_a_note() -> None:
     assert pasted.parsed[NodeFile.NFT].kube_proxy(4) is not None  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("text", "line", "says"), [
-    ("Chain INPUT (policy ACCEPT)\ntarget     prot opt source               destination\n", 1, "iptables -L"),
-    ("$ iptables -t nat -L -n\nChain PREROUTING (policy ACCEPT)\n", 1, "iptables -L"),
-    ("ok\nNov 14 11:06:11 host kube-proxy[1]: -A KUBE-SERVICES -j X\n", 2, "a log"),
-    ("hello world\n", 1, "nor a rule dump"),
-    ("apiVersion: v1\nkind: Service\n", 1, "Kubernetes objects"),
-    ("*nat\n:X - [0:0]\n-A X -m comment --comment \"abc -j RETURN\nCOMMIT\n", 3, "unterminated quote"),
-])
-def test_what_is_not_understood_is_refused_naming_the_line(text: str, line: int, says: str) -> None:
+# What is refused, by what the error says: the pasted text, its refused line marked with "<<".
+REFUSED = {
+    "iptables -L": "Chain INPUT (policy ACCEPT)<<\ntarget     prot opt source               destination",
+    "an `iptables -L` listing": "$ iptables -t nat -L -n<<\nChain PREROUTING (policy ACCEPT)",
+    "a log": "ok\nNov 14 11:06:11 host kube-proxy[1]: -A KUBE-SERVICES -j X<<",
+    "nor a rule dump": "hello world<<",
+    "Kubernetes objects": "apiVersion: v1<<\nkind: Service",
+    "unterminated quote": '*nat\n:X - [0:0]\n-A X -m comment --comment "abc -j RETURN<<\nCOMMIT',
+}
+
+
+@pytest.mark.parametrize("says", sorted(REFUSED))
+def test_what_is_not_understood_is_refused_naming_the_line(says: str) -> None:
+    lines = REFUSED[says].split("\n")
+    line = next(n for n, text in enumerate(lines, 1) if text.endswith("<<"))
     with pytest.raises(InputError) as err:
-        read_pasted(text, "paste.txt")
+        read_pasted("\n".join(text.removesuffix("<<") for text in lines) + "\n", "paste.txt")
     assert f"paste.txt:{line}:" in err.value.message and says in err.value.message
     assert err.value.hint
+
+
+def test_why_unreachable_on_a_node_only_dump_answers_from_the_rules() -> None:
+    dump = str(FIXTURES / "realworld" / "k8s-47533-flannel-2017" / "dump.txt")
+    result = CliRunner().invoke(app, ["why-unreachable", "default/kubernetes", "--from", dump, "-o", "json"])
+    doc = json.loads(result.output)
+    assert result.exit_code == 0 and doc["verdict"] == "reachable"
+    assert doc["graph"]["fromRules"]["identity"] == "default/kubernetes:https" and doc["notChecked"]
+    result = CliRunner().invoke(app, ["why-unreachable", "10.96.0.99:80", "--from", dump, "-o", "json"])
+    assert result.exit_code == 1 and "no Service has the address" not in result.output
+    assert json.loads(result.output)["verdict"] == "degraded"  # the fragment may not show its rules
