@@ -36,8 +36,8 @@ Explain = Annotated[bool, typer.Option("--explain", help="Add one plain sentence
 # Paths are typed as Path so that shell completion (and kubectl's plugin completion) completes file names.
 FromSnapshot = Annotated[
     Path | None,
-    typer.Option("--from", help="Analyse a snapshot: a folder, a .tar.gz of one, or the word 'demo'.",
-                 metavar="SNAPSHOT"),
+    typer.Option("--from", help="Analyse a snapshot: a folder, a .tar.gz of one, one pasted dump (iptables-save or "
+                                "-S, ipvsadm -Ln, nft list, ...) or the word 'demo'.", metavar="SNAPSHOT"),
 ]
 Namespace = Annotated[
     str | None,

@@ -27,9 +27,21 @@ def split_name(name: str, namespace: str | None) -> tuple[str | None, str, str |
     return namespace, name, port
 
 
+def _address(text: str) -> tuple[str, str | None] | None:
+    """``10.96.0.10``, ``10.96.0.10:53``, ``fd00::10`` or ``[fd00::10]:53`` -> (address, port); None for a name."""
+    from svctrace.diagnosis.target import parse_target
+
+    try:
+        target = parse_target(text, None)
+    except UsageError:
+        return None
+    return (target.host, target.port) if target.kind == "address" and target.host else None
+
+
 def svc_command(
     run: Run,
-    name: Annotated[str, typer.Argument(help="The Service: NAME, NS/NAME, or NAME:PORT.", metavar="NAME",
+    name: Annotated[str, typer.Argument(help="The Service: NAME, NS/NAME, NAME:PORT, or its address (ClusterIP, "
+                                             "externalIP or LB IP, optionally IP:PORT).", metavar="NAME",
                                         autocompletion=complete_service)],
     port: Annotated[str | None, typer.Option("--port", help="Only this port (name, number or NodePort).",
                                              metavar="PORT")] = None,
@@ -45,19 +57,33 @@ def svc_command(
     from svctrace.cli.progress import node_progress, show_notes
     from svctrace.render.json import graph_to_dict
     from svctrace.render.tree import render_graph
-    from svctrace.resolver import resolve
-    from svctrace.sources import load_service
+    from svctrace.resolver import resolve, resolve_address
+    from svctrace.sources import load_namespace, load_service
 
-    ns, svc_name, name_port = split_name(name, run.namespace)
-    if port is not None and name_port is not None and port != name_port:
-        raise UsageError(f"the name says port {name_port} but --port says {port}", "give one of them")
-    if run.source.nodes.every:
-        _all_nodes(run, ns, svc_name, port or name_port, output)
-        return
-    with node_progress(run.env, "the cluster and the node") as progress:
-        loaded = load_service(run.source, ns, svc_name, progress=progress)
-    show_notes(run.env, loaded.notes)
-    graph = resolve(loaded.snapshot, loaded.namespace, svc_name, port or name_port)
+    address = _address(name)
+    if address is not None:
+        ip, name_port = address
+        if port is not None and name_port is not None and port != name_port:
+            raise UsageError(f"the address says port {name_port} but --port says {port}", "give one of them")
+        if run.source.nodes.every:
+            raise UsageError("--all-nodes compares a Service by its name", "give NAME (or NS/NAME) instead of "
+                             "the address, or drop --all-nodes")
+        # An address may be any namespace's Service: read every namespace (live), as why-unreachable does.
+        with node_progress(run.env, "the cluster and the node") as progress:
+            loaded = load_namespace(run.source, run.namespace, every_namespace=True, progress=progress)
+        show_notes(run.env, loaded.notes)
+        graph = resolve_address(loaded.snapshot, ip, port or name_port)
+    else:
+        ns, svc_name, name_port = split_name(name, run.namespace)
+        if port is not None and name_port is not None and port != name_port:
+            raise UsageError(f"the name says port {name_port} but --port says {port}", "give one of them")
+        if run.source.nodes.every:
+            _all_nodes(run, ns, svc_name, port or name_port, output)
+            return
+        with node_progress(run.env, "the cluster and the node") as progress:
+            loaded = load_service(run.source, ns, svc_name, progress=progress)
+        show_notes(run.env, loaded.notes)
+        graph = resolve(loaded.snapshot, loaded.namespace, svc_name, port or name_port)
     if output is OutputFormat.json:
         run.env.stdout.print_json(json.dumps(graph_to_dict(graph)))
     else:

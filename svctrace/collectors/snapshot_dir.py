@@ -82,6 +82,10 @@ def load_snapshot(spec: str | Path) -> Snapshot:
     if stat.S_ISDIR(st.st_mode):
         return _read_entries(_folder_entries(path, label), label)
     if stat.S_ISREG(st.st_mode):
+        if not _is_tarball(path):
+            from svctrace.collectors.pasted_file import load_pasted_file
+
+            return load_pasted_file(path, label)
         return _read_tarball(path, label)
     raise InputError(f"{label}: a {_kind_of(st.st_mode)}, not a folder or a tarball",
                      f"pass a snapshot folder or a .tar.gz of one; {DOCS_HINT}")
@@ -111,7 +115,7 @@ def entries(spec: str) -> contextlib.AbstractContextManager[Iterator[_Entry]] | 
         return None
     if stat.S_ISDIR(st.st_mode):
         return contextlib.nullcontext(_folder_entries(path, spec))
-    if stat.S_ISREG(st.st_mode):
+    if stat.S_ISREG(st.st_mode) and _is_tarball(path):
         return _tar_stream(path, spec)
     return None
 
@@ -275,6 +279,14 @@ def _tar_entries(tf: tarfile.TarFile, label: str) -> Iterator[_Entry]:
             return fileobj
 
         yield _Entry(name, member.size, f"{label}:{name}", open_, lasting=False)
+
+
+def _is_tarball(path: Path) -> bool:
+    """Whether a regular file is a tarball (compressed or not) rather than one pasted dump."""
+    try:
+        return _looks_compressed(path) or tarfile.is_tarfile(path)
+    except OSError:
+        return True  # reading it as a tarball says what is wrong
 
 
 def _looks_compressed(path: Path) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from svctrace import parallel
 from svctrace.diagnosis.diagnose import Diagnosis, diagnose
 from svctrace.diagnosis.findings import ERROR, WARNING
-from svctrace.model.graph import FORWARDED, REJECTED, PathGraph
+from svctrace.model.graph import NOT_PROGRAMMED, UNKNOWN, PathGraph, StaleChain
 from svctrace.model.k8s import Service
 from svctrace.model.snapshot import Snapshot
 from svctrace.resolver.common import api_endpoints, categorize
@@ -37,6 +37,11 @@ class Audit:
     namespace: str | None  # None: every namespace
     dataplane_collected: bool
     api_collected: bool = True  # False: no Kubernetes objects, only the node's files
+    warnings: tuple[str, ...] = ()  # what reading the snapshot said (a pasted dump cut short, ...)
+    stale_chains: tuple[StaleChain, ...] = ()  # Service chains no Service in the snapshot owns
+    # node-only: (identity, how, frontends, chain key) of each Service port the rules show
+    in_rules: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = ()
+    proxy_mode: str | None = None  # kube-proxy's mode as decided from the snapshot
 
     @property
     def checked_nothing(self) -> bool:
@@ -117,7 +122,16 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
     results = parallel.fork_map(work, chosen, n)
     if progress is not None:
         progress(len(chosen), len(chosen), "")
-    return Audit(tuple(results), snapshot.source, namespace, dataplane, snapshot.api_collected)
+    from svctrace.resolver import all_stale_chains
+    from svctrace.resolver.from_rules import services_in_rules
+
+    in_rules = () if snapshot.api_collected else tuple(
+        (r.identity or "not named by the rules", r.how,
+         (*r.addresses, *((f"NodePort {r.node_port}",) if r.node_port else ())), r.key)
+        for r in services_in_rules(snapshot))
+    return Audit(tuple(results), snapshot.source, namespace, dataplane, snapshot.api_collected,
+                 warnings=snapshot.warnings, stale_chains=all_stale_chains(snapshot) if namespace is None else (),
+                 in_rules=in_rules, proxy_mode=snapshot.mode.value if snapshot.mode is not None else None)
 
 
 def dataplane_collected(snapshot: Snapshot) -> bool:
@@ -133,7 +147,8 @@ def audit_service(snapshot: Snapshot, svc: Service) -> ServiceAudit:
 def _audit_one(snapshot: Snapshot, svc: Service, dataplane: bool, *, keep_graph: bool = False) -> ServiceAudit:
     diag = diagnose(snapshot, f"{svc.namespace}/{svc.name}", namespace=svc.namespace)
     graph = diag.graph
-    programmed = graph is not None and any(fe.verdict in (FORWARDED, REJECTED) for fe in graph.frontends)
+    # As kube-proxy programs it in its era: a REJECT, a DROP or an untranslated path counts, "not programmed" does not
+    programmed = graph is not None and any(fe.verdict not in (NOT_PROGRAMMED, UNKNOWN) for fe in graph.frontends)
     drifted = any(f.code in DRIFT_CODES for f in diag.findings) or (
         dataplane and graph is not None and bool(graph.frontends) and _endpoints_drift(graph))
     without = not svc.is_external_name and not any(

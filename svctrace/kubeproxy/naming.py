@@ -1,8 +1,10 @@
 """kube-proxy's chain and set names, computed the way kube-proxy computes them.
 
 iptables mode: ``KUBE-SVC-`` + the first 16 characters of base32(SHA-256(svcPortName + protocol)),
-and ``KUBE-SEP-`` + the same over svcPortName + protocol + "IP:port". ``KUBE-SVL/EXT/FW`` share the
-service chain's suffix. nftables mode uses an 8-character hash of the readable base it appends.
+and ``KUBE-SEP-`` + the same over svcPortName + protocol + "IP:port". ``KUBE-SVL/EXT/FW`` (and v1.4-v1.23's
+``KUBE-XLB``) share the service chain's suffix. Before v1.19 an unnamed port's svcPortName kept its colon
+(``ns/name:``), so the same Service hashes to other names there (``service_port_name(..., colon=True)``;
+docs/eras.md). nftables mode uses an 8-character hash of the readable base it appends.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
-IPT_SERVICE_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-")
+IPT_SERVICE_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-")
 IPT_ENDPOINT_PREFIX = "KUBE-SEP-"
 
 
@@ -25,10 +27,11 @@ def _hash(text: str, length: int) -> str:
     return "".join(_B32[(n >> shift) & 31] for shift in range(bits - 5, -1, -5))
 
 
-def service_port_name(namespace: str, name: str, port_name: str = "") -> str:
-    """``ns/name:port`` as kube-proxy's ServicePortName prints it (no ``:`` for an unnamed port)."""
+def service_port_name(namespace: str, name: str, port_name: str = "", *, colon: bool = False) -> str:
+    """``ns/name:port`` as kube-proxy's ServicePortName prints it: no ``:`` for an unnamed port since v1.19,
+    ``ns/name:`` before (``colon``)."""
     base = f"{namespace}/{name}"
-    return f"{base}:{port_name}" if port_name else base
+    return f"{base}:{port_name}" if port_name or colon else base
 
 
 def endpoint_string(ip: str, port: int) -> str:
@@ -111,7 +114,7 @@ def normalize_ip(address: str) -> str:
 
 # What each of kube-proxy's Service chains is for, by the prefix of its name (iptables; nftables).
 _IPT_KINDS = (("KUBE-SVC-", "service"), ("KUBE-SVL-", "local"), ("KUBE-EXT-", "external"), ("KUBE-FW-", "firewall"),
-              ("KUBE-SEP-", "endpoint"))
+              ("KUBE-SEP-", "endpoint"), ("KUBE-XLB-", "external"))
 _NFT_KINDS = (("service-", "service"), ("local-", "local"), ("external-", "external"), ("firewall-", "firewall"),
               ("endpoint-", "endpoint"))
 

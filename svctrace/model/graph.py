@@ -22,8 +22,9 @@ REJECTED = "rejected"  # ICMP port unreachable / TCP reset: no endpoints
 DROPPED = "dropped"  # silently dropped: no local endpoints, or a source range firewall
 PARTIAL = "partial"  # some clients are forwarded, others dropped (eTP=Local without local endpoints)
 NOT_PROGRAMMED = "not-programmed"  # no rule on this node handles it
-UNKNOWN = "unknown"  # the dataplane was not collected
-FRONTEND_VERDICTS = (FORWARDED, REJECTED, DROPPED, PARTIAL, NOT_PROGRAMMED, UNKNOWN)
+UNTRANSLATED = "untranslated"  # rules take it but none translates it (v1.1's empty KUBE-SVC): it times out
+UNKNOWN = "unknown"  # the dataplane was not collected, or the dump does not show the rules that decide it
+FRONTEND_VERDICTS = (FORWARDED, REJECTED, DROPPED, PARTIAL, UNTRANSLATED, NOT_PROGRAMMED, UNKNOWN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ class Hop:
     probability: str | None = None  # the conditional probability as written in the rule, if any
     masquerade: str | None = None  # when SNAT applies, in words; None: it does not at this hop
     affinity: str | None = None  # session affinity in words
-    verdict: str | None = None  # DNAT | REJECT | DROP | ACCEPT | RETURN
+    verdict: str | None = None  # DNAT | REJECT | DROP | ACCEPT (untranslated) | RETURN | UNKNOWN (not in the dump)
     endpoint: EndpointInfo | None = None
     explain: str = ""  # one plain sentence: what the rule does and why
     notes: tuple[str, ...] = ()  # warnings about this hop
@@ -142,6 +143,16 @@ class StaleChain:
 
 
 @dataclass(frozen=True, slots=True)
+class RulesIdentity:
+    """How a Service known only from a node's rules (no API objects) was named."""
+
+    identity: str | None  # what the rules call it ("default/nginx:"); None when nothing in them names it
+    how: str  # how it was found, in words ("its rules' comments, which its chains' hash confirms")
+    chains: tuple[str, ...] = ()  # the chains (or virtual servers) it was read from
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PathGraph:
     service: Service
     mode: str  # iptables | ipvs | nftables | none (no dataplane collected)
@@ -153,3 +164,4 @@ class PathGraph:
     explain: str = ""  # what kind of Service this is, in one sentence
     warnings: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()  # inputs that were not available, so parts of the answer are unknown
+    from_rules: RulesIdentity | None = None  # set when the Service is known from this node's rules alone

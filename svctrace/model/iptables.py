@@ -222,17 +222,20 @@ class TextIndex(Protocol):
 class IptablesDump:
     """Everything one ``iptables-save`` (or ``ip6tables-save``) printed."""
 
-    __slots__ = ("family", "tables", "source", "backend", "version", "_text_index")
+    __slots__ = ("family", "tables", "source", "backend", "version", "_text_index", "partial")
 
     def __init__(self, family: int = 4, tables: Mapping[str, Table] | None = None, source: str = "",
                  backend: str | None = None, version: str | None = None,
-                 text_index: TextIndex | None = None) -> None:
+                 text_index: TextIndex | None = None, partial: str | None = None) -> None:
         self.family = family  # 4 or 6
         self.tables: Mapping[str, Table] = tables or {}
         self.source = source  # the file or command it came from, for messages
         self.backend = backend  # "legacy" | "nf_tables" | None when the header does not say
         self.version = version  # iptables version from the header comment
         self._text_index = text_index
+        # Why this is not the node's whole ruleset (a pasted fragment, a dump cut short), in words; None for
+        # a whole dump. A chain a partial dump does not hold is "not in the dump", not absent from the node.
+        self.partial = partial
 
     def table(self, name: str) -> Table | None:
         return self.tables.get(name)
@@ -243,7 +246,8 @@ class IptablesDump:
 
     def with_source(self, source: str) -> IptablesDump:
         """The same dump, said to come from ``source``."""
-        return IptablesDump(self.family, self.tables, source, self.backend, self.version, self._text_index)
+        return IptablesDump(self.family, self.tables, source, self.backend, self.version, self._text_index,
+                            self.partial)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, IptablesDump):

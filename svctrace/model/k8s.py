@@ -27,6 +27,9 @@ class ServicePort:
     target_port: int | str | None = None  # None: same as port
     node_port: int | None = None
     app_protocol: str | None = None
+    # Set only on a Service read from a node's rules (no API object): the key its chains have there (iptables:
+    # the hash suffix), which its name may not give (the rules do not name it, or their names do not hash).
+    chains: str | None = None
 
     @property
     def effective_target_port(self) -> int | str:

@@ -111,6 +111,9 @@ class Outcome:
     affinity: str | None = None  # recent-list name this outcome is conditional on (session affinity)
     conditions: tuple[str, ...] = ()  # what must hold for it ("if it matches: -m physdev ...")
     conditional_probability: float | None = None  # its share when the conditions hold
+    # DNAT to an endpoint whose address the snapshot does not hold (a pasted fragment without its KUBE-SEP
+    # chain): the chain that would say it; ``destination`` is then None.
+    via: str | None = None
 
     @property
     def share(self) -> float:
@@ -170,3 +173,6 @@ class TraceOptions:
     # many times into the next cost their widths multiplied (20 rules x 8 chains: 20^8), merged states or not.
     max_steps: int = 50_000
     masquerade_mark: int = 0x4000  # kube-proxy's --iptables-masquerade-bit, used if KUBE-MARK-MASQ is absent
+    # False when the snapshot holds none of the node's addresses: whether an address is LOCAL (addrtype, fib)
+    # is then not known for any but loopback, and such matches are followed both ways.
+    node_addresses_known: bool = True

@@ -139,12 +139,24 @@ class ModeDecision:
     candidates: tuple[str, ...] = ()  # every mode the dataplane suggested
 
 
+_SERVICE_CHAINS = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-")
+# nat chains only kube-proxy's IPVS mode writes
+_IPVS_CHAINS = ("KUBE-LOAD-BALANCER", "KUBE-NODE-PORT", "KUBE-LOOP-BACK")
+
+
 def _jumps_to_services(dumps: Iterable[IptablesDump | None]) -> bool:
-    """kube-proxy's iptables mode: KUBE-SERVICES (nat) jumps to per-Service chains."""
+    """kube-proxy's iptables mode: KUBE-SERVICES (nat) jumps to per-Service chains; in a partial dump (a pasted
+    fragment, which may not hold KUBE-SERVICES) per-Service chains are enough."""
     for dump in dumps:
         chain = dump.chain("nat", "KUBE-SERVICES") if dump is not None else None
-        if chain is not None and any((r.target or "").startswith(("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-"))
-                                     for r in chain.rules):
+        if chain is not None and any((r.target or "").startswith(_SERVICE_CHAINS) for r in chain.rules):
+            return True
+        if dump is None or dump.partial is None:
+            continue
+        nat, filt = dump.table("nat"), dump.table("filter")
+        if nat is not None and any(name.startswith(_SERVICE_CHAINS) for name in nat.heads):
+            return True
+        if filt is not None and filt.has("KUBE-SERVICES"):  # iptables mode's filter chain (REJECTs)
             return True
     return False
 
@@ -152,6 +164,9 @@ def _jumps_to_services(dumps: Iterable[IptablesDump | None]) -> bool:
 def _ipvs_ipsets(dumps: Iterable[IptablesDump | None]) -> bool:
     """kube-proxy's IPVS mode leaves KUBE-SERVICES matching its KUBE-CLUSTER-IP ipset."""
     for dump in dumps:
+        nat = dump.table("nat") if dump is not None and dump.partial is not None else None
+        if nat is not None and any(name in nat.heads for name in _IPVS_CHAINS):
+            return True
         chain = dump.chain("nat", "KUBE-SERVICES") if dump is not None else None
         if chain is None:
             continue
@@ -189,7 +204,7 @@ def decide_proxy_mode(facts: ModeFacts) -> ModeDecision:
     if facts.ipvs_services:
         ipvs_signs.append(f"{facts.ipvs_services} IPVS virtual services")
     if _ipvs_ipsets(dumps):
-        ipvs_signs.append("KUBE-SERVICES matches KUBE-* ipsets")
+        ipvs_signs.append("KUBE-SERVICES matches KUBE-* ipsets (or IPVS mode's nat chains are there)")
     if ipvs_signs:
         evidence["ipvs"] = " and ".join(ipvs_signs)
     nft = _kube_proxy_nft_tables(facts.nft_tables)

@@ -60,6 +60,7 @@ class _TableDraft:
     start: int  # offset of the "*table" line
     end: int = -1  # offset of its COMMIT line
     chains: dict[str, ChainHead] = field(default_factory=dict)
+    implicit: bool = False  # opened without a "*table" line (the parser's ``table``): closed without COMMIT
 
 
 def _chain_declaration(text: str) -> tuple[str, str | None, int, int]:
@@ -89,18 +90,26 @@ def _counters(text: str, what: str) -> tuple[int, int]:
 class _Indexer:
     """One pass over the text: tables, chains and where each chain's rules are."""
 
-    __slots__ = ("text", "tables", "header", "current", "_last")
+    __slots__ = ("text", "tables", "header", "current", "_last", "implicit")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, implicit: str | None = None) -> None:
         self.text = text
         self.tables: dict[str, _TableDraft] = {}
         self.header: Header | None = None
         self.current: _TableDraft | None = None
         self._last: ChainHead | None = None  # the chain of the previous rule; reset when chains change
+        # The table of text without "*table" lines (`iptables -S`, a pasted fragment): opened at the first
+        # line that needs a table and closed at the end.
+        self.implicit = implicit
+
+    def _table(self) -> _TableDraft | None:
+        if self.current is None and self.implicit is not None and self.implicit not in self.tables:
+            self.current = _TableDraft(self.implicit, 1, 0, implicit=True)
+        return self.current
 
     def rules(self, chain_name: str, start: int, end: int, line: int, count: int) -> None:
         """``count`` rule lines of one chain at text[start:end], the first on line ``line``."""
-        table = self.current
+        table = self.current or self._table()
         if table is None:
             raise Fail("rule outside a table (no '*table' line before it)", HINT_RESAVE)
         chain = self._last
@@ -149,7 +158,7 @@ class _Indexer:
         return words[1]
 
     def chain(self, line: str) -> None:
-        table = self.current
+        table = self.current or self._table()
         if table is None:
             raise Fail("chain declaration outside a table (no '*table' line before it)", HINT_RESAVE)
         parts = line[1:].split()
@@ -167,6 +176,8 @@ class _Indexer:
         name = line[1:].strip()
         if not name:
             raise Fail("'*' without a table name", HINT_RESAVE)
+        if self.current is not None and self.current.implicit:
+            self.commit(start)
         if self.current is not None:
             raise Fail(f"table {name} starts before table {self.current.name} (line {self.current.line}) "
                        "has its COMMIT", HINT_RESAVE)
@@ -185,13 +196,23 @@ class _Indexer:
         self._last = None
 
     def command(self, line: str) -> None:
-        """``-N CHAIN`` declares, ``-X CHAIN`` deletes an empty chain, ``-F [CHAIN]`` flushes (restore inputs)."""
-        table = self.current
+        """``-N CHAIN`` declares, ``-X CHAIN`` deletes an empty chain, ``-F [CHAIN]`` flushes (restore inputs);
+        ``-P CHAIN POLICY`` sets a built-in chain's policy (``iptables -S``)."""
+        table = self.current or self._table()
         if table is None:
             raise Fail(f"command outside a table: {short(line)}", HINT_RESAVE)
         words = line.split()
         cmd, args = words[0], words[1:]
         self._last = None
+        if cmd in ("-P", "--policy"):
+            if len(args) != 2:
+                raise Fail(f"{cmd} takes a chain and a policy")
+            old = table.chains.get(args[0])
+            if old is None:
+                table.chains[args[0]] = ChainHead(args[0], args[1], 0, 0, declared=True)
+            else:
+                old.policy = args[1]
+            return
         if cmd in ("-N", "--new-chain", "-X", "--delete-chain"):
             if len(args) != 1:
                 raise Fail(f"{cmd} takes one chain name")
@@ -239,6 +260,8 @@ class _Indexer:
                 number = others(start, end, number)
             pos = end
         number = others(pos, len(text), number)
+        if self.current is not None and self.current.implicit:
+            self.commit(len(text))
         if self.current is not None:
             raise _At(self.current.line, Fail(f"table {self.current.name} has no COMMIT line (is the dump cut "
                                               "short?)", HINT_RESAVE))
@@ -358,16 +381,20 @@ class _TextIndex:
         return got
 
 
-def parse(text: str, source: str = "<input>", family: int | None = None, *, eager: bool = True) -> IptablesDump:
+def parse(text: str, source: str = "<input>", family: int | None = None, *, eager: bool = True,
+          table: str | None = None, partial: str | None = None) -> IptablesDump:
     """Parse ``iptables-save`` output; ``family`` None detects IPv6 from the header or the addresses.
 
     ``eager`` parses every rule now (every line checked); otherwise chains are parsed on first use.
+    ``table``: the table of rules that come before any ``*table`` line (``iptables -S`` output, a pasted
+    fragment). ``partial``: why the text is not the node's whole ruleset (svctrace.parsers.pasted), kept
+    on the dump so that chains it does not show are "not in the dump", not missing from the node.
     """
     if family not in (None, 4, 6):
         raise ValueError(f"family must be 4, 6 or None, not {family!r}")
     if "\n" not in text[-1:]:
         text += "\n"
-    indexer = _Indexer(text)
+    indexer = _Indexer(text, table)
     try:
         indexer.run()
     except _At as exc:
@@ -389,4 +416,4 @@ def parse(text: str, source: str = "<input>", family: int | None = None, *, eage
                         backend=header.backend if header else None,
                         version=header.version if header else None,
                         # A dump parsed whole answers from its rules; a big one from its text.
-                        text_index=None if eager else _TextIndex(text, indexer.tables))
+                        text_index=None if eager else _TextIndex(text, indexer.tables), partial=partial)

@@ -339,3 +339,62 @@ def format_ipset_save(sets: IpSets) -> str:
                 words += list(extra[1])
             lines.append(" ".join(words))
     return "".join(line + "\n" for line in lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# ipvsadm -Ln (what users paste): a listing, with --stats or --rate counters instead of weights
+
+_LIST_HINT = "paste `ipvsadm -Ln` (numeric) or `ipvsadm -Sn` output"
+_LIST_PROTOCOLS = {"TCP": "TCP", "UDP": "UDP", "SCTP": "SCTP"}
+
+
+def parse_ipvsadm_list(text: str, source: str, *, cut: int | None = None) -> tuple[IpvsTable, tuple[str, ...]]:
+    """``ipvsadm -Ln`` (``--stats``, ``--rate``) -> IpvsTable, and what the listing could not tell.
+
+    ``cut``: the number of a last line the text may stop in; it is read when its address and weight are whole.
+    """
+    services: list[tuple[VirtualServer, list[RealServer]]] = []
+    warnings: list[str] = []
+    counters = False  # --stats / --rate: no scheduler, forwarding method or weight is printed
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        words = raw.split()
+        header = words[1:2] == ["RemoteAddress:Port"]
+        if not words or words[0] in ("IP", "Prot", "Virtual") or (words[0] == "->" and header):
+            if words[:1] == ["Prot"] and any(w in words for w in ("Conns", "CPS")):
+                counters = True
+            continue
+        if words[0] == "->":
+            if not services:
+                raise _bad("a real server before any virtual server", source, lineno, _LIST_HINT)
+            address, port = split_address(words[1] if len(words) > 1 else "", source, lineno)
+            weight, forward = 1, FORWARD_MASQ
+            if not counters:
+                if len(words) < 4 or lineno == cut and len(words) < 6:
+                    if lineno != cut or len(words) < 4:
+                        warnings.append(f"line {lineno} is cut short before the real server's weight; not read")
+                        continue
+                    warnings.append(f"line {lineno} stops after the real server's weight; read up to there")
+                forward = {"masq": FORWARD_MASQ, "route": FORWARD_ROUTE, "local": FORWARD_ROUTE,
+                           "tunnel": FORWARD_TUNNEL}.get(words[2].lower(), FORWARD_MASQ)
+                weight = _int(words[3], "weight", source, lineno)
+            services[-1][1].append(RealServer(address, port, weight, forward))
+            continue
+        proto = _LIST_PROTOCOLS.get(words[0])
+        if words[0] == "FWM" and len(words) > 1:
+            vs = VirtualServer("", "", 0, words[2] if len(words) > 2 and not counters else "rr",
+                               fwmark=_int(words[1], "firewall mark", source, lineno))
+        elif proto is not None and len(words) > 1:
+            address, port = split_address(words[1], source, lineno)
+            scheduler = words[2] if len(words) > 2 and not counters else "rr"
+            timeout = None
+            if "persistent" in words[3:] and not counters:
+                i = words.index("persistent")
+                timeout = _int(words[i + 1] if i + 1 < len(words) else None, "persistence timeout", source, lineno)
+            vs = VirtualServer(proto, address, port, scheduler, persistent_timeout=timeout)
+        else:
+            raise _bad(f"not an ipvsadm -Ln line: {raw.strip()[:60]!r}", source, lineno, _LIST_HINT)
+        services.append((vs, []))
+    if counters:
+        warnings.append("ipvsadm --stats/--rate prints no scheduler, forwarding method or weight: shares assume "
+                        "round robin over equal weights")
+    return IpvsTable(services=tuple((vs, tuple(reals)) for vs, reals in services), source=source), tuple(warnings)

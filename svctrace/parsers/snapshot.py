@@ -9,6 +9,7 @@ capture read back with ``--from`` gives the live answer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from svctrace.errors import InputError
 from svctrace.model.iptables import IptablesDump
@@ -19,6 +20,9 @@ from svctrace.parsers import iptables_save
 from svctrace.parsers.detect import ModeFacts, decide_proxy_mode
 from svctrace.parsers.k8s import ApiObjects
 from svctrace.parsers.node import NodeMeta, parse_ip_addr_json, parse_links, parse_meta_json
+
+if TYPE_CHECKING:
+    from svctrace.model.nft import NftRuleset
 
 # Dumps up to this size are parsed whole (every line checked before anything is answered); bigger ones
 # are indexed and their chains parsed as they are needed.
@@ -71,6 +75,9 @@ def node_name_for(nodes: tuple[Node, ...], addresses: tuple[HostAddress, ...] | 
 
 
 def _dump(node: NodeInput, name: str, family: int) -> IptablesDump | None:
+    parsed = node.parsed.get(name)
+    if isinstance(parsed, IptablesDump):  # read already (a pasted dump: svctrace.parsers.pasted)
+        return parsed
     text = node.files.get(name)
     if text is None:
         return None
@@ -117,8 +124,9 @@ def build_snapshot(api: ApiObjects | None, node: NodeInput, *, source: str,
         from svctrace.parsers import ipvs
 
         ipsets = ipvs.parse_ipset_save(files[NodeFile.IPSET], node.source(NodeFile.IPSET))
-    nft = conntrack = None
-    if text(NodeFile.NFT) is not None:
+    nft: NftRuleset | None = node.parsed.get(NodeFile.NFT)  # type: ignore[assignment]
+    conntrack = None
+    if nft is None and text(NodeFile.NFT) is not None:
         from svctrace.parsers.nft_json import parse_nft_json
 
         nft = parse_nft_json(files[NodeFile.NFT], node.source(NodeFile.NFT))

@@ -39,8 +39,18 @@ def render_audit(result: Audit) -> RenderableType:
         sev = result.by_severity
         summary.add_row("findings", f"{count(sev['error'], 'error')}, {count(sev['warning'], 'warning')}, "
                                     f"{sev['info']} info")
+    if result.in_rules:
+        summary.add_row("Service ports the node's rules show", str(len(result.in_rules)))
+    if result.stale_chains:
+        summary.add_row("stale chains (no Service owns them)", str(len(result.stale_chains)))
     if result.not_checked:
         parts += [Text(""), *[Text(f"not checked: {s}", "note") for s in result.not_checked]]
+    if result.in_rules:
+        parts += [Text(""), Text("What the node's rules show (svctrace svc ADDRESS follows each one):", "note")]
+        parts += [Text(f"  {who}  {', '.join(where) or 'no frontend in the dump'}"
+                       f"{'  (chains ' + key + ')' if key else ''}  ({how})", "rule")
+                  for who, how, where, key in result.in_rules]
+    parts += [Text(f"warning: {w}", "note") for w in result.warnings]
     if result.checked_nothing:
         parts.append(Text(f"next: {NO_API_HINT}", "hop.explain"))
         return Group(*parts)
@@ -80,8 +90,14 @@ def audit_to_dict(result: Audit) -> dict[str, Any]:
             "findingsBySeverity": result.by_severity,
             "findingsByCode": result.by_code,
             "apiCollected": result.api_collected,
+            "proxyMode": result.proxy_mode,
             "notChecked": list(result.not_checked),
         },
+        "warnings": list(result.warnings),
+        "staleChains": [{"table": s.table, "chain": s.chain, "comment": s.comment, "rules": s.rule_count}
+                        for s in result.stale_chains],
+        "servicesInRules": [{"identity": who, "how": how, "frontends": list(where), "chains": key}
+                            for who, how, where, key in result.in_rules],
         "services": [
             {"service": s.ref, "verdict": s.diagnosis.verdict, "reason": s.diagnosis.reason,
              "programmed": s.programmed, "drifted": s.drifted, "withoutEndpoints": s.without_endpoints,

@@ -24,27 +24,28 @@ def _camel(name: str) -> str:
     return first + "".join(w.capitalize() for w in rest)
 
 
-def endpoint_to_dict(ep: EndpointInfo) -> dict[str, Any]:
+def endpoint_to_dict(ep: EndpointInfo, *, api: bool = True) -> dict[str, Any]:
+    """An endpoint; without ``api`` (a Service known from the rules alone) whether the API lists it is null."""
     return {**fields(ep, "ip", "port", "protocol", "pod", "node", "zone", "local"),
             "conditions": fields(ep, "ready", "serving", "terminating"),
-            **fields(ep, "in_api", "in_dataplane")}
+            **fields(ep, "in_api", "in_dataplane"), **({} if api else {"inApi": None})}
 
 
-def hop_to_dict(hop: Hop) -> dict[str, Any]:
+def hop_to_dict(hop: Hop, *, api: bool = True) -> dict[str, Any]:
     return {**fields(hop, "kind", "name", "table", "when"),
             "share": None if hop.share is None else round(hop.share, 6),
             **fields(hop, "probability", "masquerade", "affinity", "verdict"),
-            "endpoint": endpoint_to_dict(hop.endpoint) if hop.endpoint is not None else None,
+            "endpoint": endpoint_to_dict(hop.endpoint, api=api) if hop.endpoint is not None else None,
             "rules": [_rule(r) for r in hop.rules],
             "explain": hop.explain,
             "notes": list(hop.notes),
-            "hops": [hop_to_dict(c) for c in hop.children]}
+            "hops": [hop_to_dict(c, api=api) for c in hop.children]}
 
 
-def frontend_to_dict(fe: Frontend) -> dict[str, Any]:
+def frontend_to_dict(fe: Frontend, *, api: bool = True) -> dict[str, Any]:
     return {**fields(fe, "type", "ip", "port", "protocol", "port_name", "verdict", "explain"),
             "notes": list(fe.notes),
-            "hops": [hop_to_dict(h) for h in fe.hops]}
+            "hops": [hop_to_dict(h, api=api) for h in fe.hops]}
 
 
 def service_to_dict(svc: Service) -> dict[str, Any]:
@@ -78,10 +79,13 @@ def graph_to_dict(graph: PathGraph) -> dict[str, Any]:
             "explain": graph.dns.explain,
             "notes": list(graph.dns.notes),
         },
-        "frontends": [frontend_to_dict(f) for f in graph.frontends],
-        "endpoints": [endpoint_to_dict(e) for e in graph.endpoints],
+        "frontends": [frontend_to_dict(f, api=graph.from_rules is None) for f in graph.frontends],
+        "endpoints": [endpoint_to_dict(e, api=graph.from_rules is None) for e in graph.endpoints],
         "staleChains": [{"table": s.table, "chain": s.chain, "comment": s.comment, "rules": s.rule_count}
                         for s in graph.stale_chains],
         "warnings": list(graph.warnings),
         "missing": list(graph.missing),
+        # only for a Service known from the node's rules alone
+        **({"fromRules": {"identity": graph.from_rules.identity, "how": graph.from_rules.how,
+                          "notes": list(graph.from_rules.notes)}} if graph.from_rules is not None else {}),
     }

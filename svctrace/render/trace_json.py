@@ -31,6 +31,8 @@ def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:
         if outcome.conditional_probability is not None else None,
         "path": [step_to_dict(s) for s in outcome.path],
         "notes": list(outcome.notes),
+        # only for a DNAT by a chain a partial dump does not show: the endpoint's address is not known
+        **({"via": outcome.via} if outcome.via is not None else {}),
     }
 
 

@@ -41,6 +41,9 @@ def _outcome_label(o: Outcome, describe: Callable[[str], str | None]) -> Text:
         who = describe(o.destination)
         if who:
             text.append(f"  {who}", "ep.pod")
+    elif o.verdict == "DNAT" and o.via:
+        text.append("DNAT -> ", style)
+        text.append(f"an endpoint of {o.via} (not in the dump)", "hop.address")
     else:
         text.append(VERDICT_WORDS.get(o.verdict, o.verdict), style)
     if o.masquerade:

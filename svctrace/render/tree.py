@@ -16,6 +16,7 @@ VERDICT_WORDS = {
     g.REJECTED: ("REJECT: no endpoints", "verdict.reject"),
     g.DROPPED: ("DROP", "verdict.drop"),
     g.PARTIAL: ("some clients dropped", "verdict.partial"),
+    g.UNTRANSLATED: ("untranslated: no rule translates it", "verdict.drop"),
     g.NOT_PROGRAMMED: ("not programmed on this node", "verdict.reject"),
     g.UNKNOWN: ("dataplane unknown", "verdict.unknown"),
 }
@@ -45,8 +46,11 @@ def _endpoint_state(ep: EndpointInfo) -> tuple[str, str]:
     return "ready", "ep.ready"
 
 
-def _endpoint_text(ep: EndpointInfo, namespace: str) -> Text:
+def _endpoint_text(ep: EndpointInfo, namespace: str, *, api: bool = True) -> Text:
     text = Text()
+    if not api:  # known from the rules alone: which pod, and whether the API lists it, is not known
+        text.append("pod and state unknown (no Kubernetes objects)", "ep.pod")
+        return text
     pod = _short_pod(ep.pod, namespace)
     if pod:
         text.append(f"pod {pod}", "ep.pod")
@@ -93,7 +97,7 @@ def _hop_text(hop: Hop, graph: PathGraph, family_ip: str, *, merged_into: Fronte
                 text.append(" -> ")
             text.append(hop.endpoint.address, "hop.address")
             text.append("  ")
-            text.append_text(_endpoint_text(hop.endpoint, graph.service.namespace))
+            text.append_text(_endpoint_text(hop.endpoint, graph.service.namespace, api=graph.from_rules is None))
         else:
             text.append(hop.name, "hop.chain")
     elif hop.kind == "verdict":
@@ -200,7 +204,11 @@ def _frontend_branch(tree: Tree, fe: Frontend, graph: PathGraph, explain: set[st
 def _title(graph: PathGraph) -> Text:
     svc = graph.service
     text = Text()
-    text.append(f"Service {svc.ref}", "svc.title")
+    if graph.from_rules is not None:
+        who = graph.from_rules.identity or "not named by the rules"
+        text.append(f"Service {who}  (from this node's rules; no Kubernetes objects)", "svc.title")
+    else:
+        text.append(f"Service {svc.ref}", "svc.title")
     text.append("  ")
     text.append(svc.type + ("  headless" if svc.is_headless else ""), "svc.kind")
     text.append("  ")

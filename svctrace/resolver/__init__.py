@@ -6,8 +6,11 @@ which ports and families, frontends whose dataplane was not collected, endpoints
 
 from __future__ import annotations
 
+import ipaddress
+
+from svctrace.errors import NotFoundError
 from svctrace.model import graph as g
-from svctrace.model.graph import EndpointInfo, Frontend, Hop, PathGraph, StaleChain
+from svctrace.model.graph import DnsInfo, EndpointInfo, Frontend, Hop, PathGraph, RulesIdentity, StaleChain
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.snapshot import Missing, NodeFile, Snapshot
 from svctrace.resolver.common import (
@@ -89,14 +92,60 @@ def _unknown_frontends(svc: Service, sp: ServicePort, endpoints: tuple[EndpointI
 
 
 def resolve(snapshot: Snapshot, namespace: str, name: str, port: str | None = None) -> PathGraph:
-    """Follow every frontend of a Service through this node's dataplane."""
-    svc = find_service(snapshot, namespace, name)
+    """Follow every frontend of a Service through this node's dataplane (a node-only snapshot: the Service as
+    the node's rules name it)."""
+    if not snapshot.api_collected:
+        from svctrace.resolver.from_rules import service_named
+
+        found = service_named(snapshot, namespace, name)
+        if found is not None:
+            return resolve_service(snapshot, found[0], port, from_rules=found[1])
+    return resolve_service(snapshot, find_service(snapshot, namespace, name), port)
+
+
+def service_with_address(snapshot: Snapshot, ip: str) -> Service | None:
+    """The API's Service whose ClusterIP, externalIP or load balancer IP is ``ip``."""
+    for svc in snapshot.services:
+        if ip in svc.virtual_ips or ip in svc.external_ips or any(i.ip == ip for i in svc.load_balancer_ingress):
+            return svc
+    return None
+
+
+def resolve_address(snapshot: Snapshot, ip: str, port: str | None = None) -> PathGraph:
+    """The Service at an address (ClusterIP, externalIP, load balancer IP): from the API, else from the node's
+    rules alone (their comments and chain hashes name it where they can)."""
+    text = str(ipaddress.ip_address(ip))
+    svc = service_with_address(snapshot, text)
+    if svc is not None:
+        return resolve_service(snapshot, svc, port)
+    from svctrace.resolver.from_rules import service_at
+
+    found = service_at(snapshot, text)
+    if found is not None:
+        return resolve_service(snapshot, found[0], port, from_rules=found[1])
+    where = snapshot.source or "the snapshot"
+    if snapshot.api_collected:
+        raise NotFoundError(f"no Service in {where} has the address {text}, and no rule of this node translates it",
+                            "give the Service's ClusterIP, externalIP or load balancer IP, or its name")
+    raise NotFoundError(f"no rule in {where} names the address {text} (and it holds no Kubernetes objects)",
+                        "check the address; a pasted dump may be cut before the rules that name it")
+
+
+def _rules_dns(svc: Service) -> DnsInfo:
+    name = f"{svc.name}.{svc.namespace}.svc" if svc.namespace else "not known (the rules do not name the Service)"
+    return DnsInfo("unknown", "not collected", (name,), (),
+                   "DNS is not in a node's rules: the Kubernetes objects were not collected.", ())
+
+
+def resolve_service(snapshot: Snapshot, svc: Service, port: str | None = None, *,
+                    from_rules: RulesIdentity | None = None) -> PathGraph:
+    """Follow every frontend of one Service through this node's dataplane."""
     ports = select_ports(svc, port)
     mode = snapshot.mode
     resolver = for_mode(mode)
     warnings = list(snapshot.warnings)
     missing = _relevant_missing(snapshot.missing, resolver, _families(svc, snapshot))
-    dns = dns_info(snapshot, svc)
+    dns = dns_info(snapshot, svc) if from_rules is None else _rules_dns(svc)
     frontends: list[Frontend] = []
     endpoints: dict[tuple[str, int | None, str], EndpointInfo] = {}
     stale: list[StaleChain] = []
@@ -125,7 +174,7 @@ def resolve(snapshot: Snapshot, namespace: str, name: str, port: str | None = No
                 frontends += fronts
                 keep(eps)
                 reached |= seen
-        if port is None:  # a filtered answer does not reach the other ports' chains: they are not stale
+        if port is None and from_rules is None:  # a filtered answer does not reach the other ports' chains
             stale += resolver.stale_chains(snapshot, svc, reached)
     else:
         why = "the node's dataplane was not collected"
@@ -139,10 +188,15 @@ def resolve(snapshot: Snapshot, namespace: str, name: str, port: str | None = No
         for sp in ports:
             frontends += _unknown_frontends(svc, sp, api_endpoints(snapshot, svc, sp), why, note=False)
     n_api = len({(e.ip, e.port) for e in endpoints.values() if e.in_api})
+    explain = _describe(svc, n_api)
+    if from_rules is not None:
+        explain = (f"Known from this node's rules alone (no Kubernetes objects): {from_rules.how}. Its "
+                   "selector, pods and DNS names are not in the rules.")
+        warnings += from_rules.notes
     return PathGraph(
         service=svc, mode=mode.value if mode is not None else "none", node=snapshot.node.name, dns=dns,
         frontends=tuple(frontends), endpoints=tuple(endpoints.values()), stale_chains=tuple(stale),
-        explain=_describe(svc, n_api), warnings=tuple(dict.fromkeys(warnings)), missing=missing,
+        explain=explain, warnings=tuple(dict.fromkeys(warnings)), missing=missing, from_rules=from_rules,
     )
 
 

@@ -34,6 +34,7 @@ class RuleFacts:
     target: str | None = None  # the chain it jumps or goes to
     goto: bool = False
     masq: bool = False  # marks the connection for masquerade
+    drop_mark: bool = False  # marks the packet for a drop elsewhere (iptables KUBE-MARK-DROP, before v1.25)
     source: str | None = None  # its source condition in words (None: any source)
     hairpin: str | None = None  # the source a masquerade rule names (a pod reaching itself)
     pod_network: str | None = None  # the source a masquerade rule excludes (the pod network)
@@ -92,9 +93,21 @@ class ChainWalk(Generic[R]):
     def missing_explain(self, kind: str, name: str) -> str:
         raise NotImplementedError
 
-    def endpoint_name(self, ip: str, port: int) -> str:
-        """The name kube-proxy gives the endpoint chain of ip:port."""
+    def endpoint_name(self, ip: str, port: int) -> str | None:
+        """The name kube-proxy gives the endpoint chain of ip:port; None when it cannot be told."""
         raise NotImplementedError
+
+    def not_in_dump(self) -> str | None:
+        """Why a chain the rules name may simply not be in this (partial) dump; None for a whole dump."""
+        return None
+
+    def local_chain(self, chain: str) -> bool:
+        """The chain is an external chain of traffic policy Local whatever the Service says (iptables KUBE-XLB)."""
+        return False
+
+    def drop_hop(self, rule: R, when: str | None) -> Hop:
+        """What a rule that marks the packet for dropping leads to."""
+        return Hop(kind="verdict", name="DROP", table=self.table, when=when, rules=(self.ref(rule),), verdict="DROP")
 
     def pick(self, rule: R, facts: RuleFacts, remaining: float, notes: list[str]
              ) -> tuple[list[tuple[str, RuleRef, float, str | None]], float] | None:
@@ -134,6 +147,19 @@ class ChainWalk(Generic[R]):
 
     def missing(self, kind: str, name: str, when: str | None, rules: tuple[RuleRef, ...],
                 share: float | None = None, probability: str | None = None) -> Hop:
+        partial = self.not_in_dump()
+        if partial is not None:
+            # A fragment or a cut dump: the chain is on the node, only not in the text.
+            if kind == "endpoint":
+                return Hop(kind=kind, name=name, table=self.table, when=when, rules=rules, share=share,
+                           probability=probability, verdict="DNAT",
+                           notes=(f"{name} is not in the dump ({partial}): it translates to an endpoint whose "
+                                  "address the dump does not show",),
+                           explain=f"{name} rewrites the destination to one endpoint; its rule is not in the dump.")
+            return Hop(kind=kind, name=name, table=self.table, when=when, rules=rules, share=share,
+                       probability=probability, verdict="UNKNOWN",
+                       notes=(f"{name} is not in the dump ({partial}): what it does is not known",),
+                       explain=f"{name} is not in the dump, so where it sends traffic is not known.")
         return Hop(kind=kind, name=name, table=self.table, when=when, rules=rules, share=share,
                    probability=probability, verdict="DROP", notes=(self.words.missing_note,),
                    explain=self.missing_explain(kind, name))
@@ -186,7 +212,7 @@ class ChainWalk(Generic[R]):
                 endpoint = self.endpoint_info(ip, port)
                 records_affinity = records_affinity or f.records_affinity
                 expected = self.endpoint_name(ip, port or 0)
-                if expected != chain_name:
+                if expected is not None and expected != chain_name:
                     notes.append(f"chain name does not hash from {endpoint.address}: kube-proxy would call it "
                                  f"{expected}")
                 explain.append(f"{words.dnat} rewrites the destination to {endpoint.address}; conntrack remembers "
@@ -206,6 +232,15 @@ class ChainWalk(Generic[R]):
         return Hop(kind="endpoint", name=chain_name, table=self.table, rules=rules + tuple(own), share=share,
                    probability=probability, masquerade=masquerade, verdict="DNAT", endpoint=endpoint,
                    explain=" ".join(explain), notes=tuple(notes))
+
+    def picked(self, rule: R, facts: RuleFacts, remaining: float, notes: list[str]) -> tuple[list[Hop], float] | None:
+        """The endpoint hops a rule sends connections to, and what is left; None when it picks no endpoint."""
+        picked = self.pick(rule, facts, remaining, notes)
+        if picked is None:
+            return None
+        targets, left = picked
+        return [self.endpoint_hop(t, rules=(ref,), share=share, probability=prob)
+                for t, ref, share, prob in targets], left
 
     def service_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...]) -> Hop:
         """A service or local chain: the masquerade rule, the affinity checks, then how endpoints are picked."""
@@ -240,11 +275,10 @@ class ChainWalk(Generic[R]):
                 affinity_targets.add(f.target)
                 own.append(self.ref(rule))
                 continue
-            picked = self.pick(rule, f, remaining, notes)
+            picked = self.picked(rule, f, remaining, notes)
             if picked is not None:
-                targets, remaining = picked
-                children += [self.endpoint_hop(t, rules=(ref,), share=share, probability=prob)
-                             for t, ref, share, prob in targets]
+                hops, remaining = picked
+                children += hops
                 continue
             own.append(self.ref(rule))
             if not f.action_less:
@@ -276,19 +310,25 @@ class ChainWalk(Generic[R]):
                    children=tuple(children))
 
     def external_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int) -> Hop:
-        """An external chain: masquerade, short-circuits for pods and the node, then the cluster or local chain."""
+        """An external chain: masquerade, short-circuits for pods and the node, then the cluster or local chain
+        (or, in iptables' KUBE-XLB of v1.4-v1.23, the local endpoints themselves, or a mark for dropping)."""
         chain = self.follow(chain_name)
         if chain is None:
             return self.missing("external", chain_name, when, rules)
         masquerade = None
         own: list[RuleRef] = []
         children: list[Hop] = []
+        local_endpoints: list[Hop] = []
         notes: list[str] = []
         unconditional_exit = False
-        local_policy = self.svc.external_traffic_policy in ("Local", "OnlyLocal")
+        remaining = 1.0
+        local_policy = self.svc.external_traffic_policy in ("Local", "OnlyLocal") or self.local_chain(chain_name)
         for rule in chain:
             f = self.facts(rule)
             cond = f.source
+            if unconditional_exit:
+                own.append(self.ref(rule))
+                continue
             if f.masq:
                 masquerade = cond or "always"
                 own.append(self.ref(rule))
@@ -299,9 +339,23 @@ class ChainWalk(Generic[R]):
                     cond = "external clients" if local_policy else None
                 children.append(self.walk(f.target, when=cond, rules=(self.ref(rule),), depth=depth + 1))
                 continue
+            if f.drop_mark:
+                unconditional_exit = unconditional_exit or cond is None
+                children.append(self.drop_hop(rule, cond or ("external clients" if local_policy else "otherwise")))
+                continue
+            picked = self.picked(rule, f, remaining, notes)
+            if picked is not None:
+                hops, remaining = picked
+                local_endpoints += hops
+                unconditional_exit = remaining <= 1e-9
+                continue
             own.append(self.ref(rule))
             if not f.action_less:
                 notes.append(f"rule {f.index} is not one kube-proxy writes here: {f.text}")
+        if local_endpoints:
+            children.append(Hop(kind="local", name=chain_name, table=self.table,
+                                when="external clients" if local_policy else None, children=tuple(local_endpoints),
+                                explain=self.words.local))
         if local_policy:
             explain = ("externalTrafficPolicy Local: clients from outside go only to endpoints on this node and "
                        "keep their source address (no SNAT); pods and the node itself are short-circuited to "

@@ -279,18 +279,27 @@ def leaves(hop: Hop) -> Iterator[Hop]:
 
 
 def frontend_verdict(hops: tuple[Hop, ...]) -> str:
-    """A frontend's outcome from where its paths end: forwarded, partial, rejected, dropped or not programmed."""
+    """A frontend's outcome from where its paths end: forwarded, partial, rejected, dropped, untranslated (a
+    chain that translates nothing), unknown (a chain the dump does not show) or not programmed."""
     ends = [leaf for hop in hops for leaf in leaves(hop)]
     dnat = any(leaf.verdict == "DNAT" for leaf in ends)
     blocked = any(leaf.verdict in ("DROP", "REJECT") for leaf in ends)
-    if dnat and blocked:
+    unknown = any(leaf.verdict == "UNKNOWN" for leaf in ends)
+    untranslated = any(leaf.verdict == "ACCEPT" or (leaf.verdict is None and leaf.kind != "chain") for leaf in ends)
+    if dnat and (blocked or untranslated):
         return g.PARTIAL
     if dnat:
         return g.FORWARDED
+    if blocked and untranslated:
+        return g.PARTIAL
     if any(leaf.verdict == "REJECT" for leaf in ends):
         return g.REJECTED
     if blocked:
         return g.DROPPED
+    if unknown:
+        return g.UNKNOWN
+    if untranslated:
+        return g.UNTRANSLATED
     return g.NOT_PROGRAMMED
 
 

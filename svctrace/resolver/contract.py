@@ -8,6 +8,7 @@ resolver/__init__.py, written once. tests/unit/test_mode_contract.py checks that
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from svctrace.model.graph import EndpointInfo, Frontend, StaleChain
@@ -18,6 +19,31 @@ from svctrace.model.snapshot import Snapshot
 # What resolving one Service port in one IP family gives: its frontends, the endpoints seen (in the API
 # and in the dataplane), and the chains the walk reached (for stale-chain detection).
 PortResult = tuple[list[Frontend], tuple[EndpointInfo, ...], set[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleService:
+    """One Service port as a node's rules show it: what a node-only snapshot knows of a Service."""
+
+    namespace: str  # "" when the rules do not name it
+    name: str
+    port_name: str
+    protocol: str  # TCP | UDP | SCTP
+    port: int | None  # the Service port (a ClusterIP's destination port); None when only a NodePort shows
+    key: str | None  # what the mode finds the port's chains by (iptables: the hash suffix); None: no chain
+    identity: str | None  # what the rules call it ("default/nginx:"), None when they do not say
+    how: str  # how the identity was found, in words
+    cluster_ips: tuple[str, ...] = ()
+    external_ips: tuple[str, ...] = ()
+    load_balancer_ips: tuple[str, ...] = ()
+    node_port: int | None = None
+    local_policy: bool = False  # the rules treat external traffic with policy Local
+    entry: bool = True  # a dispatch rule leads to it; False: only its own chains show it (no address, or its own)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self.cluster_ips + self.external_ips + self.load_balancer_ips
 
 
 @runtime_checkable
@@ -41,6 +67,9 @@ class ModeResolver(Protocol):
 
     def not_programmed(self, frontend: Frontend) -> str:
         """What the dataplane lacks for a frontend that is not programmed, in this mode's words."""
+
+    def services_in_rules(self, snapshot: Snapshot) -> tuple[RuleService, ...]:
+        """The Service ports this mode's rules show, named by their comments or chain names where they can be."""
 
 
 REGISTRY: dict[ProxyMode, ModeResolver] = {}

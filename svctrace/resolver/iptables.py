@@ -11,150 +11,47 @@ from dataclasses import dataclass, replace
 
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
-from svctrace.model.actions import DnatAction
 from svctrace.model.addresses import ip_value
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
 from svctrace.model.iptables import IptablesDump, Rule, Table
 from svctrace.model.k8s import Service, ServicePort
-from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch, RecentMatch, StatisticMatch
+from svctrace.model.matches import (
+    DST,
+    SRC,
+    AddrMatch,
+    AddrTypeMatch,
+    MarkMatch,
+    PortMatch,
+    ProtoMatch,
+    StatisticMatch,
+)
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
-from svctrace.resolver.chains import ChainWalk, RuleFacts, Words
+from svctrace.resolver.chains import ChainWalk, RuleFacts
 from svctrace.resolver.common import any_local_address, api_endpoints, categorize, family_of, frontend_verdict
-from svctrace.resolver.contract import PortResult, register
-from svctrace.resolver.rule_words import describe_source, source_words
-
-MASQ_CHAIN = "KUBE-MARK-MASQ"
-SERVICE_CHAIN_PREFIXES = naming.IPT_SERVICE_PREFIXES + (naming.IPT_ENDPOINT_PREFIX,)
-def _kind(chain: str) -> str:
-    return naming.chain_kind(chain)
-
-
-def _ref(rule: Rule) -> RuleRef:
-    return RuleRef(table=rule.table, chain=rule.chain, index=rule.index, text=rule.text)
-
-
-def _host(rule: Rule) -> tuple[int, int] | None:
-    """(version, address) of a rule's single-address destination (``-d IP/32``); None for any other."""
-    d = rule.destination
-    if d is None or d.negated or len(d.prefixes) != 1 or not d.prefixes[0].is_host:
-        return None
-    return d.prefixes[0].version, d.prefixes[0].net
-
-
-def _dst_is(rule: Rule, ip: str) -> bool:
-    host = _host(rule)
-    return host is not None and host == ip_value(naming.normalize_ip(ip))
-
-
-def _dport_is(rule: Rule, port: int) -> bool:
-    d = rule.dport
-    return d is not None and d.single == port
-
-
-def _proto_is(rule: Rule, protocol: str) -> bool:
-    p = rule.protocol
-    return p is None or (not p.negated and p.protocol == protocol.lower())
-
-
-def _source_text(rule: Rule) -> str | None:
-    s = rule.source
-    return ",".join(map(str, s.prefixes)) if s is not None else None
-
-
-def port_index(table: Table, chain: str) -> dict[int, list[Rule]]:
-    """The rules of a chain that match one destination port, by that port: built once per table, so a
-    frontend's rules are found without reading every rule of a 10,000-Service KUBE-SERVICES again."""
-    def build() -> dict[int, list[Rule]]:
-        out: dict[int, list[Rule]] = {}
-        c = table.chain(chain)
-        for rule in c.rules if c is not None else ():
-            d = rule.dport
-            port = d.single if d is not None else None
-            if port is not None:
-                out.setdefault(port, []).append(rule)
-        return out
-    return table.memoized(f"ports:{chain}", build)
-
-
-def frontend_index(table: Table, chain: str) -> dict[tuple[tuple[int, int], int], list[Rule]]:
-    """The rules of a chain that match one destination address and port, by (address, port): what a
-    ClusterIP, externalIP or load balancer frontend is looked up by (built once per table)."""
-    def build() -> dict[tuple[tuple[int, int], int], list[Rule]]:
-        out: dict[tuple[tuple[int, int], int], list[Rule]] = {}
-        for port, rules in port_index(table, chain).items():
-            for rule in rules:
-                host = _host(rule)
-                if host is not None:
-                    out.setdefault((host, port), []).append(rule)
-        return out
-    return table.memoized(f"frontends:{chain}", build)
-
-
-IPTABLES_WORDS = Words(
-    dnat="DNAT",
-    records="-m recent --set records the client, so session affinity sends it here again.",
-    missing_note="chain missing from the dump",
-    local="KUBE-SVL holds only the endpoints on this node (traffic policy Local).",
-    balance="kube-proxy balances new connections over {n} endpoints with -m statistic: each rule takes its "
-            "probability of the connections that reach it (1/n, 1/(n-1), ... then the rest), so each endpoint "
-            "gets an equal share.",
-    masq_marked="KUBE-POSTROUTING masquerades them",
-    affinity="sessionAffinity ClientIP: a client seen in the last {seconds}s (-m recent --rcheck) goes straight "
-             "back to its endpoint; only new clients are balanced.",
-    fallthrough="(no KUBE-SVL jump and no filter rule)",
-    not_followed="not a kube-proxy chain; not followed",
+from svctrace.resolver.contract import PortResult, RuleService, register
+from svctrace.resolver.iptables_identity import services_in_rules
+from svctrace.resolver.iptables_names import (
+    current_suffixes,
+    orphan_chains,
+    port_chains,
+    stale_chains,
+    unreferenced_endpoint_chains,
 )
-
-
-def rule_facts(rule: Rule) -> RuleFacts:
-    """What a rule of kube-proxy's Service chains does, read from its typed matches and target (one pass
-    over the matches: an audit of 10,000 Services reads a million rules)."""
-    target = rule.target
-    matches = rule.matches
-    dnat = dnat_note = None
-    skip = False
-    if target == "DNAT":
-        action = rule.action
-        first = action.first if isinstance(action, DnatAction) else None
-        if first is None or first.first_ip is None:
-            if isinstance(action, DnatAction) and action.problem == "DNAT rule without --to-destination":
-                dnat_note, skip = f"DNAT rule without --to-destination (rule {rule.index})", True
-            else:
-                shown = repr(action.raw) if isinstance(action, DnatAction) and action.raw else "(no address)"
-                dnat_note = f"rule {rule.index}: cannot read the DNAT destination {shown}: {rule.text}"
-        else:
-            dnat = (first.first_ip, first.first_port)
-    src: AddrMatch | None = None
-    rcheck: RecentMatch | None = None
-    records = plain = False
-    for m in matches:
-        if isinstance(m, AddrMatch):
-            if src is None and m.field == SRC:
-                src = m
-        elif isinstance(m, RecentMatch):
-            if m.op == "rcheck" and rcheck is None:
-                rcheck = m
-            records = records or m.op == "set"
-        elif isinstance(m, AddrTypeMatch):
-            plain = True  # the words need the address-type part too
-    src_text = ",".join(map(str, src.prefixes)) if src is not None else None
-    if plain:
-        source = source_words(matches)
-    elif src is not None:
-        source = f"source not in {src_text}" if src.negated else f"source in {src_text}"
-    else:
-        source = None
-    return RuleFacts(
-        index=rule.index, text=rule.text, target=target, goto=rule.goto, masq=target == MASQ_CHAIN,
-        source=source,
-        hairpin=src_text if src is not None and not src.negated else None,
-        pod_network=src_text if src is not None and src.negated else None,
-        dnat=dnat, dnat_note=dnat_note, dnat_skip=skip,
-        records_affinity=records,
-        affinity_seconds=(str(rcheck.seconds) if rcheck.seconds is not None else "?") if rcheck is not None else None,
-        action_less=target is None,
-    )
+from svctrace.resolver.iptables_rules import (
+    DROP_CHAIN,
+    DROP_MARK,
+    IPTABLES_WORDS,
+    dst_is,
+    frontend_index,
+    is_masq,
+    port_index,
+    proto_is,
+    rule_facts,
+    rule_ref,
+    source_text,
+)
+from svctrace.resolver.rule_words import describe_source
 
 
 class _Walk(ChainWalk[Rule]):
@@ -166,6 +63,7 @@ class _Walk(ChainWalk[Rule]):
         self.dump = dump
         self.nat = dump.table("nat")
         self.filt = dump.table("filter")
+        self.chains = port_chains(dump, svc, sp)
         # the filter REJECT/DROP rule for the frontend being walked; KUBE-EXT falls through to it
         self.filter_verdict: Rule | None = None
         self.lb_ip = ""  # the load balancer address whose KUBE-FW chain is being walked
@@ -174,14 +72,41 @@ class _Walk(ChainWalk[Rule]):
         c = self.nat.chain(chain) if self.nat is not None else None
         return c.rules if c is not None else None
 
+    def not_in_dump(self) -> str | None:
+        return self.dump.partial
+
+    def local_chain(self, chain: str) -> bool:
+        return chain.startswith("KUBE-XLB-")
+
+    def drop_hop(self, rule: Rule, when: str | None) -> Hop:
+        """KUBE-MARK-DROP: kubelet's filter KUBE-FIREWALL drops what it marks (certain only when the dump shows it)."""
+        shown = self._kubelet_drop()
+        ref = rule_ref(rule)
+        if shown is not None:
+            return Hop(kind="verdict", name="DROP", table="filter", when=when, rules=(ref, rule_ref(shown)),
+                       verdict="DROP", explain="KUBE-MARK-DROP marks the packet 0x8000 and kubelet's filter "
+                       "KUBE-FIREWALL drops what carries that mark.")
+        return Hop(kind="verdict", name="DROP", table="filter", when=when, rules=(ref,), verdict="DROP",
+                   notes=("dropped if KUBE-MARK-DROP and filter KUBE-FIREWALL are kubelet's usual chains (mark "
+                          "0x8000, then DROP); they are not in the dump",),
+                   explain="KUBE-MARK-DROP marks the packet 0x8000 for kubelet's filter KUBE-FIREWALL to drop.")
+
+    def _kubelet_drop(self) -> Rule | None:
+        chain = self.filt.chain("KUBE-FIREWALL") if self.filt is not None else None
+        for rule in chain.rules if chain is not None else ():
+            mark = rule.first(MarkMatch)
+            if rule.target == "DROP" and mark is not None and not mark.negated and mark.value & DROP_MARK:
+                return rule
+        return None
+
     def ref(self, rule: Rule) -> RuleRef:
-        return _ref(rule)
+        return rule_ref(rule)
 
     def facts(self, rule: Rule) -> RuleFacts:
         return rule_facts(rule)
 
     def kind(self, chain: str) -> str:
-        return _kind(chain)
+        return naming.chain_kind(chain)
 
     def missing_explain(self, kind: str, name: str) -> str:
         if kind == "endpoint":
@@ -189,9 +114,10 @@ class _Walk(ChainWalk[Rule]):
                     "this, so the dump is incomplete.")
         return f"{name} is jumped to but does not exist in the nat table."
 
-    def endpoint_name(self, ip: str, port: int) -> str:
-        return naming.ipt_endpoint_chain(naming.service_port_name(self.svc.namespace, self.svc.name, self.sp.name),
-                                         self.sp.protocol, ip, port)
+    def endpoint_name(self, ip: str, port: int) -> str | None:
+        if self.sp.chains is not None:
+            return None  # a Service read from its rules: its name may not be the one the chains hash from
+        return naming.ipt_endpoint_chain(self.chains.spn, self.sp.protocol, ip, port)
 
     def pick(self, rule: Rule, facts: RuleFacts, remaining: float, notes: list[str]
              ) -> tuple[list[tuple[str, RuleRef, float, str | None]], float] | None:
@@ -208,7 +134,7 @@ class _Walk(ChainWalk[Rule]):
             share = remaining * prob
             remaining -= share
         stat = rule.first(StatisticMatch)
-        return [(target, _ref(rule), share, stat.raw if stat is not None and not stat.nth else None)], remaining
+        return [(target, rule_ref(rule), share, stat.raw if stat is not None and not stat.nth else None)], remaining
 
     def external_verdict(self, local_policy: bool) -> Hop | None:
         drop = self.filter_verdict
@@ -216,7 +142,7 @@ class _Walk(ChainWalk[Rule]):
             return None
         return Hop(
             kind="verdict", name=drop.target or "DROP", table="filter",
-            when="external clients" if local_policy else "otherwise", rules=(_ref(drop),), verdict=drop.target,
+            when="external clients" if local_policy else "otherwise", rules=(rule_ref(drop),), verdict=drop.target,
             explain=("No endpoint of this Service runs on this node, so external clients are dropped "
                      "(filter KUBE-EXTERNAL-SERVICES); the load balancer's health check on the "
                      "healthCheckNodePort fails and takes this node out of rotation."
@@ -224,35 +150,54 @@ class _Walk(ChainWalk[Rule]):
                      "The Service has no endpoints: filter KUBE-EXTERNAL-SERVICES rejects the connection."))
 
     def firewall_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...], depth: int) -> Hop:
-        """KUBE-FW: loadBalancerSourceRanges; allowed sources go on, the rest are dropped in filter."""
+        """KUBE-FW: loadBalancerSourceRanges (v1.25+: only then); allowed sources go on, the rest are dropped:
+        by KUBE-MARK-DROP at its end before v1.25, by filter KUBE-PROXY-FIREWALL after."""
         chain = self.follow(chain_name)
         if chain is None:
             return self.missing("firewall", chain_name, when, rules)
         own: list[RuleRef] = []
         children: list[Hop] = []
         allowed: list[str] = []
+        masquerade = None
+        passed = False  # an earlier rule sends every source on: nothing after it is reached
         for rule in chain:
             target = rule.target or ""
-            if target.startswith(naming.IPT_SERVICE_PREFIXES):
+            if passed:
+                own.append(rule_ref(rule))
+            elif target.startswith(naming.IPT_SERVICE_PREFIXES):
+                cond = describe_source(rule)
                 if rule.source is not None and not rule.source.negated:
-                    allowed.append(_source_text(rule) or "")
-                children.append(self.walk(target, when=describe_source(rule), rules=(_ref(rule),), depth=depth + 1))
+                    allowed.append(source_text(rule) or "")
+                passed = cond is None
+                children.append(self.walk(target, when=cond, rules=(rule_ref(rule),), depth=depth + 1))
+            elif is_masq(rule):
+                masquerade = describe_source(rule) or "always"
+                own.append(rule_ref(rule))
+            elif target == DROP_CHAIN:
+                children.append(self.drop_hop(rule, "any other source"))
+                passed = True
             else:
-                own.append(_ref(rule))
-        candidates = port_index(self.filt, "KUBE-PROXY-FIREWALL").get(self.sp.port, []) if self.filt else []
-        drop = next((r for r in candidates if r.target == "DROP" and _dst_is(r, self.lb_ip)), None)
+                own.append(rule_ref(rule))
+        drop = None
+        if not passed:
+            candidates = port_index(self.filt, "KUBE-PROXY-FIREWALL").get(self.sp.port, []) if self.filt else []
+            drop = next((r for r in candidates if r.target == "DROP" and dst_is(r, self.lb_ip)), None)
         if drop is not None:
             children.append(Hop(
-                kind="verdict", name="DROP", table="filter", when="any other source", rules=(_ref(drop),),
+                kind="verdict", name="DROP", table="filter", when="any other source", rules=(rule_ref(drop),),
                 verdict="DROP",
                 explain="Sources outside loadBalancerSourceRanges fall through KUBE-FW without DNAT; "
                         "filter KUBE-PROXY-FIREWALL then drops them.",
             ))
+        if allowed:
+            explain = "loadBalancerSourceRanges: only " + ", ".join(allowed) + " may use this load balancer IP."
+        elif passed and not any(c.verdict == "DROP" for c in children):
+            explain = "The load balancer IP's firewall chain: no loadBalancerSourceRanges, so every source goes on."
+        else:
+            explain = "loadBalancerSourceRanges: only no source may use this load balancer IP."
+        notes = () if passed or drop is not None else ("no filter KUBE-PROXY-FIREWALL DROP for other sources",)
         return Hop(kind="firewall", name=chain_name, table="nat", when=when, rules=rules + tuple(own),
-                   explain="loadBalancerSourceRanges: only " + (", ".join(allowed) or "no source")
-                           + " may use this load balancer IP.",
-                   notes=() if drop is not None else ("no filter KUBE-PROXY-FIREWALL DROP for other sources",),
-                   children=tuple(children))
+                   masquerade=masquerade, explain=explain, notes=notes, children=tuple(children))
 
 
 def _filter_verdict_hop(rule: Rule, what: str, policy_note: str) -> Hop:
@@ -263,7 +208,7 @@ def _filter_verdict_hop(rule: Rule, what: str, policy_note: str) -> Hop:
                    "letting them time out.")
     else:
         explain = f"filter {rule.chain} drops new connections to {what}: {policy_note}"
-    return Hop(kind="verdict", name=target, table="filter", rules=(_ref(rule),), verdict=target, explain=explain)
+    return Hop(kind="verdict", name=target, table="filter", rules=(rule_ref(rule),), verdict=target, explain=explain)
 
 
 def _filter_rule_for(ctx: _Walk, chains: tuple[str, ...], ip: str | None, port: int,
@@ -272,13 +217,55 @@ def _filter_rule_for(ctx: _Walk, chains: tuple[str, ...], ip: str | None, port: 
         return None
     for chain in chains:
         for rule in port_index(ctx.filt, chain).get(port, ()):
-            if rule.target not in ("REJECT", "DROP") or not _proto_is(rule, ctx.sp.protocol):
+            if rule.target not in ("REJECT", "DROP") or not proto_is(rule, ctx.sp.protocol):
                 continue
-            if ip is not None and _dst_is(rule, ip):
+            if ip is not None and dst_is(rule, ip):
                 return rule
             if local_dst and rule.destination is None and any(t.field != SRC for t in rule.all(AddrTypeMatch)):
                 return rule
     return None
+
+
+# The built-in filter chains each kind of client passes, and those clients in words.
+_PATHS = {"ClusterIP": ("FORWARD", "OUTPUT"), "ExternalIP": ("FORWARD", "OUTPUT"),
+          "LoadBalancer": ("FORWARD", "OUTPUT"), "NodePort": ("INPUT", "OUTPUT")}
+_CLIENTS = {"FORWARD": "pods and clients routed through this node", "OUTPUT": "this node's own connections",
+            "INPUT": "clients of this node's own addresses"}
+
+
+def filter_reach(filt: Table, chain: str) -> frozenset[str] | None:
+    """The built-in filter chains that jump to ``chain`` (kube-proxy's jumps changed over the eras); None when the
+    dump shows no built-in chain at all (a fragment, restore input), so nothing can be said."""
+    def build() -> frozenset[str] | None:
+        shown = [c for c in ("INPUT", "FORWARD", "OUTPUT") if filt.has(c)]
+        if not any(filt.rule_count(c) for c in shown):
+            return None
+        return frozenset(c for c in shown
+                         if any(r.target == chain for r in filt.chain(c).rules))  # type: ignore[union-attr]
+    return filt.memoized(f"reach:{chain}", build)
+
+
+def _filter_hops(ctx: _Walk, spec: _FrontendSpec, rule: Rule) -> list[Hop]:
+    """The filter verdict for a frontend without a nat rule, for the clients whose path reaches it; the others
+    leave untranslated (before v1.14 pods' connections to a Service without endpoints were not REJECTed)."""
+    what = f"{spec.ip}:{spec.port}" if spec.type != "NodePort" else f"NodePort {spec.port}"
+    if spec.type == "ClusterIP":
+        reason = ("internalTrafficPolicy is Local and no endpoint runs on this node, so pods on this node "
+                  "cannot reach the Service.")
+    else:
+        reason = "externalTrafficPolicy is Local and no endpoint runs on this node."
+    hop = _filter_verdict_hop(rule, what, reason)
+    reach = filter_reach(ctx.filt, rule.chain) if ctx.filt is not None else None
+    paths = _PATHS.get(spec.type, ())
+    if reach is None or all(p in reach for p in paths):
+        return [hop]
+    missed = [p for p in paths if p not in reach]
+    return [replace(hop, when=" and ".join(_CLIENTS[p] for p in paths if p in reach) or "no client"),
+            Hop(kind="verdict", name="untranslated", table="filter", when=" and ".join(_CLIENTS[p] for p in missed),
+                verdict="ACCEPT",
+                explain=f"filter {rule.chain} is not reached from {'/'.join(missed)} on this node, so these "
+                        "connections are neither translated nor refused: they leave by routing towards the "
+                        "Service address and time out.")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +277,34 @@ class _FrontendSpec:
     targets: tuple[str, ...]
     filter_chains: tuple[str, ...]
     local_dst: bool = False
+
+
+_SAME_FRONTEND = (AddrMatch, PortMatch, ProtoMatch)
+
+
+def _conditions(rule: Rule) -> frozenset[object]:
+    """What a dispatch rule matches beyond its frontend's address, port and protocol."""
+    return frozenset(m for m in rule.matches if not (isinstance(m, _SAME_FRONTEND) and getattr(m, "field", DST) in
+                                                     (DST, "dport") and not m.negated))
+
+
+def _dispatch_hops(ctx: _Walk, spec: _FrontendSpec, dispatch: list[Rule], notes: list[str]) -> list[Hop]:
+    """The hops of a frontend's dispatch rules: a later rule is reached only by what the earlier ones do not
+    match (pre-v1.24 externalIPs have two complementary rules, physdev/addrtype, and both are used)."""
+    used = [dispatch[0]]
+    for rule in dispatch[1:]:
+        if not any(_conditions(u) <= _conditions(rule) for u in used):
+            used.append(rule)
+    if len(dispatch) > len(used):
+        notes.append(f"{len(dispatch)} rules in {spec.dispatch_chain} match this frontend; "
+                     f"only the first {'is' if len(used) == 1 else f'{len(used)} are'} ever used")
+    hops = []
+    for rule in used:
+        when = None
+        if len(used) > 1:
+            when = ", ".join(getattr(m, "text", str(m)) for m in rule.matches if m in _conditions(rule)) or None
+        hops.append(ctx.walk(rule.target or "", when=when, rules=(rule_ref(rule),), depth=0))
+    return hops
 
 
 def _frontend(ctx: _Walk, spec: _FrontendSpec, explain: str) -> Frontend:
@@ -305,7 +320,7 @@ def _frontend(ctx: _Walk, spec: _FrontendSpec, explain: str) -> Frontend:
         host = ip_value(naming.normalize_ip(spec.ip))
         candidates = frontend_index(ctx.nat, spec.dispatch_chain).get((host, spec.port), []) if host else []
     for rule in candidates:
-        if not _proto_is(rule, sp.protocol):
+        if not proto_is(rule, sp.protocol):
             continue
         if spec.type == "NodePort":
             dst = rule.destination
@@ -313,11 +328,11 @@ def _frontend(ctx: _Walk, spec: _FrontendSpec, explain: str) -> Frontend:
                 if rule.target in spec.targets:
                     localhost.append(rule)
                 continue
-        elif not _dst_is(rule, spec.ip):
+        elif not dst_is(rule, spec.ip):
             continue
         if rule.target in spec.targets:
             dispatch.append(rule)
-        elif rule.target == MASQ_CHAIN:
+        elif is_masq(rule):
             older_masq.append(rule)
     notes: list[str] = []
     filt = _filter_rule_for(ctx, spec.filter_chains, None if spec.type == "NodePort" else spec.ip,
@@ -326,31 +341,38 @@ def _frontend(ctx: _Walk, spec: _FrontendSpec, explain: str) -> Frontend:
     ctx.lb_ip = spec.ip
     hops: list[Hop] = []
     if dispatch:
-        rule = dispatch[0]
-        hop = ctx.walk(rule.target or "", when=None, rules=(_ref(rule),), depth=0)
+        hops = _dispatch_hops(ctx, spec, dispatch, notes)
         if older_masq:
-            hop = replace(hop, masquerade=describe_source(older_masq[0]) or "always",
-                          rules=(_ref(older_masq[0]),) + hop.rules)
-        hops.append(hop)
-        if len(dispatch) > 1:
-            notes.append(f"{len(dispatch)} rules in {spec.dispatch_chain} match this frontend; "
-                         "only the first is ever used")
+            hops = [replace(hop, masquerade=describe_source(older_masq[0]) or "always",
+                            rules=(rule_ref(older_masq[0]),) + hop.rules) for hop in hops]
+        if filt is not None and frontend_verdict(tuple(hops)) == g.UNTRANSLATED:
+            # v1.2-v1.13: a Service without endpoints keeps its (empty) nat chain; the filter REJECT refuses
+            # what reaches it after that (the node's own connections before v1.14)
+            hops += [h for h in _filter_hops(ctx, spec, filt) if h.verdict != "ACCEPT"]
     elif filt is not None:
-        what = spec.ip if spec.type != "NodePort" else f"NodePort {spec.port}"
-        if spec.type == "ClusterIP":
-            reason = ("internalTrafficPolicy is Local and no endpoint runs on this node, so pods on this node "
-                      "cannot reach the Service.")
-        else:
-            reason = "externalTrafficPolicy is Local and no endpoint runs on this node."
-        hops.append(_filter_verdict_hop(filt, f"{what}:{spec.port}" if spec.type != "NodePort" else what,
-                                        reason))
+        hops = _filter_hops(ctx, spec, filt)
+    elif ctx.dump.partial is not None and spec.type == "ClusterIP" and ctx.nat is not None \
+            and ctx.nat.has(spec.targets[0]):
+        # A fragment without the dispatch rule: the Service chain is there, and names the ClusterIP itself
+        hops = [ctx.walk(spec.targets[0], when=None, rules=(), depth=0)]
+        notes.append(f"the rule in nat {spec.dispatch_chain} that leads to {spec.targets[0]} is not in the dump "
+                     f"({ctx.dump.partial}); the chain itself is followed")
     if localhost:
         notes.append(f"also answers on 127.0.0.1:{spec.port} from this node (localhost NodePorts, needs "
                      "net.ipv4.conf.all.route_localnet=1)")
     verdict = frontend_verdict(tuple(hops)) if hops else g.NOT_PROGRAMMED
     if verdict == g.NOT_PROGRAMMED:
-        notes.append(f"no rule in nat {spec.dispatch_chain} or filter {'/'.join(spec.filter_chains)} handles "
-                     f"this frontend: kube-proxy has not programmed it on this node")
+        where = f"nat {spec.dispatch_chain} or filter {'/'.join(spec.filter_chains)}"
+        if ctx.dump.partial is not None:
+            verdict = g.UNKNOWN
+            notes.append(f"no rule in {where} handles this frontend in the dump, which is partial "
+                         f"({ctx.dump.partial}): whether kube-proxy programmed it is not known")
+        else:
+            notes.append(f"no rule in {where} handles this frontend: kube-proxy has not programmed it on this node")
+    elif verdict == g.UNTRANSLATED and dispatch:
+        notes.append("the chain this frontend jumps to has no rule that translates it: the packet leaves by "
+                     "routing towards the Service address and times out (kube-proxy v1.1 left a Service without "
+                     "endpoints so)")
     return Frontend(type=spec.type, ip=spec.ip, port=spec.port, protocol=sp.protocol, port_name=sp.name,
                     verdict=verdict, explain=explain, hops=tuple(hops), notes=tuple(notes))
 
@@ -375,12 +397,9 @@ def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
     """Every frontend of one Service port in one IP family, and the endpoints seen."""
     api = {(e.ip, e.port): e for e in api_endpoints(snapshot, svc, sp, family)}
     ctx = _Walk(snapshot, svc, sp, dump, api)
-    spn = naming.service_port_name(svc.namespace, svc.name, sp.name)
-    proto = sp.protocol
-    svc_chain = naming.ipt_service_chain(spn, proto)
-    svl_chain = naming.ipt_local_chain(spn, proto)
-    ext_chain = naming.ipt_external_chain(spn, proto)
-    fw_chain = naming.ipt_firewall_chain(spn, proto)
+    suffix = ctx.chains.suffix
+    svc_chain, svl_chain, ext_chain, fw_chain, xlb_chain = (
+        prefix + suffix for prefix in ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-"))
     frontends: list[Frontend] = []
     for ip in svc.virtual_ips:
         if family_of(ip) != family:
@@ -392,8 +411,8 @@ def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
         if family_of(ip) != family:
             continue
         frontends.append(_frontend(ctx, _FrontendSpec(
-            "ExternalIP", ip, sp.port, "KUBE-SERVICES", (ext_chain, svc_chain),
-            ("KUBE-EXTERNAL-SERVICES",)),
+            "ExternalIP", ip, sp.port, "KUBE-SERVICES", (ext_chain, svc_chain, xlb_chain),
+            ("KUBE-EXTERNAL-SERVICES", "KUBE-SERVICES")),
             f"externalIPs: traffic routed to this node for {ip}:{sp.port} is taken by kube-proxy "
             "(the address itself is not managed by Kubernetes)."))
     for ing in svc.load_balancer_ingress:
@@ -402,81 +421,23 @@ def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
         if ing.ip_mode == "Proxy":
             continue
         frontends.append(_frontend(ctx, _FrontendSpec(
-            "LoadBalancer", ing.ip, sp.port, "KUBE-SERVICES", (fw_chain, ext_chain, svc_chain),
-            ("KUBE-EXTERNAL-SERVICES",)),
+            "LoadBalancer", ing.ip, sp.port, "KUBE-SERVICES", (fw_chain, ext_chain, svc_chain, xlb_chain),
+            ("KUBE-EXTERNAL-SERVICES", "KUBE-SERVICES")),
             f"The load balancer's address {ing.ip}:{sp.port}; packets the cloud LB delivers with this "
             "destination are caught on the node."))
     if sp.node_port:
         addresses, how = nodeport_addresses(snapshot, dump, family)
         for ip in addresses:
             frontends.append(_frontend(ctx, _FrontendSpec(
-                "NodePort", ip, sp.node_port, "KUBE-NODEPORTS", (ext_chain, svc_chain),
-                ("KUBE-EXTERNAL-SERVICES",), local_dst=True),
+                "NodePort", ip, sp.node_port, "KUBE-NODEPORTS", (ext_chain, svc_chain, xlb_chain),
+                ("KUBE-EXTERNAL-SERVICES", "KUBE-SERVICES"), local_dst=True),
                 f"NodePort {sp.node_port}: a packet to port {sp.node_port} on {how} leaves KUBE-SERVICES "
                 "by its last rule for KUBE-NODEPORTS."))
+    if ctx.chains.note is not None and frontends:
+        frontends[0] = replace(frontends[0], notes=(*frontends[0].notes, ctx.chains.note))
     seen = dict(api)
     seen.update(ctx.programmed)
     return frontends, tuple(seen.values()), ctx.reached
-
-
-def _owner(comment: str | None) -> str | None:
-    """The Service a kube-proxy comment names ("ns/name" of "ns/name:port cluster IP")."""
-    if not comment:
-        return None
-    return comment.split(" ", 1)[0].split(":", 1)[0]
-
-
-def _owned(dump: IptablesDump) -> dict[str, list[tuple[str, str]]]:
-    """Service chains by the Service their comment names: built once per dump, not once per Service."""
-    nat = dump.table("nat")
-    if nat is None:
-        return {}
-
-    def build() -> dict[str, list[tuple[str, str]]]:
-        out: dict[str, list[tuple[str, str]]] = {}
-        for name, comment in dump.first_comments("nat", SERVICE_CHAIN_PREFIXES).items():
-            owner = _owner(comment)
-            if owner is not None and comment is not None:
-                out.setdefault(owner, []).append((name, comment))
-        return out
-    return nat.memoized("owners", build)
-
-
-def stale_chains(svc: Service, dump: IptablesDump, reached: set[str]) -> tuple[StaleChain, ...]:
-    """Chains whose comments name this Service but that its current ports do not reach."""
-    nat = dump.table("nat")
-    if nat is None:
-        return ()
-    return tuple(StaleChain(table="nat", chain=name, comment=comment, rule_count=nat.rule_count(name))
-                 for name, comment in _owned(dump).get(svc.ref, ())
-                 if name not in reached and _names_service(comment, svc))
-
-
-def orphan_chains(dump: IptablesDump, current: set[str]) -> tuple[StaleChain, ...]:
-    """Service chains whose hash matches no current Service port (``current``: their chain suffixes)."""
-    nat = dump.table("nat")
-    if nat is None:
-        return ()
-    comments = dump.first_comments("nat", SERVICE_CHAIN_PREFIXES)
-    return tuple(StaleChain(table="nat", chain=name, comment=comment, rule_count=nat.rule_count(name))
-                 for name, comment in comments.items()
-                 if not name.startswith(naming.IPT_ENDPOINT_PREFIX) and name.rsplit("-", 1)[-1] not in current)
-
-
-def _names_service(comment: str, svc: Service) -> bool:
-    ref = svc.ref
-    return comment == ref or comment.startswith((ref + ":", ref + " "))
-
-
-def unreferenced_endpoint_chains(dump: IptablesDump) -> tuple[StaleChain, ...]:
-    """KUBE-SEP chains no rule jumps to (left over from endpoints that went away)."""
-    nat = dump.table("nat")
-    if nat is None:
-        return ()
-    targets = dump.targets("nat")
-    comments = dump.first_comments("nat", (naming.IPT_ENDPOINT_PREFIX,))
-    return tuple(StaleChain("nat", name, comment, nat.rule_count(name)) for name, comment in comments.items()
-                 if name not in targets)
 
 
 def expected_endpoints(endpoints: tuple[EndpointInfo, ...]) -> tuple[EndpointInfo, ...]:
@@ -508,14 +469,19 @@ class IptablesResolver:
         return tuple(out)
 
     def orphans(self, snapshot: Snapshot) -> tuple[StaleChain, ...]:
-        current = {naming.ipt_suffix(naming.service_port_name(s.namespace, s.name, p.name), p.protocol)
-                   for s in snapshot.services for p in s.ports}
+        if not snapshot.api_collected:
+            return ()  # which Services exist is not known: no chain can be called left over
+        current = current_suffixes(snapshot.services)
         out: list[StaleChain] = []
         for dump in (snapshot.iptables, snapshot.ip6tables):
             if dump is not None:
-                out += orphan_chains(dump, current)
+                out += orphan_chains(dump, snapshot.services, current)
                 out += unreferenced_endpoint_chains(dump)
         return tuple(out)
+
+    def services_in_rules(self, snapshot: Snapshot) -> tuple[RuleService, ...]:
+        return tuple(s for dump in (snapshot.iptables, snapshot.ip6tables) if dump is not None
+                     for s in services_in_rules(dump))
 
     def not_programmed(self, frontend: Frontend) -> str:
         proto = frontend.protocol.lower()

@@ -20,7 +20,7 @@ from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.parsers.ipvs import normalize_member
 from svctrace.resolver.common import api_endpoints, categorize, family_of, node_addresses
-from svctrace.resolver.contract import PortResult, register
+from svctrace.resolver.contract import PortResult, RuleService, register
 from svctrace.resolver.rule_words import describe_source
 
 MASQ_CHAIN = "KUBE-MARK-MASQ"
@@ -378,6 +378,37 @@ def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
     return frontends, tuple(seen.values()), ctx.reached
 
 
+# kube-proxy's ipsets that say what kind of frontend a virtual server is, and the NodePort range's default.
+_FRONTEND_SETS = (("KUBE-CLUSTER-IP", "ClusterIP"), ("KUBE-EXTERNAL-IP", "ExternalIP"),
+                  ("KUBE-LOAD-BALANCER", "LoadBalancer"))
+_NODEPORT_RANGE = range(30000, 32768)
+
+
+def services_in_table(ipvs: IpvsTable, ipsets: IpSets | None) -> tuple[RuleService, ...]:
+    """Each virtual server as a Service port (IPVS names no Service): its kind from kube-proxy's ipsets when
+    they were collected, else from the port (the default NodePort range)."""
+    out = []
+    for vs, _reals in ipvs.services:
+        if vs.fwmark is not None and not vs.address:
+            continue
+        member = normalize_member(f"{vs.address},{vs.protocol.lower()}:{vs.port}")
+        kind = None
+        how = "an IPVS virtual server: IPVS names no Service"
+        if ipsets is not None:
+            kind = next((k for base, k in _FRONTEND_SETS
+                         if member in ipsets.members(set_name(base, vs.family), normalize_member)), None)
+        if kind is None:
+            kind = "NodePort" if vs.port in _NODEPORT_RANGE else "ClusterIP"
+            how += "; its kind guessed from its port" if ipsets is None else ""
+        ips = (vs.address,)
+        out.append(RuleService(
+            namespace="", name="", port_name="", protocol=vs.protocol, port=None if kind == "NodePort" else vs.port,
+            key=None, identity=None, how=how, cluster_ips=ips if kind == "ClusterIP" else (),
+            external_ips=ips if kind == "ExternalIP" else (), load_balancer_ips=ips if kind == "LoadBalancer" else (),
+            node_port=vs.port if kind == "NodePort" else None))
+    return tuple(out)
+
+
 class IpvsResolver:
     """IPVS mode's side of the resolver contract (svctrace.resolver.contract)."""
 
@@ -398,6 +429,9 @@ class IpvsResolver:
 
     def orphans(self, snapshot: Snapshot) -> tuple[StaleChain, ...]:
         return ()
+
+    def services_in_rules(self, snapshot: Snapshot) -> tuple[RuleService, ...]:
+        return services_in_table(snapshot.ipvs, snapshot.ipsets) if snapshot.ipvs is not None else ()
 
     def not_programmed(self, frontend: Frontend) -> str:
         return f"no IPVS virtual server {frontend.protocol} {frontend.address.rsplit('/', 1)[0]} (ipvsadm -Ln)"

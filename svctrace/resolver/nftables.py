@@ -11,7 +11,7 @@ their `nft list` text, which both the JSON and the transaction-text parser produ
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
@@ -21,11 +21,11 @@ from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChai
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch
 from svctrace.model.mode import ProxyMode
-from svctrace.model.nft import NftElement, NftRule, NftRuleset, NftSet, NftTable
+from svctrace.model.nft import KUBE_PROXY_TABLE, NftElement, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.resolver.chains import ChainWalk, RuleFacts, Words, pct
 from svctrace.resolver.common import any_local_address, api_endpoints, family_of, frontend_verdict
-from svctrace.resolver.contract import PortResult, register
+from svctrace.resolver.contract import PortResult, RuleService, register
 
 MASQ_CHAIN = "mark-for-masquerade"
 def _kind(chain: str) -> str:
@@ -393,6 +393,47 @@ def stale_chains(svc: Service, ruleset: NftRuleset, reached: set[str]) -> tuple[
     return tuple(out)
 
 
+@dataclass
+class _RulePort:
+    cluster_ips: list[str] = field(default_factory=list)
+    other_ips: list[str] = field(default_factory=list)
+    port: int | None = None
+    node_port: int | None = None
+
+
+def services_in_table(table: NftTable) -> tuple[RuleService, ...]:
+    """The Service ports kube-proxy's table dispatches to: its chains are named after them (ns/name/proto/port)."""
+    ports: dict[str, _RulePort] = {}
+    cluster = {e.key for e in table.sets["cluster-ips"].elements} if "cluster-ips" in table.sets else None
+    for map_name in ("service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports"):
+        m = table.maps.get(map_name)
+        for elem in m.elements if m is not None else ():
+            words = elem.key.split(" . ")
+            target = elem.verdict.chain if isinstance(elem.verdict, Jump) else None
+            base = target.split("-", 2)[2] if target is not None and target.count("-") >= 2 else None
+            if base is None or base.count("/") != 3:  # reject-chain and the like: named by the element's comment
+                ns_name, _, pname = (elem.comment or "").partition(":")
+                base = f"{ns_name}/{words[-2]}/{pname}" if ns_name.count("/") == 1 and len(words) > 1 else None
+            if base is None:
+                continue
+            p = ports.setdefault(base, _RulePort())
+            if map_name.endswith("nodeports"):
+                p.node_port = int(words[-1]) if words[-1].isdigit() else None
+            elif len(words) == 3 and words[2].isdigit():
+                in_cluster = words[0] in cluster if cluster is not None else (target or "").startswith("service-")
+                (p.cluster_ips if in_cluster else p.other_ips).append(_addr(words[0]))
+                if in_cluster:
+                    p.port = int(words[2])
+    out = []
+    for base, p in ports.items():
+        ns, name, proto, pname = base.split("/")
+        out.append(RuleService(
+            namespace=ns, name=name, port_name=pname, protocol=proto.upper(), port=p.port, key=None,
+            identity=f"{ns}/{name}" + (f":{pname}" if pname else ""), how="named by its chains' names",
+            cluster_ips=tuple(p.cluster_ips), external_ips=tuple(p.other_ips), node_port=p.node_port))
+    return tuple(out)
+
+
 class NftablesResolver:
     """nftables mode's side of the resolver contract (svctrace.resolver.contract)."""
 
@@ -414,6 +455,10 @@ class NftablesResolver:
 
     def orphans(self, snapshot: Snapshot) -> tuple[StaleChain, ...]:
         return ()
+
+    def services_in_rules(self, snapshot: Snapshot) -> tuple[RuleService, ...]:
+        return tuple(s for t in (snapshot.nft.tables if snapshot.nft is not None else ())
+                     if t.name == KUBE_PROXY_TABLE for s in services_in_table(t))
 
     def not_programmed(self, frontend: Frontend) -> str:
         element = f"{frontend.ip} . {frontend.protocol.lower()} . {frontend.port}"

@@ -75,8 +75,8 @@ def _host_ips(snapshot: Snapshot) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if node is not None and node.ips:
         return node.ips, ("the node's interface addresses were not collected; only its API addresses "
                           f"({', '.join(node.ips)}) and loopback count as LOCAL",)
-    return (), ("the node's addresses are not known; only loopback counts as LOCAL, so NodePort rules "
-                "(addrtype LOCAL) will not match node addresses",)
+    return (), ("the node's addresses are not known: whether a destination is one of them (addrtype LOCAL, "
+                "NodePorts) is followed both ways",)
 
 
 def _no_rules(snapshot: Snapshot, what: str, capture: str) -> SvctraceError:
@@ -166,7 +166,10 @@ def trace_packet(snapshot: Snapshot, packet: Packet, options: TraceOptions | Non
     if gap is not None:
         raise gap
     local, warnings = node_local_ips(snapshot)
-    result = tracer.trace(snapshot, packet, _route_localnet(snapshot, opts), local, ipsets)
+    opts = _route_localnet(snapshot, opts)
+    if not local and opts.node_addresses_known:
+        opts = replace(opts, node_addresses_known=False)
+    result = tracer.trace(snapshot, packet, opts, local, ipsets)
     if warnings:
         result = replace(result, warnings=(*warnings, *result.warnings))
     return result

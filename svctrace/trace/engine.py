@@ -50,6 +50,9 @@ class Branch:
     prob: float = 1.0  # the share of new connections, given ``assumed``
     path: tuple[TraceStep, ...] = ()
     notes: tuple[str, ...] = ()
+    via: str | None = None  # DNATed by a chain the (partial) dump does not show: the address is not known
+    # (address, is it the node's) assumed by an undecided addrtype match, so routing agrees with it
+    local_assumed: tuple[tuple[str, bool], ...] = ()
 
     @property
     def uncertain(self) -> bool:
@@ -58,7 +61,8 @@ class Branch:
     def state(self) -> tuple[object, ...]:
         """Everything later rules can see (what merging compares), but the assumptions."""
         return (self.src, self.dst, self.sport, self.dport, self.in_iface, self.out_iface, self.mark, self.ctmark,
-                self.dnat, self.snat, self.untracked, self.pinned, self.not_pinned, self.loose)
+                self.dnat, self.snat, self.untracked, self.pinned, self.not_pinned, self.loose, self.via,
+                self.local_assumed)
 
     def step(self, step: TraceStep) -> Branch:
         return replace(self, path=(*self.path, step))
@@ -83,12 +87,15 @@ class Alt:
     pin: str | None = None  # assume the client is in this affinity list
     unpin: str | None = None  # assume it is not
     action: str | None = None  # a path step for the rule, in words
+    local: tuple[str, bool] | None = None  # the branch assumes this address is (or is not) the node's
 
 
-def undecided(what: str) -> list[Alt]:
-    """Both ways, each resting on its assumption."""
-    return [Alt(matched=False, assume=(what, False), action=f"uncertain: {what}; if it does not match"),
-            Alt(matched=True, assume=(what, True), action=f"uncertain: {what}; if it matches")]
+def undecided(what: str, local: str | None = None, negated: bool = False) -> list[Alt]:
+    """Both ways, each resting on its assumption; ``local``: the address whose being the node's is undecided."""
+    return [Alt(matched=False, assume=(what, False), action=f"uncertain: {what}; if it does not match",
+                local=(local, negated) if local is not None else None),
+            Alt(matched=True, assume=(what, True), action=f"uncertain: {what}; if it matches",
+                local=(local, not negated) if local is not None else None)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -117,6 +124,13 @@ class NodeView:
     def warn(self, text: str) -> None:
         if text not in self.warnings:
             self.warnings.append(text)
+
+    def branch_local(self, br: Branch) -> bool:
+        """Whether the branch's destination is the node's, as far as the branch assumed it."""
+        for address, local in br.local_assumed:
+            if address == br.dst:
+                return local
+        return self.is_local(br.dst)
 
     def is_local(self, text: str) -> bool:
         v = ip_value(text)
@@ -256,7 +270,14 @@ class Matcher:
     def _addrtype(self, m: mt.AddrTypeMatch, br: Branch) -> bool | list[Alt]:
         if m.limit_iface:
             return undecided(f"{m.text} (per-interface route types are not modelled)")
-        actual = self.node.addrtype(br.dst if m.field == mt.DST else br.src)
+        address = br.dst if m.field == mt.DST else br.src
+        actual = self.node.addrtype(address)
+        if actual == "UNICAST" and "LOCAL" in m.types and not self.node.options.node_addresses_known:
+            assumed = next((local for a, local in br.local_assumed if a == address), None)
+            if assumed is None:
+                return undecided(f"-m addrtype --{m.field}-type LOCAL (whether {address} is this node's address "
+                                 "is not known: the snapshot holds none of its addresses)", address, m.negated)
+            actual = "LOCAL" if assumed else "UNICAST"
         if actual not in m.types and m.types & _ADDRTYPE_UNDECIDABLE:
             return undecided(f"{m.text} (route types besides LOCAL/UNICAST are not modelled)")
         return (actual in m.types) != m.negated
@@ -336,8 +357,10 @@ class Matcher:
         if origin == "node":
             return False  # locally generated packets have no physdev
         bridges = self.node.bridge_ports
-        if bridges is not None and not bridges:
-            return False  # the node has no bridge ports at all
+        if bridges is not None and not bridges and (iface is not None or origin != "pod"):
+            # The node has no bridge ports at all; but a pod's packet with no interface given may come in
+            # through one the snapshot does not list (its interfaces may show only the node's uplinks).
+            return False
         if iface is not None and bridges is not None:
             return iface in bridges
         if origin == "external" and bridges is None and iface is None:

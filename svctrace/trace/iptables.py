@@ -25,6 +25,7 @@ from svctrace.model.actions import (
 from svctrace.model.iptables import BUILTIN_CHAINS, IptablesDump, Rule
 from svctrace.model.trace import Packet, TraceOptions, TraceResult, TraceStep
 from svctrace.trace.engine import Branch, Matcher, NodeView
+from svctrace.trace.iptables_assumed import assumed_chains, unseen_endpoint
 from svctrace.trace.kubeproxy_test import kube_proxy_output, trace_kube_proxy_test
 from svctrace.trace.walk import HookChain, LocalIn, Walker, kernel_path
 
@@ -47,19 +48,26 @@ class IptablesRuleset:
     def __init__(self, dump: IptablesDump) -> None:
         self.dump = dump
         self._stmts: dict[tuple[str, str, int], tuple[Rule, tuple[Statement, ...]]] = {}
+        # a partial dump: kube-proxy's chains it does not show, as kube-proxy writes them (said in each step)
+        self.assumed = assumed_chains(dump)
+        self._assumed_tables = {table for table, _ in self.assumed}
 
     def hook_chains(self, hook: str) -> Sequence[HookChain]:
         name = hook.upper()
         return [HookChain(table, name, prio, table == "nat") for table, prio in _HOOKS[hook]
-                if self.dump.table(table) is not None]
+                if self.dump.table(table) is not None or table in self._assumed_tables]
 
     def rules(self, table: str, chain: str) -> Sequence[object] | None:
         c = self.dump.chain(table, chain)
+        if c is None and self.assumed:
+            return self.assumed.get((table, chain))
         return c.rules if c is not None else None
 
     def target_is_chain(self, table: str, name: str) -> bool:
         t = self.dump.table(table)
-        return t is not None and t.has(name) and name not in BUILTIN_CHAINS
+        if name in BUILTIN_CHAINS:
+            return False
+        return (t is not None and t.has(name)) or (table, name) in self.assumed
 
     def statements(self, table: str, chain: str, rule: object) -> Sequence[Statement]:
         assert isinstance(rule, Rule)
@@ -75,7 +83,7 @@ class IptablesRuleset:
         target = rule.target
         if target is None:
             return ()
-        if self.target_is_chain(table, target):
+        if self.target_is_chain(table, target) or unseen_endpoint(self.dump, target):
             return (Jump(target, rule.goto),)
         verdict = _VERDICTS.get(target)
         if verdict is not None:
@@ -109,6 +117,11 @@ class IptablesRuleset:
 
 
 def _reachability_warnings(dump: IptablesDump, node: NodeView) -> None:
+    if dump.partial is not None:
+        node.warn(f"the dump is partial ({dump.partial}): kube-proxy's chains it does not show are assumed as "
+                  "kube-proxy writes them, and a jump to a KUBE-SEP chain it does not show is a DNAT to an endpoint "
+                  "whose address is not known")
+        return
     nat = dump.table("nat")
     if nat is None or not nat.has("KUBE-SERVICES"):
         return
@@ -130,7 +143,8 @@ def trace_iptables(dump: IptablesDump, packet: Packet, *, local_ips: Iterable[st
     if opts.kube_proxy_test_semantics:
         return trace_kube_proxy_test(dump, packet, local)
     node = NodeView(packet, opts, local, ipsets, bridge_ports)
-    walker = Walker(IptablesRuleset(dump), node, Matcher(node), kube_mark_masq=KUBE_MARK_MASQ)
+    walker = Walker(IptablesRuleset(dump), node, Matcher(node), kube_mark_masq=KUBE_MARK_MASQ,
+                    unseen_endpoint=(lambda chain: unseen_endpoint(dump, chain)) if dump.partial else None)
     _reachability_warnings(dump, node)
     names = {h: h.upper() for h in _HOOKS}
     return kernel_path(walker, packet, mode="iptables", local_in=local_in, hook_names=names)

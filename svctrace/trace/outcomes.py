@@ -40,14 +40,14 @@ class _Draft:
     @property
     def key(self) -> tuple[object, ...]:
         o = self.outcome
-        return (o.verdict, o.destination, o.masquerade, o.affinity)
+        return (o.verdict, o.destination, o.masquerade, o.affinity, o.via)
 
 
 def _draft(b: Branch, verdict: str, destination: str | None, masquerade: bool, notes: tuple[str, ...]) -> _Draft:
     marks = {f"if it matches: {w}" for w, _ in b.assumed} | {f"if it does not match: {w}" for w, _ in b.assumed}
     outcome = Outcome(verdict=verdict, destination=destination, probability=None, masquerade=masquerade,
                       uncertain=b.loose, path=b.path, notes=tuple(n for n in notes if n not in marks),
-                      affinity=b.pinned)
+                      affinity=b.pinned, via=b.via)
     return _Draft(outcome, frozenset(b.assumed), b.prob)
 
 
@@ -58,14 +58,15 @@ def finish(branches: Iterable[Branch], ended: Iterable[tuple[Branch, str]], orig
     for b, verdict in ended:
         notes = b.notes
         if b.dnat:
-            notes = (*notes, f"after DNAT to {format_address(b.dst, b.dport)}")
+            notes = (*notes, f"after DNAT to {format_address(b.dst, b.dport) if b.via is None else b.via}")
         raw.append(_draft(b, verdict, None, False, notes))
     for b in branches:
         notes = b.notes
         if b.snat and b.snat != "MASQUERADE":
             notes = (*notes, b.snat)
         if b.dnat:
-            raw.append(_draft(b, "DNAT", format_address(b.dst, b.dport), b.snat is not None, notes))
+            shown = format_address(b.dst, b.dport) if b.via is None else None
+            raw.append(_draft(b, "DNAT", shown, b.snat is not None, notes))
             continue
         local = is_local(b.dst)
         where = "delivered to the node itself" if local else "forwarded unchanged"

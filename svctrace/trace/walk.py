@@ -114,6 +114,9 @@ class Walker:
     kube_mark_masq: str | None = None  # the chain whose absence is stood in for by the masquerade mark
     nft_words: bool = False  # steps in nft's words: marks as the value they become, NAT as written
     nat_tables: frozenset[str] = field(default_factory=frozenset)
+    # A jump to a chain a partial dump does not show that stands for a DNAT to one endpoint (iptables KUBE-SEP):
+    # the branch is DNATed to an address the dump does not give.
+    unseen_endpoint: Callable[[str], bool] | None = None
 
     @property
     def options(self) -> TraceOptions:
@@ -195,6 +198,8 @@ class Walker:
                 b = replace(b, pinned=alt.pin)
             if alt.unpin is not None:
                 b = replace(b, not_pinned=b.not_pinned | {alt.unpin})
+            if alt.local is not None:
+                b = replace(b, local_assumed=(*b.local_assumed, alt.local))
             if alt.assume is not None:
                 b = b.assume(*alt.assume).note(
                     ("if it matches: " if alt.assume[1] else "if it does not match: ") + alt.assume[0])
@@ -302,6 +307,11 @@ class Walker:
              stack: tuple[str, ...]) -> tuple[list[Branch], list[tuple[Branch, Flow]]]:
         target = j.chain
         kind = "goto" if j.goto else "jump"
+        if not self.ruleset.target_is_chain(table, target) and self.unseen_endpoint is not None \
+                and self.unseen_endpoint(target):
+            b = replace(b, dnat=True, via=target).note(
+                f"{target} is not in the dump: it DNATs to an endpoint whose address the dump does not show")
+            return [], [(b, "accept")]
         if not self.ruleset.target_is_chain(table, target):
             self.node.warn(f"{table} {chain} jumps to {target}, which is not in the table; treated as a no-op")
             return [replace(b, loose=True)], []
@@ -561,21 +571,21 @@ def kernel_path(walker: Walker, packet: Packet, *, mode: str, local_in: LocalIn 
         out = run("output", [start], upto=NAT_DST_PRIORITY)
         # Routing (again, after DNAT) picks the way out; a local destination leaves through lo.
         out = not_martian(out, names["output"])
-        routed = [replace(b, out_iface="lo" if node.is_local(b.dst) else options.out_interface) for b in out]
+        routed = [replace(b, out_iface="lo" if node.branch_local(b) else options.out_interface) for b in out]
         out = run("output", routed, after=NAT_DST_PRIORITY)
         out = run("postrouting", out)
         local = [replace(route_step(b, True, names["output"], hook_label), in_iface="lo", out_iface=None)
-                 for b in out if node.is_local(b.dst)]
-        away = [b for b in out if not node.is_local(b.dst)]
+                 for b in out if node.branch_local(b)]
+        away = [b for b in out if not node.branch_local(b)]
         local = run("prerouting", local, nat=False)
         local = run("input", local, nat=False)
         final = away + hand_over(local)
     else:
         pre = run("prerouting", [start])
         pre = not_martian(pre, names["prerouting"])
-        to_local = [route_step(b, True, names["prerouting"], hook_label) for b in pre if node.is_local(b.dst)]
+        to_local = [route_step(b, True, names["prerouting"], hook_label) for b in pre if node.branch_local(b)]
         forward = [replace(route_step(b, False, names["prerouting"], hook_label), out_iface=options.out_interface)
-                   for b in pre if not node.is_local(b.dst)]
+                   for b in pre if not node.branch_local(b)]
         to_local = run("input", to_local)
         forward = run("forward", forward)
         forward = run("postrouting", forward)

@@ -189,7 +189,7 @@ def test_truncated_tarball(tmp_path: Path) -> None:
 def test_a_plain_file_is_not_a_snapshot(tmp_path: Path) -> None:
     f = tmp_path / "services.yaml"
     f.write_text("apiVersion: v1\nkind: Service\n")
-    with pytest.raises(InputError, match=r"services.yaml: not a snapshot folder or tarball") as err:
+    with pytest.raises(InputError, match=r"services.yaml:1: not a snapshot folder or tarball") as err:
         load_snapshot(f)
     assert err.value.hint and "docs/snapshot.md" in err.value.hint
 
