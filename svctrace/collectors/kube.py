@@ -60,7 +60,7 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 _KINDS = {"services": ("v1", "Service"), "endpointslices": ("discovery.k8s.io/v1", "EndpointSlice"),
           "endpoints": ("v1", "Endpoints"), "pods": ("v1", "Pod"), "nodes": ("v1", "Node"),
           "configmaps": ("v1", "ConfigMap"), "networkpolicies": ("networking.k8s.io/v1", "NetworkPolicy"),
-          "namespaces": ("v1", "Namespace")}
+          "namespaces": ("v1", "Namespace"), "events": ("v1", "Event"), "daemonsets": ("apps/v1", "DaemonSet")}
 _REQUIRED = ("services", "endpointslices", "endpoints")
 
 
