@@ -29,6 +29,7 @@ from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.parsers.json_stream import Counter, compact
 from svctrace.parsers.k8s import ApiObjects, merge_objects, parse_raw
 from svctrace.parsers.k8s_documents import read_json_objects, read_yaml_objects
+from svctrace.parsers.k8s_lazy import MIN_LAZY_BYTES, NotIndexed, read_indexed
 from svctrace.parsers.limits import (
     MAX_API_FILE_BYTES,
     MAX_CHAIN_RULES,
@@ -160,6 +161,7 @@ class _Entry:
     where: str
     open: _Open
     lasting: bool = True  # whether it can be opened later (a folder's file) or only now (a tarball's member)
+    path: Path | None = None  # a folder's regular file (checked as one), which an index may read again
 
 
 def _kind_of(mode: int) -> str:
@@ -197,7 +199,7 @@ def _folder_entries(root: Path, label: str) -> Iterator[_Entry]:
             if target is None:
                 skipped.append(rel)
                 continue
-            yield _Entry(rel, target[1], str(full), _opener(target[0], str(full)))
+            yield _Entry(rel, target[1], str(full), _opener(target[0], str(full)), path=target[0])
     if skipped:
         log.debug("%s: symlinks leading out of the snapshot, or to nothing, skipped: %s", label, ", ".join(skipped))
 
@@ -376,6 +378,8 @@ def _take(entry: _Entry, read: _Read) -> None:
     if fits is None:
         return
     limit, what = fits
+    if kind == "api" and _indexed(entry, rel, read):
+        return
     with entry.open() as f:
         if kind != "api":
             try:
@@ -394,6 +398,23 @@ def _take(entry: _Entry, read: _Read) -> None:
                 objects = read_yaml_objects(stream.read_all(), entry.where, read.counter)
             read.api[name] = parse_raw(objects, entry.where)
     read.where[name] = entry.where
+
+
+def _indexed(entry: _Entry, rel: str, read: _Read) -> bool:
+    """Read a big api/ List file of a folder through its index (Pods and EndpointSlices typed when asked for);
+    False when it is not one (then it is read as a stream)."""
+    if entry.path is None or entry.size < MIN_LAZY_BYTES or API_SUFFIXES[posixpath.splitext(rel)[1].lower()] != "json":
+        return False
+    try:
+        read.api[entry.name] = read_indexed(entry.path, entry.where)
+    except NotIndexed as exc:
+        log.debug("%s: read as a stream: %s", entry.where, exc.reason)
+        return False
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", "check the file's permissions (or run as a user "
+                         "who can read it)", path=entry.where) from None
+    read.where[entry.name] = entry.where
+    return True
 
 
 def node_text_reader(entry: _Entry, kind: str, read: _Read) -> Callable[[], str] | None:

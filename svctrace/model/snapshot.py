@@ -7,7 +7,7 @@ them apart.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -130,6 +130,9 @@ class Snapshot:
     ipsets: IpSets | None = None  # ipset save or netlink; None: not collected
     nft: NftRuleset | None = None  # nftables ruleset (nft -j list ruleset); None: not collected
     conntrack: tuple[ConntrackEntry, ...] | None = None  # UDP conntrack entries; None: not collected
+    # Pods and EndpointSlices of big api/ files, typed when a question needs them (svctrace.parsers.k8s_lazy:
+    # ``.kind``, ``.where(key, value)`` and ``.all()``); the accessors below answer from both.
+    lazy_api: tuple[Any, ...] = ()
 
     _index: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
@@ -165,11 +168,35 @@ class Snapshot:
         index = self._by("services", lambda: {(s.namespace, s.name): s for s in reversed(self.services)})
         return index.get((namespace, name))  # type: ignore[no-any-return]
 
+    def _lazy(self, kind: str) -> list[Any]:
+        return [lazy for lazy in self.lazy_api if lazy.kind == kind]
+
+    def all_pods(self) -> tuple[Pod, ...]:
+        """Every pod (a big file's typed now, once)."""
+        if not self.lazy_api:
+            return self.pods
+        got: tuple[Pod, ...] = self._by("all_pods", lambda: _first_of_each((*self.pods, *(
+            p for lazy in self._lazy("Pod") for p in lazy.all()))))
+        return got
+
+    def all_endpoint_slices(self) -> tuple[EndpointSlice, ...]:
+        if not self.lazy_api:
+            return self.endpoint_slices
+        got: tuple[EndpointSlice, ...] = self._by("all_slices", lambda: _first_of_each((*self.endpoint_slices, *(
+            s for lazy in self._lazy("EndpointSlice") for s in lazy.all()))))
+        return got
+
     def slices_for(self, svc: Service) -> tuple[EndpointSlice, ...]:
         """EndpointSlices of a Service; v1 Endpoints only when no slice exists (older clusters)."""
         key = (svc.namespace, svc.name)
-        found = self._by("slices", lambda: self._group(self.endpoint_slices,
-                                                       lambda s: (s.namespace, s.service_name))).get(key)
+        found = list(self._by("slices", lambda: self._group(self.endpoint_slices,
+                                                            lambda s: (s.namespace, s.service_name))).get(key, ()))
+        if self.lazy_api and "all_slices" not in self._index:
+            found = list(_first_of_each((*found, *(
+                s for lazy in self._lazy("EndpointSlice") for s in lazy.where("service", svc.name)
+                if (s.namespace, s.service_name) == key))))
+        elif self.lazy_api:
+            found = [s for s in self.all_endpoint_slices() if (s.namespace, s.service_name) == key]
         if found:
             return tuple(found)
         legacy = self._by("legacy", lambda: self._group(self.legacy_endpoints,
@@ -177,28 +204,36 @@ class Snapshot:
         return tuple(legacy or ())
 
     def pod(self, namespace: str, name: str) -> Pod | None:
+        if self.lazy_api:
+            return next((p for p in self.pods_in(namespace) if p.name == name), None)
         index = self._by("pods", lambda: {(p.namespace, p.name): p for p in reversed(self.pods)})
         return index.get((namespace, name))  # type: ignore[no-any-return]
 
     def pod_by_ip(self, ip: str) -> Pod | None:
         def build() -> dict[str, Pod]:
             out: dict[str, Pod] = {}
-            for pod in self.pods:
+            for pod in self.pods if self.lazy_api else self.all_pods():
                 if not pod.host_network:
                     for pip in pod.pod_ips:
                         out.setdefault(pip, pod)
             return out
-        return self._by("pod_ips", build).get(ip)  # type: ignore[no-any-return]
+        found = self._by("pod_ips", build).get(ip)
+        if found is not None or not self.lazy_api:
+            return found  # type: ignore[no-any-return]
+        return next((p for lazy in self._lazy("Pod") for p in lazy.where("ip", ip)
+                     if not p.host_network and ip in p.pod_ips), None)
 
     def pods_matching(self, selector: Mapping[str, str], namespace: str | None = None) -> tuple[Pod, ...]:
         """Pods with every label of ``selector`` (in ``namespace``, or any): found through a label index, so a
         Service's pods cost the size of its smallest label group, not a scan of every pod."""
         if not selector:
-            return self.pods_in(namespace) if namespace is not None else self.pods
+            return self.pods_in(namespace) if namespace is not None else self.all_pods()
+        if self.lazy_api and namespace is not None and "all_pods" not in self._index:
+            return tuple(p for p in self.pods_in(namespace) if all(p.labels.get(k) == v for k, v in selector.items()))
 
         def build() -> dict[tuple[str, str], list[Pod]]:
             out: dict[tuple[str, str], list[Pod]] = {}
-            for pod in self.pods:
+            for pod in self.all_pods():
                 for pair in pod.labels.items():
                     out.setdefault(pair, []).append(pod)
             return out
@@ -208,7 +243,14 @@ class Snapshot:
                      and all(p.labels.get(k) == v for k, v in selector.items()))
 
     def pods_in(self, namespace: str) -> tuple[Pod, ...]:
-        return tuple(self._by("pods_ns", lambda: self._group(self.pods, lambda p: p.namespace)).get(namespace, ()))
+        if self.lazy_api and "all_pods" not in self._index:
+            def read() -> tuple[Pod, ...]:
+                eager = [p for p in self.pods if p.namespace == namespace]
+                return _first_of_each((*eager, *(p for lazy in self._lazy("Pod") for p in lazy.where(
+                    "namespace", namespace) if p.namespace == namespace)))
+            return self.recent(("pods_in", namespace), read)
+        return tuple(self._by("pods_ns", lambda: self._group(self.all_pods(), lambda p: p.namespace)).get(
+            namespace, ()))
 
     def node_named(self, name: str | None) -> Node | None:
         if name is None:
@@ -228,3 +270,15 @@ class Snapshot:
 
     def has_missing(self, what: str) -> bool:
         return any(m.what == what for m in self.missing)
+
+
+def _first_of_each(items: Iterable[T]) -> tuple[T, ...]:
+    """Each object once (by namespace and name), the first read: as merge_objects keeps them."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for item in items:
+        key = (getattr(item, "namespace", ""), getattr(item, "name", ""))
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return tuple(out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 from svctrace.errors import InputError
@@ -88,6 +88,11 @@ class ApiObjects:
     secrets_skipped: int = 0
     objects_seen: int = 0  # every object found, read or not (Lists expanded)
     warnings: tuple[str, ...] = ()
+    # Pods and EndpointSlices of big files, typed when asked for (svctrace.parsers.k8s_lazy)
+    lazy: tuple[Any, ...] = ()
+
+    def with_lazy(self, lazy: tuple[Any, ...], count: int) -> ApiObjects:
+        return replace(self, lazy=self.lazy + lazy, objects_seen=self.objects_seen + count)
 
     @property
     def ignored(self) -> int:
@@ -106,7 +111,7 @@ def parse_objects(docs: Iterable[Mapping[str, Any]], source: str) -> ApiObjects:
 
 def parse_raw(objects: Iterable[RawObject], source: str) -> ApiObjects:
     """Type raw objects as svctrace.parsers.k8s_documents reads them, one at a time."""
-    acc = _Accumulator(source)
+    acc = Accumulator(source)
     for obj in objects:
         acc.add(obj.doc, source, obj.line)
     return acc.result()
@@ -142,6 +147,7 @@ def merge_objects(parts: Iterable[ApiObjects]) -> ApiObjects:
         endpoint_slices=unique("EndpointSlice", (s for p in parts for s in p.endpoint_slices)),
         legacy_endpoints=unique("Endpoints", (s for p in parts for s in p.legacy_endpoints)),
         pods=unique("Pod", (s for p in parts for s in p.pods)),
+        lazy=tuple(x for p in parts for x in p.lazy),
         nodes=unique("Node", (s for p in parts for s in p.nodes)),
         config_maps=unique("ConfigMap", (s for p in parts for s in p.config_maps)),
         network_policies=unique("NetworkPolicy", (s for p in parts for s in p.network_policies)),
@@ -152,7 +158,7 @@ def merge_objects(parts: Iterable[ApiObjects]) -> ApiObjects:
     )
 
 
-class _Accumulator:
+class Accumulator:
     def __init__(self, source: str) -> None:
         self.source = source
         self.services: list[Service] = []

@@ -72,6 +72,8 @@ class TypedObject:
                          HINT_EXPORT, path=self.source, line=self.line)
 
     def as_map(self, value: object, path: str) -> Mapping[str, Any]:
+        if type(value) is dict:  # what JSON and YAML decode to: no ABC check (called millions of times)
+            return value
         if value is None:
             return {}
         if not isinstance(value, Mapping):
@@ -86,6 +88,8 @@ class TypedObject:
         return value
 
     def as_str(self, value: object, path: str, default: str = "") -> str:
+        if type(value) is str:
+            return value
         if value is None:
             return default
         if not isinstance(value, str):
@@ -138,6 +142,9 @@ class TypedObject:
     def as_str_map(self, value: object, path: str) -> dict[str, str]:
         out: dict[str, str] = {}
         for k, v in self.as_map(value, path).items():
+            if type(v) is str and type(k) is str:
+                out[k] = v
+                continue
             if isinstance(v, (Mapping, list)):
                 self.fail(f"{path}.{k}", "a string", v)
             out[str(k)] = v if isinstance(v, str) else _scalar_text(v)

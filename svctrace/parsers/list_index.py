@@ -22,7 +22,7 @@ import json
 import re
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,9 +43,11 @@ class NotIndexed(Exception):
         self.reason = reason
 
 
-def key_pattern(key: str) -> bytes:
-    """A pattern for ``"key": "value"`` capturing the value (plain values only: an escape makes it unsure)."""
-    return (rb'"' + re.escape(key.encode()) + rb'"[ \t\r\n]{0,64}:[ \t\r\n]{0,64}"'
+def key_pattern(key: str, *more: str) -> bytes:
+    """A pattern for ``"key": "value"`` (or any of ``more`` keys) capturing the value (plain values only: an
+    escape makes it unsure)."""
+    names = b"|".join(re.escape(k.encode()) for k in (key, *more))
+    return (rb'"(?:' + names + rb')"[ \t\r\n]{0,64}:[ \t\r\n]{0,64}"'
             rb'(?P<v>[^"\\\r\n]{0,256})(?P<end>["\\])')
 
 
@@ -62,20 +64,67 @@ class ListIndex:
     many: dict[str, list[tuple[str, ...] | None]] = field(default_factory=dict)
     # per key: value -> item numbers; built on first use
     _by: dict[str, dict[str | None, list[int]]] = field(default_factory=dict, repr=False)
+    # keys scanned for when first asked about (``open(..., later=True)``): name -> (pattern, many)
+    _later: dict[str, tuple[bytes, bool]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.starts)
 
     @classmethod
-    def open(cls, path: Path, keys: Mapping[str, bytes], many: Mapping[str, bytes] | None = None) -> ListIndex:
+    def open(cls, path: Path, keys: Mapping[str, bytes], many: Mapping[str, bytes] | None = None,
+             top: Iterable[str] = (), *, later: bool = False) -> ListIndex:
         """Scan ``path``; ``keys`` maps a name to ``key_pattern(...)`` for a key an item holds once, ``many``
-        for one it may hold several times. Raises NotIndexed."""
+        for one it may hold several times; ``top`` names keys read only as the item's own members (its
+        "kind", not an ownerReference's), found on lines at exactly the items' member indentation.
+        With ``later``, ``keys`` and ``many`` are scanned for only when first asked about (a question that
+        never comes costs nothing). Raises NotIndexed."""
+        many = many or {}
         with path.open("rb") as f:
-            return _Scanner(f, path, keys, many or {}).run()
+            index = _Scanner(f, path, {} if later else keys, {} if later else many, tuple(top)).run()
+        if later:
+            index._later = {**{k: (p, False) for k, p in keys.items()}, **{k: (p, True) for k, p in many.items()}}
+        return index
+
+    def _ensure(self, key: str) -> None:
+        later = self._later.pop(key, None)
+        if later is None or not self.starts:
+            if later is not None:
+                (self.many if later[1] else self.keys)[key] = []
+            return
+        pattern, many = later
+        compiled = re.compile(pattern)
+        found: list[tuple[int, str | None]] = []
+        with self.path.open("rb") as f:
+            f.seek(self.starts[0])
+            pos = self.starts[0]
+            end = self.ends[-1]
+            buf = b""
+            while pos < end:
+                piece = f.read(min(PIECE, end - pos - len(buf)))
+                if not piece:
+                    raise NotIndexed("it is shorter than when it was indexed")
+                buf += piece
+                done = pos + len(buf) >= end
+                limit = len(buf) if done else len(buf) - 4096
+                for k in compiled.finditer(buf):
+                    if k.start() >= limit:
+                        break
+                    found.append((pos + k.start(),
+                                  k.group("v").decode("utf-8", "replace") if k.group("end") == b'"' else None))
+                if done:
+                    break
+                buf = buf[limit:]
+                pos += limit
+        n = len(self.starts)
+        if many:
+            self.many[key] = _assign_many(found, self.starts, n)
+        else:
+            self.keys[key] = _assign(found, self.starts, n)
 
     def items_where(self, key: str, value: str) -> list[int]:
         """Item numbers whose ``key`` is (or, for a ``many`` key, includes) ``value``, and those unsure of
         it, in file order."""
+        self._ensure(key)
         by = self._by.get(key)
         if by is None:
             by = {}
@@ -92,6 +141,7 @@ class ListIndex:
         return sorted(hits + unsure) if unsure else hits
 
     def values(self, key: str) -> set[str | None]:
+        self._ensure(key)
         return set(self.keys[key])
 
     def read(self, numbers: list[int] | range | None = None) -> Iterator[tuple[int, Any]]:
@@ -117,11 +167,13 @@ def _decode_item(data: bytes, path: Path, offset: int) -> Any:
 
 
 class _Scanner:
-    def __init__(self, f: BinaryIO, path: Path, keys: Mapping[str, bytes], many: Mapping[str, bytes]) -> None:
+    def __init__(self, f: BinaryIO, path: Path, keys: Mapping[str, bytes], many: Mapping[str, bytes],
+                 top: tuple[str, ...] = ()) -> None:
         self.f = f
         self.path = path
         self.keys = {name: re.compile(p) for name, p in {**keys, **many}.items()}
         self.many = set(many)
+        self.top = top
 
     def run(self) -> ListIndex:
         f = self.f
@@ -132,8 +184,8 @@ class _Scanner:
         self.size = size = f.seek(0, 2)
         first_at = m.start("first")
         gap = m.group("gap")
-        index = ListIndex(self.path, size, array("q"), array("q"), {k: [] for k in self.keys if k not in self.many},
-                          {k: [] for k in self.many})
+        index = ListIndex(self.path, size, array("q"), array("q"),
+                          {k: [] for k in (*self.keys, *self.top) if k not in self.many}, {k: [] for k in self.many})
         if m.group("first") == b"]":
             self._check_skeleton(head[:first_at], first_at + 1)
             return index
@@ -146,6 +198,15 @@ class _Scanner:
         crlf = gap[newline - 1:newline] == b"\r"
         nl = rb"\r\n" if crlf else rb"\n"
         ind = re.escape(indent)
+        # The first item's first member line gives the members' indentation: a line indented exactly so
+        # inside an item is one of the item's own members (a nested object's are deeper).
+        member = re.match(rb"\{[ \t]{0,64}" + nl + rb"([ \t]{1,256})\"", head[first_at:first_at + 4096])
+        if member is not None and len(member.group(1)) > len(indent) and member.group(1).startswith(indent):
+            for name in self.top:
+                self.keys[name] = re.compile(nl + re.escape(member.group(1)) + key_pattern(name))
+        else:  # no member on its own line: every item is unsure of these keys
+            for name in self.top:
+                self.keys[name] = re.compile(rb"(?!x)x")
         # An item ends with "}" and the next starts on a line of its own with "{" at exactly the items'
         # indentation (a nested object inside an item is indented deeper); the array ends with "]" on a
         # line indented less than its items.

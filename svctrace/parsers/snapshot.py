@@ -168,7 +168,7 @@ def build_snapshot(api: ApiObjects | None, node: NodeInput, *, source: str,
     return Snapshot(
         services=objects.services, endpoint_slices=objects.endpoint_slices,
         legacy_endpoints=objects.legacy_endpoints, pods=objects.pods, nodes=objects.nodes,
-        config_maps=objects.config_maps, network_policies=objects.network_policies,
+        lazy_api=objects.lazy, config_maps=objects.config_maps, network_policies=objects.network_policies,
         iptables=iptables, ip6tables=ip6tables,
         node=NodeFacts(name=name, proxy_mode=mode, proxy_mode_how=how, addresses=addresses, sysctls=meta.sysctls,
                        iptables_backend=meta.iptables_backend, iptables_backend_reason=meta.iptables_backend_reason,

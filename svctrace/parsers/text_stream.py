@@ -8,7 +8,6 @@ unpack to gigabytes of spaces; those cost a byte count, not a Python loop).
 from __future__ import annotations
 
 import codecs
-import re
 from collections.abc import Callable
 
 from svctrace.errors import InputError
@@ -36,7 +35,6 @@ class TextStream:
         self._what = what
         self._max_lines = max_lines
         self._max_line = max_line
-        self._long_line = re.compile(b"[^\n]{%d}" % (max_line + 1)) if max_line is not None else None
         self._run = 0  # bytes since the last newline
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
         self._first = True
@@ -57,10 +55,11 @@ class TextStream:
         if self._max_lines is not None and self._lines + data.count(b"\n") > self._max_lines:
             raise InputError(f"{self._what} has more than {self._max_lines:,} lines; refused", _HINT_LIMITS,
                              path=self.where)
-        if self._long_line is not None:
+        if self._max_line is not None:
             first = data.find(b"\n")
             head = len(data) if first < 0 else first
-            if self._run + head > (self._max_line or 0) or self._long_line.search(data):
+            # (the longest line by splitting: linear, where a pattern of max_line characters is not)
+            if self._run + head > self._max_line or max(map(len, data.split(b"\n"))) > self._max_line:
                 raise InputError(f"{self._what} has a line longer than {mib(self._max_line or 0)}; refused",
                                  _HINT_LIMITS, path=self.where)
             self._run = self._run + len(data) if first < 0 else len(data) - data.rfind(b"\n") - 1

@@ -146,3 +146,26 @@ def test_a_key_an_item_holds_several_times(tmp_path: Path) -> None:
     assert index.items_where("ip", "10.0.0.2") == [2, 3]
     assert index.items_where("ip", "192.168.1.1") == [0, 1, 2, 3]
     assert index.keys["ns"] == ["a", "a", "b", "c"]
+
+
+@pytest.mark.parametrize("indent", [1, 4, "\t"])
+def test_keys_scanned_later_agree_with_keys_scanned_at_once(tmp_path: Path, indent: int | str) -> None:
+    items = [_pod(f"ns{i % 4}", f"p{i}", status={"podIPs": [{"ip": f"10.0.0.{i}"}], "hostIPs": [{"ip": "192.0.2.1"}]},
+                  metadata={"name": f"p{i}", "namespace": f"ns{i % 4}",
+                            "ownerReferences": [{"kind": "ReplicaSet", "name": "rs"}]})
+             for i in range(300)]
+    path = _write(tmp_path, json.dumps(_list(items), indent=indent))
+    many = {"ip": key_pattern("ip", "podIP")}
+    now = ListIndex.open(path, NS, many, top=("kind",))
+    later = ListIndex.open(path, NS, many, top=("kind",), later=True)
+    assert later.keys == {"kind": ["Pod"] * 300}  # the item's own kind, not its owner's; nothing else yet
+    for ns in ("ns0", "ns3", "nsX"):
+        assert later.items_where("ns", ns) == now.items_where("ns", ns) == [i for i in range(300) if f"ns{i % 4}" == ns]
+    assert later.items_where("ip", "10.0.0.7") == now.items_where("ip", "10.0.0.7") == [7]
+    assert len(later.items_where("ip", "192.0.2.1")) == 300
+
+
+def test_a_kind_on_the_same_line_as_its_item_is_unsure(tmp_path: Path) -> None:
+    text = '{"items": [\n {"kind": "Pod", "metadata": {"name": "a"}},\n {"kind": "Pod", "metadata": {"name": "b"}}\n]}'
+    index = ListIndex.open(_write(tmp_path, text), {}, top=("kind",))
+    assert index.keys["kind"] == [None, None]

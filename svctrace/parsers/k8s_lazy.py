@@ -1,0 +1,100 @@
+"""Pods and EndpointSlices of a big api/ List file, typed when a question needs them (pure: reads its file).
+
+``svctrace svc NAME`` on a snapshot of a 10,000-Service cluster needs one namespace's pods (of 100,000)
+and one Service's EndpointSlices (of 10,000). Typing them all costs several times the kernel's own read of
+the rules and more memory than svctrace may use, so a pretty-printed List file of a regular snapshot
+folder is indexed (svctrace.parsers.list_index: each item's span, its own ``kind``, its namespace, the
+service-name label, its addresses) and its Pods and EndpointSlices are decoded and typed per question:
+by namespace, by address, by Service. Every other item (Services, Nodes, ConfigMaps, NetworkPolicies,
+Endpoints, and any item whose kind the index is unsure of) is typed at once, as a streamed file's are.
+
+The index only narrows the candidates: each decoded item is checked against the question again, so an
+item the index was unsure of costs time, never a wrong answer. A file the index cannot read (minified,
+several documents, YAML) is read as a stream instead, which is always right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from svctrace.errors import InputError
+from svctrace.model.k8s import EndpointSlice, Pod
+from svctrace.parsers.k8s import Accumulator, ApiObjects
+from svctrace.parsers.list_index import ListIndex, NotIndexed, key_pattern
+
+__all__ = ["MIN_LAZY_BYTES", "LazyItems", "NotIndexed", "read_indexed"]
+
+# Below this a file is read whole: typing it all is cheaper than indexing it.
+MIN_LAZY_BYTES = 8 << 20
+_LAZY_KINDS = ("Pod", "EndpointSlice")
+_KEYS = {"namespace": key_pattern("namespace"), "service": key_pattern("kubernetes.io/service-name")}
+_MANY = {"ip": key_pattern("ip", "podIP")}
+
+T = TypeVar("T", Pod, EndpointSlice)
+
+
+class LazyItems(Generic[T]):
+    """The items of one kind in one indexed file, each typed once, when first asked for."""
+
+    def __init__(self, index: ListIndex, numbers: list[int], kind: str, source: str) -> None:
+        self.index = index
+        self.numbers = numbers
+        self.kind = kind
+        self.source = source
+        self._mine = set(numbers)
+        self._typed: dict[int, tuple[T, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def _type(self, numbers: Iterable[int]) -> list[T]:
+        wanted = [n for n in numbers if n in self._mine]
+        todo = [n for n in wanted if n not in self._typed]
+        try:
+            for n, doc in self.index.read(todo):
+                acc = Accumulator(self.source)
+                acc.add(doc, self.source)
+                got = acc.pods if self.kind == "Pod" else acc.slices
+                self._typed[n] = tuple(got)  # type: ignore[arg-type]
+        except NotIndexed as exc:  # the file changed since it was indexed
+            raise InputError(f"changed while svctrace read it: {exc.reason}", "run the command again",
+                             path=self.source) from None
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror or exc}", "check the file (it was readable a moment ago)",
+                             path=self.source) from None
+        return [item for n in wanted for item in self._typed[n]]
+
+    def where(self, key: str, value: str) -> list[T]:
+        """The items whose ``key`` may be ``value`` (the caller checks), in file order."""
+        try:
+            numbers = self.index.items_where(key, value)
+        except (NotIndexed, OSError) as exc:
+            reason = exc.reason if isinstance(exc, NotIndexed) else (exc.strerror or str(exc))
+            raise InputError(f"changed while svctrace read it: {reason}", "run the command again",
+                             path=self.source) from None
+        return self._type(numbers)
+
+    def all(self) -> list[T]:
+        return self._type(self.numbers)
+
+
+def read_indexed(path: Path, source: str) -> ApiObjects:
+    """The objects of a big List file: Pods and EndpointSlices left for later (``ApiObjects.lazy``), every
+    other item typed now. Raises NotIndexed when the file is not laid out for it."""
+    index = ListIndex.open(path, _KEYS, _MANY, top=("kind",), later=True)
+    kinds = index.keys["kind"]
+    later: dict[str, list[int]] = {kind: [] for kind in _LAZY_KINDS}
+    now: list[int] = []
+    for n, kind in enumerate(kinds):
+        if kind is None:  # an item without its own kind takes its List's: the stream reader knows how
+            raise NotIndexed(f"item {n + 1} has no kind of its own")
+        later.get(kind, now).append(n)
+    acc = Accumulator(source)
+    for _, doc in index.read(now):
+        acc.add(doc, source)
+    objects = acc.result()
+    lazy = tuple(LazyItems(index, numbers, kind, source)
+                 for kind, numbers in later.items() if numbers)
+    return objects.with_lazy(lazy, sum(len(x) for x in lazy))

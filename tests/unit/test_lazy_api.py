@@ -1,0 +1,82 @@
+"""Big api/ files read through their index answer exactly as the same files read as a stream."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from svctrace.collectors import snapshot_dir
+from svctrace.collectors.snapshot_dir import load_snapshot
+from svctrace.demo import demo_path
+from svctrace.diagnosis.audit import audit
+from svctrace.diagnosis.diagnose import diagnose
+from svctrace.errors import InputError
+from svctrace.model.snapshot import Snapshot
+from svctrace.model.trace import Packet
+from svctrace.render.json import graph_to_dict
+from svctrace.resolver import resolve
+from svctrace.trace import trace_packet
+
+
+def _answers(snap: Snapshot) -> list[object]:
+    out: list[object] = []
+    for svc in sorted(snap.services, key=lambda s: (s.namespace, s.name)):
+        out.append(graph_to_dict(resolve(snap, svc.namespace, svc.name)))
+        d = diagnose(snap, f"{svc.namespace}/{svc.name}")
+        out.append((d.verdict, [(f.code, f.title) for f in d.findings]))
+        for ip in svc.cluster_ips:
+            for port in svc.ports:
+                if ip != "None" and ":" not in ip:
+                    t = trace_packet(snap, Packet("10.244.1.9", ip, port.port, port.protocol.lower()))
+                    out.append(repr(t.outcomes))
+    a = audit(snap, workers=1)
+    out.append([(s.ref, s.diagnosis.verdict, [f.code for f in s.diagnosis.findings]) for s in a.services])
+    return out
+
+
+def _one_list(folder: Path) -> None:
+    """Every api/ object of the demo in one pretty-printed List (Services, Pods, Nodes, ConfigMaps mixed)."""
+    items: list[object] = []
+    for path in sorted((folder / "api").iterdir()):
+        text = path.read_text()
+        docs = [json.loads(text)] if path.suffix == ".json" else list(yaml.safe_load_all(text))
+        for doc in docs:
+            items += doc["items"] if doc.get("kind", "").endswith("List") else [doc]
+        path.unlink()
+    (folder / "api" / "all.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items},
+                                                        indent=2))
+
+
+@pytest.mark.parametrize("layout", ["as shipped", "one mixed List"])
+def test_indexed_reads_answer_as_streamed_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 layout: str) -> None:
+    folder = tmp_path / "snap"
+    shutil.copytree(demo_path(), folder)
+    if layout == "one mixed List":
+        _one_list(folder)
+    streamed = load_snapshot(str(folder))
+    assert not streamed.lazy_api
+    monkeypatch.setattr(snapshot_dir, "MIN_LAZY_BYTES", 0)
+    indexed = load_snapshot(str(folder))
+    # services.yaml (with the EndpointSlices) is YAML, read as a stream, unless it joined the one List
+    lazy_kinds = {"Pod"} if layout == "as shipped" else {"Pod", "EndpointSlice"}
+    assert {lazy.kind for lazy in indexed.lazy_api} == lazy_kinds and not indexed.pods
+    assert _answers(indexed) == _answers(streamed)
+    assert indexed.all_pods() == streamed.pods
+    assert indexed.all_endpoint_slices() == streamed.endpoint_slices
+
+
+def test_a_file_changed_after_it_was_indexed_is_an_input_error(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "snap"
+    shutil.copytree(demo_path(), folder)
+    monkeypatch.setattr(snapshot_dir, "MIN_LAZY_BYTES", 0)
+    snap = load_snapshot(str(folder))
+    pods = folder / "api" / "pods.json"
+    pods.write_text(pods.read_text()[: pods.stat().st_size // 2])
+    with pytest.raises(InputError, match="changed while svctrace read it"):
+        snap.pods_in("default")
