@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import os
 import posixpath
@@ -440,8 +441,16 @@ def _node_text(kind: str, f: IO[bytes], where: str, limit: int, what: str) -> st
     if kind.endswith(".json"):
         stream = TextStream(f.read, where, limit=limit, what=what)
         if kind == NodeFile.NFT:
-            return compact(stream, where, stream_key="nftables", max_value_chars=MAX_OBJECT_BYTES,
-                           counter=Counter(MAX_NODE_FILE_LINES * 10))
+            text = stream.read_all()
+            # `nft -j` writes one dense line: read as it is (compacting 90 MB costs seconds). A file of
+            # mostly whitespace (pretty-printed, or padded) is compacted first, item by item.
+            blank = text.count(" ") + text.count("\n") + text.count("\t") + text.count("\r")
+            if blank * 10 < len(text):
+                return text
+            data = io.BytesIO(text.encode())
+            del text
+            return compact(TextStream(data.read, where, limit=limit, what=what), where, stream_key="nftables",
+                           max_value_chars=MAX_OBJECT_BYTES, counter=Counter(MAX_NODE_FILE_LINES * 10))
         return stream.read_all()
     return TextStream(f.read, where, limit=limit, what=what, max_lines=MAX_NODE_FILE_LINES,
                       max_line=MAX_LINE_BYTES).read_all()

@@ -106,6 +106,9 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
     chosen = sorted((s for s in snapshot.services if namespace is None or s.namespace == namespace),
                     key=lambda s: (s.namespace, s.name))
     dataplane = dataplane_collected(snapshot)
+    if namespace is None:  # every Service: type a big file's pods and slices at once (before forking, shared)
+        snapshot.all_pods()
+        snapshot.all_endpoint_slices()
     parent = os.getpid()
     n = parallel.workers(len(chosen)) if workers is None else workers
 

@@ -57,14 +57,24 @@ class LazyChains(Mapping[str, NftChain]):
     """A table's chains whose rules are typed on first use (a 10,000-Service table has 200,000 rules and a
     Service needs a dozen chains); the last ``keep`` chains used stay typed."""
 
-    __slots__ = ("_heads", "_load", "_typed", "_keep")
+    __slots__ = ("_heads", "_load", "_typed", "_keep", "_count")
 
     def __init__(self, heads: Mapping[str, NftChain], load: Callable[[str], tuple[NftRule, ...]],
-                 keep: int = 50_000) -> None:
+                 keep: int = 50_000, count: Callable[[str], int] | None = None) -> None:
         self._heads = heads  # each chain without its rules
         self._load = load  # a chain's rules, typed
         self._typed: OrderedDict[str, NftChain] = OrderedDict()
         self._keep = keep
+        self._count = count  # a chain's number of rules, without typing them
+
+    def heads(self) -> Mapping[str, NftChain]:
+        """Every chain without its rules (name, hook, priority...): for questions that need no rule."""
+        return self._heads
+
+    def rule_count(self, name: str) -> int:
+        if self._count is not None and name not in self._typed:
+            return self._count(name)
+        return len(self[name].rules)
 
     def __getitem__(self, name: str) -> NftChain:
         got = self._typed.get(name)
@@ -150,6 +160,15 @@ class NftTable:
 
     def chain(self, name: str) -> NftChain | None:
         return self.chains.get(name)
+
+    def heads(self) -> Mapping[str, NftChain]:
+        """The chains for questions about names, hooks and priorities: a big table's without typing its rules."""
+        chains = self.chains
+        return chains.heads() if isinstance(chains, LazyChains) else chains
+
+    def rule_count(self, name: str) -> int:
+        chains = self.chains
+        return chains.rule_count(name) if isinstance(chains, LazyChains) else len(chains[name].rules)
 
 
 @dataclass(frozen=True, slots=True)

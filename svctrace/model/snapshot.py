@@ -189,14 +189,15 @@ class Snapshot:
     def slices_for(self, svc: Service) -> tuple[EndpointSlice, ...]:
         """EndpointSlices of a Service; v1 Endpoints only when no slice exists (older clusters)."""
         key = (svc.namespace, svc.name)
-        found = list(self._by("slices", lambda: self._group(self.endpoint_slices,
-                                                            lambda s: (s.namespace, s.service_name))).get(key, ()))
         if self.lazy_api and "all_slices" not in self._index:
-            found = list(_first_of_each((*found, *(
+            eager = self._by("slices", lambda: self._group(self.endpoint_slices,
+                                                           lambda s: (s.namespace, s.service_name))).get(key, ())
+            found = list(_first_of_each((*eager, *(
                 s for lazy in self._lazy("EndpointSlice") for s in lazy.where("service", svc.name)
                 if (s.namespace, s.service_name) == key))))
-        elif self.lazy_api:
-            found = [s for s in self.all_endpoint_slices() if (s.namespace, s.service_name) == key]
+        else:  # every slice typed: one index of them all
+            found = self._by("all_slices_by", lambda: self._group(self.all_endpoint_slices(),
+                                                                  lambda s: (s.namespace, s.service_name))).get(key)
         if found:
             return tuple(found)
         legacy = self._by("legacy", lambda: self._group(self.legacy_endpoints,
@@ -228,16 +229,17 @@ class Snapshot:
         Service's pods cost the size of its smallest label group, not a scan of every pod."""
         if not selector:
             return self.pods_in(namespace) if namespace is not None else self.all_pods()
-        if self.lazy_api and namespace is not None and "all_pods" not in self._index:
-            return tuple(p for p in self.pods_in(namespace) if all(p.labels.get(k) == v for k, v in selector.items()))
-
-        def build() -> dict[tuple[str, str], list[Pod]]:
+        def build(pods: Iterable[Pod]) -> dict[tuple[str, str], list[Pod]]:
             out: dict[tuple[str, str], list[Pod]] = {}
-            for pod in self.all_pods():
+            for pod in pods:
                 for pair in pod.labels.items():
                     out.setdefault(pair, []).append(pod)
             return out
-        index = self._by("labels", build)
+        if self.lazy_api and namespace is not None and "all_pods" not in self._index:
+            # one namespace's label index, from its pods alone
+            index = self.recent(("labels", namespace), lambda: build(self.pods_in(namespace)))
+        else:
+            index = self._by("labels", lambda: build(self.all_pods()))
         smallest = min((index.get(pair, []) for pair in selector.items()), key=len)
         return tuple(p for p in smallest if (namespace is None or p.namespace == namespace)
                      and all(p.labels.get(k) == v for k, v in selector.items()))

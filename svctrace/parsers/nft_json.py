@@ -258,8 +258,9 @@ class _TableBuilder:
 
     def build(self) -> NftTable:
         if self.at:
-            return NftTable(self.family, self.name, LazyChains(dict(self.chains), self._load), dict(self.sets),
-                            dict(self.maps), self.comment)
+            return NftTable(self.family, self.name,
+                            LazyChains(dict(self.chains), self._load, count=lambda c: len(self.at.get(c, ()))),
+                            dict(self.sets), dict(self.maps), self.comment)
         chains: dict[str, NftChain] = {}
         for name, chain in self.chains.items():
             rules = tuple(NftRule(r.chain, r.handle, i, r.text, r.comment, r.stmts)

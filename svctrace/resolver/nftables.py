@@ -380,16 +380,43 @@ def resolve_port(snapshot: Snapshot, svc: Service, sp: ServicePort, family: int,
     return frontends, tuple(seen.values()), ctx.reached
 
 
+_NAMED_AFTER: dict[int, tuple[NftTable, dict[tuple[str, str], list[str]]]] = {}
+
+
+def _named_after(table: NftTable) -> dict[tuple[str, str], list[str]]:
+    """(namespace, name) -> the table's chains whose name holds ``-NAMESPACE/NAME/`` (built once per table, so
+    an audit of every Service does not compare every Service with every chain)."""
+    got = _NAMED_AFTER.get(id(table))
+    if got is not None and got[0] is table:
+        return got[1]
+    index: dict[tuple[str, str], list[str]] = {}
+    for name in table.heads():
+        at = name.find("-")
+        while at >= 0:
+            slash = name.find("/", at + 1)
+            if slash < 0:
+                break
+            end = name.find("/", slash + 1)
+            if end >= 0:
+                keys = index.setdefault((name[at + 1:slash], name[slash + 1:end]), [])
+                if not keys or keys[-1] != name:
+                    keys.append(name)
+            at = name.find("-", at + 1)
+    if len(_NAMED_AFTER) >= 8:
+        _NAMED_AFTER.clear()
+    _NAMED_AFTER[id(table)] = (table, index)
+    return index
+
+
 def stale_chains(svc: Service, ruleset: NftRuleset, reached: set[str]) -> tuple[StaleChain, ...]:
     """Chains named after this Service that its current ports do not reach (kube-proxy flushes, then deletes them)."""
     out: list[StaleChain] = []
-    marker = f"-{svc.namespace}/{svc.name}/"
     for table in ruleset.tables:
         if table.name != "kube-proxy":
             continue
-        for chain in table.chains.values():
-            if marker in chain.name and chain.name not in reached and _kind(chain.name) != "chain":
-                out.append(StaleChain(table=table.ref, chain=chain.name, comment=None, rule_count=len(chain.rules)))
+        for name in _named_after(table).get((svc.namespace, svc.name), ()):
+            if name not in reached and _kind(name) != "chain":
+                out.append(StaleChain(table=table.ref, chain=name, comment=None, rule_count=table.rule_count(name)))
     return tuple(out)
 
 
