@@ -62,8 +62,9 @@ RequestTimeout = Annotated[
                            "answer), like kubectl's: 5s, 500ms, 1m (a bare number is seconds).")]
 Timeout = Annotated[
     str, typer.Option("--timeout", metavar="DURATION",
-                      help="How long the whole live collection (every API request and the node's reads) may take: "
-                           "2m, 90s; 0 means no limit.")]
+                      help="How long the whole live collection (every API request and this node's reads) may "
+                           "take: 2m, 90s; 0 means no limit. Collector pods (--collect) are bounded by "
+                           "--collect-timeout and their own read budget instead, so they are always deleted.")]
 Netns = Annotated[
     str | None,
     typer.Option("--netns", hidden=True, help="Read the dataplane of this named network namespace (testing).",
