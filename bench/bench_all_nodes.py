@@ -21,6 +21,7 @@ and the audit checks them apart (the others share one rule set and are checked o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,23 @@ def run_svctrace(kubeconfig: Path, parallel: int) -> tuple[float, float, int, di
     return wall, usage.ru_maxrss / 1024, proc.returncode, json.loads(text), usage.ru_utime + usage.ru_stime
 
 
+@contextlib.contextmanager
+def simulated(nodes: int, services: int, endpoints: int, stale: int = 0,
+              say: Callable[[str], None] = print) -> Iterator[tuple[SimCluster, Path, list[str]]]:
+    """A simulated cluster of ``nodes`` nodes (the first ``stale`` with the previous state's rules), its
+    kubeconfig and the node names; torn down on exit."""
+    names = [f"node-{i:02d}" for i in range(nodes)]
+    previous = scaled_objects(names, services, endpoints)
+    objects = _without_one_endpoint(previous) if stale else previous
+    specs = [NodeSpec(name, stale=i < stale) for i, name in enumerate(names)]
+    t0 = time.perf_counter()
+    with SimCluster(specs, mode="iptables", objects=objects, previous=previous, families=(4,)) as cluster, \
+            tempfile.TemporaryDirectory() as tmp:
+        say(f"cluster:  {nodes} nodes x {services} Services x {endpoints} endpoints ({stale} stale), loaded in "
+            f"{time.perf_counter() - t0:.0f} s")
+        yield cluster, cluster.write_kubeconfig(Path(tmp) / "kubeconfig", namespace="default"), names
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=20)
@@ -85,17 +104,9 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the simulated nodes are network namespaces")
-    names = [f"node-{i:02d}" for i in range(args.nodes)]
-    previous = scaled_objects(names, args.services, args.endpoints)
-    objects = _without_one_endpoint(previous) if args.stale else previous
-    specs = [NodeSpec(name, stale=i < args.stale) for i, name in enumerate(names)]
-    t0 = time.perf_counter()
-    with SimCluster(specs, mode="iptables", objects=objects, previous=previous, families=(4,)) as cluster:
-        print(f"cluster:  {args.nodes} nodes x {args.services} Services x {args.endpoints} endpoints "
-              f"({args.stale} stale), loaded in {time.perf_counter() - t0:.0f} s")
+    with simulated(args.nodes, args.services, args.endpoints, args.stale) as (cluster, kubeconfig, names):
         lines = cluster.node(names[-1]).run("iptables-nft-save").stdout.count("\n")
         print(f"per node: {lines:,} iptables-save lines")
-        kubeconfig = cluster.write_kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig", namespace="default")
         floors = [floor(cluster) for _ in range(args.repeat)]
         runs = [run_svctrace(kubeconfig, args.parallel) for _ in range(args.repeat)]
         best = min(runs, key=lambda r: r[0])

@@ -9,7 +9,7 @@ The input's first byte picks the demo (iptables, IPVS or nftables mode), its sec
 (an api/ document or a node/ file), the rest is that file. The corpus starts from the demo's own files, so
 mutations begin from inputs every parser accepts. A crash (exit status 3, an exception, or a command that
 takes more than 20 s) stops the run and libFuzzer writes the input as crash-<sha1>; make it a seed in
-tests/fixtures/fuzz/ (see its README) once fixed, so the normal test run keeps checking it.
+tests/fixtures/fuzz/ (see make_seeds.py there) once fixed, so the normal test run keeps checking it.
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def catalogue() -> list[Bench]:
         out.append(Bench(f"api-list-{size}", "api", Target(source="info: what the fake API server costs a client"),
                          size=size, note="page through every object the fake API server holds"))
     out.append(Bench("cluster20-audit-all-nodes", "cluster20",
-                     Target(ratio=1.5, rss_bytes=300 * MB, source="issue 12 item 6"), "cluster20-save",
+                     Target(ratio=1.5, rss_bytes=300 * MB, source="issue 12 item 6"), None,
                      note="audit --all-nodes over 20 simulated nodes of 1k x 10"))
     return out
 
@@ -254,9 +254,6 @@ class Suite:
         if kind == "nft-list":
             return self.node_env(size, "nftables").exec_argv("nft", "-j", "list", "table", "ip", "kube-proxy"), \
                 "nft -j list table ip kube-proxy"
-        if key == "cluster20-save":
-            what = f"iptables-save in {CLUSTER20_NODES} netns of 1k x 10, one after another"
-            return self.cluster20_floor_argv(), what
         raise KeyError(key)
 
     def timeout_for(self, floor_s: float | None) -> float:
@@ -266,33 +263,27 @@ class Suite:
 
     # -- the 20-node cluster (issue 12 item 6) -------------------------------------------------
 
-    def cluster20_floor_argv(self) -> list[str]:
-        """One process that runs `iptables-save` in each of 20 node namespaces in turn (the floor)."""
-        names = [env.name for env in self.cluster20_nodes()]
-        script = "; ".join(f"ip netns exec {n} iptables-save >/dev/null" for n in names)
-        return ["sh", "-c", script]
+    def _cluster20(self, b: Bench, row: Row) -> None:
+        """``audit -A --all-nodes --collect`` on bench_all_nodes.py's simulated cluster (network-namespace nodes,
+        a fake API server, stand-in kubelets in this process), against iptables-nft-save run in each node's
+        namespace one after another, in the same cluster."""
+        import bench_all_nodes
 
-    def cluster20_nodes(self) -> list[NodeEnv]:
-        """20 node namespaces, each with kube-proxy's iptables rules (nf_tables backend) of the 1k x 10 cluster."""
-        nodes = []
-        for k in range(CLUSTER20_NODES):
-            key = ("cluster20", str(k))
-            if key not in self.node_envs:
-                self.node_envs[key] = self.stack.enter_context(NodeEnv(self.cluster("1k"), "iptables-nft"))
-            nodes.append(self.node_envs[key])
-        self.say(f"{CLUSTER20_NODES} node namespaces of 1k x {ENDPOINTS} loaded")
-        return nodes
-
-    def cluster20_command(self) -> list[str] | None:
-        """The svctrace command of the 20-node benchmark, or None while it cannot run.
-
-        Pending: the simulated cluster of issue 12 item 5 (a test API server whose stand-in kubelet runs a
-        collector pod's command inside network namespace X for a pod with nodeName X) is being built by
-        another helper. When it lands: start it in the background with the 20 namespaces above as its nodes
-        (cluster20_nodes()), write its kubeconfig, and return
-        [*self.svctrace, "audit", "-A", "--all-nodes", "--collect", "--kubeconfig", KUBECONFIG].
-        """
-        return None
+        with bench_all_nodes.simulated(CLUSTER20_NODES, 1000, ENDPOINTS, say=self.say) as (cluster, kubeconfig, _):
+            floor_s = min(bench_all_nodes.floor(cluster) for _ in range(3))
+            runs = [bench_all_nodes.run_svctrace(kubeconfig, 4) for _ in range(self.reps())]
+        row.floor = f"iptables-nft-save in each of {CLUSTER20_NODES} nodes, one after another"
+        row.floor_s = floor_s
+        wall, rss_mib, code, doc, _cpu = min(runs, key=lambda r: r[0])
+        row.runs = len(runs)
+        row.seconds = wall
+        row.rss_bytes = int(max(r[1] for r in runs) * 1024 * 1024)
+        row.ratio = wall / floor_s
+        summary = doc.get("summary", {})
+        if code not in (0, 1) or summary.get("nodes") != CLUSTER20_NODES or summary.get("outOfStep"):
+            row.verdict, row.detail = "WRONG", f"exit {code}; {summary}"[:200]
+            return
+        row.verdict = verdict(b.target, wall, row.ratio, row.rss_bytes)
 
     # -- one benchmark -----------------------------------------------------------------------
 
@@ -306,15 +297,8 @@ class Suite:
         self.say("| " + " | ".join(row.cells()) + " |")  # the table row, so an interrupted run keeps its figures
 
     def _run_bench(self, b: Bench, row: Row) -> None:
-        if b.kind == "cluster20":
-            fl = self.floor("cluster20-save")
-            row.floor, row.floor_s = self.floor_what["cluster20-save"], fl.seconds
-            command = self.cluster20_command()
-            if command is None:
-                row.verdict = "pending"
-                row.detail = "floor measured; the simulated cluster (issue 12 item 5) is not here yet"
-                return
-            self._measure(b, row, command, fl.seconds, validate=_exit_0_to_1)
+        if b.kind == "cluster20":  # its floor is measured in its own simulated cluster
+            self._cluster20(b, row)
             return
         if b.kind == "api":
             env = self.api_env(b.size or "1k")
