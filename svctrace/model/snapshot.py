@@ -171,25 +171,24 @@ class Snapshot:
     def _lazy(self, kind: str) -> list[Any]:
         return [lazy for lazy in self.lazy_api if lazy.kind == kind]
 
-    def all_pods(self) -> tuple[Pod, ...]:
-        """Every pod (a big file's typed now, once)."""
+    def _all(self, kind: str, eager: tuple[T, ...]) -> tuple[T, ...]:
         if not self.lazy_api:
-            return self.pods
-        got: tuple[Pod, ...] = self._by("all_pods", lambda: _first_of_each((*self.pods, *(
-            p for lazy in self._lazy("Pod") for p in lazy.all()))))
+            return eager
+        got: tuple[T, ...] = self._by(f"all_{kind}", lambda: _first_of_each(
+            (*eager, *(item for lazy in self._lazy(kind) for item in lazy.all()))))
         return got
 
+    def all_pods(self) -> tuple[Pod, ...]:
+        """Every pod (a big file's typed now, once)."""
+        return self._all("Pod", self.pods)
+
     def all_endpoint_slices(self) -> tuple[EndpointSlice, ...]:
-        if not self.lazy_api:
-            return self.endpoint_slices
-        got: tuple[EndpointSlice, ...] = self._by("all_slices", lambda: _first_of_each((*self.endpoint_slices, *(
-            s for lazy in self._lazy("EndpointSlice") for s in lazy.all()))))
-        return got
+        return self._all("EndpointSlice", self.endpoint_slices)
 
     def slices_for(self, svc: Service) -> tuple[EndpointSlice, ...]:
         """EndpointSlices of a Service; v1 Endpoints only when no slice exists (older clusters)."""
         key = (svc.namespace, svc.name)
-        if self.lazy_api and "all_slices" not in self._index:
+        if self.lazy_api and "all_EndpointSlice" not in self._index:
             eager = self._by("slices", lambda: self._group(self.endpoint_slices,
                                                            lambda s: (s.namespace, s.service_name))).get(key, ())
             found = list(_first_of_each((*eager, *(
@@ -235,7 +234,7 @@ class Snapshot:
                 for pair in pod.labels.items():
                     out.setdefault(pair, []).append(pod)
             return out
-        if self.lazy_api and namespace is not None and "all_pods" not in self._index:
+        if self.lazy_api and namespace is not None and "all_Pod" not in self._index:
             # one namespace's label index, from its pods alone
             index = self.recent(("labels", namespace), lambda: build(self.pods_in(namespace)))
         else:
@@ -245,7 +244,7 @@ class Snapshot:
                      and all(p.labels.get(k) == v for k, v in selector.items()))
 
     def pods_in(self, namespace: str) -> tuple[Pod, ...]:
-        if self.lazy_api and "all_pods" not in self._index:
+        if self.lazy_api and "all_Pod" not in self._index:
             def read() -> tuple[Pod, ...]:
                 eager = [p for p in self.pods if p.namespace == namespace]
                 return _first_of_each((*eager, *(p for lazy in self._lazy("Pod") for p in lazy.where(
