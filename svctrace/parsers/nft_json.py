@@ -257,11 +257,10 @@ class _TableBuilder:
         return tuple(out)
 
     def build(self) -> NftTable:
-        if self.at:
-            return NftTable(self.family, self.name,
-                            LazyChains(dict(self.chains), self._load, count=lambda c: len(self.at.get(c, ()))),
-                            dict(self.sets), dict(self.maps), self.comment)
         chains: dict[str, NftChain] = {}
+        if self.at:
+            lazy = LazyChains(dict(self.chains), self._load, count=lambda c: len(self.at.get(c, ())))
+            return NftTable(self.family, self.name, lazy, dict(self.sets), dict(self.maps), self.comment)
         for name, chain in self.chains.items():
             rules = tuple(NftRule(r.chain, r.handle, i, r.text, r.comment, r.stmts)
                           for i, r in enumerate(self.rules.get(name, ()), start=1))
@@ -270,15 +269,11 @@ class _TableBuilder:
 
 
 def _type_text(t: Any) -> str:
-    if isinstance(t, list):
-        return " . ".join(str(x) for x in t)
-    return str(t)
+    return " . ".join(str(x) for x in t) if isinstance(t, list) else str(t)
 
 
 def _timeout_text(t: Any) -> str | None:
-    if t is None:
-        return None
-    return f"{t}s" if isinstance(t, int) else str(t)
+    return None if t is None else f"{t}s" if isinstance(t, int) else str(t)
 
 
 _DURATION = re.compile(r"(\d+)([dhms]?)")
