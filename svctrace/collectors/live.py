@@ -5,10 +5,12 @@ Whatever a live run reads is also what ``capture`` writes, so ``--from`` a captu
 
 from __future__ import annotations
 
+import contextvars
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from svctrace import __version__
 from svctrace.model.snapshot import API, Missing, NodeFile, Snapshot
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
 
 # The Kubernetes client (~200 ms to import) and the node collector are imported by the functions that read the
 # live cluster and node, so that LiveOptions, and every command that reads only a snapshot, cost nothing of them.
+A = TypeVar("A")
+
 SERVICE_TABLES = ("nat", "filter")  # what `svc` needs: kube-proxy's dispatch, Service and REJECT rules
 
 
@@ -97,6 +101,16 @@ def assemble(api: ApiCollection | None, node: NodeInput, *, explicit: str | None
                           hostname=_hostname(), api_collected=api is not None)
 
 
+def _alongside(read_node: Callable[[], NodeInput], read_api: Callable[[], A]) -> tuple[NodeInput, A]:
+    """The node's rules read while the API is: the node waits on save processes, the API on the server."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="svctrace-node") as pool:
+        node = pool.submit(contextvars.copy_context().run, read_node)
+        api = read_api()  # an error here still waits for the node's reads to end (their own deadlines bound them)
+        return node.result(), api
+
+
 def live_service(opts: LiveOptions, namespace: str | None, name: str) -> LiveCollection:
     """What ``svctrace svc NAME`` needs, read live: a fixed number of API requests and this node's rules."""
     from svctrace.collectors.kube import KubeCollector
@@ -104,8 +118,8 @@ def live_service(opts: LiveOptions, namespace: str | None, name: str) -> LiveCol
     with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout,
                        total_timeout=opts.total_timeout) as kube:
         _ = kube.target  # a missing or broken kubeconfig fails here, before the node is read
-        node = _node(opts, SERVICE_TABLES, kube.deadline.end)
-        api = kube.collect_service(namespace, name, node_name=opts.node_name or _hostname())
+        node, api = _alongside(lambda: _node(opts, SERVICE_TABLES, kube.deadline.end),
+                               lambda: kube.collect_service(namespace, name, node_name=opts.node_name or _hostname()))
     snap = assemble(api, node, explicit=opts.node_name, source=f"live: {api.target.server}")
     return LiveCollection(snap, api, node)
 
@@ -117,8 +131,7 @@ def live_all(opts: LiveOptions, namespace: str | None) -> LiveCollection:
     with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout,
                        total_timeout=opts.total_timeout) as kube:
         _ = kube.target
-        node = _node(opts, deadline=kube.deadline.end)
-        api = kube.collect_all(namespace)
+        node, api = _alongside(lambda: _node(opts, deadline=kube.deadline.end), lambda: kube.collect_all(namespace))
     snap = assemble(api, node, explicit=opts.node_name, source=f"live: {api.target.server}")
     return LiveCollection(snap, api, node)
 

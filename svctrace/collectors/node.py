@@ -21,6 +21,8 @@ Everything netlink or subprocess stays here: callers get model values and text.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import os
 import shutil
@@ -28,9 +30,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from svctrace.collectors import _probe
 from svctrace.collectors.conntrack import collect_conntrack
@@ -58,6 +61,8 @@ SYSCTLS = _probe.SYSCTLS
 NOT_ROOT_WARNING = ("not running as root: the node's rules cannot be read (iptables, nftables, IPVS); "
                     "addresses and sysctls are still shown. Next step: run it again with sudo, or run "
                     "`sudo svctrace capture` on the node and analyse the snapshot with --from")
+
+T = TypeVar("T")
 
 # rtnetlink scopes as `ip` names them.
 _SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
@@ -172,17 +177,24 @@ def addresses_from_netlink(links: list[Link], addrs: list[dict[str, Any]]) -> st
 
 
 
+def _at_once(jobs: Sequence[Callable[[], T]]) -> list[T]:
+    """Each job's result, the jobs run at the same time (each waits on its own save process, so the kernel's
+    reads of several tables overlap instead of adding up), each with this thread's context (the deadline)."""
+    if len(jobs) < 2:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="svctrace-save") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, job) for job in jobs]
+        return [f.result() for f in futures]
+
+
 def _save(backend: str, family: int, tables: tuple[str, ...], netns: str | None) -> _Run:
-    """One backend's rules, only ``tables`` (each its own -t run), as one iptables-save text."""
+    """One backend's rules, only ``tables`` (each its own -t run, all at once), as one iptables-save text."""
     command = SAVE_COMMANDS[backend][family]
     if tables == ALL_TABLES:
         return _run([command], netns)
-    runs: list[_Run] = []
-    for table in tables:
-        runs.append(_run([command, "-t", table], netns))
-        if runs[-1].stdout is None:
-            break
-    return joined(runs)
+    runs = _at_once([functools.partial(_run, [command, "-t", table], netns) for table in tables])
+    failed = next((i for i, r in enumerate(runs) if r.stdout is None), None)
+    return joined(runs if failed is None else runs[:failed + 1])
 
 
 def _kube_proxy_nft(netns: str | None, where: str, warnings: list[str]) -> tuple[str | None, tuple[str, ...]]:
@@ -278,18 +290,19 @@ def _collect_node(netns: str | None, node_name: str | None, proxy_mode_url: str,
 def _read_iptables(netns: str | None, where: str, tables: tuple[str, ...],
                    legacy_tables: Mapping[str, list[str] | None], node: NodeInput) -> BackendDecision:
     """The iptables rules of the backend that holds kube's chains (both read only where both have tables)."""
-    runs: dict[tuple[str, int], _Run] = {}
+    jobs: dict[tuple[str, int], Callable[[], _Run]] = {}
     for family in (4, 6):
         # The legacy backend has nothing when the kernel holds no x_tables table: its save is not even run.
         # It is asked for a table (-t) only when the table exists: -t would make the kernel create it.
         if legacy_tables:
             have = legacy_tables.get(str(family)) or []
             wanted = tables if tables == ALL_TABLES else tuple(t for t in tables if t in have)
-            runs[LEGACY, family] = _save(LEGACY, family, wanted, netns) if have and wanted else \
-                _Run(None, "the kernel holds no iptables-legacy table", skipped=True)
+            jobs[LEGACY, family] = functools.partial(_save, LEGACY, family, wanted, netns) if have and wanted \
+                else functools.partial(_Run, None, "the kernel holds no iptables-legacy table", skipped=True)
         else:
-            runs[LEGACY, family] = _save(LEGACY, family, ALL_TABLES, netns)
-        runs[NFT, family] = _save(NFT, family, tables, netns)
+            jobs[LEGACY, family] = functools.partial(_save, LEGACY, family, ALL_TABLES, netns)
+        jobs[NFT, family] = functools.partial(_save, NFT, family, tables, netns)
+    runs = dict(zip(jobs, _at_once(list(jobs.values())), strict=True))
     return choose_iptables(runs, node, where=where, tables=tables)
 
 
