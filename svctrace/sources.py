@@ -118,11 +118,11 @@ def load_service(source: Source, namespace: str | None, name: str, *, progress: 
 
 def load_namespace(source: Source, namespace: str | None, *, scope: str | None = None,
                    every_namespace: bool = False, client_pod: str | None = None,
-                   progress: Progress | None = None) -> Loaded:
+                   progress: Progress | None = None, documents: bool = False) -> Loaded:
     """The Services of ``scope`` (default: ``namespace``, the ``-n`` given) and one node's rules
     (``why-unreachable``, ``audit``, ``capture``). Live, every namespace is read with ``every_namespace`` or when
     neither names one; a snapshot holds what it holds. With ``--collect`` and no ``--node``, the node read is
-    the one ``client_pod`` runs on."""
+    the one ``client_pod`` runs on. ``documents``: keep the API objects as ``capture`` writes them."""
     source.check(every_node=False)
     if source.snapshot is not None:
         return _replayed(source, namespace)
@@ -133,7 +133,7 @@ def load_namespace(source: Source, namespace: str | None, *, scope: str | None =
         collection = remote_all(source.live, source.collect, source.nodes.name, wanted, client_pod=client_pod,
                                 client_namespace=namespace or _context_namespace(source), progress=progress)
     else:
-        collection = live_all(source.live, wanted)
+        collection = live_all(source.live, wanted, documents=documents)
     return Loaded(collection.snapshot, namespace or collection.api.target.namespace, collection)
 
 

@@ -46,7 +46,7 @@ def capture_command(
     # Without -n, every namespace: a capture is for answering later questions about any Service.
     with node_progress(env, "the cluster and the node") as progress:
         collection = load_namespace(run.source, run.namespace, every_namespace=not run.namespace,
-                                    progress=progress).collection
+                                    progress=progress, documents=True).collection
     assert collection is not None  # a capture always reads live
     show_notes(env, collection.notes)
     api_docs = collection.api_documents()

@@ -2,9 +2,8 @@
 
 Finding the cluster is svctrace.collectors.kubeconfig; sending a request within its deadline and reading
 the answer as a stream is svctrace.collectors.kube_http. This module decides what to read, which reads
-are required (their failure is exit 2, naming the request) and which optional (their failure is a
-warning and a partial answer), and keeps the objects twice: as the model and, cut down to the fields
-svctrace reads (svctrace.parsers.k8s_fields), as the documents ``capture`` writes to ``api/``.
+are required (exit 2, naming the request) and which optional (a warning and a partial answer), and keeps
+the objects as the model and, for ``capture``, as the documents it writes to ``api/`` (svctrace.parsers.k8s_fields).
 
 Responses are read raw rather than through the client's models: the models drop fields they do not
 know (newer API fields), refuse some objects the server does send, and cost far more time.
@@ -41,7 +40,7 @@ from svctrace.collectors.kube_http import (
 )
 from svctrace.collectors.kubeconfig import SERVICEACCOUNT_DIR, KubeTarget, load_client_configuration
 from svctrace.errors import CollectionError, ForbiddenError, InputError, NotFoundError
-from svctrace.parsers.k8s import ApiObjects, merge_objects, parse_objects
+from svctrace.parsers.k8s import Accumulator, ApiObjects, merge_objects, parse_objects
 from svctrace.parsers.k8s_fields import read_fields
 from svctrace.parsers.limits import MAX_LIST_PAGES
 
@@ -171,7 +170,8 @@ class KubeCollector:
         return _stamped(op.resource, doc)
 
     def _list(self, op: Op, fn: Callable[..., Any], *args: Any, label_selector: str | None = None,
-              field_selector: str | None = None, whole: bool = False) -> list[Doc]:
+              field_selector: str | None = None, whole: bool = False,
+              each: Callable[[Doc], None] | None = None, restart: Callable[[], None] | None = None) -> list[Doc]:
         """Every item of a LIST, page by page; stops on a continue token seen before and past MAX_LIST_PAGES."""
         self._connect()
         assert self._transport is not None
@@ -203,13 +203,19 @@ class KubeCollector:
                 if failure.status == 410 and token and not restarted:
                     # the snapshot the pages came from was compacted away: start one consistent list again
                     items, token, seen, restarted, pages = [], None, set(), True, 0
+                    if restart is not None:
+                        restart()
                     continue
                 raise
             listed = doc.get("items", ())
             if listed is not None and not isinstance(listed, list):
                 raise BadAnswer(op, f"its items are {_json_type(listed)}, not a list" if listed != () else
                                 f"the answer has no items, so it is not {expect}")
-            items += page
+            if each is not None:  # handed on page by page, not kept
+                for item in page:
+                    each(item)
+            else:
+                items += page
             meta = doc.get("metadata")
             token = meta.get("continue") if isinstance(meta, Mapping) else None
             if not token:
@@ -319,8 +325,9 @@ class KubeCollector:
         raw["configmaps"] = self._config_maps(core, [DNS_CONFIGMAP], partial)
         return self._result(raw, target, partial, self.requests - start)
 
-    def collect_all(self, namespace: str | None = None) -> ApiCollection:
-        """Every Service, EndpointSlice, Pod, Node and NetworkPolicy (one namespace or all), paged."""
+    def collect_all(self, namespace: str | None = None, *, documents: bool = True) -> ApiCollection:
+        """Every Service, EndpointSlice, Pod, Node and NetworkPolicy (one namespace or all), paged; without
+        ``documents`` (all but ``capture``) pods are typed page by page, not also kept as documents."""
         api, target = self._connect()
         start = self.requests
         core = k8s_client.CoreV1Api(api)
@@ -351,6 +358,10 @@ class KubeCollector:
             raw["endpoints"] = self._required(read)
 
         op, read = lister("pods", "", core.list_namespaced_pod, core.list_pod_for_all_namespaces)
+        typed: list[ApiObjects] = []
+        if not documents:
+            read = self._typing(op, core.list_namespaced_pod if namespace else core.list_pod_for_all_namespaces,
+                                (namespace,) if namespace else (), typed, partial)
         raw["pods"] = partial.read(op, "pod details are missing", read) or []
 
         node_op = Op("list", "nodes")
@@ -362,7 +373,23 @@ class KubeCollector:
         raw["networkpolicies"] = partial.read(op, "NetworkPolicies were not checked", read, tolerate_404=True) or []
 
         raw["configmaps"] = self._config_maps(core, [DNS_CONFIGMAP, PROXY_CONFIGMAP], partial)
-        return self._result(raw, target, partial, self.requests - start)
+        return self._result(raw, target, partial, self.requests - start, typed)
+
+    def _typing(self, op: Op, fn: Callable[..., Any], args: tuple[Any, ...], typed: list[ApiObjects],
+                partial: _Partial) -> Callable[[], list[Doc]]:
+        """A LIST read whose items are typed as they arrive (into ``typed``); it returns no documents."""
+        source = f"the API server's {op.resource}"
+
+        def read() -> list[Doc]:
+            acc = [Accumulator(source)]
+            try:
+                self._list(op, fn, *args, each=lambda doc: acc[0].add(doc, source),
+                           restart=lambda: acc.__setitem__(0, Accumulator(source)))
+                typed.append(acc[0].result())
+            except InputError as exc:
+                partial.unusable(op.resource, exc.message)
+            return []
+        return read
 
     # -- pieces of a collection --
 
@@ -440,8 +467,8 @@ class KubeCollector:
         return NotFoundError(f'Service "{name}" not found in namespace "{ns}"', " ".join(hints))
 
     def _result(self, raw: dict[str, list[Doc]], target: KubeTarget, partial: _Partial,
-                requests: int) -> ApiCollection:
-        parts: list[ApiObjects] = []
+                requests: int, typed: Iterable[ApiObjects] = ()) -> ApiCollection:
+        parts: list[ApiObjects] = list(typed)
         for resource, docs in list(raw.items()):
             source = f"the API server's {resource}"
             try:

@@ -124,14 +124,16 @@ def live_service(opts: LiveOptions, namespace: str | None, name: str) -> LiveCol
     return LiveCollection(snap, api, node)
 
 
-def live_all(opts: LiveOptions, namespace: str | None) -> LiveCollection:
-    """Every Service in one namespace (or all) and this node's rules: what ``capture`` and ``audit`` read."""
+def live_all(opts: LiveOptions, namespace: str | None, *, documents: bool = False) -> LiveCollection:
+    """Every Service in one namespace (or all) and this node's rules: what ``capture`` (with ``documents``, the
+    objects as it writes them) and ``audit`` read."""
     from svctrace.collectors.kube import KubeCollector
 
     with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout,
                        total_timeout=opts.total_timeout) as kube:
         _ = kube.target
-        node, api = _alongside(lambda: _node(opts, deadline=kube.deadline.end), lambda: kube.collect_all(namespace))
+        node, api = _alongside(lambda: _node(opts, deadline=kube.deadline.end),
+                               lambda: kube.collect_all(namespace, documents=documents))
     snap = assemble(api, node, explicit=opts.node_name, source=f"live: {api.target.server}")
     return LiveCollection(snap, api, node)
 
