@@ -50,6 +50,7 @@ from svctrace.parsers.node_read import (
     joined,
     kube_proxy_nft,
     meta_json,
+    only_tables,
 )
 from svctrace.parsers.node_read import CommandRun as _Run
 from svctrace.parsers.snapshot import NodeInput, Probe
@@ -192,6 +193,8 @@ def _save(backend: str, family: int, tables: tuple[str, ...], netns: str | None)
     command = SAVE_COMMANDS[backend][family]
     if tables == ALL_TABLES:
         return _run([command], netns)
+    if backend == NFT:  # it reads every table whatever -t says: one run, cut to the tables asked for
+        return only_tables(_run([command], netns), tables)
     runs = _at_once([functools.partial(_run, [command, "-t", table], netns) for table in tables])
     failed = next((i for i, r in enumerate(runs) if r.stdout is None), None)
     return joined(runs if failed is None else runs[:failed + 1])
@@ -200,8 +203,9 @@ def _save(backend: str, family: int, tables: tuple[str, ...], netns: str | None)
 def _kube_proxy_nft(netns: str | None, where: str, warnings: list[str]) -> tuple[str | None, tuple[str, ...]]:
     """kube-proxy's nftables tables as one `nft -j` document, read by name (never the whole ruleset:
     listing every table costs minutes on a node with 100,000 iptables-nft chains); and which exist."""
-    runs = [(family, _run(["nft", "-j", "list", "table", family, "kube-proxy"], netns, timeout=60.0))
-            for family in NFT_FAMILIES]
+    runs = list(zip(NFT_FAMILIES, _at_once([functools.partial(
+        _run, ["nft", "-j", "list", "table", family, "kube-proxy"], netns, timeout=60.0) for family in NFT_FAMILIES]),
+        strict=True))
     return kube_proxy_nft(runs, where=where, warnings=warnings)
 
 
@@ -258,9 +262,15 @@ def _collect_node(netns: str | None, node_name: str | None, proxy_mode_url: str,
         for f in (NodeFile.IPTABLES, NodeFile.IP6TABLES, NodeFile.NFT):
             missing.append(Missing(f, "not root"))
     else:
-        decision = _read_iptables(netns, where, tables, legacy_tables, node)
-        if shutil.which("nft") is not None:
-            nft_text, nft_tables = _kube_proxy_nft(netns, where, warnings)
+        nft_warnings: list[str] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="svctrace-nft") as pool:
+            # kube-proxy's nftables tables are asked for while the iptables saves run
+            nft_read = pool.submit(contextvars.copy_context().run, _kube_proxy_nft, netns, where, nft_warnings) \
+                if shutil.which("nft") is not None else None
+            decision = _read_iptables(netns, where, tables, legacy_tables, node)
+            nft_text, nft_tables = nft_read.result() if nft_read is not None else (None, None)
+        warnings += nft_warnings
+        if nft_read is not None:
             if nft_text is not None:
                 files[NodeFile.NFT] = nft_text
             node.where[NodeFile.NFT] = f"nft -j list table ip/ip6 kube-proxy{where}"

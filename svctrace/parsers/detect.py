@@ -69,14 +69,11 @@ def count_backend(text: str | None) -> BackendCount:
     """Count KUBE-* chain declarations and rules in one backend's save output (None: not available)."""
     if text is None:
         return BackendCount(0, 0, 0, available=False)
-    kube = hints = rules = 0
-    for line in text.splitlines():
-        if line.startswith(":KUBE-"):
-            kube += 1
-            if line[1:].split(" ", 1)[0] in KUBELET_HINT_CHAINS:
-                hints += 1
-        elif line.startswith("-A "):
-            rules += 1
+    # Counted by the C string methods: a 10,000-Service dump has 430,000 lines.
+    body = "\n" + text.replace("\r\n", "\n")
+    kube = body.count("\n:KUBE-")
+    rules = body.count("\n-A ")
+    hints = sum(body.count(f"\n:{chain} ") + body.endswith(f"\n:{chain}") for chain in KUBELET_HINT_CHAINS)
     return BackendCount(kube, hints, rules, available=True)
 
 

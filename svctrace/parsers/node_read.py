@@ -49,6 +49,28 @@ def joined(runs: Sequence[CommandRun]) -> CommandRun:
     return CommandRun("".join(texts))
 
 
+def only_tables(run: CommandRun, tables: Sequence[str]) -> CommandRun:
+    """A whole save's text cut to ``tables`` (each ``*table`` ... ``COMMIT`` section kept whole, in order, and
+    the comment lines before the first). The nf_tables backend's save fetches every table from the kernel
+    even with ``-t``, so one save of all costs what one of a table does, and several ``-t`` runs add up."""
+    text = run.stdout
+    if text is None or tables == ALL_TABLES:
+        return run
+    start = 0 if text.startswith("*") else text.find("\n*") + 1
+    if start <= 0 and not text.startswith("*"):
+        return run  # no table at all: as it is
+    kept = [text[:start]]
+    while start >= 0:
+        name = text[start + 1:text.find("\n", start)].strip()
+        commit = text.find("\nCOMMIT", start)
+        end = len(text) if commit < 0 else (text.find("\n", commit + 1) + 1 or len(text))
+        if name in tables:
+            kept.append(text[start:end])
+        following = text.find("\n*", end - 1)
+        start = following + 1 if following >= 0 else -1
+    return CommandRun("".join(kept))
+
+
 def _either(*runs: CommandRun) -> str | None:
     texts = [r.stdout for r in runs if r.stdout is not None]
     return "".join(texts) if texts else None
