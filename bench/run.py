@@ -266,24 +266,17 @@ class Suite:
     def _cluster20(self, b: Bench, row: Row) -> None:
         """``audit -A --all-nodes --collect`` on bench_all_nodes.py's simulated cluster (network-namespace nodes,
         a fake API server, stand-in kubelets in this process), against iptables-nft-save run in each node's
-        namespace one after another, in the same cluster."""
+        namespace one after another, in the same cluster. svctrace runs through the small launcher like every
+        other row (a process forked from this big one would count its pages)."""
         import bench_all_nodes
 
         with bench_all_nodes.simulated(CLUSTER20_NODES, 1000, ENDPOINTS, say=self.say) as (cluster, kubeconfig, _):
             floor_s = min(bench_all_nodes.floor(cluster) for _ in range(3))
-            runs = [bench_all_nodes.run_svctrace(kubeconfig, 4) for _ in range(self.reps())]
-        row.floor = f"iptables-nft-save in each of {CLUSTER20_NODES} nodes, one after another"
-        row.floor_s = floor_s
-        wall, rss_mib, code, doc, _cpu = min(runs, key=lambda r: r[0])
-        row.runs = len(runs)
-        row.seconds = wall
-        row.rss_bytes = int(max(r[1] for r in runs) * 1024 * 1024)
-        row.ratio = wall / floor_s
-        summary = doc.get("summary", {})
-        if code not in (0, 1) or summary.get("nodes") != CLUSTER20_NODES or summary.get("outOfStep"):
-            row.verdict, row.detail = "WRONG", f"exit {code}; {summary}"[:200]
-            return
-        row.verdict = verdict(b.target, wall, row.ratio, row.rss_bytes)
+            row.floor = f"iptables-nft-save in each of {CLUSTER20_NODES} nodes, one after another"
+            row.floor_s = floor_s
+            command = [*self.svctrace, "audit", "-A", "--all-nodes", "--collect", "--parallel", "4", "-o", "json",
+                       "--kubeconfig", str(kubeconfig)]
+            self._measure(b, row, command, floor_s, validate=_all_nodes_validator(CLUSTER20_NODES))
 
     # -- one benchmark -----------------------------------------------------------------------
 
@@ -426,6 +419,21 @@ def _exit_0(run: Run) -> str | None:
 
 def _exit_0_to_1(run: Run) -> str | None:
     return None if run.returncode in (0, 1) else f"exit {run.returncode}: {run.stderr.strip()[-200:]}"
+
+
+def _all_nodes_validator(nodes: int) -> Callable[[Run], str | None]:
+    def check(run: Run) -> str | None:
+        if run.returncode not in (0, 1):
+            return _exit_0_to_1(run)
+        try:
+            summary = json.loads(run.stdout)["summary"]
+        except (ValueError, KeyError, TypeError):
+            return "no JSON summary"
+        if summary.get("nodes") != nodes or summary.get("outOfStep") or summary.get("failed"):
+            return f"expected {nodes} nodes read, none out of step or failed: {summary}"[:200]
+        return None
+
+    return check
 
 
 def _no_crash(run: Run) -> str | None:
