@@ -7,6 +7,7 @@ value found, so a wrong type in a 100,000-object dump is found without searching
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from svctrace.errors import InputError
@@ -17,19 +18,16 @@ MAX_NAME = 253  # the longest name any Kubernetes object may have (a DNS subdoma
 _PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "SCTP")
 
 
+@dataclass(slots=True)
 class TypedObject:
     """One object being typed: its raw mapping plus what names it in error messages."""
 
-    __slots__ = ("doc", "kind", "source", "namespace", "name", "line")
-
-    def __init__(self, doc: Mapping[str, Any], kind: str, source: str, namespace: str, name: str,
-                 line: int | None = None) -> None:
-        self.doc = doc
-        self.kind = kind
-        self.source = source
-        self.namespace = namespace
-        self.name = name
-        self.line = line
+    doc: Mapping[str, Any]
+    kind: str
+    source: str
+    namespace: str
+    name: str
+    line: int | None = None
 
     @classmethod
     def of(cls, doc: Mapping[str, Any], kind: str, source: str, *, namespaced: bool,
@@ -97,11 +95,7 @@ class TypedObject:
         return value
 
     def as_opt_str(self, value: object, path: str) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            self.fail(path, "a string", value)
-        return value
+        return None if value is None else self.as_str(value, path)
 
     def as_int(self, value: object, path: str) -> int | None:
         # bool is an int in Python; `port: true` is a mistake, not 1.

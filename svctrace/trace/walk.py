@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from svctrace.model.actions import (
     DnatAction,
@@ -31,7 +31,6 @@ from svctrace.model.actions import (
     SetLookup,
     SetUpdate,
     SnatAction,
-    Statement,
     UnknownStatement,
     Verdict,
 )
@@ -40,6 +39,9 @@ from svctrace.model.matches import Match
 from svctrace.model.trace import Packet, TraceOptions, TraceResult, TraceStep, format_address
 from svctrace.trace.engine import Branch, Matcher, NodeView, merge_branches, undecided
 from svctrace.trace.outcomes import finish, martian
+
+if TYPE_CHECKING:  # a type alias, for annotations only
+    from svctrace.model.actions import Statement
 
 Flow = str  # "return" (back to the caller), or how the hook ends: "accept", "drop", "reject"
 
