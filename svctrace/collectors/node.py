@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -89,17 +90,22 @@ def _run(argv: Sequence[str], netns: str | None, timeout: float = 60.0,
         return _Run(None, f"{argv[0]} is not installed")
     if netns and shutil.which("ip") is None:
         return _Run(None, "ip (iproute2) is not installed")
-    try:
-        proc = subprocess.run(_argv(netns, argv), capture_output=True, text=True, timeout=timeout, check=False,
-                              env=dict(env) if env is not None else None)
-    except subprocess.TimeoutExpired:
-        return _Run(None, f"{argv[0]} did not finish in {timeout:g} s")
-    except OSError as exc:
-        return _Run(None, f"{argv[0]} could not run: {exc.strerror or exc}")
+    # The output goes to a file, not a pipe: a 10k-Service save is 48 MB, which a pipe would hold three times
+    # over (the pieces read, them joined, the text) before it is decoded once here.
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.run(_argv(netns, argv), stdout=out, stderr=subprocess.PIPE, timeout=timeout,
+                                  check=False, env=dict(env) if env is not None else None)
+        except subprocess.TimeoutExpired:
+            return _Run(None, f"{argv[0]} did not finish in {timeout:g} s")
+        except OSError as exc:
+            return _Run(None, f"{argv[0]} could not run: {exc.strerror or exc}")
+        out.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
     if proc.returncode != 0:
-        said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        said = (proc.stderr.decode("utf-8", "replace").strip() or stdout.strip()).splitlines()
         return _Run(None, f"{argv[0]} failed (exit {proc.returncode}): {said[0] if said else 'no message'}")
-    return _Run(proc.stdout)
+    return _Run(stdout)
 
 
 # ---------------------------------------------------------------------------------------------
