@@ -205,7 +205,9 @@ class Snapshot:
 
     def pod(self, namespace: str, name: str) -> Pod | None:
         if self.lazy_api:
-            return next((p for p in self.pods_in(namespace) if p.name == name), None)
+            by_name = self.recent(("pods_named", namespace),
+                                  lambda: {p.name: p for p in reversed(self.pods_in(namespace))})
+            return by_name.get(name)
         index = self._by("pods", lambda: {(p.namespace, p.name): p for p in reversed(self.pods)})
         return index.get((namespace, name))  # type: ignore[no-any-return]
 
