@@ -69,12 +69,13 @@ def count_backend(text: str | None) -> BackendCount:
     """Count KUBE-* chain declarations and rules in one backend's save output (None: not available)."""
     if text is None:
         return BackendCount(0, 0, 0, available=False)
-    # Counted by the C string methods: a 10,000-Service dump has 430,000 lines.
-    body = "\n" + text.replace("\r\n", "\n")
-    kube = body.count("\n:KUBE-")
-    rules = body.count("\n-A ")
-    hints = sum(body.count(f"\n:{chain} ") + body.endswith(f"\n:{chain}") for chain in KUBELET_HINT_CHAINS)
-    return BackendCount(kube, hints, rules, available=True)
+    # Counted by the C string methods, without a copy: a 10,000-Service dump is 48 MB in 430,000 lines.
+    def lines(prefix: str) -> int:
+        return text.count("\n" + prefix) + text.startswith(prefix)
+
+    hints = sum(lines(f":{chain}{end}") for chain in KUBELET_HINT_CHAINS for end in (" ", "\n", "\r"))
+    hints += any(text.endswith(f"\n:{chain}") or text == f":{chain}" for chain in KUBELET_HINT_CHAINS)
+    return BackendCount(lines(":KUBE-"), hints, lines("-A "), available=True)
 
 
 def decide_backend(legacy_text: str | None, nft_text: str | None) -> BackendDecision:
