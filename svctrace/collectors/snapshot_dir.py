@@ -94,7 +94,7 @@ def load_snapshot(spec: str | Path) -> Snapshot:
 
 
 @contextlib.contextmanager
-def _tar_stream(path: Path, label: str) -> Iterator[Iterator[_Entry]]:
+def _tar_stream(path: Path, label: str) -> Iterator[Iterator[Entry]]:
     with _opener(path, label)() as f:
         try:
             with tarfile.open(fileobj=f, mode="r:*") as tf:
@@ -107,7 +107,7 @@ def _tar_stream(path: Path, label: str) -> Iterator[Iterator[_Entry]]:
                              f"pass a snapshot folder or a .tar.gz of one; {DOCS_HINT}") from None
 
 
-def entries(spec: str) -> contextlib.AbstractContextManager[Iterator[_Entry]] | None:
+def entries(spec: str) -> contextlib.AbstractContextManager[Iterator[Entry]] | None:
     """The files of a snapshot folder or the members of a tarball, one at a time, with every safety check;
     None when ``spec`` is neither (load_snapshot says why)."""
     path = Path(spec).expanduser()
@@ -141,7 +141,7 @@ def load_demo(mode: str = "iptables") -> Snapshot:
     return _read_entries(_chain(api, node), label)
 
 
-def _chain(*parts: Iterator[_Entry]) -> Iterator[_Entry]:
+def _chain(*parts: Iterator[Entry]) -> Iterator[Entry]:
     for part in parts:
         yield from part
 
@@ -151,7 +151,7 @@ def _chain(*parts: Iterator[_Entry]) -> Iterator[_Entry]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
+class Entry:
     """One file of a snapshot: its path under what the user passed, its size, where to say it is, how to open it.
 
     A tarball's member can only be opened while it is the current one: read it before asking for the next.
@@ -182,7 +182,7 @@ def _hidden(rel: str) -> bool:
     return any(part.startswith(".") for part in rel.split("/"))
 
 
-def _folder_entries(root: Path, label: str) -> Iterator[_Entry]:
+def _folder_entries(root: Path, label: str) -> Iterator[Entry]:
     real_root = root.resolve()
     count = 0
     skipped: list[str] = []
@@ -200,7 +200,7 @@ def _folder_entries(root: Path, label: str) -> Iterator[_Entry]:
             if target is None:
                 skipped.append(rel)
                 continue
-            yield _Entry(rel, target[1], str(full), _opener(target[0], str(full)), path=target[0])
+            yield Entry(rel, target[1], str(full), _opener(target[0], str(full)), path=target[0])
     if skipped:
         log.debug("%s: symlinks leading out of the snapshot, or to nothing, skipped: %s", label, ", ".join(skipped))
 
@@ -256,7 +256,7 @@ def _read_tarball(path: Path, label: str) -> Snapshot:
         return _read_entries(each, label)
 
 
-def _tar_entries(tf: tarfile.TarFile, label: str) -> Iterator[_Entry]:
+def _tar_entries(tf: tarfile.TarFile, label: str) -> Iterator[Entry]:
     total = 0
     count = 0
     for member in tf:
@@ -281,7 +281,7 @@ def _tar_entries(tf: tarfile.TarFile, label: str) -> Iterator[_Entry]:
             assert fileobj is not None  # a regular member always has one
             return fileobj
 
-        yield _Entry(name, member.size, f"{label}:{name}", open_, lasting=False)
+        yield Entry(name, member.size, f"{label}:{name}", open_, lasting=False)
 
 
 def _is_tarball(path: Path) -> bool:
@@ -325,7 +325,7 @@ def _snapshot_file(rel: str) -> str | None:
     return None
 
 
-def _may_be_snapshot_file(name: str) -> bool:
+def may_be_snapshot_file(name: str) -> bool:
     """Whether ``name`` is a snapshot file under the root or under a single top-level folder (decided at the end)."""
     if _snapshot_file(name) is not None:
         return True
@@ -334,7 +334,7 @@ def _may_be_snapshot_file(name: str) -> bool:
 
 
 @dataclass
-class _Read:
+class Read:
     """What was read from the entries so far, by entry name: parsed API files and node files' text."""
 
     names: list[str] = field(default_factory=list)
@@ -354,7 +354,7 @@ def _limit_for(rel: str, kind: str) -> tuple[int, str]:
     return MAX_NODE_FILE_BYTES[kind], f"node/{kind}"
 
 
-def _fits(entry: _Entry, read: _Read, rel: str, kind: str) -> tuple[int, str] | None:
+def _fits(entry: Entry, read: Read, rel: str, kind: str) -> tuple[int, str] | None:
     """The entry's read limit and what it is; None (and a note in ``read.skipped``) for an optional file too big."""
     limit, what = _limit_for(rel, kind)
     if entry.size > limit and kind in OPTIONAL_NODE_FILES:
@@ -370,7 +370,7 @@ def _fits(entry: _Entry, read: _Read, rel: str, kind: str) -> tuple[int, str] | 
     return limit, what
 
 
-def _take(entry: _Entry, read: _Read) -> None:
+def take(entry: Entry, read: Read) -> None:
     name = entry.name
     rel = name if _snapshot_file(name) is not None else name.partition("/")[2]
     kind = _snapshot_file(rel)
@@ -401,7 +401,7 @@ def _take(entry: _Entry, read: _Read) -> None:
     read.where[name] = entry.where
 
 
-def _indexed(entry: _Entry, rel: str, read: _Read) -> bool:
+def _indexed(entry: Entry, rel: str, read: Read) -> bool:
     """Read a big api/ List file of a folder through its index (Pods and EndpointSlices typed when asked for);
     False when it is not one (then it is read as a stream)."""
     if entry.path is None or entry.size < MIN_LAZY_BYTES or API_SUFFIXES[posixpath.splitext(rel)[1].lower()] != "json":
@@ -418,7 +418,7 @@ def _indexed(entry: _Entry, rel: str, read: _Read) -> bool:
     return True
 
 
-def node_text_reader(entry: _Entry, kind: str, read: _Read) -> Callable[[], str] | None:
+def node_text_reader(entry: Entry, kind: str, read: Read) -> Callable[[], str] | None:
     """How to read one node file of a multi-node snapshot (svctrace.collectors.snapshot_nodes), within the
     same bounds as ``node/``: later for a folder's file, now for a tarball's member; None when it is skipped."""
     fits = _fits(entry, read, f"node/{kind}", kind)
@@ -468,13 +468,13 @@ def _find_root(files: list[str]) -> str | None:
     return None
 
 
-def _read_entries(entries: Iterator[_Entry], label: str) -> Snapshot:
-    read = _Read()
+def _read_entries(entries: Iterator[Entry], label: str) -> Snapshot:
+    read = Read()
     for entry in entries:
         read.names.append(entry.name)
-        if _may_be_snapshot_file(entry.name):
-            _take(entry, read)
-    return _build(read, label)
+        if may_be_snapshot_file(entry.name):
+            take(entry, read)
+    return build(read, label)
 
 
 def _relative(warnings: tuple[str, ...], where: str, rel: str) -> tuple[str, ...]:
@@ -482,7 +482,7 @@ def _relative(warnings: tuple[str, ...], where: str, rel: str) -> tuple[str, ...
     return tuple(w.replace(where, rel) for w in warnings)
 
 
-def _build(read: _Read, label: str) -> Snapshot:
+def build(read: Read, label: str) -> Snapshot:
     files = sorted(read.names)
     root = _find_root(files)
     if root is None:
@@ -515,11 +515,11 @@ def _build(read: _Read, label: str) -> Snapshot:
                   ", ".join(f"{kind} ({n})" for kind, n in api.ignored_kinds.items()))
     snapshot = build_snapshot(api if parts and api.objects_seen > 0 else None, node, source=label,
                               api_warnings=api.warnings)
-    _check_chains(snapshot, node)
+    check_chains(snapshot, node)
     return snapshot
 
 
-def _check_chains(snapshot: Snapshot, node: NodeInput) -> None:
+def check_chains(snapshot: Snapshot, node: NodeInput) -> None:
     """Refuse a dump with a chain of more rules than MAX_CHAIN_RULES (counted by the index, before any is typed)."""
     for dump, name in ((snapshot.iptables, NodeFile.IPTABLES), (snapshot.ip6tables, NodeFile.IP6TABLES)):
         for table in dump.tables.values() if dump is not None else ():
@@ -528,11 +528,3 @@ def _check_chains(snapshot: Snapshot, node: NodeInput) -> None:
                     raise InputError(f"chain {table.name} {head.name} has {head.rule_count:,} rules, more than the "
                                      f"{MAX_CHAIN_RULES:,} svctrace reads in one chain; refused", _HINT_LIMITS,
                                      path=node.source(name))
-
-
-# What svctrace.collectors.snapshot_nodes reads multi-node snapshots with (the same checks, one pass).
-Read = _Read
-take = _take
-may_be_snapshot_file = _may_be_snapshot_file
-build = _build
-check_chains = _check_chains
