@@ -15,7 +15,8 @@ several documents, YAML) is read as a stream instead, which is always right.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -49,31 +50,33 @@ class LazyItems(Generic[T]):
     def __len__(self) -> int:
         return len(self.numbers)
 
-    def _type(self, numbers: Iterable[int]) -> list[T]:
-        wanted = [n for n in numbers if n in self._mine]
-        todo = [n for n in wanted if n not in self._typed]
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The file read again: one that changed since it was indexed, or went away, is an input error."""
         try:
-            for n, doc in self.index.read(todo):
-                acc = Accumulator(self.source)
-                acc.add(doc, self.source)
-                got = acc.pods if self.kind == "Pod" else acc.slices
-                self._typed[n] = tuple(got)  # type: ignore[arg-type]
-        except NotIndexed as exc:  # the file changed since it was indexed
+            yield
+        except NotIndexed as exc:
             raise InputError(f"changed while svctrace read it: {exc.reason}", "run the command again",
                              path=self.source) from None
         except OSError as exc:
             raise InputError(f"cannot read: {exc.strerror or exc}", "check the file (it was readable a moment ago)",
                              path=self.source) from None
+
+    def _type(self, numbers: Iterable[int]) -> list[T]:
+        wanted = [n for n in numbers if n in self._mine]
+        todo = [n for n in wanted if n not in self._typed]
+        with self._reading():
+            for n, doc in self.index.read(todo):
+                acc = Accumulator(self.source)
+                acc.add(doc, self.source)
+                got = acc.pods if self.kind == "Pod" else acc.slices
+                self._typed[n] = tuple(got)  # type: ignore[arg-type]
         return [item for n in wanted for item in self._typed[n]]
 
     def where(self, key: str, value: str) -> list[T]:
         """The items whose ``key`` may be ``value`` (the caller checks), in file order."""
-        try:
+        with self._reading():
             numbers = self.index.items_where(key, value)
-        except (NotIndexed, OSError) as exc:
-            reason = exc.reason if isinstance(exc, NotIndexed) else (exc.strerror or str(exc))
-            raise InputError(f"changed while svctrace read it: {reason}", "run the command again",
-                             path=self.source) from None
         return self._type(numbers)
 
     def all(self) -> list[T]:
