@@ -95,26 +95,8 @@ class ListIndex:
         compiled = re.compile(pattern)
         found: list[tuple[int, str | None]] = []
         with self.path.open("rb") as f:
-            f.seek(self.starts[0])
-            pos = self.starts[0]
-            end = self.ends[-1]
-            buf = b""
-            while pos < end:
-                piece = f.read(min(PIECE, end - pos - len(buf)))
-                if not piece:
-                    raise NotIndexed("it is shorter than when it was indexed")
-                buf += piece
-                done = pos + len(buf) >= end
-                limit = len(buf) if done else len(buf) - 4096
-                for k in compiled.finditer(buf):
-                    if k.start() >= limit:
-                        break
-                    found.append((pos + k.start(),
-                                  k.group("v").decode("utf-8", "replace") if k.group("end") == b'"' else None))
-                if done:
-                    break
-                buf = buf[limit:]
-                pos += limit
+            for buf, pos, lo, limit in _windows(f, self.starts[0], 4096, end=self.ends[-1]):
+                _hits(compiled, buf, pos, lo, limit, found)
         n = len(self.starts)
         if many:
             self.many[key] = _assign_many(found, self.starts, n)
@@ -215,36 +197,14 @@ class _Scanner:
         starts, ends = index.starts, index.ends
         starts.append(first_at)
         hits: dict[str, list[tuple[int, str | None]]] = {k: [] for k in self.keys}
-        # A match is taken when it starts before `limit`; every pattern's matches are far shorter than
-        # `overlap`, so one that starts there lies whole in the buffer, and the next piece scans on from it.
-        overlap = 4096 + 2 * len(indent)
-        f.seek(first_at + 1)
-        pos = scanned = first_at + 1  # file offset of buf[0]; where the next matches may start
-        buf = b""
-        while True:
-            piece = f.read(PIECE)
-            done = not piece
-            buf = buf + piece if buf else piece
-            limit = len(buf) if done else len(buf) - overlap
-            lo = scanned - pos
-            if limit > lo:
-                for s in sep.finditer(buf, lo):
-                    if s.start() >= limit:
-                        break
-                    ends.append(pos + s.start() + 1)
-                    starts.append(pos + s.end() - 1)
-                for name, pattern in self.keys.items():
-                    found = hits[name]
-                    for k in pattern.finditer(buf, lo):
-                        if k.start() >= limit:
-                            break
-                        found.append((pos + k.start(),
-                                      k.group("v").decode("utf-8", "replace") if k.group("end") == b'"' else None))
-                scanned = pos + limit
-            if done:
-                break
-            buf = buf[scanned - pos:]
-            pos = scanned
+        for buf, pos, lo, limit in _windows(f, first_at + 1, 4096 + 2 * len(indent)):
+            for s in sep.finditer(buf, lo):
+                if s.start() >= limit:
+                    break
+                ends.append(pos + s.start() + 1)
+                starts.append(pos + s.end() - 1)
+            for name, pattern in self.keys.items():
+                _hits(pattern, buf, pos, lo, limit, hits[name])
         # The array's end: the first "}" then "]" at the items' indentation after the last item starts.
         at = starts[-1]
         f.seek(at)
@@ -275,6 +235,40 @@ class _Scanner:
             raise NotIndexed("the text around its items is not the rest of one JSON object") from None
         if not isinstance(doc, dict) or doc.get("items") != []:
             raise NotIndexed("its items array is not the object's own items")
+
+
+def _windows(f: BinaryIO, start: int, overlap: int, end: int | None = None) -> Iterator[tuple[bytes, int, int, int]]:
+    """The file from ``start`` (to ``end``, or its end) a piece at a time, as (buffer, the buffer's file offset,
+    from, to): a match that starts in [from, to) of a buffer is taken there. Every pattern's matches are far
+    shorter than ``overlap``, so one that starts before ``to`` lies whole in the buffer, and none is seen twice."""
+    f.seek(start)
+    pos = scanned = start  # the file offset of buf[0]; where the next matches may start
+    buf = b""
+    while True:
+        want = PIECE if end is None else min(PIECE, end - pos - len(buf))
+        piece = f.read(want) if want > 0 else b""
+        if end is not None and want > 0 and not piece:
+            raise NotIndexed("it is shorter than when it was indexed")
+        buf = buf + piece if buf else piece
+        done = not piece if end is None else pos + len(buf) >= end
+        limit = len(buf) if done else len(buf) - overlap
+        lo = scanned - pos
+        if limit > lo:
+            yield buf, pos, lo, limit
+            scanned = pos + limit
+        if done:
+            return
+        buf = buf[scanned - pos:]
+        pos = scanned
+
+
+def _hits(pattern: re.Pattern[bytes], buf: bytes, pos: int, lo: int, limit: int,
+          found: list[tuple[int, str | None]]) -> None:
+    """(file offset, value) of each match of a key pattern starting in [lo, limit); None for an escaped value."""
+    for k in pattern.finditer(buf, lo):
+        if k.start() >= limit:
+            break
+        found.append((pos + k.start(), k.group("v").decode("utf-8", "replace") if k.group("end") == b'"' else None))
 
 
 def _assign(found: list[tuple[int, str | None]], starts: array[int], n: int) -> list[str | None]:
