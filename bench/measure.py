@@ -37,6 +37,8 @@ class Run:
     timed_out: bool
     stdout: str
     stderr: str
+    own_rss_bytes: int | None = None  # with ``own``: svctrace's own process (bench/_own.py)
+    children_rss_bytes: int | None = None  # and the largest process it started (a save tool, a worker)
 
     @property
     def ok(self) -> bool:
@@ -44,12 +46,16 @@ class Run:
 
 
 def run_measured(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
-                 keep_output: bool = True) -> Run:
+                 keep_output: bool = True, own: bool = False) -> Run:
     """Run ``argv`` once; its wall time and peak RSS. Output goes to temporary files (never a pipe that
-    could fill up), and comes back as text when ``keep_output``."""
+    could fill up), and comes back as text when ``keep_output``. ``own`` (``argv[0]`` a Python console
+    script): also the peak RSS of that process alone and of its children, apart (bench/_own.py)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile("r", suffix=".spawn") as figures:
+            tempfile.NamedTemporaryFile("r", suffix=".spawn") as figures, \
+            tempfile.NamedTemporaryFile("r", suffix=".own") as own_figures:
         fired = threading.Event()
+        if own:
+            argv = [interpreter_of(argv), str(Path(__file__).with_name("_own.py")), own_figures.name, *argv]
         t0 = time.perf_counter()
         launcher = [sys.executable, "-S", str(Path(__file__).with_name("_spawn.py")), figures.name]
         proc = subprocess.Popen([*launcher, *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -68,11 +74,13 @@ def run_measured(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] 
             timer.cancel()
         seconds = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
-        own = figures.read().split()
-        if len(own) == 3:  # the command's own figures (none when it was killed)
-            seconds, max_rss, proc.returncode = float(own[0]), int(own[1]), int(own[2])
+        spawned = figures.read().split()
+        if len(spawned) == 3:  # the command's own figures (none when it was killed)
+            seconds, max_rss, proc.returncode = float(spawned[0]), int(spawned[1]), int(spawned[2])
         else:
             max_rss = usage.ru_maxrss * 1024
+        apart = own_figures.read().split()
+        own_rss, children_rss = (int(apart[0]), int(apart[1])) if len(apart) == 2 else (None, None)
         with _suppress_missing():
             os.killpg(proc.pid, signal.SIGKILL)  # anything the command left running in its session
         text = ("", "")
@@ -81,7 +89,7 @@ def run_measured(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] 
             err.seek(0)
             text = (out.read().decode(errors="replace"), err.read().decode(errors="replace"))
     timed_out = fired.is_set()
-    return Run(seconds, max_rss, None if timed_out else proc.returncode, timed_out, *text)
+    return Run(seconds, max_rss, None if timed_out else proc.returncode, timed_out, *text, own_rss, children_rss)
 
 
 class _suppress_missing:
@@ -107,6 +115,17 @@ class Series:
         return max(r.max_rss_bytes for r in self.runs)
 
     @property
+    def own_rss_bytes(self) -> int | None:
+        """The largest own peak of svctrace's process over the runs (None: not measured apart)."""
+        got = [r.own_rss_bytes for r in self.runs if r.own_rss_bytes is not None]
+        return max(got) if got else None
+
+    @property
+    def children_rss_bytes(self) -> int | None:
+        got = [r.children_rss_bytes for r in self.runs if r.children_rss_bytes is not None]
+        return max(got) if got else None
+
+    @property
     def timed_out(self) -> bool:
         return any(r.timed_out for r in self.runs)
 
@@ -116,14 +135,14 @@ class Series:
 
 
 def repeat(argv: Sequence[str], times: int, *, timeout: float, env: Mapping[str, str] | None = None,
-           once_if_longer: float | None = None, warmup: int = 0) -> Series:
+           once_if_longer: float | None = None, warmup: int = 0, own: bool = False) -> Series:
     """``times`` runs (after ``warmup`` unmeasured ones); a run that times out, or one longer than
     ``once_if_longer`` seconds, ends the series early (a slow command's median is not worth minutes)."""
     for _ in range(warmup):
         run_measured(argv, timeout=timeout, env=env, keep_output=False)
     series = Series()
     for _ in range(max(1, times)):
-        run = run_measured(argv, timeout=timeout, env=env)
+        run = run_measured(argv, timeout=timeout, env=env, own=own)
         series.runs.append(run)
         if run.timed_out or (once_if_longer is not None and run.seconds > once_if_longer):
             break

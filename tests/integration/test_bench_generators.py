@@ -247,6 +247,22 @@ def test_run_measured_kills_on_timeout_and_reports_rss() -> None:
     del ballast
 
 
+def test_run_measured_own_keeps_a_commands_tools_apart(tmp_path: Path) -> None:
+    # A console script that stays small itself and runs a big tool (as a live read runs iptables-save).
+    script = tmp_path / "tool-runner"
+    script.write_text(f"#!{sys.executable}\nimport subprocess, sys\n"
+                      "subprocess.run([sys.executable, '-c', 'x = bytearray(120_000_000); x[::4096] = b\"\\\\1\" * "
+                      "len(x[::4096])'], check=True)\nprint('done')\nsys.exit(4)\n")
+    script.chmod(0o755)
+    run = measure.run_measured([str(script)], timeout=60, own=True)
+    assert run.returncode == 4 and run.stdout.strip() == "done"
+    assert run.own_rss_bytes is not None and run.children_rss_bytes is not None
+    assert run.own_rss_bytes < 60_000_000 < 120_000_000 < run.children_rss_bytes
+    assert run.max_rss_bytes > 120_000_000  # the whole tree, as without own
+    plain = measure.run_measured([str(script)], timeout=60)
+    assert plain.own_rss_bytes is None and plain.children_rss_bytes is None
+
+
 def test_stream_reader_reads_across_chunks() -> None:
     stream = io.BufferedReader(gen_hostile._Stream(iter([b"ab", b"", b"cde"])), 2)
     assert stream.read() == b"abcde"
