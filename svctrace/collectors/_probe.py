@@ -13,6 +13,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,6 @@ SYSCTLS = (
     "net.ipv4.conf.default.rp_filter",
 )
 IP_VS = Path("/proc/net/ip_vs")
-# The legacy (x_tables) tables the kernel holds: reading them tells whether iptables-legacy has anything,
-# without running iptables-legacy-save (which would load modules and create tables).
-LEGACY_TABLES = {4: Path("/proc/net/ip_tables_names"), 6: Path("/proc/net/ip6_tables_names")}
 
 
 def read_sysctl(key: str) -> str | None:
@@ -49,31 +47,31 @@ def fetch_proxy_mode(url: str, timeout: float) -> str | None:
     return body.decode("utf-8", "replace").strip() or None
 
 
-def probe(url: str | None, timeout: float) -> dict[str, Any]:
-    """Sysctls, the IPVS table and kube-proxy's /proxyMode answer, as seen from this process's namespace."""
+def probe(url: str | None, timeout: float, before_fetch: Callable[[], object] | None = None) -> dict[str, Any]:
+    """Sysctls, the IPVS table and kube-proxy's /proxyMode answer, as seen from this process's namespace.
+    ``before_fetch`` is waited for before /proxyMode is asked (its packet passes nat OUTPUT, whose counters
+    the rules' read must show as they were)."""
     ip_vs: str | None = None
     # Absent: no IPVS in this kernel; unreadable: not root (ip_vs_present tells which).
     with contextlib.suppress(OSError):
         ip_vs = IP_VS.read_text()
-    legacy: dict[str, list[str] | None] = {}
-    for family, path in LEGACY_TABLES.items():
-        try:
-            legacy[str(family)] = path.read_text().split()
-        except OSError:
-            legacy[str(family)] = None  # the x_tables module is not loaded: no legacy tables
-    return {
-        "legacy_tables": legacy,
+    facts: dict[str, Any] = {
         "sysctls": {key: read_sysctl(key) for key in SYSCTLS},
         "ip_vs_present": IP_VS.exists(),
         "ip_vs": ip_vs,
-        "url_answer": fetch_proxy_mode(url, timeout) if url else None,
     }
+    if url and before_fetch is not None:
+        before_fetch()
+    facts["url_answer"] = fetch_proxy_mode(url, timeout) if url else None
+    return facts
 
 
 def main() -> None:
     url = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] else None
     timeout = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
-    sys.stdout.write(json.dumps(probe(url, timeout)))
+    # --after-stdin: the collector says (a line on stdin) when its saves are done; /proxyMode is asked then.
+    wait = sys.stdin.readline if len(sys.argv) > 3 and sys.argv[3] == "--after-stdin" else None
+    sys.stdout.write(json.dumps(probe(url, timeout, wait)))
 
 
 if __name__ == "__main__":

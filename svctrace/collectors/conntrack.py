@@ -12,12 +12,9 @@ namespace of the process that opens them.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from svctrace.model.conntrack import ConntrackEntry
@@ -76,28 +73,22 @@ def to_text(entries: tuple[ConntrackEntry, ...]) -> str:
     return "".join(e.text() + "\n" for e in entries)
 
 
-def collect_conntrack(netns: str | None = None, timeout: float = 30.0) -> ConntrackCollection:
-    """The UDP conntrack entries of this node (or of network namespace ``netns``); errors become ``error``."""
-    where = f" in network namespace {netns}" if netns else ""
-    if netns is None:
-        try:
-            entries = read_udp_entries()
-        except Exception as exc:  # noqa: BLE001 - no module, no permission, ...: all mean "not collected"
-            return ConntrackCollection(None, None, f"cannot read conntrack entries: {exc}")
-        return ConntrackCollection(entries, to_text(entries))
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+def collect_conntrack() -> ConntrackCollection:
+    """The UDP conntrack entries of this process's namespace; errors become ``error``. (For a network
+    namespace, svctrace.collectors.node runs this module inside it and reads it with ``from_child``.)"""
     try:
-        proc = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "svctrace.collectors.conntrack"],
-                              capture_output=True, text=True, timeout=timeout, check=False, env=env)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return ConntrackCollection(None, None, f"cannot read conntrack entries{where}: {exc}")
-    if proc.returncode != 0:
-        said = proc.stderr.strip().splitlines()
-        return ConntrackCollection(None, None, f"cannot read conntrack entries{where}: "
-                                               f"{said[-1] if said else f'exit {proc.returncode}'}")
-    return ConntrackCollection(parse_conntrack(proc.stdout, f"conntrack{where}"), proc.stdout)
+        entries = read_udp_entries()
+    except Exception as exc:  # noqa: BLE001 - no module, no permission, ...: all mean "not collected"
+        return ConntrackCollection(None, None, f"cannot read conntrack entries: {exc}")
+    return ConntrackCollection(entries, to_text(entries))
+
+
+def from_child(stdout: str | None, error: str | None, netns: str) -> ConntrackCollection:
+    """What ``python -m svctrace.collectors.conntrack`` printed in network namespace ``netns``, or why not."""
+    where = f" in network namespace {netns}"
+    if stdout is None:
+        return ConntrackCollection(None, None, f"cannot read conntrack entries{where}: {error}")
+    return ConntrackCollection(parse_conntrack(stdout, f"conntrack{where}"), stdout)
 
 
 def main() -> None:

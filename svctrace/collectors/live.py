@@ -19,6 +19,7 @@ from svctrace.parsers.snapshot import NodeInput, build_snapshot
 
 if TYPE_CHECKING:
     from svctrace.collectors.kube import ApiCollection
+    from svctrace.collectors.spawn import StartedNode
 
 # The Kubernetes client (~200 ms to import) and the node collector are imported by the functions that read the
 # live cluster and node, so that LiveOptions, and every command that reads only a snapshot, cost nothing of them.
@@ -78,14 +79,16 @@ class LiveCollection:
                 "svctraceVersion": __version__}
 
 
-def _node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES, deadline: float | None = None) -> NodeInput:
-    from svctrace.collectors.node import collect_node
+def _start_node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES) -> StartedNode:
+    """The node's reads, started now (before the Kubernetes client is imported and the API read), so that the
+    kernel's saves run while svctrace starts; ``finish`` gathers them."""
+    from svctrace.collectors.spawn import start_node
 
-    kwargs: dict[str, Any] = {"netns": opts.netns, "node_name": opts.node_name, "tables": tables,
-                              "deadline": deadline}
+    deadline = time.monotonic() + opts.total_timeout if opts.total_timeout else None
+    kwargs: dict[str, Any] = {"netns": opts.netns, "tables": tables, "deadline": deadline}
     if opts.proxy_mode_url is not None:
         kwargs["proxy_mode_url"] = opts.proxy_mode_url
-    return collect_node(**kwargs)
+    return start_node(**kwargs)
 
 
 def _hostname() -> str:
@@ -113,13 +116,18 @@ def _alongside(read_node: Callable[[], NodeInput], read_api: Callable[[], A]) ->
 
 def live_service(opts: LiveOptions, namespace: str | None, name: str) -> LiveCollection:
     """What ``svctrace svc NAME`` needs, read live: a fixed number of API requests and this node's rules."""
-    from svctrace.collectors.kube import KubeCollector
+    started = _start_node(opts, SERVICE_TABLES)
+    try:
+        from svctrace.collectors.kube import KubeCollector
 
-    with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout,
-                       total_timeout=opts.total_timeout) as kube:
-        _ = kube.target  # a missing or broken kubeconfig fails here, before the node is read
-        node, api = _alongside(lambda: _node(opts, SERVICE_TABLES, kube.deadline.end),
-                               lambda: kube.collect_service(namespace, name, node_name=opts.node_name or _hostname()))
+        with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout,
+                           total_timeout=opts.total_timeout) as kube:
+            _ = kube.target  # a missing or broken kubeconfig fails here, and the node's reads are stopped
+            node, api = _alongside(lambda: started.finish(opts.node_name),
+                                   lambda: kube.collect_service(namespace, name,
+                                                                node_name=opts.node_name or _hostname()))
+    finally:
+        started.cancel()
     snap = assemble(api, node, explicit=opts.node_name, source=f"live: {api.target.server}")
     return LiveCollection(snap, api, node)
 
@@ -127,20 +135,24 @@ def live_service(opts: LiveOptions, namespace: str | None, name: str) -> LiveCol
 def live_all(opts: LiveOptions, namespace: str | None, *, documents: bool = False) -> LiveCollection:
     """Every Service in one namespace (or all) and this node's rules: what ``capture`` (with ``documents``, the
     objects as it writes them) and ``audit`` read."""
-    from svctrace.collectors.kube import KubeCollector
+    started = _start_node(opts)
+    try:
+        from svctrace.collectors.kube import KubeCollector
 
-    with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout,
-                       total_timeout=opts.total_timeout) as kube:
-        _ = kube.target
-        node, api = _alongside(lambda: _node(opts, deadline=kube.deadline.end),
-                               lambda: kube.collect_all(namespace, documents=documents))
+        with KubeCollector(opts.kubeconfig, opts.context, opts.namespace, opts.timeout,
+                           total_timeout=opts.total_timeout) as kube:
+            _ = kube.target
+            node, api = _alongside(lambda: started.finish(opts.node_name),
+                                   lambda: kube.collect_all(namespace, documents=documents))
+    finally:
+        started.cancel()
     snap = assemble(api, node, explicit=opts.node_name, source=f"live: {api.target.server}")
     return LiveCollection(snap, api, node)
 
 
 def live_node(opts: LiveOptions) -> Snapshot:
     """This node's rules alone (no API objects): what ``trace`` reads when it needs no Service."""
-    node = _node(opts, deadline=time.monotonic() + opts.total_timeout if opts.total_timeout else None)
+    node = _start_node(opts).finish(opts.node_name)
     return assemble(None, node, explicit=opts.node_name, source="live node")
 
 

@@ -12,31 +12,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from svctrace.model.snapshot import Missing, NodeFile
-from svctrace.parsers.detect import LEGACY, NFT, BackendDecision, decide_backend
+from svctrace.parsers.commands import ALL_TABLES as ALL_TABLES
+from svctrace.parsers.commands import LEGACY, NFT
+from svctrace.parsers.commands import NFT_FAMILIES as NFT_FAMILIES
+from svctrace.parsers.commands import SAVE_COMMANDS as SAVE_COMMANDS
+from svctrace.parsers.commands import CommandRun as CommandRun
+from svctrace.parsers.detect import BackendDecision, decide_backend
 from svctrace.parsers.snapshot import NodeInput
 
-ALL_TABLES = ("*",)  # every iptables table (one save run without -t)
-
-# Save commands per backend and family.
-SAVE_COMMANDS: dict[str, dict[int, str]] = {
-    LEGACY: {4: "iptables-legacy-save", 6: "ip6tables-legacy-save"},
-    NFT: {4: "iptables-nft-save", 6: "ip6tables-nft-save"},
-}
-NFT_FAMILIES = ("ip", "ip6")  # kube-proxy's nftables tables: `ip kube-proxy` and `ip6 kube-proxy`
 NFT_NO_TABLE = "No such file or directory"  # what nft says for a table that does not exist
-
-
-@dataclass
-class CommandRun:
-    """What one command printed, or why it could not run."""
-
-    stdout: str | None
-    error: str | None = None
-    skipped: bool = False  # not run: the kernel holds nothing for it to read
 
 
 def joined(runs: Sequence[CommandRun]) -> CommandRun:
@@ -75,9 +62,9 @@ def only_tables(run: CommandRun, tables: Sequence[str]) -> CommandRun:
     return run if not dropped else CommandRun("".join(kept))
 
 
-def _either(*runs: CommandRun) -> str | None:
-    texts = [r.stdout for r in runs if r.stdout is not None]
-    return "".join(texts) if texts else None
+def _either(*runs: CommandRun) -> tuple[str, ...] | None:
+    texts = tuple(r.stdout for r in runs if r.stdout is not None)
+    return texts if texts else None
 
 
 def choose_iptables(runs: Mapping[tuple[str, int], CommandRun], node: NodeInput, *, where: str,

@@ -84,9 +84,14 @@ def test_sees_exactly_the_loaded_rules(netns_factory: Callable[..., NetnsNode], 
     assert got.missing == NOT_IPVS
     assert _rules(got.iptables) == _rules(parse(DEMO_RULES, "demo", 4))
     assert _rules(got.ip6tables) == _rules(parse(DEMO_RULES6, "demo", 6))
-    # The raw text is what the backend's save command prints, for `capture` to write as is.
+    # The raw text is what the backend's save command prints, for `capture` to write as is. The rules are read
+    # before kube-proxy's /proxyMode is asked, so that request's one packet (nat OUTPUT and POSTROUTING) is in
+    # a save taken afterwards and not in what svctrace shows.
     assert got.iptables_text is not None
-    assert _stable(got.iptables_text) == _stable(node.save_rules())
+    after = _stable(node.save_rules())
+    assert ":OUTPUT ACCEPT [1:60]" in after and ":POSTROUTING ACCEPT [1:60]" in after  # nat: the first packet
+    assert not re.search(r"\[[1-9]\d*:\d+\]", got.iptables_text)  # nothing had passed when svctrace read
+    assert _stable(got.iptables_text) == re.sub(r"\[\d+:\d+\]", "[0:0]", after)
     assert got.iptables is not None and got.iptables.backend == ("legacy" if backend == "legacy" else "nf_tables")
     assert got.proxy_mode == "iptables"
     assert "KUBE-SVC" in got.proxy_mode_how

@@ -1,0 +1,30 @@
+"""The commands a node read runs and what one of them gave (pure, and light to import).
+
+Kept apart from svctrace.parsers.node_read, which needs the model, so that svctrace.collectors.spawn can
+start the kernel's saves before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LEGACY = "legacy"  # the iptables backends, as svctrace.parsers.detect decides between them
+NFT = "nf_tables"
+
+ALL_TABLES = ("*",)  # every iptables table (one save run without -t)
+
+# Save commands per backend and family.
+SAVE_COMMANDS: dict[str, dict[int, str]] = {
+    LEGACY: {4: "iptables-legacy-save", 6: "ip6tables-legacy-save"},
+    NFT: {4: "iptables-nft-save", 6: "ip6tables-nft-save"},
+}
+NFT_FAMILIES = ("ip", "ip6")  # kube-proxy's nftables tables: `ip kube-proxy` and `ip6 kube-proxy`
+
+
+@dataclass
+class CommandRun:
+    """What one command printed, or why it could not run."""
+
+    stdout: str | None
+    error: str | None = None
+    skipped: bool = False  # not run: the kernel holds nothing for it to read
