@@ -13,16 +13,16 @@ components on different backends, both tables evaluated by the kernel), so it is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from svctrace.errors import InputError
 from svctrace.model.iptables import IptablesDump
 from svctrace.model.matches import IpsetMatch
+from svctrace.parsers.commands import LEGACY as LEGACY
+from svctrace.parsers.commands import NFT as NFT
 from svctrace.parsers.node import normalise_proxy_mode
 
-LEGACY = "legacy"
-NFT = "nf_tables"
 BOTH = "both"
 
 # Chains kubelet creates on startup (Kubernetes >= 1.17) so that other components can find its backend.
@@ -48,8 +48,8 @@ class BackendCount:
     """What one backend's save output holds, as far as the decision cares."""
 
     kube_chains: int  # declared KUBE-* chains (":KUBE-..." lines)
-    kubelet_hints: int  # of which kubelet's hint chains
-    rules: int  # "-A" lines
+    kubelet_hints: int | None  # of which kubelet's hint chains (None: not counted, the decision needs no more)
+    rules: int | None  # "-A" lines (None: not counted)
     available: bool  # False: the save command was missing or failed
 
 
@@ -65,29 +65,52 @@ class BackendDecision:
     warnings: tuple[str, ...] = ()
 
 
-def count_backend(text: str | None) -> BackendCount:
-    """Count KUBE-* chain declarations and rules in one backend's save output (None: not available)."""
+def count_backend(text: str | Sequence[str] | None, *, full: bool = True) -> BackendCount:
+    """Count KUBE-* chain declarations and rules in one backend's save output (None: not available); several
+    texts (IPv4 and IPv6) are counted as one, without joining them. ``full=False`` counts only KUBE-* chains
+    (one pass over each text: ~15 ms for a 10,000-Service dump's 48 MB), what most decisions need."""
     if text is None:
         return BackendCount(0, 0, 0, available=False)
-    # Counted by the C string methods, without a copy: a 10,000-Service dump is 48 MB in 430,000 lines.
-    def lines(prefix: str) -> int:
-        return text.count("\n" + prefix) + text.startswith(prefix)
+    texts = (text,) if isinstance(text, str) else tuple(text)
 
-    hints = sum(lines(f":{chain}{end}") for chain in KUBELET_HINT_CHAINS for end in (" ", "\n", "\r"))
-    hints += any(text.endswith(f"\n:{chain}") or text == f":{chain}" for chain in KUBELET_HINT_CHAINS)
-    return BackendCount(lines(":KUBE-"), hints, lines("-A "), available=True)
+    # Counted by the C string methods, without a copy.
+    def lines(t: str, prefix: str) -> int:
+        return t.count("\n" + prefix) + t.startswith(prefix)
+
+    kube = sum(lines(t, ":KUBE-") for t in texts)
+    if not full:
+        return BackendCount(kube, None, None, available=True)
+    rules = sum(lines(t, "-A ") for t in texts)
+    hints = sum(_declared(t, chain) for t in texts for chain in KUBELET_HINT_CHAINS) if kube else 0
+    return BackendCount(kube, hints, rules, available=True)
 
 
-def decide_backend(legacy_text: str | None, nft_text: str | None) -> BackendDecision:
-    """Pick the backend from both backends' save output (IPv4 and IPv6 joined); None means not available."""
-    legacy, nft = count_backend(legacy_text), count_backend(nft_text)
+def _declared(text: str, chain: str) -> int:
+    """How many ``:CHAIN`` declaration lines name exactly ``chain`` (one find per candidate, not a pass each)."""
+    found, head, n = 0, ":" + chain, len(chain) + 1
+    at = 0 if text.startswith(head) else text.find("\n" + head)
+    while at >= 0:
+        start = at if at == 0 and text.startswith(head) else at + 1
+        end = start + n
+        if end == len(text) or text[end] in " \n\r":
+            found += 1
+        at = text.find("\n" + head, start)
+    return found
+
+
+def decide_backend(legacy_text: str | Sequence[str] | None, nft_text: str | Sequence[str] | None) -> BackendDecision:
+    """Pick the backend from both backends' save output (IPv4 and IPv6 together); None means not available."""
+    legacy, nft = count_backend(legacy_text, full=False), count_backend(nft_text, full=False)
+    if legacy.kube_chains and nft.kube_chains or not legacy.kube_chains and not nft.kube_chains:
+        # a tie-break may compare their rules
+        legacy, nft = count_backend(legacy_text), count_backend(nft_text)
     if legacy.kube_chains and nft.kube_chains:
         # Read the one holding more of kube's chains: that is where kube-proxy's Service chains are.
         if legacy.kube_chains != nft.kube_chains:
             use = LEGACY if legacy.kube_chains > nft.kube_chains else NFT
             why = "which holds more of them"
-        elif legacy.rules != nft.rules:
-            use = LEGACY if legacy.rules > nft.rules else NFT
+        elif (legacy.rules or 0) != (nft.rules or 0):
+            use = LEGACY if (legacy.rules or 0) > (nft.rules or 0) else NFT
             why = "which holds more rules"
         else:
             use, why = NFT, "today's default, as both hold the same"
@@ -105,7 +128,7 @@ def decide_backend(legacy_text: str | None, nft_text: str | None) -> BackendDeci
     if not legacy.available and not nft.available:
         return BackendDecision(None, None, "neither iptables-legacy-save nor iptables-nft-save could be run",
                                legacy, nft)
-    use = LEGACY if legacy.available and (not nft.available or legacy.rules > nft.rules) else NFT
+    use = LEGACY if legacy.available and (not nft.available or (legacy.rules or 0) > (nft.rules or 0)) else NFT
     return BackendDecision(None, use, "no KUBE-* chains in either iptables backend (kube-proxy has written no "
                            "iptables rules here)", legacy, nft)
 
