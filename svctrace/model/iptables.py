@@ -218,6 +218,11 @@ class TextIndex(Protocol):
     def first_comments(self, table: str, prefixes: tuple[str, ...]) -> Mapping[str, str | None]:
         """The comment of the first rule of each chain whose name starts with one of ``prefixes``."""
 
+    def first_comments_mentioning(self, table: str, needle: str,
+                                  prefixes: tuple[str, ...]) -> Mapping[str, str | None]:
+        """``first_comments`` of only the chains whose rules' text holds ``needle`` (found by searching the
+        text for it, not by reading every chain)."""
+
 
 class IptablesDump:
     """Everything one ``iptables-save`` (or ``ip6tables-save``) printed."""
@@ -279,6 +284,18 @@ class IptablesDump:
             return {name: next((r.comment for r in t.chain(name).rules if r.comment), None)  # type: ignore[union-attr]
                     for name in t.heads if name.startswith(prefixes)}
         return t.memoized(f"comments{prefixes}", build)
+
+    def first_comments_mentioning(self, table: str, needle: str,
+                                  prefixes: tuple[str, ...]) -> Mapping[str, str | None] | None:
+        """``first_comments`` of the chains whose rules mention ``needle`` (and maybe a few more), in the
+        table's order, found by searching the dump's text; None when the dump is read whole (no text to
+        search: ``first_comments`` is as cheap) or ``first_comments`` already holds the answer."""
+        t = self.tables.get(table)
+        if t is None:
+            return {}
+        if self._text_index is None or f"comments{prefixes}" in t.memo:
+            return None
+        return self._text_index.first_comments_mentioning(table, needle, prefixes)
 
     @property
     def rule_count(self) -> int:

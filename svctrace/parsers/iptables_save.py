@@ -369,16 +369,40 @@ class _TextIndex:
             got = self._comments[key] = {}
             t = self.drafts.get(table)
             for name, head in (t.chains.items() if t is not None else ()):
-                if not name.startswith(prefixes):
-                    continue
-                comment = None
-                for start, end, _line in head.spans:
-                    m = _COMMENT.search(self.text, start, end)
-                    if m is not None:
-                        comment = m.group(1) if m.group(1) is not None else m.group(2)
-                        break
-                got[name] = comment
+                if name.startswith(prefixes):
+                    got[name] = self._first_comment(head)
         return got
+
+    def _first_comment(self, head: ChainHead) -> str | None:
+        for start, end, _line in head.spans:
+            m = _COMMENT.search(self.text, start, end)
+            if m is not None:
+                return m.group(1) if m.group(1) is not None else m.group(2)
+        return None
+
+    def first_comments_mentioning(self, table: str, needle: str,
+                                  prefixes: tuple[str, ...]) -> dict[str, str | None]:
+        """The chains (named with ``prefixes``) whose ``-A`` lines hold ``needle``: each place the text holds
+        it is traced back to its line's chain, so one Service's question costs a search of the text, not a
+        look at each of 100,000 chains. In the table's order, with each chain's first comment."""
+        t = self.drafts.get(table)
+        if t is None or not needle:
+            return {}
+        text, hits = self.text, set()
+        at = text.find(needle, t.start, t.end)
+        while at >= 0:
+            line = text.rfind("\n", t.start, at) + 1
+            end = text.find("\n", at, t.end)
+            end = t.end if end < 0 else end
+            words = text[line:min(end, line + 512)].split(None, 3)  # "-A CHAIN ..." (counters first with -c)
+            if words and words[0].startswith("["):
+                words = words[1:]
+            if len(words) >= 2 and words[0] == "-A" and words[1].startswith(prefixes):
+                hits.add(words[1])
+            at = text.find(needle, end, t.end)
+        if not hits:
+            return {}
+        return {name: self._first_comment(head) for name, head in t.chains.items() if name in hits}
 
 
 def parse(text: str, source: str = "<input>", family: int | None = None, *, eager: bool = True,
