@@ -9,14 +9,16 @@ it into the node/ files. Read-only, like every collector: only save and list com
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,12 +27,16 @@ from svctrace.parsers.commands import ALL_TABLES, LEGACY, NFT, NFT_FAMILIES, SAV
 
 if TYPE_CHECKING:
     from svctrace.collectors.conntrack import ConntrackCollection
+    from svctrace.parsers.iptables_save import Stream
     from svctrace.parsers.snapshot import NodeInput
 
 DEFAULT_PROXY_MODE_URL = "http://127.0.0.1:10249/proxyMode"
 # The legacy (x_tables) tables the kernel holds: reading them tells whether iptables-legacy has anything,
 # without running iptables-legacy-save (which would load modules and create tables).
 LEGACY_TABLES = {4: Path("/proc/net/ip_tables_names"), 6: Path("/proc/net/ip6_tables_names")}
+
+_PIECE = 1 << 20  # bytes read at a time from a followed command's output
+_POLL = 0.02  # seconds between looks at a followed command's output when nothing new came
 
 # The end of the command's --timeout (time.monotonic()), set for the commands a node read starts.
 _DEADLINE: ContextVar[float | None] = ContextVar("svctrace_node_deadline", default=None)
@@ -46,14 +52,21 @@ class Started:
     pipe: a 10k-Service save is 48 MB, which a pipe would hold three times over (the pieces read, them
     joined, the text) before it is decoded once here."""
 
-    __slots__ = ("name", "proc", "out", "err", "timeout", "end", "done")
+    __slots__ = ("name", "proc", "out", "err", "timeout", "end", "done", "sink", "follower", "followed", "stop")
 
     def __init__(self, argv: Sequence[str], netns: str | None, timeout: float = 60.0,
-                 env: Mapping[str, str] | None = None, hold: bool = False) -> None:
-        """``hold``: the command's stdin is a pipe that ``release`` writes one line to (it waits for it)."""
+                 env: Mapping[str, str] | None = None, hold: bool = False,
+                 sink: Callable[[str], None] | None = None) -> None:
+        """``hold``: the command's stdin is a pipe that ``release`` writes one line to (it waits for it).
+        ``sink``: what it prints is handed to this as it is written (by a thread reading the output file as
+        it grows); its result's stdout is then "" and the text is the sink's."""
         self.name = argv[0]
         self.proc: subprocess.Popen[bytes] | None = None
         self.done: CommandRun | None = None
+        self.sink = sink
+        self.follower: threading.Thread | None = None
+        self.followed: bool | None = None  # None: following; True: all handed over; False: the sink failed
+        self.stop = threading.Event()
         end = _DEADLINE.get()
         if end is not None:
             if end - time.monotonic() <= 0:
@@ -77,6 +90,32 @@ class Started:
         except OSError as exc:
             self._close()
             self.done = CommandRun(None, f"{argv[0]} could not run: {exc.strerror or exc}")
+            return
+        if sink is not None:
+            self.follower = threading.Thread(target=self._follow, name=f"svctrace-follow-{self.name}", daemon=True)
+            self.follower.start()
+
+    def _follow(self) -> None:
+        """Hand what the command writes to the sink as it comes: the file is read at growing offsets (pread
+        leaves the offset the command writes at alone) until the command has ended and all is read."""
+        assert self.proc is not None and self.sink is not None
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        fd, offset = self.out.fileno(), 0
+        try:
+            while True:
+                ended = self.proc.poll() is not None  # before reading: what it wrote before it ended is read
+                data = os.pread(fd, _PIECE, offset)
+                while data:
+                    offset += len(data)
+                    self.sink(decoder.decode(data))
+                    data = os.pread(fd, _PIECE, offset)
+                if ended or self.stop.is_set():
+                    break
+                self.stop.wait(_POLL)
+            self.sink(decoder.decode(b"", final=True))
+            self.followed = True
+        except Exception:  # noqa: BLE001 - a sink that fails costs the early reading only: the file is read whole
+            self.followed = False
 
     def result(self) -> CommandRun:
         """What it printed (waiting for it, within its timeout), or why not."""
@@ -102,23 +141,31 @@ class Started:
         except subprocess.TimeoutExpired:
             self.cancel()
             return CommandRun(None, f"{self.name} did not finish in {self.timeout:g} s")
+        if self.follower is not None:
+            self.follower.join()
         try:
-            self.out.seek(0)
-            stdout = self.out.read().decode("utf-8", "replace")
+            if self.followed:
+                stdout = ""  # the sink has it
+            else:
+                self.out.seek(0)
+                stdout = self.out.read().decode("utf-8", "replace")
             if self.proc.returncode != 0:
                 self.err.seek(0)
                 said = (self.err.read().decode("utf-8", "replace").strip() or stdout.strip()).splitlines()
                 return CommandRun(None, f"{self.name} failed (exit {self.proc.returncode}): "
                                   f"{said[0] if said else 'no message'}")
-            return CommandRun(stdout)
+            return CommandRun(stdout, followed=bool(self.followed))
         finally:
             self._close()
 
     def cancel(self) -> None:
         """Stop it if it still runs (an error elsewhere ended the collection): nothing is left behind."""
+        self.stop.set()
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             self.proc.wait()
+        if self.follower is not None:
+            self.follower.join()
         if self.proc is not None and self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
@@ -198,34 +245,55 @@ def _legacy_tables(netns: str | None) -> dict[int, list[str] | None]:
 
 
 class _Save:
-    """One backend's save of one family, started: only ``tables`` (each its own -t run, all at once)."""
+    """One backend's save of one family, started: only ``tables`` (each its own -t run, all at once). The
+    (first) run's output is indexed as it is written (svctrace.parsers.iptables_save.Stream), so that a
+    10,000-Service dump is indexed by the time the save ends, not after."""
 
-    __slots__ = ("runs", "skipped", "tables", "cut")
+    __slots__ = ("runs", "skipped", "tables", "cut", "stream")
 
     def __init__(self, backend: str, family: int, tables: tuple[str, ...], netns: str | None,
                  skipped: str | None = None) -> None:
         command = SAVE_COMMANDS[backend][family]
         self.skipped = skipped
         self.tables = tables
+        self.stream: Stream | None = None
         # The nf_tables backend reads every table whatever -t says: one run, cut to the tables asked for.
         self.cut = backend == NFT and tables != ALL_TABLES
         if skipped is not None:
             self.runs: list[Started] = []
         elif tables == ALL_TABLES or self.cut:
-            self.runs = [Started([command], netns)]
-        else:
-            self.runs = [Started([command, "-t", table], netns) for table in tables]
+            self.runs = [Started([command], netns, sink=self._feed)]
+        else:  # the others' output (small: nat is the big table, and first) is indexed when the first ends
+            self.runs = [Started([command, "-t", table], netns, sink=self._feed if i == 0 else None)
+                         for i, table in enumerate(tables)]
+
+    def _feed(self, piece: str) -> None:
+        if self.stream is None:
+            from svctrace.parsers.iptables_save import Stream
+
+            self.stream = Stream()
+        self.stream.feed(piece)
 
     def result(self) -> CommandRun:
         from svctrace.parsers.node_read import joined, only_tables
 
         if self.skipped is not None:
             return CommandRun(None, self.skipped, skipped=True)
-        if self.cut:
-            return only_tables(self.runs[0].result(), self.tables)
         runs = [r.result() for r in self.runs]
         failed = next((i for i, r in enumerate(runs) if r.stdout is None), None)
-        return joined(runs if failed is None else runs[:failed + 1])
+        if failed is not None:
+            return runs[failed]
+        if runs[0].followed:  # the text is the stream's: the others' are fed after it, as joined() joins them
+            for run in runs[1:]:
+                self._feed(run.stdout or "")
+            stream = self.stream
+            text = stream.close() if stream is not None else ""
+            runs = [CommandRun(text)]
+        else:
+            stream = None
+        got = only_tables(runs[0], self.tables) if self.cut else joined(runs)
+        return CommandRun(got.stdout, got.error, got.skipped,
+                          indexed=stream.dump if stream is not None and got.stdout else None)
 
     def cancel(self) -> None:
         for r in self.runs:

@@ -6,7 +6,9 @@ start the kernel's saves before anything heavy is imported.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 LEGACY = "legacy"  # the iptables backends, as svctrace.parsers.detect decides between them
 NFT = "nf_tables"
@@ -28,3 +30,7 @@ class CommandRun:
     stdout: str | None
     error: str | None = None
     skipped: bool = False  # not run: the kernel holds nothing for it to read
+    followed: bool = False  # its output went to a sink as it was written (stdout is then "")
+    # An iptables save whose text was indexed as it was read: (source, family, only these tables) -> the
+    # IptablesDump parse(stdout, eager=False) would give (None: parse it). See iptables_save.Stream.dump.
+    indexed: Callable[[str, int, tuple[str, ...] | None], Any] | None = None

@@ -21,7 +21,7 @@ from svctrace.parsers.commands import NFT_FAMILIES as NFT_FAMILIES
 from svctrace.parsers.commands import SAVE_COMMANDS as SAVE_COMMANDS
 from svctrace.parsers.commands import CommandRun as CommandRun
 from svctrace.parsers.detect import BackendDecision, decide_backend
-from svctrace.parsers.snapshot import NodeInput
+from svctrace.parsers.snapshot import EAGER_BYTES, NodeInput
 
 NFT_NO_TABLE = "No such file or directory"  # what nft says for a table that does not exist
 
@@ -91,6 +91,11 @@ def choose_iptables(runs: Mapping[tuple[str, int], CommandRun], node: NodeInput,
             continue
         node.files[name] = run.stdout
         node.where[name] = f"{SAVE_COMMANDS[decision.use][family]}{where}"
+        if run.indexed is not None and len(run.stdout) > EAGER_BYTES:
+            # indexed while the save ran: what build_snapshot would parse it into, ready (None: parse it)
+            dump = run.indexed(node.source(name), family, None if tables == ALL_TABLES else tables)
+            if dump is not None:
+                node.parsed[name] = dump
     if tables != ALL_TABLES:
         node.missing.append(Missing("iptables tables", f"only {', '.join(tables)} read"))
     return decision
