@@ -94,12 +94,17 @@ class ListIndex:
         pattern, many = later
         compiled = re.compile(pattern)
         found: list[tuple[int, str | None]] = []
+        by: _ValueMap | None = _ValueMap(self.starts) if many else None
         with self.path.open("rb") as f:
             for buf, pos, lo, limit in _windows(f, self.starts[0], 4096, end=self.ends[-1]):
                 _hits(compiled, buf, pos, lo, limit, found)
+                if by is not None:  # a pod's addresses: 300,000 of them at 10k Services, mapped as they come
+                    by.add(found)
+                    found.clear()
         n = len(self.starts)
-        if many:
-            self.many[key] = _assign_many(found, self.starts, n)
+        if by is not None:
+            self._by[key] = by.result()
+            self.many[key] = []  # asked for only through items_where, which the map answers
         else:
             self.keys[key] = _assign(found, self.starts, n)
 
@@ -285,6 +290,44 @@ def _assign(found: list[tuple[int, str | None]], starts: array[int], n: int) -> 
         if count != 1:
             out[i] = None
     return out
+
+
+class _ValueMap:
+    """value -> the items holding it (None: items with a value that is escaped, so unsure), built from hits in
+    file order without keeping them: what items_where asks of a key an item may hold several times."""
+
+    __slots__ = ("starts", "by", "unsure")
+
+    def __init__(self, starts: array[int]) -> None:
+        self.starts = starts
+        self.by: dict[str | None, list[int]] = {}
+        self.unsure: set[int] = set()
+
+    def add(self, found: list[tuple[int, str | None]]) -> None:
+        starts, by = self.starts, self.by
+        for at, value in found:
+            i = bisect_right(starts, at) - 1
+            if i < 0:
+                continue  # in the List's own members, before the items
+            if value is None:
+                self.unsure.add(i)
+                continue
+            items = by.get(value)
+            if items is None:
+                by[value] = [i]
+            elif items[-1] != i:  # an item's values come together (hits are in file order): each item once
+                items.append(i)
+
+    def result(self) -> dict[str | None, list[int]]:
+        if self.unsure:
+            for value, items in list(self.by.items()):
+                kept = [i for i in items if i not in self.unsure]
+                if kept:
+                    self.by[value] = kept
+                else:
+                    del self.by[value]
+            self.by[None] = sorted(self.unsure)
+        return self.by
 
 
 def _assign_many(found: list[tuple[int, str | None]], starts: array[int], n: int) -> list[tuple[str, ...] | None]:

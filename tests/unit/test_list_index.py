@@ -146,6 +146,9 @@ def test_a_key_an_item_holds_several_times(tmp_path: Path) -> None:
     assert index.items_where("ip", "10.0.0.2") == [2, 3]
     assert index.items_where("ip", "192.168.1.1") == [0, 1, 2, 3]
     assert index.keys["ns"] == ["a", "a", "b", "c"]
+    later = ListIndex.open(index.path, NS, {"ip": key_pattern("ip")}, later=True)  # mapped as scanned: the same
+    for ip in ("10.0.0.1", "fd00::1", "10.0.0.2", "192.168.1.1", "10.0.0.9"):
+        assert later.items_where("ip", ip) == index.items_where("ip", ip), ip
 
 
 @pytest.mark.parametrize("indent", [1, 4, "\t"])
