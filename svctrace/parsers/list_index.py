@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +64,8 @@ class ListIndex:
     many: dict[str, list[tuple[str, ...] | None]] = field(default_factory=dict)
     # per key: value -> item numbers; built on first use
     _by: dict[str, dict[str | None, list[int]]] = field(default_factory=dict, repr=False)
+    # keys scanned later that an item may hold several times: their values, hashed (items_where answers)
+    _maps: dict[str, _ValueMap] = field(default_factory=dict, repr=False)
     # keys scanned for when first asked about (``open(..., later=True)``): name -> (pattern, many)
     _later: dict[str, tuple[bytes, bool]] = field(default_factory=dict, repr=False)
 
@@ -94,7 +96,7 @@ class ListIndex:
         pattern, many = later
         compiled = re.compile(pattern)
         found: list[tuple[int, str | None]] = []
-        by: _ValueMap | None = _ValueMap(self.starts) if many else None
+        by: _ValueMap | None = _ValueMap(self.starts) if many and len(self.starts) <= _ITEM_MASK else None
         with self.path.open("rb") as f:
             for buf, pos, lo, limit in _windows(f, self.starts[0], 4096, end=self.ends[-1]):
                 _hits(compiled, buf, pos, lo, limit, found)
@@ -103,8 +105,9 @@ class ListIndex:
                     found.clear()
         n = len(self.starts)
         if by is not None:
-            self._by[key] = by.result()
-            self.many[key] = []  # asked for only through items_where, which the map answers
+            self._maps[key] = by.finish()
+        elif many:
+            self.many[key] = _assign_many(found, self.starts, n)
         else:
             self.keys[key] = _assign(found, self.starts, n)
 
@@ -112,6 +115,9 @@ class ListIndex:
         """Item numbers whose ``key`` is (or, for a ``many`` key, includes) ``value``, and those unsure of
         it, in file order."""
         self._ensure(key)
+        hashed = self._maps.get(key)
+        if hashed is not None:
+            return hashed.items(value)
         by = self._by.get(key)
         if by is None:
             by = {}
@@ -293,18 +299,26 @@ def _assign(found: list[tuple[int, str | None]], starts: array[int], n: int) -> 
 
 
 class _ValueMap:
-    """value -> the items holding it (None: items with a value that is escaped, so unsure), built from hits in
-    file order without keeping them: what items_where asks of a key an item may hold several times."""
+    """value -> the items holding it, for a key an item may hold several times (a pod's addresses: 300,000 of
+    them at 10k Services), built from hits in file order without keeping them or their strings: each (value,
+    item) is one 64-bit number, a 40-bit hash of the value above the item's number, in one sorted array
+    (2.4 MB, where a dict of the strings took ~50). A hash shared by two values only adds a candidate, which
+    the caller checks like any other; items with an escaped value are unsure of every value."""
 
-    __slots__ = ("starts", "by", "unsure")
+    __slots__ = ("starts", "keys", "unsure", "_last")
 
     def __init__(self, starts: array[int]) -> None:
         self.starts = starts
-        self.by: dict[str | None, list[int]] = {}
+        self.keys: array[int] = array("Q")
         self.unsure: set[int] = set()
+        self._last = -1
+
+    @staticmethod
+    def _hash(value: str) -> int:
+        return hash(value) & _HASH_MASK
 
     def add(self, found: list[tuple[int, str | None]]) -> None:
-        starts, by = self.starts, self.by
+        starts, keys, last = self.starts, self.keys, self._last
         for at, value in found:
             i = bisect_right(starts, at) - 1
             if i < 0:
@@ -312,22 +326,28 @@ class _ValueMap:
             if value is None:
                 self.unsure.add(i)
                 continue
-            items = by.get(value)
-            if items is None:
-                by[value] = [i]
-            elif items[-1] != i:  # an item's values come together (hits are in file order): each item once
-                items.append(i)
+            key = self._hash(value) << _ITEM_BITS | i
+            if key != last:  # an item's values come together (hits are in file order): each pair once
+                keys.append(key)
+                last = key
+        self._last = last
 
-    def result(self) -> dict[str | None, list[int]]:
-        if self.unsure:
-            for value, items in list(self.by.items()):
-                kept = [i for i in items if i not in self.unsure]
-                if kept:
-                    self.by[value] = kept
-                else:
-                    del self.by[value]
-            self.by[None] = sorted(self.unsure)
-        return self.by
+    def finish(self) -> _ValueMap:
+        self.keys = array("Q", sorted(self.keys))
+        return self
+
+    def items(self, value: str) -> list[int]:
+        """The items that may hold ``value`` (and those unsure), in file order."""
+        h = self._hash(value) << _ITEM_BITS
+        keys = self.keys
+        lo, hi = bisect_left(keys, h), bisect_left(keys, h + (1 << _ITEM_BITS))
+        found = {keys[j] & _ITEM_MASK for j in range(lo, hi)} - self.unsure
+        return sorted(found | self.unsure)
+
+
+_ITEM_BITS = 24  # items of one List file at most 16,777,216 (beyond: not indexed)
+_ITEM_MASK = (1 << _ITEM_BITS) - 1
+_HASH_MASK = (1 << (64 - _ITEM_BITS)) - 1
 
 
 def _assign_many(found: list[tuple[int, str | None]], starts: array[int], n: int) -> list[tuple[str, ...] | None]:

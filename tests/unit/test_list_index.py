@@ -172,3 +172,13 @@ def test_a_kind_on_the_same_line_as_its_item_is_unsure(tmp_path: Path) -> None:
     text = '{"items": [\n {"kind": "Pod", "metadata": {"name": "a"}},\n {"kind": "Pod", "metadata": {"name": "b"}}\n]}'
     index = ListIndex.open(_write(tmp_path, text), {}, top=("kind",))
     assert index.keys["kind"] == [None, None]
+
+
+def test_values_sharing_a_hash_only_add_candidates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = [_pod("ns", f"p{i}", status={"podIPs": [{"ip": f"10.0.0.{i}"}]}) for i in range(5)]
+    path = _write(tmp_path, json.dumps(_list(items), indent=1))
+    exact = ListIndex.open(path, NS, {"ip": key_pattern("ip")}, later=True)
+    assert exact.items_where("ip", "10.0.0.3") == [3]
+    monkeypatch.setattr(list_index._ValueMap, "_hash", staticmethod(lambda value: 5))  # every value collides
+    colliding = ListIndex.open(path, NS, {"ip": key_pattern("ip")}, later=True)
+    assert colliding.items_where("ip", "10.0.0.3") == [0, 1, 2, 3, 4]  # candidates, each checked by the caller
