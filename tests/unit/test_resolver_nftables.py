@@ -182,6 +182,14 @@ def test_stale_chains_after_a_service_delete() -> None:
     assert sorted(s.chain for s in nftables.stale_chains(svc, ruleset, reached)) == [
         "endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080", "service-MHHHYRWA-ns2/svc2/tcp/p8080"]
 
+    # Asked about Service by Service, chain names are searched; past the first few, one index answers: alike.
+    others = [replace(svc, name=n) for n in ("svc", "svc22", "vc2")] + [replace(svc, namespace="ns")]
+    first = [nftables.stale_chains(s, ruleset, set()) for s in (svc, *others)]
+    for _ in range(nftables.ASK_ALONE):
+        nftables.stale_chains(svc, ruleset, set())
+    assert [nftables.stale_chains(s, ruleset, set()) for s in (svc, *others)] == first
+    assert len(first[0]) == 2 and first[1:] == [(), (), (), ()]
+
 
 V6_API = """
 apiVersion: v1
