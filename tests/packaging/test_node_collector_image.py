@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from svctrace.collectors import node
+from svctrace.parsers.commands import SAVE_COMMANDS
 from tests.packaging.conftest import REPO
 
 HERE = REPO / "packaging" / "node-collector"
@@ -26,7 +26,7 @@ def tools() -> dict[str, str]:
 
 
 def test_the_list_covers_the_collectors_commands() -> None:
-    saves = {command for commands in node.SAVE_COMMANDS.values() for command in commands.values()}
+    saves = {command for commands in SAVE_COMMANDS.values() for command in commands.values()}
     assert saves <= set(tools())
     assert {"iptables-save", "ip6tables-save", "nft", "ipset", "conntrack", "ip", "ipvsadm"} <= set(tools())
 

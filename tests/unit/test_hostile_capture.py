@@ -32,6 +32,19 @@ NS, SVC, POD, NODE, PORT = "canary-ns-1", "canary-svc-2", "canary-pod-3", "canar
 UNREAD = "unread-secret-canary"  # planted where svctrace never looks: gone from every capture
 READ = "canary"  # every name above has it: gone from a redacted capture
 
+class _Started:
+    """A started node read that gives ``node`` (the live node collector is not under test here)."""
+
+    def __init__(self, node: NodeInput) -> None:
+        self.node = node
+
+    def finish(self, node_name: str | None) -> NodeInput:
+        return self.node
+
+    def cancel(self) -> None:
+        pass
+
+
 
 def secret(field: str) -> str:
     return f"{UNREAD}-{field}"
@@ -135,7 +148,7 @@ def node_files() -> NodeInput:
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiServer]:
-    monkeypatch.setattr(svctrace.collectors.live, "_node", lambda *a, **k: node_files())
+    monkeypatch.setattr(svctrace.collectors.live, "_start_node", lambda *a, **k: _Started(node_files()))
     with FakeApiServer(OBJECTS) as srv:
         yield srv
 
