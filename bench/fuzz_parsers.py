@@ -25,7 +25,8 @@ from svctrace.parsers.conntrack import parse_conntrack  # noqa: E402
 from svctrace.parsers.json_stream import Counter  # noqa: E402
 from svctrace.parsers.k8s import parse_raw  # noqa: E402
 from svctrace.parsers.k8s_documents import read_json_objects, read_yaml_objects  # noqa: E402
-from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction  # noqa: E402
+from svctrace.parsers.nft_json import parse_nft_json  # noqa: E402
+from svctrace.parsers.nft_transaction import parse_nft_transaction  # noqa: E402
 from svctrace.parsers.node import parse_ip_addr_json, parse_links, parse_meta_json  # noqa: E402
 from svctrace.parsers.text_stream import TextStream  # noqa: E402
 from tests.fuzzing import DEADLINE, DEMOS, deadline, hypothesis_run  # noqa: E402

@@ -166,7 +166,7 @@ def _set_props(spec: list[str]) -> list[str]:
 
 def read_nft_text(text: str, source: str, cut: int | None, commands: list[int]) -> Pasted:
     """The node files an ``nft list`` listing stands for (see the module's words)."""
-    from svctrace.parsers.nft_json import parse_nft_transaction
+    from svctrace.parsers.nft_transaction import parse_nft_transaction
 
     lines = text.split("\n")
     if lines and lines[-1] == "":

@@ -22,7 +22,8 @@ from svctrace.model.graph import Frontend
 from svctrace.model.nft import NftRuleset
 from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
 from svctrace.parsers.k8s import decode_documents, parse_objects
-from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction
+from svctrace.parsers.nft_json import parse_nft_json
+from svctrace.parsers.nft_transaction import parse_nft_transaction
 from svctrace.resolver import nftables
 from tests.fixtures.demo_build.gen_demo_nftables import base_declarations, base_rules
 from tests.graphs import leaves

@@ -20,7 +20,8 @@ from svctrace.errors import InputError, UsageError
 from svctrace.parsers import iptables_save, ipvs
 from svctrace.parsers.conntrack import parse_conntrack
 from svctrace.parsers.k8s import decode_documents, parse_objects
-from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction
+from svctrace.parsers.nft_json import parse_nft_json
+from svctrace.parsers.nft_transaction import parse_nft_transaction
 from svctrace.parsers.node import parse_ip_addr_json, parse_links, parse_meta_json
 from svctrace.parsers.rule_text import comment_spans, quote, quoted_spans, unquote
 

@@ -13,7 +13,8 @@ from svctrace.errors import InputError
 from svctrace.model.actions import UnknownStatement, Verdict
 from svctrace.model.matches import UnknownMatch
 from svctrace.model.nft import NftRuleset, NftTable
-from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction, render_rule
+from svctrace.parsers.nft_json import parse_nft_json, render_rule
+from svctrace.parsers.nft_transaction import parse_nft_transaction
 from tests.shared_data import shared_dir
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nft"
@@ -193,3 +194,21 @@ def test_text_after_the_list_is_checked(tail: str, what: str) -> None:
     text = '{"nftables": [{"metainfo": {}}]}'
     with pytest.raises(InputError, match=what):
         parse_nft_json(text[:-1] + tail if tail.startswith(",") else text + tail, "f.json")
+
+
+def test_rules_of_a_chain_that_do_not_come_together_keep_their_order() -> None:
+    def rule(chain: str, handle: int, comment: str) -> dict[str, object]:
+        return {"rule": {"family": "ip", "table": "t", "chain": chain, "handle": handle, "comment": comment,
+                         "expr": [{"accept": None}]}}
+
+    doc = {"nftables": [{"table": {"family": "ip", "name": "t"}},
+                        {"chain": {"family": "ip", "table": "t", "name": "a"}},
+                        {"chain": {"family": "ip", "table": "t", "name": "b"}},
+                        rule("a", 1, "a1"), rule("a", 2, "a2"), rule("b", 3, "b1"), rule("a", 4, "a3"),
+                        rule("c", 5, "c1")]}
+    table = parse_nft_json(json.dumps(doc), "x").tables[0]
+    assert [r.comment for r in table.chains["a"].rules] == ["a1", "a2", "a3"]
+    assert [r.index for r in table.chains["a"].rules] == [1, 2, 3]
+    assert [r.comment for r in table.chains["b"].rules] == ["b1"]
+    assert [r.comment for r in table.chains["c"].rules] == ["c1"]  # a chain only its rules name
+    assert (table.rule_count("a"), table.rule_count("b"), table.rule_count("c"), table.rule_count("z")) == (3, 1, 1, 0)

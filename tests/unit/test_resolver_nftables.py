@@ -15,7 +15,8 @@ from svctrace.model import graph as g
 from svctrace.model.graph import Frontend
 from svctrace.model.nft import NftRuleset
 from svctrace.model.snapshot import NodeFacts, Snapshot
-from svctrace.parsers.nft_json import parse_nft_json, parse_nft_transaction
+from svctrace.parsers.nft_json import parse_nft_json
+from svctrace.parsers.nft_transaction import parse_nft_transaction
 from svctrace.resolver import nftables, resolve
 from tests.graphs import endpoint_shares, frontend, leaves
 from tests.shared_data import shared_dir

@@ -20,7 +20,7 @@ from svctrace.collectors.snapshot_dir import load_snapshot
 from svctrace.model.nft import NftRuleset
 from svctrace.model.trace import Packet, TraceResult
 from svctrace.parsers.iptables_save import parse
-from svctrace.parsers.nft_json import parse_nft_transaction
+from svctrace.parsers.nft_transaction import parse_nft_transaction
 from svctrace.trace import trace_packet
 from svctrace.trace.iptables import trace_iptables
 from svctrace.trace.nftables import trace_nftables

@@ -11,8 +11,8 @@ from svctrace.model.matches import MarkMatch
 from svctrace.model.nft import NftChain, NftRule, NftRuleset, NftTable
 from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
 from svctrace.model.trace import Packet, TraceResult
-from svctrace.parsers.nft_json import parse_nft_transaction
 from svctrace.parsers.nft_statements import parse_statements
+from svctrace.parsers.nft_transaction import parse_nft_transaction
 from svctrace.trace import node_local_ips, trace_packet
 from svctrace.trace.ipvs import trace_ipvs
 from svctrace.trace.nftables import trace_nftables
