@@ -53,6 +53,33 @@ class NftChain:
         return self.hook is not None
 
 
+class ChainHeads(Mapping[str, NftChain]):
+    """A big table's chains without their rules, where a chain that is only a name (all but the base chains
+    of kube-proxy's table: 110,000 at 10k Services) is kept as its name and made an NftChain when asked for."""
+
+    __slots__ = ("_heads",)
+
+    def __init__(self, heads: Mapping[str, NftChain | None]) -> None:
+        self._heads = heads  # None: a chain with nothing but its name
+
+    def __getitem__(self, name: str) -> NftChain:
+        got = self._heads[name]
+        return got if got is not None else NftChain(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._heads)
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._heads
+
+    def described(self) -> Iterator[NftChain]:
+        """The chains with more than a name (a hook, type, priority, policy or comment)."""
+        return (c for c in self._heads.values() if c is not None)
+
+
 class LazyChains(Mapping[str, NftChain]):
     """A table's chains whose rules are typed on first use (a 10,000-Service table has 200,000 rules and a
     Service needs a dozen chains); the last ``keep`` chains used stay typed."""
@@ -169,6 +196,11 @@ class NftTable:
     def rule_count(self, name: str) -> int:
         chains = self.chains
         return chains.rule_count(name) if isinstance(chains, LazyChains) else len(chains[name].rules)
+
+    def base_chains(self) -> list[NftChain]:
+        """The chains attached to a netfilter hook (without their rules, in a big table)."""
+        heads = self.heads()
+        return [c for c in (heads.described() if isinstance(heads, ChainHeads) else heads.values()) if c.is_base]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from svctrace.errors import InputError
-from svctrace.model.nft import LazyChains, NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
+from svctrace.model.nft import ChainHeads, LazyChains, NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.parsers.nft_statements import element, parse_statements
 
 JSON_HINT = "capture it again with `nft -j list ruleset > nft.json` (nftables >= 0.9.3)"
@@ -232,7 +232,7 @@ class TableBuilder:
     family: str
     name: str
     comment: str | None = None
-    chains: dict[str, NftChain] = field(default_factory=dict)
+    chains: dict[str, NftChain | None] = field(default_factory=dict)  # None: a chain that is only its name
     rules: dict[str, list[NftRule]] = field(default_factory=dict)
     sets: dict[str, NftSet] = field(default_factory=dict)
     maps: dict[str, NftSet] = field(default_factory=dict)
@@ -248,7 +248,7 @@ class TableBuilder:
                  prepend: bool = False) -> None:
         rules = self.rules.setdefault(chain, [])
         if chain not in self.chains:
-            self.chains[chain] = NftChain(name=chain)
+            self.chains[chain] = None
         rule = NftRule(chain=chain, handle=handle, index=0, text=text, comment=comment,
                        stmts=parse_statements(text))
         if prepend:
@@ -259,7 +259,7 @@ class TableBuilder:
     def add_rule_at(self, chain: str, start: int) -> None:
         """A rule object at ``start`` of the JSON text, typed when its chain is first used."""
         if chain not in self.chains:
-            self.chains[chain] = NftChain(name=chain)
+            self.chains[chain] = None
         n = len(self.starts)
         self.starts.append(start)
         got = self.at.get(chain)
@@ -291,9 +291,10 @@ class TableBuilder:
     def build(self) -> NftTable:
         chains: dict[str, NftChain] = {}
         if self.at:
-            lazy = LazyChains(dict(self.chains), self._load, count=self._count)
+            lazy = LazyChains(ChainHeads(dict(self.chains)), self._load, count=self._count)
             return NftTable(self.family, self.name, lazy, dict(self.sets), dict(self.maps), self.comment)
-        for name, chain in self.chains.items():
+        for name, head in self.chains.items():
+            chain = head if head is not None else NftChain(name)
             rules = tuple(NftRule(r.chain, r.handle, i, r.text, r.comment, r.stmts)
                           for i, r in enumerate(self.rules.get(name, ()), start=1))
             chains[name] = NftChain(name, rules, chain.type, chain.hook, chain.priority, chain.policy, chain.comment)
@@ -445,10 +446,10 @@ def parse_nft_json(text: str, source: str) -> NftRuleset:
             elif kind == "chain":
                 tb = table(obj, where)
                 prio = obj.get("prio")
-                tb.chains[str(obj["name"])] = NftChain(
-                    name=str(obj["name"]), type=obj.get("type"), hook=obj.get("hook"),
-                    priority=prio if isinstance(prio, int) else None, policy=obj.get("policy"),
-                    comment=obj.get("comment"))
+                head = NftChain(name=str(obj["name"]), type=obj.get("type"), hook=obj.get("hook"),
+                                priority=prio if isinstance(prio, int) else None, policy=obj.get("policy"),
+                                comment=obj.get("comment"))
+                tb.chains[head.name] = head if head != NftChain(head.name) else None
             elif kind == "rule":
                 tb = table(obj, where)
                 expr = obj.get("expr") or []

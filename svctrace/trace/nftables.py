@@ -30,7 +30,7 @@ class NftRulesetView:
     def hook_chains(self, hook: str) -> Sequence[HookChain]:
         got = self._hooks.get(hook)
         if got is None:
-            found = [c for c in self.table.heads().values() if c.hook == hook]
+            found = [c for c in self.table.base_chains() if c.hook == hook]
             found.sort(key=lambda c: (c.priority if c.priority is not None else 0, c.name))
             got = self._hooks[hook] = [HookChain(self.ref, c.name, c.priority or 0, c.type == "nat") for c in found]
         return got
@@ -73,7 +73,7 @@ class NftRulesetView:
 def _other_tables(ruleset: NftRuleset, table: NftTable, packet: Packet) -> list[str]:
     fams = ("ip", "inet") if packet.family == 4 else ("ip6", "inet")
     return [t.ref for t in ruleset.tables
-            if t is not table and t.family in fams and any(c.is_base for c in t.heads().values())]
+            if t is not table and t.family in fams and t.base_chains()]
 
 
 def trace_nftables(ruleset: NftRuleset, packet: Packet, *, local_ips: Iterable[str] = (),
