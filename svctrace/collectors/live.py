@@ -79,13 +79,14 @@ class LiveCollection:
                 "svctraceVersion": __version__}
 
 
-def _start_node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES) -> StartedNode:
+def _start_node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES, *, conntrack: bool = True) -> StartedNode:
     """The node's reads, started now (before the Kubernetes client is imported and the API read), so that the
-    kernel's saves run while svctrace starts; ``finish`` gathers them."""
+    kernel's saves run while svctrace starts; ``finish`` gathers them. ``conntrack``: its UDP entries too
+    (only the stale-UDP check of why-unreachable and audit reads them; capture writes them)."""
     from svctrace.collectors.spawn import start_node
 
     deadline = time.monotonic() + opts.total_timeout if opts.total_timeout else None
-    kwargs: dict[str, Any] = {"netns": opts.netns, "tables": tables, "deadline": deadline}
+    kwargs: dict[str, Any] = {"netns": opts.netns, "tables": tables, "deadline": deadline, "conntrack": conntrack}
     if opts.proxy_mode_url is not None:
         kwargs["proxy_mode_url"] = opts.proxy_mode_url
     return start_node(**kwargs)
@@ -116,7 +117,7 @@ def _alongside(read_node: Callable[[], NodeInput], read_api: Callable[[], A]) ->
 
 def live_service(opts: LiveOptions, namespace: str | None, name: str) -> LiveCollection:
     """What ``svctrace svc NAME`` needs, read live: a fixed number of API requests and this node's rules."""
-    started = _start_node(opts, SERVICE_TABLES)
+    started = _start_node(opts, SERVICE_TABLES, conntrack=False)
     try:
         from svctrace.collectors.kube import KubeCollector
 
@@ -152,7 +153,7 @@ def live_all(opts: LiveOptions, namespace: str | None, *, documents: bool = Fals
 
 def live_node(opts: LiveOptions) -> Snapshot:
     """This node's rules alone (no API objects): what ``trace`` reads when it needs no Service."""
-    node = _start_node(opts).finish(opts.node_name)
+    node = _start_node(opts, conntrack=False).finish(opts.node_name)
     return assemble(None, node, explicit=opts.node_name, source="live node")
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from svctrace.collectors import _probe
+from svctrace.collectors.conntrack import ConntrackCollection
 from svctrace.collectors.ipvs import read_ipsets, read_ipvs
 from svctrace.collectors.spawn import DEFAULT_PROXY_MODE_URL as DEFAULT_PROXY_MODE_URL
 from svctrace.collectors.spawn import Started, StartedNode, start_node
@@ -188,8 +189,7 @@ def gather(started: StartedNode, node_name: str | None) -> NodeInput:
             node.where[NodeFile.NFT] = f"nft -j list table ip/ip6 kube-proxy{where}"
         else:
             missing.append(Missing(NodeFile.NFT, "nft is not installed"))
-        assert started.conntrack is not None
-        ct = started.conntrack.result()
+        ct = started.conntrack.result() if started.conntrack is not None else ConntrackCollection(None, None)
         if ct.error is not None:
             warnings.append(ct.error)
             missing.append(Missing(NodeFile.CONNTRACK, ct.error))

@@ -306,14 +306,15 @@ class StartedNode:
     the Kubernetes client is even imported, the kernel's reads overlap svctrace's own start."""
 
     def __init__(self, netns: str | None, tables: tuple[str, ...], deadline: float | None,
-                 proxy_mode_url: str, timeout: float) -> None:
+                 proxy_mode_url: str, timeout: float, conntrack: bool = True) -> None:
         self.netns, self.tables, self.deadline = netns, tables, deadline
         self.proxy_mode_url, self.timeout = proxy_mode_url, timeout
         self.root = os.geteuid() == 0
         token = _DEADLINE.set(deadline)
         try:
             self.probe = start_probe(netns, proxy_mode_url, timeout)
-            self.conntrack = Conntrack(netns) if self.root else None
+            # Conntrack entries are for the stale-UDP check only: `svc` and `trace` do not read them.
+            self.conntrack = Conntrack(netns) if self.root and conntrack else None
             self.saves: dict[tuple[str, int], _Save] = {}
             self.nft: list[tuple[str, Started]] | None = None
             if self.root:
@@ -368,6 +369,8 @@ def _start_saves(netns: str | None, tables: tuple[str, ...],
 
 
 def start_node(*, netns: str | None = None, proxy_mode_url: str = DEFAULT_PROXY_MODE_URL, timeout: float = 1.0,
-               tables: tuple[str, ...] = ALL_TABLES, deadline: float | None = None) -> StartedNode:
-    """Start reading this node (or network namespace ``netns``) now; ``finish`` gives what collect_node does."""
-    return StartedNode(netns, tables, deadline, proxy_mode_url, timeout)
+               tables: tuple[str, ...] = ALL_TABLES, deadline: float | None = None,
+               conntrack: bool = True) -> StartedNode:
+    """Start reading this node (or network namespace ``netns``) now; ``finish`` gives what collect_node does
+    (without conntrack entries unless ``conntrack``: neither recorded as missing, nor read)."""
+    return StartedNode(netns, tables, deadline, proxy_mode_url, timeout, conntrack)

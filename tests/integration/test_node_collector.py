@@ -11,6 +11,7 @@ import pytest
 
 from svctrace.collectors import node as node_collector
 from svctrace.collectors.node import NOT_ROOT_WARNING, collect_node
+from svctrace.collectors.spawn import start_node
 from svctrace.model.iptables import IptablesDump
 from svctrace.model.snapshot import HostAddress, Missing, NodeFile, Snapshot
 from svctrace.parsers.detect import BOTH_BACKENDS_WARNING
@@ -252,3 +253,15 @@ def test_proxy_mode_from_kube_proxys_endpoint_in_the_namespace(netns_factory: Ca
     finally:
         proc.terminate()
         proc.wait(timeout=5)
+
+
+def test_conntrack_is_read_only_when_asked_for(netns_factory: Callable[..., NetnsNode]) -> None:
+    # svc and trace do not read conntrack entries (only the stale-UDP check does): not read, not said missing.
+    node = netns_factory(backend="nft", need=NEED)
+    node.load_rules(DEMO_RULES)
+    asked = collect_node(netns=node.name, proxy_mode_url=NO_KUBE_PROXY, timeout=0.5)
+    assert NodeFile.CONNTRACK in asked.files or any(m.what == NodeFile.CONNTRACK for m in asked.missing)
+    without = start_node(netns=node.name, proxy_mode_url=NO_KUBE_PROXY, timeout=0.5, conntrack=False).finish(None)
+    assert NodeFile.CONNTRACK not in without.files and NodeFile.CONNTRACK not in without.parsed
+    assert not any(m.what == NodeFile.CONNTRACK for m in without.missing)
+    assert without.files[NodeFile.IPTABLES] and without.warnings == asked.warnings
