@@ -185,6 +185,20 @@ class Snapshot:
     def all_endpoint_slices(self) -> tuple[EndpointSlice, ...]:
         return self._all("EndpointSlice", self.endpoint_slices)
 
+    def prepare_sweep(self, keep_chains: int = 2048) -> None:
+        """Ready for questions about every Service in turn (``audit``), each asked once: big files are indexed by
+        what a Service's questions ask (its namespace's pods, its slices) without typing them, once, before the
+        sweep forks (every worker shares the index and types only its own Services'); and each table keeps only
+        the ``keep_chains`` chains used last typed, not every chain the sweep reads."""
+        for lazy in self.lazy_api:
+            lazy.prepare("namespace" if lazy.kind == "Pod" else "service")
+        tables: list[Any] = [t for d in (self.iptables, self.ip6tables) if d is not None for t in d.tables.values()]
+        tables += [t.chains for t in self.nft.tables] if self.nft is not None else []
+        for table in tables:
+            keep = getattr(table, "keep_at_most", None)  # an nftables table read whole has nothing to forget
+            if keep is not None:
+                keep(keep_chains)
+
     def slices_for(self, svc: Service) -> tuple[EndpointSlice, ...]:
         """EndpointSlices of a Service; v1 Endpoints only when no slice exists (older clusters)."""
         key = (svc.namespace, svc.name)
@@ -222,8 +236,9 @@ class Snapshot:
         found = self._by("pod_ips", build).get(ip)
         if found is not None or not self.lazy_api:
             return found  # type: ignore[no-any-return]
-        return next((p for lazy in self._lazy("Pod") for p in lazy.where("ip", ip)
-                     if not p.host_network and ip in p.pod_ips), None)
+        return self.recent(("pod_by_ip", ip), lambda: next(  # asked again per Service port and family
+            (p for lazy in self._lazy("Pod") for p in lazy.where("ip", ip) if not p.host_network and ip in p.pod_ips),
+            None))
 
     def pods_matching(self, selector: Mapping[str, str], namespace: str | None = None) -> tuple[Pod, ...]:
         """Pods with every label of ``selector`` (in ``namespace``, or any): found through a label index, so a
