@@ -7,6 +7,7 @@ them apart.
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # only annotations: a Snapshot of one mode does not import th
     from svctrace.model.nft import NftRuleset
 
 T = TypeVar("T")
+
+RECENT = 1024  # answers Snapshot.recent keeps: a few Services' each, and the pods of the namespaces they are in
 
 
 class NodeFile(str, enum.Enum):
@@ -148,14 +151,16 @@ class Snapshot:
         return got
 
     def recent(self, key: Hashable, build: Callable[[], T]) -> T:
-        """``build()``, remembered under ``key`` for a while (the last few thousand answers): for answers
-        several consumers of one Service ask for, without holding one per Service of a big cluster."""
-        memo = self._index.setdefault("recent", {})
+        """``build()``, remembered under ``key`` for a while (the answers used last): for answers several
+        consumers of one Service ask for, without holding one per Service of a big cluster. What a namespace's
+        Services share (its pods) stays while they are asked about; a sweep's earlier namespaces are let go."""
+        memo: OrderedDict[Hashable, Any] = self._index.setdefault("recent", OrderedDict())
         if key in memo:
+            memo.move_to_end(key)
             return memo[key]  # type: ignore[no-any-return]
-        if len(memo) >= 4096:
-            memo.clear()
         got = memo[key] = build()
+        if len(memo) > RECENT:
+            memo.popitem(last=False)
         return got
 
     def _group(self, items: tuple[Any, ...], key: Any) -> dict[Any, list[Any]]:

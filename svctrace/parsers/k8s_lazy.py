@@ -29,8 +29,8 @@ __all__ = ["MIN_LAZY_BYTES", "LazyItems", "NotIndexed", "read_indexed"]
 
 # Below this a file is read whole: typing it all is cheaper than indexing it.
 MIN_LAZY_BYTES = 8 << 20
-# Typed items remembered per file: a few namespaces' pods (typing one again costs time, never an answer).
-KEEP_TYPED = 4096
+# Typed items remembered per file: a namespace's pods (typing one again costs time, never an answer).
+KEEP_TYPED = 1024
 _LAZY_KINDS = ("Pod", "EndpointSlice")
 _KEYS = {"namespace": key_pattern("namespace"), "service": key_pattern("kubernetes.io/service-name")}
 _MANY = {"ip": key_pattern("ip", "podIP")}
