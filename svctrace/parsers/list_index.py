@@ -46,7 +46,7 @@ class NotIndexed(Exception):
 _VALUE = rb'(?P<v>[^"\\\r\n]{0,256})(?P<end>["\\])'
 # A key's lookups answered by a scan for that one value before the whole key is indexed: an index costs
 # memory for every item and pays off only for many questions.
-TARGETED = 4
+TARGETED = 2
 
 
 def key_pattern(key: str, *more: str) -> bytes:
