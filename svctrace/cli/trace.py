@@ -86,6 +86,8 @@ def trace_command(
         run.env.stdout.print_json(json.dumps(trace_to_dict(result)))
         return
 
+    snapshot.expect_pod_ip_lookups(len({o.destination for o in result.outcomes if o.destination}))
+
     def describe(destination: str) -> str | None:
         host = destination.rsplit(":", 1)[0].strip("[]")
         pod = snapshot.pod_by_ip(host)

@@ -85,6 +85,7 @@ class Audit:
 
 
 Progress = Callable[[int, int, str], None]  # (done, total, the Service being checked)
+KEEP_CHAINS = 2048  # typed chains a table keeps during a sweep: the shared ones stay, each Service's are read once
 
 
 def _endpoints_drift(graph: PathGraph) -> bool:
@@ -106,9 +107,9 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
     chosen = sorted((s for s in snapshot.services if namespace is None or s.namespace == namespace),
                     key=lambda s: (s.namespace, s.name))
     dataplane = dataplane_collected(snapshot)
-    if namespace is None:  # every Service: type a big file's pods and slices at once (before forking, shared)
-        snapshot.all_pods()
-        snapshot.all_endpoint_slices()
+    # Big files' pods and slices are typed per namespace and per Service, in the workers, and not kept: typing
+    # them all before forking costs one core's time and every worker's memory.
+    snapshot.prepare_sweep(KEEP_CHAINS)
     parent = os.getpid()
     n = parallel.workers(len(chosen)) if workers is None else workers
 

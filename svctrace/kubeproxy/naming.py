@@ -9,6 +9,7 @@ docs/eras.md). nftables mode uses an 8-character hash of the readable base it ap
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 
@@ -16,15 +17,11 @@ IPT_SERVICE_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE
 IPT_ENDPOINT_PREFIX = "KUBE-SEP-"
 
 
-_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648 base32, as Go's base32.StdEncoding
-
-
 def _hash(text: str, length: int) -> str:
-    """The first ``length`` characters of base32(SHA-256(text)), five bits a character from the digest's
-    start (what kube-proxy's hash is; the stdlib's base32 of a whole digest costs ten times the hash)."""
-    bits = length * 5
-    n = int.from_bytes(hashlib.sha256(text.encode()).digest()[:(bits + 7) // 8], "big") >> (-bits % 8)
-    return "".join(_B32[(n >> shift) & 31] for shift in range(bits - 5, -1, -5))
+    """The first ``length`` characters of base32(SHA-256(text)) (what kube-proxy's hash is): base32 of only the
+    digest bytes they come from (five bytes make eight characters; the whole digest costs ten times the hash)."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return base64.b32encode(digest[:(length + 7) // 8 * 5]).decode()[:length]
 
 
 def service_port_name(namespace: str, name: str, port_name: str = "", *, colon: bool = False) -> str:

@@ -158,6 +158,12 @@ class Table:
             self._parsed.popitem(last=False)
         return got
 
+    def keep_at_most(self, n: int) -> None:
+        """Remember at most the ``n`` chains used last (a sweep of every Service reads each of its chains once)."""
+        self._keep = n
+        while len(self._parsed) > n:
+            self._parsed.popitem(last=False)
+
     def has(self, name: str) -> bool:
         return name in self.heads
 

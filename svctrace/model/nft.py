@@ -94,6 +94,12 @@ class LazyChains(Mapping[str, NftChain]):
         self._keep = keep
         self._count = count  # a chain's number of rules, without typing them
 
+    def keep_at_most(self, n: int) -> None:
+        """Keep at most the ``n`` chains used last typed (a sweep of every Service types each chain once)."""
+        self._keep = n
+        while len(self._typed) > n:
+            self._typed.popitem(last=False)
+
     def heads(self) -> Mapping[str, NftChain]:
         """Every chain without its rules (name, hook, priority...): for questions that need no rule."""
         return self._heads

@@ -7,6 +7,7 @@ them apart.
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # only annotations: a Snapshot of one mode does not import th
     from svctrace.model.nft import NftRuleset
 
 T = TypeVar("T")
+
+RECENT = 1024  # answers Snapshot.recent keeps: a few Services' each, and the pods of the namespaces they are in
 
 
 class NodeFile(str, enum.Enum):
@@ -148,14 +151,16 @@ class Snapshot:
         return got
 
     def recent(self, key: Hashable, build: Callable[[], T]) -> T:
-        """``build()``, remembered under ``key`` for a while (the last few thousand answers): for answers
-        several consumers of one Service ask for, without holding one per Service of a big cluster."""
-        memo = self._index.setdefault("recent", {})
+        """``build()``, remembered under ``key`` for a while (the answers used last): for answers several
+        consumers of one Service ask for, without holding one per Service of a big cluster. What a namespace's
+        Services share (its pods) stays while they are asked about; a sweep's earlier namespaces are let go."""
+        memo: OrderedDict[Hashable, Any] = self._index.setdefault("recent", OrderedDict())
         if key in memo:
+            memo.move_to_end(key)
             return memo[key]  # type: ignore[no-any-return]
-        if len(memo) >= 4096:
-            memo.clear()
         got = memo[key] = build()
+        if len(memo) > RECENT:
+            memo.popitem(last=False)
         return got
 
     def _group(self, items: tuple[Any, ...], key: Any) -> dict[Any, list[Any]]:
@@ -184,6 +189,27 @@ class Snapshot:
 
     def all_endpoint_slices(self) -> tuple[EndpointSlice, ...]:
         return self._all("EndpointSlice", self.endpoint_slices)
+
+    def prepare_sweep(self, keep_chains: int = 2048) -> None:
+        """Ready for questions about every Service in turn (``audit``), each asked once: big files are indexed by
+        what a Service's questions ask (its namespace's pods, its slices) without typing them, once, before the
+        sweep forks (every worker shares the index and types only its own Services'); and each table keeps only
+        the ``keep_chains`` chains used last typed, not every chain the sweep reads."""
+        for lazy in self.lazy_api:
+            lazy.prepare("namespace" if lazy.kind == "Pod" else "service")
+        tables: list[Any] = [t for d in (self.iptables, self.ip6tables) if d is not None for t in d.tables.values()]
+        tables += [t.chains for t in self.nft.tables] if self.nft is not None else []
+        for table in tables:
+            keep = getattr(table, "keep_at_most", None)  # an nftables table read whole has nothing to forget
+            if keep is not None:
+                keep(keep_chains)
+
+    def expect_pod_ip_lookups(self, count: int) -> None:
+        """``count`` pods will be asked for by address (a trace names each endpoint's pod): past the first
+        couple, one index of every pod's addresses costs less than a scan of the big files per address."""
+        if count > 2:
+            for lazy in self._lazy("Pod"):
+                lazy.prepare("ip")
 
     def slices_for(self, svc: Service) -> tuple[EndpointSlice, ...]:
         """EndpointSlices of a Service; v1 Endpoints only when no slice exists (older clusters)."""
@@ -222,8 +248,9 @@ class Snapshot:
         found = self._by("pod_ips", build).get(ip)
         if found is not None or not self.lazy_api:
             return found  # type: ignore[no-any-return]
-        return next((p for lazy in self._lazy("Pod") for p in lazy.where("ip", ip)
-                     if not p.host_network and ip in p.pod_ips), None)
+        return self.recent(("pod_by_ip", ip), lambda: next(  # asked again per Service port and family
+            (p for lazy in self._lazy("Pod") for p in lazy.where("ip", ip) if not p.host_network and ip in p.pod_ips),
+            None))
 
     def pods_matching(self, selector: Mapping[str, str], namespace: str | None = None) -> tuple[Pod, ...]:
         """Pods with every label of ``selector`` (in ``namespace``, or any): found through a label index, so a

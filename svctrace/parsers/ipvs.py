@@ -217,7 +217,8 @@ def normalize_member(member: str) -> str:
     for part in member.lower().split(","):
         head, sep, tail = part.partition("/")
         proto, colon, rest = head.partition(":")
-        if colon and proto in ("tcp", "udp", "sctp", "icmp", "icmpv6", "tcp6", "udp6"):
+        if not colon or proto in ("tcp", "udp", "sctp", "icmp", "icmpv6", "tcp6", "udp6"):
+            # without a colon it is IPv4 or no address: ipaddress would give it back as written, or refuse it
             parts.append(part)
             continue
         with contextlib.suppress(ValueError):

@@ -29,6 +29,8 @@ __all__ = ["MIN_LAZY_BYTES", "LazyItems", "NotIndexed", "read_indexed"]
 
 # Below this a file is read whole: typing it all is cheaper than indexing it.
 MIN_LAZY_BYTES = 8 << 20
+# Typed items remembered per file: a namespace's pods (typing one again costs time, never an answer).
+KEEP_TYPED = 1024
 _LAZY_KINDS = ("Pod", "EndpointSlice")
 _KEYS = {"namespace": key_pattern("namespace"), "service": key_pattern("kubernetes.io/service-name")}
 _MANY = {"ip": key_pattern("ip", "podIP")}
@@ -65,6 +67,9 @@ class LazyItems(Generic[T]):
     def _type(self, numbers: Iterable[int]) -> list[T]:
         wanted = [n for n in numbers if n in self._mine]
         todo = [n for n in wanted if n not in self._typed]
+        if todo and len(self._typed) + len(todo) > KEEP_TYPED:
+            # ``audit -A`` asks about every namespace in turn: keep what this question needs, not all it typed
+            self._typed = {n: self._typed[n] for n in wanted if n in self._typed}
         with self._reading():
             for n, doc in self.index.read(todo):
                 acc = Accumulator(self.source)
@@ -81,6 +86,11 @@ class LazyItems(Generic[T]):
 
     def all(self) -> list[T]:
         return self._type(self.numbers)
+
+    def prepare(self, key: str) -> None:
+        """Index the file by ``key`` now, so that forked workers asking ``where(key, ...)`` share the index."""
+        with self._reading():
+            self.index.prepare(key)
 
 
 def read_indexed(path: Path, source: str) -> ApiObjects:

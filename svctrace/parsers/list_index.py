@@ -43,12 +43,26 @@ class NotIndexed(Exception):
         self.reason = reason
 
 
+_VALUE = rb'(?P<v>[^"\\\r\n]{0,256})(?P<end>["\\])'
+# A key's lookups answered by a scan for that one value before the whole key is indexed: an index costs
+# memory for every item and pays off only for many questions.
+TARGETED = 2
+
+
 def key_pattern(key: str, *more: str) -> bytes:
     """A pattern for ``"key": "value"`` (or any of ``more`` keys) capturing the value (plain values only: an
     escape makes it unsure)."""
     names = b"|".join(re.escape(k.encode()) for k in (key, *more))
-    return (rb'"(?:' + names + rb')"[ \t\r\n]{0,64}:[ \t\r\n]{0,64}"'
-            rb'(?P<v>[^"\\\r\n]{0,256})(?P<end>["\\])')
+    return rb'"(?:' + names + rb')"[ \t\r\n]{0,64}:[ \t\r\n]{0,64}"' + _VALUE
+
+
+def _one_value(pattern: bytes, value: str) -> bytes:
+    """``pattern`` (of key_pattern) matching only ``value`` or an unsure (escaped) value: the hits that matter to
+    one question (``_hits`` reads them as that value or None), without the rest."""
+    if not pattern.endswith(_VALUE):
+        raise ValueError("not a key_pattern")
+    return pattern[:-len(_VALUE)] + rb'(?P<v>' + re.escape(value.encode()) + rb'|[^"\\\r\n]{0,256}(?=\\))' \
+        rb'(?P<end>["\\])'
 
 
 @dataclass
@@ -68,6 +82,7 @@ class ListIndex:
     _maps: dict[str, _ValueMap] = field(default_factory=dict, repr=False)
     # keys scanned for when first asked about (``open(..., later=True)``): name -> (pattern, many)
     _later: dict[str, tuple[bytes, bool]] = field(default_factory=dict, repr=False)
+    _asked: dict[str, int] = field(default_factory=dict, repr=False)  # lookups of a key not indexed yet
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -111,13 +126,39 @@ class ListIndex:
         else:
             self.keys[key] = _assign(found, self.starts, n)
 
+    def _scan(self, pattern: re.Pattern[bytes]) -> list[tuple[int, str | None]]:
+        found: list[tuple[int, str | None]] = []
+        with self.path.open("rb") as f:
+            for buf, pos, lo, limit in _windows(f, self.starts[0], 4096, end=self.ends[-1]):
+                _hits(pattern, buf, pos, lo, limit, found)
+        return found
+
     def items_where(self, key: str, value: str) -> list[int]:
         """Item numbers whose ``key`` is (or, for a ``many`` key, includes) ``value``, and those unsure of
-        it, in file order."""
+        it, in file order (a few questions about a key not indexed yet: those holding ``value`` or unsure of
+        it anywhere, which the caller checks as it checks every candidate)."""
+        later = self._later.get(key)
+        if later is not None and self.starts and self._asked.get(key, 0) < TARGETED:
+            self._asked[key] = self._asked.get(key, 0) + 1
+            found = self._scan(re.compile(_one_value(later[0], value)))
+            return sorted({i for at, _ in found if (i := bisect_right(self.starts, at) - 1) >= 0})
         self._ensure(key)
         hashed = self._maps.get(key)
         if hashed is not None:
             return hashed.items(value)
+        by = self._values(key)
+        hits = by.get(value, [])
+        unsure = by.get(None, [])
+        return sorted(hits + unsure) if unsure else hits
+
+    def prepare(self, key: str) -> None:
+        """Scan for ``key`` and index its values now (before forking: the children share the index)."""
+        self._ensure(key)
+        if key not in self._maps:
+            self._values(key)
+
+    def _values(self, key: str) -> dict[str | None, list[int]]:
+        self._ensure(key)
         by = self._by.get(key)
         if by is None:
             by = {}
@@ -129,9 +170,7 @@ class ListIndex:
                 for i, v in enumerate(self.keys[key]):
                     by.setdefault(v, []).append(i)
             self._by[key] = by
-        hits = by.get(value, [])
-        unsure = by.get(None, [])
-        return sorted(hits + unsure) if unsure else hits
+        return by
 
     def values(self, key: str) -> set[str | None]:
         self._ensure(key)

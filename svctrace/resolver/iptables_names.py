@@ -135,6 +135,7 @@ def unreferenced_endpoint_chains(dump: IptablesDump) -> tuple[StaleChain, ...]:
     if nat is None:
         return ()
     targets = dump.targets("nat")
-    comments = dump.first_comments("nat", (naming.IPT_ENDPOINT_PREFIX,))
+    # the endpoint chains' among every Service chain's comments, as stale chains read them (not a second copy)
+    comments = dump.first_comments("nat", SERVICE_CHAIN_PREFIXES)
     return tuple(StaleChain("nat", name, comment, nat.rule_count(name)) for name, comment in comments.items()
-                 if name not in targets)
+                 if name.startswith(naming.IPT_ENDPOINT_PREFIX) and name not in targets)

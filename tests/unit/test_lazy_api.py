@@ -17,7 +17,7 @@ from svctrace.diagnosis.diagnose import diagnose
 from svctrace.errors import InputError
 from svctrace.model.snapshot import Snapshot
 from svctrace.model.trace import Packet
-from svctrace.parsers import list_index
+from svctrace.parsers import k8s_lazy, list_index
 from svctrace.render.json import graph_to_dict
 from svctrace.resolver import resolve
 from svctrace.trace import trace_packet
@@ -74,6 +74,21 @@ def test_indexed_reads_answer_as_streamed_reads(tmp_path: Path, monkeypatch: pyt
     assert _answers(indexed) == _answers(streamed)
     assert indexed.all_pods() == streamed.pods
     assert indexed.all_endpoint_slices() == streamed.endpoint_slices
+
+
+def test_typed_items_beyond_the_bound_are_forgotten_and_typed_again_alike(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "snap"
+    shutil.copytree(demo_path(), folder)
+    _one_list(folder)
+    streamed = load_snapshot(str(folder))
+    monkeypatch.setattr(snapshot_dir, "MIN_LAZY_BYTES", 0)
+    monkeypatch.setattr(k8s_lazy, "KEEP_TYPED", 2)
+    indexed = load_snapshot(str(folder))
+    indexed.prepare_sweep()
+    assert _answers(indexed) == _answers(streamed)
+    pods = next(lazy for lazy in indexed.lazy_api if lazy.kind == "Pod")
+    assert len(pods._typed) < len(pods)
 
 
 def test_a_file_changed_after_it_was_indexed_is_an_input_error(tmp_path: Path,

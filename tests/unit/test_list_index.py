@@ -168,6 +168,19 @@ def test_keys_scanned_later_agree_with_keys_scanned_at_once(tmp_path: Path, inde
     assert len(later.items_where("ip", "192.0.2.1")) == 300
 
 
+def test_a_few_questions_before_a_key_is_indexed_scan_for_their_value_alone(tmp_path: Path) -> None:
+    items = [_pod("a", "1"), {"kind": "Pod", "metadata": {"name": "no-ns"}},
+             _pod("b", "2", extra={"namespace": "a"}), _pod("ab", "3"), _pod('q"x', "4")]
+    later = ListIndex.open(_write(tmp_path, json.dumps(_list(items), indent=1)), NS, later=True)
+    assert later.items_where("ns", "a") == [0, 2, 4]  # every item holding "a" as the key's value, or escaped
+    assert later.items_where("ns", "zzz") == [4]
+    assert "ns" not in later.keys  # nothing kept per item
+    for _ in range(list_index.TARGETED):
+        later.items_where("ns", "b")
+    assert later.keys["ns"] == ["a", None, None, "ab", None]  # asked often: indexed, and answered from it
+    assert later.items_where("ns", "zzz") == [1, 2, 4]
+
+
 def test_a_kind_on_the_same_line_as_its_item_is_unsure(tmp_path: Path) -> None:
     text = '{"items": [\n {"kind": "Pod", "metadata": {"name": "a"}},\n {"kind": "Pod", "metadata": {"name": "b"}}\n]}'
     index = ListIndex.open(_write(tmp_path, text), {}, top=("kind",))
@@ -178,7 +191,9 @@ def test_values_sharing_a_hash_only_add_candidates(tmp_path: Path, monkeypatch: 
     items = [_pod("ns", f"p{i}", status={"podIPs": [{"ip": f"10.0.0.{i}"}]}) for i in range(5)]
     path = _write(tmp_path, json.dumps(_list(items), indent=1))
     exact = ListIndex.open(path, NS, {"ip": key_pattern("ip")}, later=True)
+    exact.prepare("ip")  # indexed now (the first lookups would scan for their one value instead)
     assert exact.items_where("ip", "10.0.0.3") == [3]
     monkeypatch.setattr(list_index._ValueMap, "_hash", staticmethod(lambda value: 5))  # every value collides
     colliding = ListIndex.open(path, NS, {"ip": key_pattern("ip")}, later=True)
+    colliding.prepare("ip")
     assert colliding.items_where("ip", "10.0.0.3") == [0, 1, 2, 3, 4]  # candidates, each checked by the caller

@@ -9,6 +9,7 @@ import pytest
 
 from svctrace import parallel
 from svctrace.collectors.snapshot_dir import load_demo
+from svctrace.diagnosis import audit as audit_module
 from svctrace.diagnosis.audit import audit
 
 
@@ -89,3 +90,11 @@ def test_an_audit_split_over_processes_is_the_audit_of_one(mode: str) -> None:
     one = audit(snapshot, workers=1)
     assert audit(snapshot, workers=3) == one
     assert len(one.services) >= 3
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables", "ipvs"])
+def test_an_audit_that_keeps_one_typed_chain_is_the_audit_that_keeps_them_all(
+        mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    every = audit(load_demo(mode), workers=1)
+    monkeypatch.setattr(audit_module, "KEEP_CHAINS", 1)
+    assert audit(load_demo(mode), workers=1) == every

@@ -133,7 +133,10 @@ def bridge_nf_call_disabled(ctx: CheckContext) -> Iterator[Finding]:
     """Bridged pod traffic skips iptables (bridge-nf-call-iptables=0, or br_netfilter not loaded)."""
     snap = ctx.snapshot
     value = snap.node.sysctls.get(BRIDGE_NF)
-    bridges = _bridges(snap)
+    if value != "0" and not (value is None and _sysctls_collected(snap)):
+        return
+    # The node's every address is read (IPVS mode: each ClusterIP's on kube-ipvs0): once, not once per Service.
+    bridges = snap.recent(("bridges", snap.node.name), lambda: _bridges(snap))
     if value == "0":
         evidence = [f"sysctl {BRIDGE_NF} = 0"]
         fix = f"`sysctl -w {BRIDGE_NF}=1` (and in /etc/sysctl.d/)"
