@@ -46,6 +46,7 @@ def _index(dump: IptablesDump) -> dict[str, list[tuple[object, ...]]]:
 def test_a_big_save_is_indexed_as_it_is_written(netns_factory: Callable[..., NetnsNode], backend: str) -> None:
     node = netns_factory(backend=backend, need=("nfacct", "nft"))
     node.load_rules(_rules())
+    node.load_rules("*mangle\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n", noflush=True)  # a table svc does not read
     read = collect_node(netns=node.name, proxy_mode_url=NO_KUBE_PROXY, timeout=0.5, tables=("nat", "filter"))
     text = read.files[NodeFile.IPTABLES]
     assert len(text) > EAGER_BYTES
@@ -53,10 +54,13 @@ def test_a_big_save_is_indexed_as_it_is_written(netns_factory: Callable[..., Net
     assert isinstance(streamed, IptablesDump)  # made while the save ran
     assert streamed.source == read.source(NodeFile.IPTABLES)
     want = iptables_save.parse(text, read.source(NodeFile.IPTABLES), 4, eager=False)
-    assert set(streamed.tables) == set(want.tables) == {"nat", "filter"}
-    if backend == "legacy":  # one text per -t run, joined: the index covers the same text
-        assert _index(streamed) == _index(want)
+    # The nf_tables backend's one save of every table is kept whole (no 48 MB copy cut to two tables at 10k
+    # Services): its dump holds the tables asked for; a legacy save is one -t run per table, joined.
+    assert set(streamed.tables) == {"nat", "filter"} <= set(want.tables)
+    assert _index(streamed) == {name: t for name, t in _index(want).items() if name in ("nat", "filter")}
     for name, table in want.tables.items():
+        if name not in streamed.tables:
+            continue
         assert [repr(streamed.tables[name].chain(c)) for c in table.heads] == \
             [repr(table.chain(c)) for c in table.heads if c]
 
