@@ -470,11 +470,25 @@ def _find_root(files: list[str]) -> str | None:
 
 def _read_entries(entries: Iterator[Entry], label: str) -> Snapshot:
     read = Read()
+    api_files: list[Entry] = []
     for entry in entries:
         read.names.append(entry.name)
         if may_be_snapshot_file(entry.name):
-            take(entry, read)
+            if entry.lasting and is_api_file(entry.name):
+                api_files.append(entry)  # a folder's api/ files after its node/ files (a tarball's as they come)
+            else:
+                take(entry, read)
+    # node/nft.json of 10,000 Services is 91 MB of text, read with a second copy of it for a moment: read
+    # before the API objects are, that moment costs 40 MB less of peak memory (a tarball's come as they come).
+    for entry in api_files:
+        take(entry, read)
     return build(read, label)
+
+
+def is_api_file(name: str) -> bool:
+    """Whether an entry's name is an api/ document (under the root or a single top-level folder)."""
+    rel = name if _snapshot_file(name) is not None else name.partition("/")[2]
+    return _snapshot_file(rel) == "api"
 
 
 def _relative(warnings: tuple[str, ...], where: str, rel: str) -> tuple[str, ...]:

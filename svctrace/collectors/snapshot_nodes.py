@@ -94,6 +94,7 @@ def load(spec: str) -> Snapshot | MultiNodeSnapshot:
         return snapshot_dir.load_snapshot(spec)  # says what is wrong with it
     with entries as each:
         read = snapshot_dir.Read()
+        api_files: list[snapshot_dir.Entry] = []
         files: dict[tuple[str, str], dict[str, tuple[_NodeText, str]]] = {}
         for entry in each:
             read.names.append(entry.name)
@@ -104,7 +105,12 @@ def load(spec: str) -> Snapshot | MultiNodeSnapshot:
                 if text is not None:
                     files.setdefault((root, node), {})[file] = (text, entry.where)
             elif snapshot_dir.may_be_snapshot_file(entry.name):
-                snapshot_dir.take(entry, read)
+                if entry.lasting and snapshot_dir.is_api_file(entry.name):
+                    api_files.append(entry)  # a folder's api/ files after its node/ files (as _read_entries)
+                else:
+                    snapshot_dir.take(entry, read)
+        for entry in api_files:
+            snapshot_dir.take(entry, read)
     roots = {root for root, _ in files}
     if not roots:
         return snapshot_dir.build(read, spec)

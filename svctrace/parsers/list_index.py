@@ -18,6 +18,7 @@ reads the file as a stream, which is always right, only slower.
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 from array import array
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 PIECE = 8 << 20  # bytes scanned at a time
+LATER_PIECE = 2 << 20  # for keys scanned later, when the answer's data is in memory already (less at once)
 _HEAD = 1 << 20  # the List's opening members must fit in this (they are a few hundred bytes)
 _OPEN = re.compile(rb'\A\xef?\xbb?\xbf?[ \t\r\n]*\{(?P<members>.*?)"items"[ \t\r\n]*:[ \t\r\n]*\['
                    rb'(?P<gap>[ \t\r\n]*)(?P<first>[{\]])', re.S)
@@ -113,7 +115,7 @@ class ListIndex:
         found: list[tuple[int, str | None]] = []
         by: _ValueMap | None = _ValueMap(self.starts) if many and len(self.starts) <= _ITEM_MASK else None
         with self.path.open("rb") as f:
-            for buf, pos, lo, limit in _windows(f, self.starts[0], 4096, end=self.ends[-1]):
+            for buf, pos, lo, limit in _windows(f, self.starts[0], 4096, end=self.ends[-1], size=LATER_PIECE):
                 _hits(compiled, buf, pos, lo, limit, found)
                 if by is not None:  # a pod's addresses: 300,000 of them at 10k Services, mapped as they come
                     by.add(found)
@@ -129,7 +131,7 @@ class ListIndex:
     def _scan(self, pattern: re.Pattern[bytes]) -> list[tuple[int, str | None]]:
         found: list[tuple[int, str | None]] = []
         with self.path.open("rb") as f:
-            for buf, pos, lo, limit in _windows(f, self.starts[0], 4096, end=self.ends[-1]):
+            for buf, pos, lo, limit in _windows(f, self.starts[0], 4096, end=self.ends[-1], size=LATER_PIECE):
                 _hits(pattern, buf, pos, lo, limit, found)
         return found
 
@@ -287,7 +289,8 @@ class _Scanner:
             raise NotIndexed("its items array is not the object's own items")
 
 
-def _windows(f: BinaryIO, start: int, overlap: int, end: int | None = None) -> Iterator[tuple[bytes, int, int, int]]:
+def _windows(f: BinaryIO, start: int, overlap: int, end: int | None = None,
+             size: int = PIECE) -> Iterator[tuple[bytes, int, int, int]]:
     """The file from ``start`` (to ``end``, or its end) a piece at a time, as (buffer, the buffer's file offset,
     from, to): a match that starts in [from, to) of a buffer is taken there. Every pattern's matches are far
     shorter than ``overlap``, so one that starts before ``to`` lies whole in the buffer, and none is seen twice."""
@@ -295,7 +298,7 @@ def _windows(f: BinaryIO, start: int, overlap: int, end: int | None = None) -> I
     pos = scanned = start  # the file offset of buf[0]; where the next matches may start
     buf = b""
     while True:
-        want = PIECE if end is None else min(PIECE, end - pos - len(buf))
+        want = size if end is None else min(size, end - pos - len(buf))
         piece = f.read(want) if want > 0 else b""
         if end is not None and want > 0 and not piece:
             raise NotIndexed("it is shorter than when it was indexed")
@@ -344,11 +347,12 @@ class _ValueMap:
     (2.4 MB, where a dict of the strings took ~50). A hash shared by two values only adds a candidate, which
     the caller checks like any other; items with an escaped value are unsure of every value."""
 
-    __slots__ = ("starts", "keys", "unsure", "_last")
+    __slots__ = ("starts", "keys", "runs", "unsure", "_last")
 
     def __init__(self, starts: array[int]) -> None:
         self.starts = starts
         self.keys: array[int] = array("Q")
+        self.runs: list[array[int]] = []  # each window's pairs, sorted (merged at the end: no list of them all)
         self.unsure: set[int] = set()
         self._last = -1
 
@@ -357,7 +361,8 @@ class _ValueMap:
         return hash(value) & _HASH_MASK
 
     def add(self, found: list[tuple[int, str | None]]) -> None:
-        starts, keys, last = self.starts, self.keys, self._last
+        starts, last = self.starts, self._last
+        keys: list[int] = []
         for at, value in found:
             i = bisect_right(starts, at) - 1
             if i < 0:
@@ -370,9 +375,12 @@ class _ValueMap:
                 keys.append(key)
                 last = key
         self._last = last
+        if keys:
+            self.runs.append(array("Q", sorted(keys)))
 
     def finish(self) -> _ValueMap:
-        self.keys = array("Q", sorted(self.keys))
+        self.keys = array("Q", heapq.merge(*self.runs))
+        self.runs = []
         return self
 
     def items(self, value: str) -> list[int]:
