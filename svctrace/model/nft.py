@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from svctrace.model.actions import Element, ElementPart, Jump, Statement, Verdict
 
@@ -53,7 +54,26 @@ class NftChain:
         return self.hook is not None
 
 
-class ChainHeads(Mapping[str, NftChain]):
+H = TypeVar("H")
+
+
+class _ByName(Mapping[str, NftChain], Generic[H]):
+    """A mapping of chains whose names (and order) are those of ``_heads``."""
+
+    __slots__ = ()
+    _heads: Mapping[str, H]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._heads)
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._heads
+
+
+class ChainHeads(_ByName[NftChain | None]):
     """A big table's chains without their rules, where a chain that is only a name (all but the base chains
     of kube-proxy's table: 110,000 at 10k Services) is kept as its name and made an NftChain when asked for."""
 
@@ -66,21 +86,12 @@ class ChainHeads(Mapping[str, NftChain]):
         got = self._heads[name]
         return got if got is not None else NftChain(name)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._heads)
-
-    def __len__(self) -> int:
-        return len(self._heads)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._heads
-
     def described(self) -> Iterator[NftChain]:
         """The chains with more than a name (a hook, type, priority, policy or comment)."""
         return (c for c in self._heads.values() if c is not None)
 
 
-class LazyChains(Mapping[str, NftChain]):
+class LazyChains(_ByName[NftChain]):
     """A table's chains whose rules are typed on first use (a 10,000-Service table has 200,000 rules and a
     Service needs a dozen chains); the last ``keep`` chains used stay typed."""
 
@@ -120,15 +131,6 @@ class LazyChains(Mapping[str, NftChain]):
         if len(self._typed) > self._keep:
             self._typed.popitem(last=False)
         return got
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._heads)
-
-    def __len__(self) -> int:
-        return len(self._heads)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._heads
 
 
 @dataclass(frozen=True, slots=True)

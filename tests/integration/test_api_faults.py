@@ -24,6 +24,7 @@ from svctrace.parsers.snapshot import NodeInput
 from tests.fuzzing import deadline
 from tests.harness.apiserver import FakeApiServer, fixture_cluster
 from tests.harness.faults import Fault
+from tests.harness.started_node import StartedNode
 
 POD = "default/my-nginx-3800858182-jr4a2"
 COMMANDS: dict[str, list[str]] = {
@@ -49,24 +50,12 @@ DEADLINE_FAULTS = {"drip", "stall", "stall-before-headers", "slow"}
 VALID_ANSWERS = {"huge", "huge-string", "repeat-continue", "cycle-continue"}
 ERROR = re.compile(r"^svctrace: error: \S")
 
-class _Started:
-    """A started node read that gives ``node`` (the live node collector is not under test here)."""
-
-    def __init__(self, node: NodeInput) -> None:
-        self.node = node
-
-    def finish(self, node_name: str | None) -> NodeInput:
-        return self.node
-
-    def cancel(self) -> None:
-        pass
-
 
 
 @pytest.fixture
 def no_node(monkeypatch: pytest.MonkeyPatch) -> None:
     """The live node collector replaced by one that reads nothing (only the API is under test)."""
-    monkeypatch.setattr(svctrace.collectors.live, "_start_node", lambda *a, **k: _Started(NodeInput()))
+    monkeypatch.setattr(svctrace.collectors.live, "_start_node", lambda *a, **k: StartedNode(NodeInput()))
 
 
 @pytest.fixture
@@ -189,7 +178,7 @@ def test_the_whole_collection_has_one_deadline(server: FakeApiServer, tmp_path: 
 
 def test_only_gets_are_sent_whatever_the_fault(server: FakeApiServer, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(svctrace.collectors.live, "_start_node", lambda *a, **k: _Started(NodeInput()))
+    monkeypatch.setattr(svctrace.collectors.live, "_start_node", lambda *a, **k: StartedNode(NodeInput()))
     for fault in ("500", "reset", "invalid-json"):
         server.clear_faults()
         server.inject("*", FAULTS[fault])

@@ -27,23 +27,11 @@ from svctrace.parsers.k8s import parse_objects
 from svctrace.parsers.k8s_fields import READ_FIELDS, read_fields
 from svctrace.parsers.snapshot import NodeInput
 from tests.harness.apiserver import FakeApiServer
+from tests.harness.started_node import StartedNode
 
 NS, SVC, POD, NODE, PORT = "canary-ns-1", "canary-svc-2", "canary-pod-3", "canary-node-4", "canary-port-5"
 UNREAD = "unread-secret-canary"  # planted where svctrace never looks: gone from every capture
 READ = "canary"  # every name above has it: gone from a redacted capture
-
-class _Started:
-    """A started node read that gives ``node`` (the live node collector is not under test here)."""
-
-    def __init__(self, node: NodeInput) -> None:
-        self.node = node
-
-    def finish(self, node_name: str | None) -> NodeInput:
-        return self.node
-
-    def cancel(self) -> None:
-        pass
-
 
 
 def secret(field: str) -> str:
@@ -148,7 +136,7 @@ def node_files() -> NodeInput:
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiServer]:
-    monkeypatch.setattr(svctrace.collectors.live, "_start_node", lambda *a, **k: _Started(node_files()))
+    monkeypatch.setattr(svctrace.collectors.live, "_start_node", lambda *a, **k: StartedNode(node_files()))
     with FakeApiServer(OBJECTS) as srv:
         yield srv
 
