@@ -22,11 +22,10 @@ Everything netlink or subprocess stays here: callers get model values and text.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from svctrace.collectors import _probe
-from svctrace.collectors.conntrack import ConntrackCollection
 from svctrace.collectors.ipvs import read_ipsets, read_ipvs
 from svctrace.collectors.spawn import DEFAULT_PROXY_MODE_URL as DEFAULT_PROXY_MODE_URL
 from svctrace.collectors.spawn import Started, StartedNode, start_node
@@ -35,7 +34,6 @@ from svctrace.model.snapshot import Missing, NodeFile
 from svctrace.parsers.detect import BackendDecision, count_ipvs_services
 from svctrace.parsers.ipvs import format_ipset_save, format_ipvsadm_save
 from svctrace.parsers.node_read import ALL_TABLES, choose_iptables, kube_proxy_nft, meta_json
-from svctrace.parsers.node_read import CommandRun as _Run
 from svctrace.parsers.snapshot import NodeInput, Probe
 
 KUBE_IPVS0 = "kube-ipvs0"
@@ -48,11 +46,6 @@ NOT_ROOT_WARNING = ("not running as root: the node's rules cannot be read (iptab
 # rtnetlink scopes as `ip` names them.
 _SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
 _FAMILIES = {2: 4, 10: 6}  # AF_INET, AF_INET6
-
-
-def _run(argv: Sequence[str], netns: str | None, timeout: float = 60.0,
-         env: Mapping[str, str] | None = None) -> _Run:
-    return Started(argv, netns, timeout, env).result()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,14 +182,15 @@ def gather(started: StartedNode, node_name: str | None) -> NodeInput:
             node.where[NodeFile.NFT] = f"nft -j list table ip/ip6 kube-proxy{where}"
         else:
             missing.append(Missing(NodeFile.NFT, "nft is not installed"))
-        ct = started.conntrack.result() if started.conntrack is not None else ConntrackCollection(None, None)
-        if ct.error is not None:
-            warnings.append(ct.error)
-            missing.append(Missing(NodeFile.CONNTRACK, ct.error))
-        elif ct.text is not None:
-            files[NodeFile.CONNTRACK] = ct.text
-            if ct.entries is not None:
-                node.parsed[NodeFile.CONNTRACK] = ct.entries
+        if started.conntrack is not None:  # not asked for (svc, trace): neither read nor missing
+            ct = started.conntrack.result()
+            if ct.error is not None:
+                warnings.append(ct.error)
+                missing.append(Missing(NodeFile.CONNTRACK, ct.error))
+            elif ct.text is not None:
+                files[NodeFile.CONNTRACK] = ct.text
+                if ct.entries is not None:
+                    node.parsed[NodeFile.CONNTRACK] = ct.entries
         # IPVS only where the node shows it (the module loaded, or kube-proxy's dummy device): asking netlink
         # on other nodes would only say that IPVS is absent.
         if ipvs_available or kube_ipvs0:
