@@ -83,6 +83,15 @@ def _chain_declaration(text: str) -> tuple[str, str | None, int, int]:
     return name, (None if parts[1] == "-" else parts[1]), packets, nbytes
 
 
+def _declare(chains: dict[str, ChainHead], name: str, policy: str | None, packets: int, nbytes: int) -> None:
+    """A ``:CHAIN`` line: the chain declared (again: the last declaration's policy and counters count)."""
+    old = chains.get(name)
+    if old is None:
+        chains[name] = ChainHead(name, policy, packets, nbytes, True)
+    else:
+        old.policy, old.packets, old.bytes, old.declared = policy, packets, nbytes, True
+
+
 def _counters(text: str, what: str) -> tuple[int, int]:
     m = _COUNTERS.match(text)
     if m is None:
@@ -172,11 +181,7 @@ class _Indexer:
             name, policy, packets, nbytes = parts[0], (None if parts[1] == "-" else parts[1]), 0, 0
         else:
             name, policy, packets, nbytes = _chain_declaration(line)
-        old = table.chains.get(name)
-        if old is None:
-            table.chains[name] = ChainHead(name, policy, packets, nbytes, True)
-        else:
-            old.policy, old.packets, old.bytes, old.declared = policy, packets, nbytes, True
+        _declare(table.chains, name, policy, packets, nbytes)
 
     def table(self, line: str, number: int, start: int) -> None:
         name = line[1:].strip()
@@ -341,13 +346,8 @@ class _Indexer:
         assert self.current is not None
         chains = self.current.chains
         for name, policy, packets, nbytes in found:
-            pk = int(packets) if packets != "0" else 0
-            nb = int(nbytes) if nbytes != "0" else 0
-            old = chains.get(name)
-            if old is None:
-                chains[name] = ChainHead(name, None if policy == "-" else policy, pk, nb, True)
-            else:
-                old.policy, old.packets, old.bytes, old.declared = (None if policy == "-" else policy), pk, nb, True
+            _declare(chains, name, None if policy == "-" else policy, int(packets) if packets != "0" else 0,
+                     int(nbytes) if nbytes != "0" else 0)
         return run_end, lines
 
 
