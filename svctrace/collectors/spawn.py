@@ -38,7 +38,8 @@ LEGACY_TABLES = {4: Path("/proc/net/ip_tables_names"), 6: Path("/proc/net/ip6_ta
 _PIECE = 1 << 20  # bytes read at a time from a followed command's output
 _POLL = 0.02  # seconds between looks at a followed command's output when nothing new came
 
-# The end of the command's --timeout (time.monotonic()), set for the commands a node read starts.
+# The end of the command's --timeout (time.monotonic()), set while StartedNode starts its commands (each
+# Started takes it then: the commands are started by several helpers, which need not pass it along).
 _DEADLINE: ContextVar[float | None] = ContextVar("svctrace_node_deadline", default=None)
 
 
@@ -345,14 +346,13 @@ class StartedNode:
             conntrack.cancel()
 
     def finish(self, node_name: str | None) -> NodeInput:
-        """The node's files, waiting for what still runs (each command within its timeout and the deadline)."""
+        """The node's files, waiting for what still runs (each command within its timeout and the deadline, set
+        when it was started)."""
         from svctrace.collectors.node import gather
 
-        token = _DEADLINE.set(self.deadline)
         try:
             return gather(self, node_name)
         finally:
-            _DEADLINE.reset(token)
             self.cancel()
 
 

@@ -1,0 +1,72 @@
+"""Commands a node read starts at once and reads later (svctrace.collectors.spawn.Started): time bounds,
+output followed as it is written, a held command released, and nothing left running."""
+
+from __future__ import annotations
+
+import time
+
+from svctrace.collectors import spawn
+from svctrace.collectors.spawn import Started
+
+
+def test_a_command_past_its_timeout_is_stopped_and_said() -> None:
+    start = time.monotonic()
+    started = Started(["sleep", "30"], None, timeout=0.3)
+    run = started.result()
+    assert run.stdout is None and run.error == "sleep did not finish in 0.3 s"
+    assert time.monotonic() - start < 5
+    assert started.proc is not None and started.proc.returncode is not None  # killed and reaped
+
+
+def test_a_passed_deadline_runs_nothing() -> None:
+    token = spawn._DEADLINE.set(time.monotonic() - 1)
+    try:
+        started = Started(["sleep", "30"], None)
+    finally:
+        spawn._DEADLINE.reset(token)
+    assert started.proc is None
+    assert started.result().error == "sleep not run: the --timeout for the collection had passed"
+
+
+def test_output_is_handed_over_as_it_is_written() -> None:
+    pieces: list[str] = []
+    seen_early = []
+
+    def sink(piece: str) -> None:
+        pieces.append(piece)
+        seen_early.append(started.proc is not None and started.proc.poll() is None)
+
+    started = Started(["sh", "-c", "printf 'first\\n'; sleep 0.5; printf 'caf\\303\\251\\n'"], None, sink=sink)
+    run = started.result()
+    assert run.stdout == "" and run.followed
+    assert "".join(pieces) == "first\ncafé\n"
+    assert seen_early[0]  # the first piece came while the command still ran
+
+
+def test_a_failing_sink_costs_only_the_early_reading() -> None:
+    def sink(piece: str) -> None:
+        raise RuntimeError("broken")
+
+    run = Started(["sh", "-c", "echo all of it"], None, sink=sink).result()
+    assert run.stdout == "all of it\n" and not run.followed
+
+
+def test_a_held_command_waits_for_its_release() -> None:
+    started = Started(["sh", "-c", "read line; echo released"], None, hold=True, timeout=10)
+    time.sleep(0.2)
+    assert started.proc is not None and started.proc.poll() is None  # still waiting
+    started.release()
+    assert started.result().stdout == "released\n"
+
+
+def test_a_cancelled_command_is_gone_and_its_result_says_so() -> None:
+    pieces: list[str] = []
+    started = Started(["sh", "-c", "echo one; sleep 30"], None, sink=pieces.append)
+    time.sleep(0.2)
+    started.cancel()
+    assert started.proc is not None and started.proc.returncode is not None
+    assert started.result().error == "sh was stopped: the collection ended without it"
+
+
+def test_a_missing_command_is_said() -> None:
+    assert Started(["no-such-command-svctrace"], None).result().error == "no-such-command-svctrace is not installed"
