@@ -86,15 +86,14 @@ def count_backend(text: str | Sequence[str] | None, *, full: bool = True) -> Bac
 
 
 def _declared(text: str, chain: str) -> int:
-    """How many ``:CHAIN`` declaration lines name exactly ``chain`` (one find per candidate, not a pass each)."""
-    found, head, n = 0, ":" + chain, len(chain) + 1
-    at = 0 if text.startswith(head) else text.find("\n" + head)
+    """How many ``:CHAIN`` declaration lines name exactly ``chain`` (a find per candidate, not a pass each)."""
+    head, found = ":" + chain, 0
+    at = text.find(head)
     while at >= 0:
-        start = at if at == 0 and text.startswith(head) else at + 1
-        end = start + n
-        if end == len(text) or text[end] in " \n\r":
+        end = at + len(head)
+        if (at == 0 or text[at - 1] == "\n") and (end == len(text) or text[end] in " \n\r"):
             found += 1
-        at = text.find("\n" + head, start)
+        at = text.find(head, end)
     return found
 
 
