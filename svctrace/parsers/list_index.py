@@ -23,7 +23,7 @@ import json
 import re
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -111,15 +111,9 @@ class ListIndex:
                 (self.many if later[1] else self.keys)[key] = []
             return
         pattern, many = later
-        compiled = re.compile(pattern)
-        found: list[tuple[int, str | None]] = []
         by: _ValueMap | None = _ValueMap(self.starts) if many and len(self.starts) <= _ITEM_MASK else None
-        with self.path.open("rb") as f:
-            for buf, pos, lo, limit in _windows(f, self.starts[0], 4096, end=self.ends[-1], size=LATER_PIECE):
-                _hits(compiled, buf, pos, lo, limit, found)
-                if by is not None:  # a pod's addresses: 300,000 of them at 10k Services, mapped as they come
-                    by.add(found)
-                    found.clear()
+        # a pod's addresses (300,000 of them at 10k Services) are mapped as they come, not kept
+        found = self._scan(re.compile(pattern), by.add if by is not None else None)
         n = len(self.starts)
         if by is not None:
             self._maps[key] = by.finish()
@@ -128,11 +122,16 @@ class ListIndex:
         else:
             self.keys[key] = _assign(found, self.starts, n)
 
-    def _scan(self, pattern: re.Pattern[bytes]) -> list[tuple[int, str | None]]:
+    def _scan(self, pattern: re.Pattern[bytes],
+              each: Callable[[list[tuple[int, str | None]]], None] | None = None) -> list[tuple[int, str | None]]:
+        """(offset, value) of every match in the items; with ``each``, handed over a window at a time instead."""
         found: list[tuple[int, str | None]] = []
         with self.path.open("rb") as f:
             for buf, pos, lo, limit in _windows(f, self.starts[0], 4096, end=self.ends[-1], size=LATER_PIECE):
                 _hits(pattern, buf, pos, lo, limit, found)
+                if each is not None:
+                    each(found)
+                    found.clear()
         return found
 
     def items_where(self, key: str, value: str) -> list[int]:
