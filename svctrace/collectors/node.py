@@ -89,6 +89,37 @@ def _links_and_addresses(netns: str | None) -> tuple[list[Link], list[dict[str, 
     return links, addrs
 
 
+def _addresses(started: StartedNode, node: NodeInput, where: str) -> bool | None:
+    """node/ip-addr.json as `ip -j addr` printed it, else from netlink (no iproute2, or one without -j);
+    whether kube-proxy's kube-ipvs0 device is there (None: unknown). Addresses work without root (outside a
+    namespace); what netlink says is a warning, not a crash."""
+    text = started.addresses.result().stdout if started.addresses is not None else None
+    links = _ip_json_links(text) if text is not None else None
+    if text is not None and links is not None:
+        node.files[NodeFile.IP_ADDR] = text
+        node.where[NodeFile.IP_ADDR] = f"ip -j addr{where}"
+        return KUBE_IPVS0 in links
+    try:
+        links_, addrs = _links_and_addresses(started.netns)
+    except Exception as exc:  # noqa: BLE001 - pyroute2 raises many kinds; every one means "not collected"
+        node.warnings.append(f"cannot read the node's addresses{where}: {exc}; local addresses are unknown")
+        node.missing.append(Missing(NodeFile.IP_ADDR, f"netlink: {exc}"))
+        return None
+    node.files[NodeFile.IP_ADDR] = addresses_from_netlink(links_, addrs)
+    return any(link[1] == KUBE_IPVS0 for link in links_)
+
+
+def _ip_json_links(text: str) -> set[str] | None:
+    """The interface names of `ip -j addr` output; None when it is not that (then netlink is asked)."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(doc, list) or not all(isinstance(e, dict) and isinstance(e.get("ifname"), str) for e in doc):
+        return None
+    return {e["ifname"] for e in doc}
+
+
 def addresses_from_netlink(links: list[Link], addrs: list[dict[str, Any]]) -> str:
     """The links and addresses as `ip -j addr` JSON (a snapshot's node/ip-addr.json), with each bridge
     port's master and a link_type, as `ip -j addr` writes them."""
@@ -136,16 +167,7 @@ def gather(started: StartedNode, node_name: str | None) -> NodeInput:
     warnings, missing, files = node.warnings, node.missing, node.files
     where = f" in network namespace {netns}" if netns else ""
 
-    # Addresses work without root (outside a namespace); anything netlink says is a warning, not a crash.
-    try:
-        links, addrs = _links_and_addresses(netns)
-    except Exception as exc:  # noqa: BLE001 - pyroute2 raises many kinds; every one means "not collected"
-        warnings.append(f"cannot read the node's addresses{where}: {exc}; local addresses are unknown")
-        missing.append(Missing(NodeFile.IP_ADDR, f"netlink: {exc}"))
-        kube_ipvs0 = None
-    else:
-        files[NodeFile.IP_ADDR] = addresses_from_netlink(links, addrs)
-        kube_ipvs0 = any(link[1] == KUBE_IPVS0 for link in links)
+    kube_ipvs0 = _addresses(started, node, where)
 
     # The rules are read before /proxyMode is asked (its packet would be in their counters).
     runs = {key: save.result() for key, save in started.saves.items()} if started.root else {}

@@ -320,6 +320,9 @@ class StartedNode:
         token = _DEADLINE.set(deadline)
         try:
             self.probe = start_probe(netns, proxy_mode_url, timeout)
+            # The node's addresses as `ip -j addr` prints them (a snapshot's node/ip-addr.json), root or not;
+            # without iproute2 (or one too old for -j) netlink is asked instead (collectors.node).
+            self.addresses = Started(["ip", "-j", "address", "show"], netns) if shutil.which("ip") else None
             # Conntrack entries are for the stale-UDP check only: `svc` and `trace` do not read them.
             self.conntrack = Conntrack(netns) if self.root and conntrack else None
             self.saves: dict[tuple[str, int], _Save] = {}
@@ -337,7 +340,8 @@ class StartedNode:
 
     def cancel(self) -> None:
         """Stop whatever still runs (the collection failed elsewhere)."""
-        for started in (getattr(self, "probe", None), *getattr(self, "saves", {}).values(),
+        for started in (getattr(self, "probe", None), getattr(self, "addresses", None),
+                        *getattr(self, "saves", {}).values(),
                         *(r for _f, r in (getattr(self, "nft", None) or ()))):
             if started is not None:
                 started.cancel()

@@ -121,11 +121,17 @@ def test_no_kube_rules_anywhere(netns_factory: Callable[..., NetnsNode]) -> None
     assert got.missing == NOT_IPVS
 
 
-def test_sees_the_namespaces_addresses_and_links(netns_factory: Callable[..., NetnsNode]) -> None:
+@pytest.mark.parametrize("via", ["ip", "netlink"])
+def test_sees_the_namespaces_addresses_and_links(netns_factory: Callable[..., NetnsNode],
+                                                 monkeypatch: pytest.MonkeyPatch, via: str) -> None:
     node = netns_factory(backend="legacy", need=NEED)
     node.add_pod("web-1", "10.244.1.5")
     node.iproute("addr", "add", "fd00::63/64", "dev", node.uplink, "nodad")
+    if via == "netlink":  # no iproute2 to ask: netlink is, and gives the same addresses
+        real_which = shutil.which
+        monkeypatch.setattr("shutil.which", lambda name: None if name == "ip" else real_which(name))
     got = _collect(node)
+    assert (got.read.where.get(NodeFile.IP_ADDR) or "").startswith("ip -j addr") == (via == "ip")
     assert got.addresses is not None
     seen = {(a.ifname, a.address, a.prefixlen, a.family, a.scope) for a in got.addresses}
     assert ("ens33", "192.168.1.63", 24, 4, "global") in seen

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from svctrace.collectors import spawn
 from svctrace.collectors.spawn import Started
 
@@ -70,3 +72,20 @@ def test_a_cancelled_command_is_gone_and_its_result_says_so() -> None:
 
 def test_a_missing_command_is_said() -> None:
     assert Started(["no-such-command-svctrace"], None).result().error == "no-such-command-svctrace is not installed"
+
+
+def test_addresses_come_from_netlink_when_ip_prints_no_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An iproute2 older than 4.13 has no -j: it says so and exits 255. The addresses are still read.
+    from svctrace.collectors.node import gather
+    from svctrace.model.snapshot import NodeFile
+    from svctrace.parsers.node import parse_ip_addr_json
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)  # no saves: only addresses, and the probe in-process
+    started = spawn.start_node(proxy_mode_url="")
+    assert started.addresses is not None
+    started.addresses.cancel()
+    started.addresses = Started(["sh", "-c", "echo 'Option \"-j\" is unknown, try \"ip -help\".'; exit 255"], None)
+    node = gather(started, "n1")
+    assert NodeFile.IP_ADDR not in node.where  # not `ip -j addr`'s
+    assert any(a.address == "127.0.0.1" for a in parse_ip_addr_json(node.files[NodeFile.IP_ADDR], "ip-addr.json"))
+    assert not [w for w in node.warnings if "cannot read the node's addresses" in w]
