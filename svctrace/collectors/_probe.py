@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import urllib.request
 
 SYSCTLS = (
     "net.ipv4.ip_forward",
@@ -35,12 +36,21 @@ def read_sysctl(key: str) -> str | None:
         return None
 
 
-def fetch_proxy_mode(url: str, timeout: float) -> str | None:
-    """kube-proxy's answer on /proxyMode; None when nothing answers (normal: it may not run here)."""
+def _opener() -> urllib.request.OpenerDirector:
+    """What asks /proxyMode. urllib (30 ms to import) is imported here: the collector that imports this module
+    for its constants never asks, and the probe child builds it before it waits to ask."""
+    import urllib.request
+
     # No proxies: an http_proxy variable must not send a request for 127.0.0.1 anywhere else.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def fetch_proxy_mode(url: str, timeout: float, opener: urllib.request.OpenerDirector | None = None) -> str | None:
+    """kube-proxy's answer on /proxyMode; None when nothing answers (normal: it may not run here)."""
+    import urllib.error
+
     try:
-        with opener.open(url, timeout=timeout) as resp:
+        with (opener or _opener()).open(url, timeout=timeout) as resp:
             body: bytes = resp.read(256)
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -60,9 +70,10 @@ def probe(url: str | None, timeout: float, before_fetch: Callable[[], object] | 
         "ip_vs_present": IP_VS.exists(),
         "ip_vs": ip_vs,
     }
+    opener = _opener() if url else None
     if url and before_fetch is not None:
         before_fetch()
-    facts["url_answer"] = fetch_proxy_mode(url, timeout) if url else None
+    facts["url_answer"] = fetch_proxy_mode(url, timeout, opener) if url else None
     return facts
 
 
