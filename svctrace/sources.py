@@ -20,20 +20,20 @@ from svctrace.collectors.live import (
     CollectOptions,
     LiveCollection,
     LiveOptions,
+    begin_node,
+    begin_service,
     live_all,
-    live_node,
-    live_service,
 )
 from svctrace.errors import UsageError
-from svctrace.model.k8s import Service
-from svctrace.model.snapshot import Snapshot
-from svctrace.parsers.node_read import ALL_TABLES
-from svctrace.parsers.snapshot import NodeInput
+from svctrace.parsers.commands import ALL_TABLES
 
 if TYPE_CHECKING:
     from svctrace.collectors.kube import ApiCollection
     from svctrace.collectors.remote_live import NodeResult
     from svctrace.collectors.snapshot_nodes import MultiNodeSnapshot
+    from svctrace.model.k8s import Service
+    from svctrace.model.snapshot import Snapshot
+    from svctrace.parsers.snapshot import NodeInput
 
 DEFAULT_NAMESPACE = "default"
 
@@ -104,16 +104,30 @@ def _collect_node(source: Source) -> str:
 
 def load_service(source: Source, namespace: str | None, name: str, *, progress: Progress | None = None) -> Loaded:
     """What one Service's answer needs (``svc``): live, only that Service's objects and one node's rules."""
+    return begin_load_service(source, namespace, name, progress=progress)()
+
+
+def begin_load_service(source: Source, namespace: str | None, name: str, *,
+                       progress: Progress | None = None) -> Callable[[], Loaded]:
+    """``load_service`` in two steps: live on this node, the node's commands start now and the function returned
+    reads the rest, so that the caller's imports in between overlap the kernel's saves."""
     source.check(every_node=False)
     if source.snapshot is not None:
-        return _replayed(source, namespace)
-    if source.collect is not None:
-        from svctrace.collectors.remote_live import remote_service
+        return lambda: _replayed(source, namespace)
+    collect = source.collect
+    if collect is not None:
+        def remote() -> Loaded:
+            from svctrace.collectors.remote_live import remote_service
 
-        collection = remote_service(source.live, source.collect, _collect_node(source), namespace, name, progress)
-    else:
-        collection = live_service(source.live, namespace, name)
-    return Loaded(collection.snapshot, namespace or collection.api.target.namespace, collection)
+            collection = remote_service(source.live, collect, _collect_node(source), namespace, name, progress)
+            return Loaded(collection.snapshot, namespace or collection.api.target.namespace, collection)
+        return remote
+    finish = begin_service(source.live, namespace, name)
+
+    def live() -> Loaded:
+        collection = finish()
+        return Loaded(collection.snapshot, namespace or collection.api.target.namespace, collection)
+    return live
 
 
 def load_namespace(source: Source, namespace: str | None, *, scope: str | None = None,
@@ -141,17 +155,28 @@ def load_node(source: Source, namespace: str | None, *, with_api: bool, scope: s
               client_pod: str | None = None, progress: Progress | None = None) -> Loaded:
     """One node's rules (``trace``), with the API objects of ``scope`` (default: ``namespace``) only when
     ``with_api``; without them no kubeconfig is read."""
+    return begin_load_node(source, namespace, with_api=with_api, scope=scope, client_pod=client_pod,
+                           progress=progress)()
+
+
+def begin_load_node(source: Source, namespace: str | None, *, with_api: bool, scope: str | None = None,
+                    client_pod: str | None = None, progress: Progress | None = None) -> Callable[[], Loaded]:
+    """``load_node`` in two steps, as ``begin_load_service``."""
     source.check(every_node=False)
     if source.snapshot is not None:
-        return _replayed(source, namespace)
+        return lambda: _replayed(source, namespace)
     if with_api:
-        return load_namespace(source, namespace, scope=scope, client_pod=client_pod, progress=progress)
-    if source.collect is not None:
-        from svctrace.collectors.remote_live import remote_node
+        return lambda: load_namespace(source, namespace, scope=scope, client_pod=client_pod, progress=progress)
+    collect = source.collect
+    if collect is not None:
+        def remote() -> Loaded:
+            from svctrace.collectors.remote_live import remote_node
 
-        return Loaded(remote_node(source.live, source.collect, _collect_node(source), progress),
-                      namespace or DEFAULT_NAMESPACE)
-    return Loaded(live_node(source.live), namespace or DEFAULT_NAMESPACE)
+            return Loaded(remote_node(source.live, collect, _collect_node(source), progress),
+                          namespace or DEFAULT_NAMESPACE)
+        return remote
+    finish = begin_node(source.live)
+    return lambda: Loaded(finish(), namespace or DEFAULT_NAMESPACE)
 
 
 def _context_namespace(source: Source) -> str:

@@ -52,13 +52,8 @@ def svc_command(
 
     With --all-nodes: how every node programs it, identical nodes grouped (exit status 1 if a node fails).
     """
-    import json
-
     from svctrace.cli.progress import node_progress, show_notes
-    from svctrace.render.json import graph_to_dict
-    from svctrace.render.tree import render_graph
-    from svctrace.resolver import resolve, resolve_address
-    from svctrace.sources import load_namespace, load_service
+    from svctrace.sources import begin_load_service, load_namespace
 
     address = _address(name)
     if address is not None:
@@ -72,6 +67,10 @@ def svc_command(
         with node_progress(run.env, "the cluster and the node") as progress:
             loaded = load_namespace(run.source, run.namespace, every_namespace=True, progress=progress)
         show_notes(run.env, loaded.notes)
+        from svctrace.render.json import graph_to_dict
+        from svctrace.render.tree import render_graph
+        from svctrace.resolver import resolve_address
+
         graph = resolve_address(loaded.snapshot, ip, port or name_port)
     else:
         ns, svc_name, name_port = split_name(name, run.namespace)
@@ -81,10 +80,18 @@ def svc_command(
             _all_nodes(run, ns, svc_name, port or name_port, output)
             return
         with node_progress(run.env, "the cluster and the node") as progress:
-            loaded = load_service(run.source, ns, svc_name, progress=progress)
+            loading = begin_load_service(run.source, ns, svc_name, progress=progress)
+            # Imported while the node's saves run.
+            from svctrace.render.json import graph_to_dict
+            from svctrace.render.tree import render_graph
+            from svctrace.resolver import resolve
+
+            loaded = loading()
         show_notes(run.env, loaded.notes)
         graph = resolve(loaded.snapshot, loaded.namespace, svc_name, port or name_port)
     if output is OutputFormat.json:
+        import json
+
         run.env.stdout.print_json(json.dumps(graph_to_dict(graph)))
     else:
         run.env.stdout.print(render_graph(graph, explain=explain))

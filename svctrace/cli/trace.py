@@ -55,22 +55,25 @@ def trace_command(
         "--kube-proxy-test", help="Use kube-proxy's unit-test tracer shortcuts (docs/tracer.md).")] = False,
 ) -> None:
     """Simulate one new connection through this node's rules: every outcome, its probability and its path."""
-    import json
-    from dataclasses import replace
-
     from svctrace.cli.progress import node_progress, show_notes
-    from svctrace.client import family_of, packet_source
-    from svctrace.render.trace_json import trace_to_dict
-    from svctrace.render.trace_tree import render_trace
-    from svctrace.sources import load_node
-    from svctrace.trace import Packet, TraceOptions, trace_packet
+    from svctrace.sources import begin_load_node
 
     ip, port = parse_destination(dst)
     # The API is only needed live to find --from-pod's address; the node's rules are always read.
     with node_progress(run.env, "the node") as progress:
-        loaded = load_node(run.source, run.namespace, with_api=from_pod is not None,
-                           scope=from_pod.rpartition("/")[0] or None if from_pod else None, client_pod=from_pod,
-                           progress=progress)
+        loading = begin_load_node(run.source, run.namespace, with_api=from_pod is not None,
+                                  scope=from_pod.rpartition("/")[0] or None if from_pod else None,
+                                  client_pod=from_pod, progress=progress)
+        # Imported while the node's saves run.
+        import json
+        from dataclasses import replace
+
+        from svctrace.client import family_of, packet_source
+        from svctrace.render.trace_json import trace_to_dict
+        from svctrace.render.trace_tree import render_trace
+        from svctrace.trace import Packet, TraceOptions, trace_packet
+
+        loaded = loading()
     show_notes(run.env, loaded.notes)
     snapshot = loaded.snapshot
     run.warn_partial(loaded)

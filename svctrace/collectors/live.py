@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from svctrace import __version__
-from svctrace.model.snapshot import API, Missing, NodeFile, Snapshot
-from svctrace.parsers.node_read import ALL_TABLES
-from svctrace.parsers.snapshot import NodeInput, build_snapshot
+from svctrace.parsers.commands import ALL_TABLES
 
 if TYPE_CHECKING:
     from svctrace.collectors.kube import ApiCollection
     from svctrace.collectors.spawn import StartedNode
+    from svctrace.model.snapshot import Snapshot
+    from svctrace.parsers.snapshot import NodeInput
 
-# The Kubernetes client (~200 ms to import) and the node collector are imported by the functions that read the
-# live cluster and node, so that LiveOptions, and every command that reads only a snapshot, cost nothing of them.
+# The Kubernetes client (~300 ms to import), the node collector and the parsers are imported by the functions
+# that read the live cluster and node, after the node's commands are started: LiveOptions, and every command
+# that reads only a snapshot, cost nothing of them, and a live read imports them while the kernel's saves run.
 A = TypeVar("A")
 
 SERVICE_TABLES = ("nat", "filter")  # what `svc` needs: kube-proxy's dispatch, Service and REJECT rules
@@ -68,6 +69,8 @@ class LiveCollection:
 
     def node_files(self) -> dict[str, str]:
         """The node/ files as read (meta.json apart: ``meta`` writes it with what was decided)."""
+        from svctrace.model.snapshot import NodeFile
+
         return {name: text for name, text in self.node.files.items() if name != NodeFile.META}
 
     def meta(self) -> dict[str, Any]:
@@ -98,6 +101,9 @@ def _hostname() -> str:
 
 def assemble(api: ApiCollection | None, node: NodeInput, *, explicit: str | None, source: str) -> Snapshot:
     """The Snapshot of what the API and the node collectors read (the one assembly every source uses)."""
+    from svctrace.model.snapshot import API, Missing
+    from svctrace.parsers.snapshot import build_snapshot
+
     objects = api.objects if api is not None else None
     api_missing = tuple(Missing(what) for what in api.missing) if api is not None else (Missing(API, "not read"),)
     return build_snapshot(objects, node, source=source, api_missing=api_missing,
@@ -115,9 +121,15 @@ def _alongside(read_node: Callable[[], NodeInput], read_api: Callable[[], A]) ->
         return node.result(), api
 
 
-def live_service(opts: LiveOptions, namespace: str | None, name: str) -> LiveCollection:
-    """What ``svctrace svc NAME`` needs, read live: a fixed number of API requests and this node's rules."""
+def begin_service(opts: LiveOptions, namespace: str | None, name: str) -> Callable[[], LiveCollection]:
+    """What ``svctrace svc NAME`` needs, read live: a fixed number of API requests and this node's rules. The
+    node's commands start now; the function returned reads the rest, so that what the caller does in between
+    (its own imports) overlaps the kernel's saves."""
     started = _start_node(opts, SERVICE_TABLES, conntrack=False)
+    return lambda: _service(opts, started, namespace, name)
+
+
+def _service(opts: LiveOptions, started: StartedNode, namespace: str | None, name: str) -> LiveCollection:
     try:
         from svctrace.collectors.kube import KubeCollector
 
@@ -151,10 +163,15 @@ def live_all(opts: LiveOptions, namespace: str | None, *, documents: bool = Fals
     return LiveCollection(snap, api, node)
 
 
-def live_node(opts: LiveOptions) -> Snapshot:
-    """This node's rules alone (no API objects): what ``trace`` reads when it needs no Service."""
-    node = _start_node(opts, conntrack=False).finish(opts.node_name)
-    return assemble(None, node, explicit=opts.node_name, source="live node")
+def begin_node(opts: LiveOptions) -> Callable[[], Snapshot]:
+    """This node's rules alone (no API objects): what ``trace`` reads when it needs no Service. The commands
+    start now; the function returned gathers them (as begin_service)."""
+    started = _start_node(opts, conntrack=False)
+
+    def finish() -> Snapshot:
+        node = started.finish(opts.node_name)
+        return assemble(None, node, explicit=opts.node_name, source="live node")
+    return finish
 
 
 def default_namespace(opts: LiveOptions) -> str:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from svctrace.errors import UsageError
-from svctrace.model.k8s import Service
-from svctrace.model.snapshot import Snapshot
-from svctrace.resolver.common import cluster_domain
+
+if TYPE_CHECKING:  # parse_target needs none of the model: `svc` asks it before the node's saves start
+    from svctrace.model.k8s import Service
+    from svctrace.model.snapshot import Snapshot
 
 _LABEL_INNER = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
@@ -103,6 +105,8 @@ def resolve_target(snapshot: Snapshot, target: Target, default_namespace: str) -
         ns = target.namespace or default_namespace
         how = "by name"
         if target.kind in ("dns", "url") and target.host:
+            from svctrace.resolver.common import cluster_domain
+
             domain, _ = cluster_domain(snapshot)
             how = f"from the DNS name {target.host} (cluster domain {domain})"
         return ResolvedTarget(target, ns, target.name, snapshot.service(ns, target.name), target.port, how=how)

@@ -66,7 +66,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Source, dict[str, A
             raise UsageError("recorded", None)
         return record
 
-    for kind in ("load_service", "load_namespace", "load_node"):
+    for kind in ("begin_load_service", "load_namespace", "begin_load_node"):
         monkeypatch.setattr(svctrace.sources, kind, recorder(kind))
     return calls
 
@@ -78,8 +78,8 @@ EXPECTED_LIVE = LiveOptions(kubeconfig="/k/config", context="ctx", namespace="sh
 
 
 @pytest.mark.parametrize(("argv", "kind"), [
-    (["svc", "web"], "load_service"),
-    (["trace", "--dst", "10.0.0.1:80", "--from-pod", "client"], "load_node"),
+    (["svc", "web"], "begin_load_service"),
+    (["trace", "--dst", "10.0.0.1:80", "--from-pod", "client"], "begin_load_node"),
     (["why-unreachable", "web"], "load_namespace"),
     (["audit"], "load_namespace"),
     (["capture"], "load_namespace"),
