@@ -14,8 +14,11 @@ OVERALL = str(REPO / "tests" / "fixtures" / "overall")
 
 # Run the console-script entry point in a fresh interpreter and report which modules it loaded.
 PROBE = """
-import json, sys
+import json, os, sys
 sys.argv = ["svctrace", *json.loads(sys.argv[1])]
+def leave(code):  # main() ends with os._exit, which would end this probe before it reports
+    raise SystemExit(code)
+os._exit = leave
 from svctrace.cli import main
 try:
     main()
@@ -70,3 +73,24 @@ def test_a_live_command_does_load_the_kubernetes_client(tmp_path: Path) -> None:
     # The probe can tell: a live run (here failing on a missing kubeconfig) imports the client.
     modules = loaded_modules("svc", "x", "--kubeconfig", str(tmp_path / "missing"))
     assert "kubernetes" in modules
+
+
+@pytest.mark.parametrize(("args", "status"), [
+    (["audit", "-A", "--from", "demo", "-o", "json"], None),  # findings: audit's own status
+    (["svc", "my-nginx", "--from", "demo", "-o", "json"], 0),
+    (["svc", "nope", "--from", "demo"], 2),
+])
+def test_the_process_leaves_with_its_status_and_all_its_output(args: list[str], status: int | None) -> None:
+    # main() skips the interpreter's teardown (os._exit): what was printed must still be flushed, whole.
+    from typer.testing import CliRunner
+
+    from svctrace.cli.app import app
+
+    expected = CliRunner().invoke(app, args)
+    proc = subprocess.run([sys.executable, "-m", "svctrace", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=120, check=False)
+    assert proc.returncode == (expected.exit_code if status is None else status)
+    if status == 2:
+        assert proc.stderr.startswith('svctrace: error: service "nope" not found')
+    else:
+        assert json.loads(proc.stdout) == json.loads(expected.stdout)
