@@ -7,6 +7,7 @@ whatever any command, or the parsing of its command line, raised; no command han
 from __future__ import annotations
 
 import enum
+import errno
 import importlib
 import re
 from typing import Any
@@ -23,6 +24,8 @@ _exc: Any = importlib.import_module(typer.BadParameter.__module__)
 # typer 0.27+ has its own Exit and Abort; before, they were click's.
 _EXIT = (typer.Exit, getattr(_exc, "Exit", typer.Exit))
 _ABORT = (KeyboardInterrupt, typer.Abort, getattr(_exc, "Abort", typer.Abort))
+# What a write says when the disk it goes to is full: the output (or capture's file) could not be written.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _NO_ARGS = getattr(_exc, "NoArgsIsHelpError", ())
 
 _COMMAND_WORDS = re.compile(
@@ -71,6 +74,9 @@ def exit_status(env: Environment, exc: BaseException) -> int:
         return int(ExitStatus.ERROR)
     if isinstance(exc, _exc.ClickException):
         report(env, _sentence(exc.format_message()), None)
+        return int(ExitStatus.ERROR)
+    if isinstance(exc, OSError) and exc.errno in _FULL:  # the machine's, not svctrace's
+        report(env, f"cannot write: {exc.strerror or exc}", "free some space, or write the output elsewhere")
         return int(ExitStatus.ERROR)
     if isinstance(exc, Exception):  # a bug: say so in one line, the traceback is one flag away
         if env.debug:

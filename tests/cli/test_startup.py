@@ -94,3 +94,12 @@ def test_the_process_leaves_with_its_status_and_all_its_output(args: list[str], 
         assert proc.stderr.startswith('svctrace: error: service "nope" not found')
     else:
         assert json.loads(proc.stdout) == json.loads(expected.stdout)
+
+
+def test_a_full_disk_is_said_not_reported_as_a_bug() -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "svctrace", "audit", "-A", "--from", "demo"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == ("svctrace: error: cannot write: No space left on device\n"
+                           "  next: free some space, or write the output elsewhere\n")
