@@ -2,7 +2,7 @@
 
 A live command runs the kernel's save tools (``iptables-save`` peaks at ~390 MB on a 10,000-Service node,
 ``nft`` at 1.7 GB), and ``wait4`` reports the largest process of the tree. Run through this, svctrace's own
-peak (``RUSAGE_SELF``, written at exit by the process that started) and its children's (the tools, and
+peak (``RUSAGE_SELF``, written when the process that started exits, by os._exit or not) and its children's (the tools, and
 ``audit``'s forked workers: ``RUSAGE_CHILDREN``) are written apart, as "SELF CHILDREN" in bytes.
 """
 
@@ -26,6 +26,13 @@ def main() -> None:
             f.write(f"{own} {children}\n")
 
     atexit.register(write)
+    real_exit = os._exit
+
+    def leave(code: int) -> None:  # svctrace leaves by os._exit (no teardown), which runs no atexit handler
+        write()
+        real_exit(code)
+
+    os._exit = leave
     sys.argv = sys.argv[2:]
     sys.path[0] = os.path.dirname(os.path.abspath(script))
     runpy.run_path(script, run_name="__main__")

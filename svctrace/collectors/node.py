@@ -169,17 +169,23 @@ def gather(started: StartedNode, node_name: str | None) -> NodeInput:
 
     kube_ipvs0 = _addresses(started, node, where)
 
-    # The rules are read before /proxyMode is asked (its packet would be in their counters).
+    # The rules are read before /proxyMode is asked (its packet would be in their counters); the probe asks
+    # while the saves' output is sorted out here.
     runs = {key: save.result() for key, save in started.saves.items()} if started.root else {}
     if started.probe is not None:
         started.probe.release()
+    probe_said = len(warnings)  # where the probe's warning goes: before the backend's
+    decision: BackendDecision | None = None
+    if started.root:
+        decision = choose_iptables(runs, node, where=where, tables=started.tables)
+        del runs
     facts, probe_error = _probe_facts(started.probe, netns, started.proxy_mode_url, started.timeout)
     sysctls: dict[str, str | None] = {}
     ipvs_available: bool | None = None
     ipvs_services: int | None = None
     url_answer: str | None = None
     if facts is None:
-        warnings.append(f"cannot read sysctls or ask kube-proxy{where}: {probe_error}")
+        warnings.insert(probe_said, f"cannot read sysctls or ask kube-proxy{where}: {probe_error}")
     else:
         sysctls = dict(facts["sysctls"])
         ipvs_available = bool(facts["ip_vs_present"])
@@ -187,15 +193,12 @@ def gather(started: StartedNode, node_name: str | None) -> NodeInput:
             ipvs_services = count_ipvs_services(facts["ip_vs"])
         url_answer = facts["url_answer"]
 
-    decision: BackendDecision | None = None
     nft_tables: tuple[str, ...] | None = None
     if not started.root:
         warnings.append(NOT_ROOT_WARNING)
         for f in (NodeFile.IPTABLES, NodeFile.IP6TABLES, NodeFile.NFT):
             missing.append(Missing(f, "not root"))
     else:
-        decision = choose_iptables(runs, node, where=where, tables=started.tables)
-        del runs
         if started.nft is not None:
             nft_text, nft_tables = kube_proxy_nft([(family, r.result()) for family, r in started.nft],
                                                   where=where, warnings=warnings)
