@@ -83,12 +83,14 @@ class ApiCollection:
                 for res, items in self.raw.items()}
 
 
-def _stamped(resource: str, doc: Any) -> Doc:
-    """A LIST item or a GET answer as a document of its kind, with only the fields svctrace reads."""
+def _stamped(resource: str, doc: Any, *, cut: bool = True) -> Doc:
+    """A LIST item or a GET answer as a document of its kind, with only the fields svctrace reads (``cut``; an
+    item typed at once is not cut: the parser reads nothing else, and cutting 100,000 pods took 3 s)."""
     api_version, kind = _KINDS[resource]
     if not isinstance(doc, Mapping):
         return {"apiVersion": api_version, "kind": kind, "malformed": doc}
-    return read_fields({**doc, "apiVersion": api_version, "kind": kind})
+    stamped = {**doc, "apiVersion": api_version, "kind": kind}
+    return read_fields(stamped) if cut else stamped
 
 
 class KubeCollector:
@@ -195,7 +197,7 @@ class KubeCollector:
             page: list[Doc] = []
 
             def keep(item: Any, page: list[Doc] = page) -> None:
-                page.append(item if whole else _stamped(op.resource, item))
+                page.append(item if whole else _stamped(op.resource, item, cut=each is None))
 
             try:
                 doc = self._transport.request(op, fn, *args, items=keep, expect=expect, **kwargs)
