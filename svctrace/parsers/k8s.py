@@ -305,8 +305,8 @@ def _object_ref(o: _Obj, raw: object, path: str) -> ObjectRef | None:
     if raw is None:
         return None
     r = o.as_map(raw, path)
-    return ObjectRef(kind=o.as_str(r.get("kind"), f"{path}.kind"),
-                     namespace=o.as_str(r.get("namespace"), f"{path}.namespace"),
+    return ObjectRef(kind=o.as_word(r.get("kind"), f"{path}.kind"),
+                     namespace=o.as_word(r.get("namespace"), f"{path}.namespace"),
                      name=o.as_str(r.get("name"), f"{path}.name"))
 
 
@@ -325,9 +325,9 @@ def _endpoint_slice(o: _Obj) -> EndpointSlice:
                 ready=o.as_bool(cond.get("ready"), f"{path}.conditions.ready"),
                 serving=o.as_bool(cond.get("serving"), f"{path}.conditions.serving"),
                 terminating=o.as_bool(cond.get("terminating"), f"{path}.conditions.terminating")),
-            node_name=(o.as_opt_str(ep.get("nodeName"), f"{path}.nodeName")
+            node_name=(o.as_opt_word(ep.get("nodeName"), f"{path}.nodeName")
                        or topology.get("kubernetes.io/hostname")),
-            zone=o.as_opt_str(ep.get("zone"), f"{path}.zone") or topology.get("topology.kubernetes.io/zone"),
+            zone=o.as_opt_word(ep.get("zone"), f"{path}.zone") or topology.get("topology.kubernetes.io/zone"),
             hostname=o.as_opt_str(ep.get("hostname"), f"{path}.hostname"),
             target_ref=_object_ref(o, ep.get("targetRef"), f"{path}.targetRef"),
         ))
@@ -373,7 +373,7 @@ def _legacy_endpoints(o: _Obj) -> list[EndpointSlice]:
                 by_family[family].append(Endpoint(
                     addresses=(ip,),
                     conditions=EndpointConditions(ready=ready),
-                    node_name=o.as_opt_str(addr.get("nodeName"), f"{apath}.nodeName"),
+                    node_name=o.as_opt_word(addr.get("nodeName"), f"{apath}.nodeName"),
                     hostname=o.as_opt_str(addr.get("hostname"), f"{apath}.hostname"),
                     target_ref=_object_ref(o, addr.get("targetRef"), f"{apath}.targetRef"),
                 ))
@@ -409,14 +409,14 @@ def _pod(o: _Obj) -> Pod:
             containers.append((f"spec.initContainers[{i}]", c))
     for path, raw in containers:
         c = o.as_map(raw, path)
-        cname = o.as_str(c.get("name"), f"{path}.name")
+        cname = o.as_word(c.get("name"), f"{path}.name")
         for j, p in enumerate(o.as_list(c.get("ports"), f"{path}.ports")):
             ppath = f"{path}.ports[{j}]"
             pm = o.as_map(p, ppath)
             number = o.as_port(pm.get("containerPort"), f"{ppath}.containerPort", required=True)
             assert number is not None
             ports.append(ContainerPort(number, o.as_protocol(pm.get("protocol"), f"{ppath}.protocol"),
-                                       o.as_str(pm.get("name"), f"{ppath}.name"), cname))
+                                       o.as_word(pm.get("name"), f"{ppath}.name"), cname))
     statuses = []
     for i, raw in enumerate(o.as_list(status.get("containerStatuses"), "status.containerStatuses")):
         path = f"status.containerStatuses[{i}]"
@@ -425,10 +425,10 @@ def _pod(o: _Obj) -> Pod:
         state = next((s for s in ("running", "waiting", "terminated") if state_map.get(s) is not None), "")
         reason = ""
         if state:
-            reason = o.as_str(o.as_map(state_map.get(state), f"{path}.state.{state}").get("reason"),
+            reason = o.as_word(o.as_map(state_map.get(state), f"{path}.state.{state}").get("reason"),
                            f"{path}.state.{state}.reason")
         statuses.append(ContainerStatus(
-            name=o.as_str(cs.get("name"), f"{path}.name"),
+            name=o.as_word(cs.get("name"), f"{path}.name"),
             ready=bool(o.as_bool(cs.get("ready"), f"{path}.ready")),
             restart_count=o.as_int(cs.get("restartCount"), f"{path}.restartCount") or 0,
             state=state, reason=reason))
@@ -436,9 +436,9 @@ def _pod(o: _Obj) -> Pod:
         namespace=o.namespace,
         name=o.name,
         labels=o.as_str_map(meta.get("labels"), "metadata.labels"),
-        node_name=o.as_opt_str(spec.get("nodeName"), "spec.nodeName") or None,
+        node_name=o.as_opt_word(spec.get("nodeName"), "spec.nodeName") or None,
         pod_ips=ips,
-        phase=o.as_str(status.get("phase"), "status.phase"),
+        phase=o.as_word(status.get("phase"), "status.phase"),
         ready=_condition(o, status.get("conditions"), "status.conditions", "Ready") == "True",
         deleting=meta.get("deletionTimestamp") is not None,
         host_network=bool(o.as_bool(spec.get("hostNetwork"), "spec.hostNetwork")),
