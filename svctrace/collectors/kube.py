@@ -70,7 +70,7 @@ class ApiCollection:
     objects: ApiObjects
     # resource plural ("services", "endpointslices", "endpoints", "pods", "nodes", "configmaps",
     # "networkpolicies") -> the objects as the server sent them, cut down to the fields svctrace reads,
-    # with kind/apiVersion filled in
+    # with kind/apiVersion filled in; empty when read without documents (only capture writes them)
     raw: Mapping[str, tuple[Mapping[str, Any], ...]]
     target: KubeTarget
     warnings: tuple[str, ...] = ()  # collection problems; parse problems are in objects.warnings
@@ -172,9 +172,11 @@ class KubeCollector:
         return _stamped(op.resource, doc)
 
     def _list(self, op: Op, fn: Callable[..., Any], *args: Any, label_selector: str | None = None,
-              field_selector: str | None = None, whole: bool = False,
+              field_selector: str | None = None, whole: bool = False, cut: bool = True,
               each: Callable[[Doc], None] | None = None, restart: Callable[[], None] | None = None) -> list[Doc]:
-        """Every item of a LIST, page by page; stops on a continue token seen before and past MAX_LIST_PAGES."""
+        """Every item of a LIST, page by page; stops on a continue token seen before and past MAX_LIST_PAGES.
+        Items are cut to the fields svctrace reads (``_stamped``) when kept as documents: not with ``each`` (typed
+        as they come) or without ``cut`` (typed, then dropped)."""
         self._connect()
         assert self._transport is not None
         items: list[Doc] = []
@@ -197,7 +199,7 @@ class KubeCollector:
             page: list[Doc] = []
 
             def keep(item: Any, page: list[Doc] = page) -> None:
-                page.append(item if whole else _stamped(op.resource, item, cut=each is None))
+                page.append(item if whole else _stamped(op.resource, item, cut=cut and each is None))
 
             try:
                 doc = self._transport.request(op, fn, *args, items=keep, expect=expect, **kwargs)
@@ -342,8 +344,8 @@ class KubeCollector:
                    everywhere: Callable[..., Any]) -> tuple[Op, Callable[[], list[Doc]]]:
             op = Op("list", resource, group, namespace)
             if namespace is None:
-                return op, lambda: self._list(op, everywhere)
-            return op, lambda: self._list(op, namespaced, namespace)
+                return op, lambda: self._list(op, everywhere, cut=documents)
+            return op, lambda: self._list(op, namespaced, namespace, cut=documents)
 
         op, read = lister("services", "", core.list_namespaced_service, core.list_service_for_all_namespaces)
         raw["services"] = self._required(read)
@@ -368,14 +370,14 @@ class KubeCollector:
 
         node_op = Op("list", "nodes")
         raw["nodes"] = partial.read(node_op, "node addresses and zones are missing",
-                                    lambda: self._list(node_op, core.list_node)) or []
+                                    lambda: self._list(node_op, core.list_node, cut=documents)) or []
 
         op, read = lister("networkpolicies", "networking.k8s.io", net.list_namespaced_network_policy,
                           net.list_network_policy_for_all_namespaces)
         raw["networkpolicies"] = partial.read(op, "NetworkPolicies were not checked", read, tolerate_404=True) or []
 
         raw["configmaps"] = self._config_maps(core, [DNS_CONFIGMAP, PROXY_CONFIGMAP], partial)
-        return self._result(raw, target, partial, self.requests - start, typed)
+        return self._result(raw, target, partial, self.requests - start, typed, documents=documents)
 
     def _typing(self, op: Op, fn: Callable[..., Any], args: tuple[Any, ...], typed: list[ApiObjects],
                 partial: _Partial) -> Callable[[], list[Doc]]:
@@ -469,7 +471,9 @@ class KubeCollector:
         return NotFoundError(f'Service "{name}" not found in namespace "{ns}"', " ".join(hints))
 
     def _result(self, raw: dict[str, list[Doc]], target: KubeTarget, partial: _Partial,
-                requests: int, typed: Iterable[ApiObjects] = ()) -> ApiCollection:
+                requests: int, typed: Iterable[ApiObjects] = (), *, documents: bool = True) -> ApiCollection:
+        """The collection of what was read: ``raw`` typed (and kept as documents only with ``documents``: at 10,000
+        Services the EndpointSlices alone are 400,000 dicts, which no command but capture reads again)."""
         parts: list[ApiObjects] = list(typed)
         for resource, docs in list(raw.items()):
             source = f"the API server's {resource}"
@@ -485,7 +489,7 @@ class KubeCollector:
                 raw[resource] = []
         return ApiCollection(
             objects=merge_objects(parts),
-            raw={k: tuple(v) for k, v in raw.items()},
+            raw={k: tuple(v) for k, v in raw.items()} if documents else {},
             target=target,
             warnings=tuple(partial.warnings),
             missing=tuple(partial.missing),

@@ -205,6 +205,15 @@ def test_collect_all_lists_each_kind_once(server: FakeApiServer, tmp_path: Path)
     assert [p.name for p in got.objects.network_policies] == ["same-namespace-only"]
 
 
+def test_collect_all_without_documents_types_the_same_and_keeps_none(server: FakeApiServer, tmp_path: Path) -> None:
+    # audit and why-unreachable: the objects typed as they come or once read, no documents kept for capture
+    with collector(server, tmp_path) as kube:
+        whole = kube.collect_all(None)
+        typed = kube.collect_all(None, documents=False)
+    assert typed.raw == {}
+    assert typed.objects == whole.objects
+
+
 def test_collect_all_in_one_namespace(server: FakeApiServer, tmp_path: Path) -> None:
     with collector(server, tmp_path) as kube:
         got = kube.collect_all("other")
