@@ -331,7 +331,8 @@ class KubeCollector:
 
     def collect_all(self, namespace: str | None = None, *, documents: bool = True) -> ApiCollection:
         """Every Service, EndpointSlice, Pod, Node and NetworkPolicy (one namespace or all), paged; without
-        ``documents`` (all but ``capture``) pods are typed page by page, not also kept as documents."""
+        ``documents`` (all but ``capture``) each page is typed as it comes and no document is kept (at 10,000
+        Services the EndpointSlices alone, read whole and then typed, were 150 MB for a moment)."""
         api, target = self._connect()
         start = self.requests
         core = k8s_client.CoreV1Api(api)
@@ -339,13 +340,16 @@ class KubeCollector:
         disc = k8s_client.DiscoveryV1Api(api)
         partial = _Partial()
         raw: dict[str, list[Doc]] = {}
+        typed: dict[str, ApiObjects] = {}
 
-        def lister(resource: str, group: str, namespaced: Callable[..., Any],
+        def lister(resource: str, group: str, namespaced: Callable[..., Any] | None,
                    everywhere: Callable[..., Any]) -> tuple[Op, Callable[[], list[Doc]]]:
-            op = Op("list", resource, group, namespace)
-            if namespace is None:
-                return op, lambda: self._list(op, everywhere, cut=documents)
-            return op, lambda: self._list(op, namespaced, namespace, cut=documents)
+            op = Op("list", resource, group, None if namespaced is None else namespace)  # nodes: no namespace
+            fn, args = (namespaced, (namespace,)) if namespaced is not None and namespace is not None else \
+                (everywhere, ())
+            if not documents:
+                return op, self._typing(op, fn, args, typed, partial, target)
+            return op, lambda: self._list(op, fn, *args)
 
         op, read = lister("services", "", core.list_namespaced_service, core.list_service_for_all_namespaces)
         raw["services"] = self._required(read)
@@ -362,26 +366,25 @@ class KubeCollector:
             raw["endpoints"] = self._required(read)
 
         op, read = lister("pods", "", core.list_namespaced_pod, core.list_pod_for_all_namespaces)
-        typed: list[ApiObjects] = []
-        if not documents:
-            read = self._typing(op, core.list_namespaced_pod if namespace else core.list_pod_for_all_namespaces,
-                                (namespace,) if namespace else (), typed, partial)
         raw["pods"] = partial.read(op, "pod details are missing", read) or []
 
-        node_op = Op("list", "nodes")
-        raw["nodes"] = partial.read(node_op, "node addresses and zones are missing",
-                                    lambda: self._list(node_op, core.list_node, cut=documents)) or []
+        op, read = lister("nodes", "", None, core.list_node)
+        raw["nodes"] = partial.read(op, "node addresses and zones are missing", read) or []
 
         op, read = lister("networkpolicies", "networking.k8s.io", net.list_namespaced_network_policy,
                           net.list_network_policy_for_all_namespaces)
         raw["networkpolicies"] = partial.read(op, "NetworkPolicies were not checked", read, tolerate_404=True) or []
 
         raw["configmaps"] = self._config_maps(core, [DNS_CONFIGMAP, PROXY_CONFIGMAP], partial)
-        return self._result(raw, target, partial, self.requests - start, typed, documents=documents)
+        # Typed pages, in the order the documents would have been (their parse warnings come in this order).
+        first = [typed.pop("pods")] if "pods" in typed else []
+        return self._result(raw, target, partial, self.requests - start, [*first, *typed.values()],
+                            documents=documents)
 
-    def _typing(self, op: Op, fn: Callable[..., Any], args: tuple[Any, ...], typed: list[ApiObjects],
-                partial: _Partial) -> Callable[[], list[Doc]]:
-        """A LIST read whose items are typed as they arrive (into ``typed``); it returns no documents."""
+    def _typing(self, op: Op, fn: Callable[..., Any], args: tuple[Any, ...], typed: dict[str, ApiObjects],
+                partial: _Partial, target: KubeTarget) -> Callable[[], list[Doc]]:
+        """A LIST read whose items are typed as they arrive (into ``typed``, by resource); it returns no documents.
+        Objects the parser refuses make a required resource's read fail, and an optional one's partial."""
         source = f"the API server's {op.resource}"
 
         def read() -> list[Doc]:
@@ -389,8 +392,10 @@ class KubeCollector:
             try:
                 self._list(op, fn, *args, each=lambda doc: acc[0].add(doc, source),
                            restart=lambda: acc.__setitem__(0, Accumulator(source)))
-                typed.append(acc[0].result())
+                typed[op.resource] = acc[0].result()
             except InputError as exc:
+                if op.resource in _REQUIRED:
+                    raise _unusable(target, exc) from None
                 partial.unusable(op.resource, exc.message)
             return []
         return read
@@ -481,10 +486,7 @@ class KubeCollector:
                 parts.append(parse_objects(docs, source))
             except InputError as exc:
                 if resource in _REQUIRED:
-                    raise CollectionError(
-                        f"the API server at {target.server} sent {exc.message}",
-                        'svctrace cannot answer without these objects; check the server with "kubectl get --raw '
-                        '/version", or analyse a capture with --from SNAPSHOT') from None
+                    raise _unusable(target, exc) from None
                 partial.unusable(resource, exc.message)
                 raw[resource] = []
         return ApiCollection(
@@ -495,6 +497,13 @@ class KubeCollector:
             missing=tuple(partial.missing),
             requests=requests,
         )
+
+
+def _unusable(target: KubeTarget, exc: InputError) -> CollectionError:
+    """Objects of a kind svctrace cannot answer without, which the parser refused."""
+    return CollectionError(f"the API server at {target.server} sent {exc.message}",
+                           'svctrace cannot answer without these objects; check the server with "kubectl get --raw '
+                           '/version", or analyse a capture with --from SNAPSHOT')
 
 
 def _slices_unavailable(failure: ReadFailure) -> bool:
