@@ -34,11 +34,14 @@ def test_output_is_handed_over_as_it_is_written() -> None:
     pieces: list[str] = []
     seen_early = []
 
+    box: list[Started] = []  # the follower may hand the first piece over before Started() has returned
+
     def sink(piece: str) -> None:
         pieces.append(piece)
-        seen_early.append(started.proc is not None and started.proc.poll() is None)
+        seen_early.append(not box or (box[0].proc is not None and box[0].proc.poll() is None))
 
     started = Started(["sh", "-c", "printf 'first\\n'; sleep 0.5; printf 'caf\\303\\251\\n'"], None, sink=sink)
+    box.append(started)
     run = started.result()
     assert run.stdout == "" and run.followed
     assert "".join(pieces) == "first\ncafé\n"
