@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -10,9 +10,6 @@ from svctrace.cli.command import Run, command
 from svctrace.cli.errors import ExitStatus
 from svctrace.cli.options import TextOrJson, TextOutput
 from svctrace.errors import UsageError
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 
 def audit_command(
@@ -57,7 +54,7 @@ def audit_command(
 
         result = audit(loaded.snapshot, scope, progress=step)
     if output is TextOrJson.json:
-        _print_json(env.stdout, audit_to_dict(result))
+        env.print_json(audit_to_dict(result))
     else:
         env.stdout.print(render_audit(result))
     if result.checked_nothing:  # e.g. a node-only snapshot: no Service to check
@@ -86,18 +83,11 @@ def _all_nodes(run: Run, all_namespaces: bool, output: TextOrJson) -> None:
     show_notes(run.env, notes)
     summary = reducer.result()
     if output is TextOrJson.json:
-        _print_json(run.env.stdout, audit_across_nodes_to_dict(summary))
+        run.env.print_json(audit_across_nodes_to_dict(summary))
     else:
         run.env.stdout.print(render_audit_across_nodes(summary, label))
     if summary.has_problems:
         raise typer.Exit(int(ExitStatus.FINDINGS))
-
-
-def _print_json(console: Console, doc: dict[str, Any]) -> None:
-    """The document as print_json lays it out, highlighted only where colours are shown: highlighting a
-    10,000-Service audit took 4 s and 300 MB, for output (a pipe, a file) where it changes no byte; and
-    given as data, not as text print_json decodes again."""
-    console.print_json(data=doc, highlight=console.color_system is not None)
 
 
 def register(app: typer.Typer) -> None:

@@ -26,7 +26,6 @@ def demo_command(
     = DemoMode.iptables,
 ) -> None:
     """Explain every Service of the bundled demo cluster (the k8s Service tutorial's)."""
-    import json
 
     from rich.console import Group, RenderableType
     from rich.rule import Rule
@@ -46,7 +45,7 @@ def demo_command(
                "items": [graph_to_dict(gr) for gr in graphs],
                "staleChains": [{"table": c.table, "chain": c.chain, "comment": c.comment, "rules": c.rule_count}
                                for c in all_stale_chains(snapshot)]}
-        env.stdout.print_json(json.dumps(doc))
+        env.print_json(doc)
         return
     source = "demo" if mode is DemoMode.iptables else f"demo:{mode.value}"
     intro = Text(f"Demo snapshot: the tutorial cluster in {mode.value} mode, seen from node {snapshot.node.name} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -58,3 +59,13 @@ class Environment:
     stderr: Console = field(default_factory=lambda: make_console(stderr=True))
     debug: bool = False
     prog: str = PROG
+
+    def print_json(self, doc: object) -> None:
+        """``doc`` on stdout as rich's print_json lays it out (indent 2, not ASCII-escaped), highlighted where
+        colours are shown. Elsewhere (a pipe, a file) it is written as json.dumps gives it, which is what rich
+        prints there, without rendering it as text: a 10,000-Service audit's 3 MB took rich 0.7 s and 70 MB."""
+        if self.stdout.color_system is None:
+            self.stdout.file.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+            self.stdout.file.flush()
+        else:
+            self.stdout.print_json(data=doc)

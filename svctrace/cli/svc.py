@@ -90,16 +90,13 @@ def svc_command(
         show_notes(run.env, loaded.notes)
         graph = resolve(loaded.snapshot, loaded.namespace, svc_name, port or name_port)
     if output is OutputFormat.json:
-        import json
-
-        run.env.stdout.print_json(json.dumps(graph_to_dict(graph)))
+        run.env.print_json(graph_to_dict(graph))
     else:
         run.env.stdout.print(render_graph(graph, explain=explain))
 
 
 def _all_nodes(run: Run, namespace: str | None, name: str, port: str | None, output: OutputFormat) -> None:
     """``svc NAME --all-nodes``: each node's view of the Service, reduced as it arrives, then grouped."""
-    import json
 
     from svctrace.allnodes import NodeFailure, ServiceOnNode, service_across_nodes, service_on_node
     from svctrace.cli.errors import ExitStatus
@@ -123,7 +120,7 @@ def _all_nodes(run: Run, namespace: str | None, name: str, port: str | None, out
     show_notes(run.env, notes)
     across = service_across_nodes(scope, name, views, failures)
     if output is OutputFormat.json:
-        run.env.stdout.print_json(json.dumps(service_across_nodes_to_dict(across)))
+        run.env.print_json(service_across_nodes_to_dict(across))
     else:
         run.env.stdout.print(render_service_across_nodes(across, label))
     if failures:

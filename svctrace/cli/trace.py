@@ -65,7 +65,6 @@ def trace_command(
                                   scope=from_pod.rpartition("/")[0] or None if from_pod else None,
                                   client_pod=from_pod, progress=progress)
         # Imported while the node's saves run.
-        import json
         from dataclasses import replace
 
         from svctrace.client import family_of, packet_source
@@ -86,7 +85,7 @@ def trace_command(
     if source.note:
         result = replace(result, warnings=(source.note, *result.warnings))
     if output is OutputFormat.json:
-        run.env.stdout.print_json(json.dumps(trace_to_dict(result)))
+        run.env.print_json(trace_to_dict(result))
         return
 
     snapshot.expect_pod_ip_lookups(len({o.destination for o in result.outcomes if o.destination}))

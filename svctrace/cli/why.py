@@ -29,7 +29,6 @@ def why_command(
 
     Exit status: 0 reachable, 1 unreachable or degraded (on any node), 2 a usage or collection error.
     """
-    import json
 
     from svctrace.cli.progress import node_progress, show_notes
     from svctrace.client import diagnosis_client
@@ -55,7 +54,7 @@ def why_command(
     client = diagnosis_client(loaded.snapshot, namespace=loaded.namespace, from_pod=from_pod, src=src)
     diag = diagnose(loaded.snapshot, target, namespace=loaded.namespace, client=client)
     if output is TextOrJson.json:
-        run.env.stdout.print_json(json.dumps(diagnosis_to_dict(diag)))
+        run.env.print_json(diagnosis_to_dict(diag))
     else:
         run.env.stdout.print(render_diagnosis(diag, explain=explain))
     if diag.verdict != REACHABLE:
@@ -64,7 +63,6 @@ def why_command(
 
 def _all_nodes(run: Run, target: str, scope: str | None, every_namespace: bool, output: TextOrJson) -> None:
     """``why-unreachable TARGET --all-nodes``: the verdict through each node's rules, grouped."""
-    import json
 
     from svctrace.allnodes import NodeFailure, NodeVerdict, node_verdict, verdicts_across_nodes
     from svctrace.cli.progress import node_progress, show_notes
@@ -87,7 +85,7 @@ def _all_nodes(run: Run, target: str, scope: str | None, every_namespace: bool, 
     show_notes(run.env, notes)
     across = verdicts_across_nodes(target, verdicts, failures)
     if output is TextOrJson.json:
-        run.env.stdout.print_json(json.dumps(verdicts_across_nodes_to_dict(across)))
+        run.env.print_json(verdicts_across_nodes_to_dict(across))
     else:
         run.env.stdout.print(render_verdicts_across_nodes(across))
     if not across.all_reachable:
