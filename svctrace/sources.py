@@ -102,15 +102,11 @@ def _collect_node(source: Source) -> str:
     return source.nodes.name
 
 
-def load_service(source: Source, namespace: str | None, name: str, *, progress: Progress | None = None) -> Loaded:
-    """What one Service's answer needs (``svc``): live, only that Service's objects and one node's rules."""
-    return begin_load_service(source, namespace, name, progress=progress)()
-
-
 def begin_load_service(source: Source, namespace: str | None, name: str, *,
                        progress: Progress | None = None) -> Callable[[], Loaded]:
-    """``load_service`` in two steps: live on this node, the node's commands start now and the function returned
-    reads the rest, so that the caller's imports in between overlap the kernel's saves."""
+    """What one Service's answer needs (``svc``): live, only that Service's objects and one node's rules. Read in
+    two steps: live on this node, the node's commands start now and the function returned reads the rest, so
+    that what the caller imports in between overlaps the kernel's saves."""
     source.check(every_node=False)
     if source.snapshot is not None:
         return lambda: _replayed(source, namespace)
@@ -151,17 +147,10 @@ def load_namespace(source: Source, namespace: str | None, *, scope: str | None =
     return Loaded(collection.snapshot, namespace or collection.api.target.namespace, collection)
 
 
-def load_node(source: Source, namespace: str | None, *, with_api: bool, scope: str | None = None,
-              client_pod: str | None = None, progress: Progress | None = None) -> Loaded:
-    """One node's rules (``trace``), with the API objects of ``scope`` (default: ``namespace``) only when
-    ``with_api``; without them no kubeconfig is read."""
-    return begin_load_node(source, namespace, with_api=with_api, scope=scope, client_pod=client_pod,
-                           progress=progress)()
-
-
 def begin_load_node(source: Source, namespace: str | None, *, with_api: bool, scope: str | None = None,
                     client_pod: str | None = None, progress: Progress | None = None) -> Callable[[], Loaded]:
-    """``load_node`` in two steps, as ``begin_load_service``."""
+    """One node's rules (``trace``), with the API objects of ``scope`` (default: ``namespace``) only when
+    ``with_api``; without them no kubeconfig is read. In two steps, as ``begin_load_service``."""
     source.check(every_node=False)
     if source.snapshot is not None:
         return lambda: _replayed(source, namespace)
