@@ -2,8 +2,8 @@
 
 A live command runs the kernel's save tools (``iptables-save`` peaks at ~390 MB on a 10,000-Service node,
 ``nft`` at 1.7 GB), and ``wait4`` reports the largest process of the tree. Run through this, svctrace's own
-peak (``RUSAGE_SELF``, written when the process that started exits, by os._exit or not) and its children's (the tools, and
-``audit``'s forked workers: ``RUSAGE_CHILDREN``) are written apart, as "SELF CHILDREN" in bytes.
+peak (``RUSAGE_SELF``, written when the process that started exits, by os._exit or not) and its children's
+(the tools, and ``audit``'s forked workers: ``RUSAGE_CHILDREN``) are written apart, as "SELF CHILDREN" in bytes.
 """
 
 import atexit
