@@ -141,7 +141,8 @@ def load_namespace(source: Source, namespace: str | None, *, scope: str | None =
         from svctrace.collectors.remote_live import remote_all
 
         collection = remote_all(source.live, source.collect, source.nodes.name, wanted, client_pod=client_pod,
-                                client_namespace=namespace or _context_namespace(source), progress=progress)
+                                client_namespace=namespace or _context_namespace(source), progress=progress,
+                                documents=documents)
     else:
         collection = live_all(source.live, wanted, documents=documents)
     return Loaded(collection.snapshot, namespace or collection.api.target.namespace, collection)
@@ -210,10 +211,11 @@ class EachNode:
 @contextlib.contextmanager
 def each_node(source: Source, namespace: str | None, *, service: str | None = None, scope: str | None = None,
               every_namespace: bool = False, tables: tuple[str, ...] = ALL_TABLES,
-              progress: Progress | None = None) -> Iterator[EachNode]:
+              progress: Progress | None = None, documents: bool = False) -> Iterator[EachNode]:
     """Every node of ``--all-nodes`` (or ``--nodes SELECTOR``): from a multi-node snapshot, or read live by
     collector pods; the API objects (one Service's, with ``service``) are read once, before any node. Every
-    collector pod is deleted when the block ends, however it ends."""
+    collector pod is deleted when the block ends, however it ends. ``documents``: keep every Service's objects
+    as ``capture`` writes them."""
     source.check()
     if not source.nodes.every:
         raise UsageError("this answer is for every node: give --all-nodes or --nodes SELECTOR", "")
@@ -225,7 +227,8 @@ def each_node(source: Source, namespace: str | None, *, service: str | None = No
 
     assert source.collect is not None
     with RemoteNodes(source.live, source.collect, source.nodes.selector, tables=tables, progress=progress) as nodes:
-        api = nodes.read_service(wanted, service) if service is not None else nodes.read_all(wanted)
+        api = nodes.read_service(wanted, service) if service is not None else \
+            nodes.read_all(wanted, documents=documents)
         yield EachNode(namespace or api.target.namespace, api.objects.services, iter(nodes), nodes.notes, api,
                        f"live: {api.target.server}", (*api.warnings, *api.objects.warnings))
 

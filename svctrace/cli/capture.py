@@ -85,7 +85,8 @@ def _all_nodes(run: Run, output: Path | None, redact: bool) -> None:
     per_node: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
     failures: list[str] = []
     with node_progress(env) as progress, \
-            each_node(run.source, run.namespace, every_namespace=not run.namespace, progress=progress) as nodes:
+            each_node(run.source, run.namespace, every_namespace=not run.namespace, progress=progress,
+                      documents=True) as nodes:
         assert nodes.api is not None  # a capture always reads live
         api_docs: dict[str, Any] = nodes.api.list_documents()
         redacted_api: dict[str, Any] | None = None

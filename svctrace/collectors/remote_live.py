@@ -114,9 +114,10 @@ def remote_service(opts: LiveOptions, collect: CollectOptions, node: str, namesp
 
 def remote_all(opts: LiveOptions, collect: CollectOptions, node: str | None, namespace: str | None, *,
                client_pod: str | None = None, client_namespace: str = "default",
-               progress: Progress | None = None) -> LiveCollection:
+               progress: Progress | None = None, documents: bool = True) -> LiveCollection:
     """Every Service of ``namespace`` (or all) and one node's rules read by a collector pod: ``node``, or the
-    node the client pod runs on (where its packets are translated)."""
+    node the client pod runs on (where its packets are translated). ``documents``: keep the API objects as
+    ``capture`` writes them (KubeCollector.collect_all)."""
     with _Session(opts, collect, progress) as session:
         notes: list[str] = []
         if node is None:
@@ -125,7 +126,7 @@ def remote_all(opts: LiveOptions, collect: CollectOptions, node: str | None, nam
             node, ref = session.pod_node(client_pod, client_namespace)
             notes.append(f"read node {node}'s rules: pod {ref} runs there, so that is where its packets are "
                          "translated")
-        api = session.kube.collect_all(namespace)
+        api = session.kube.collect_all(namespace, documents=documents)
         read = session.read(node, ALL_TABLES)
         notes += session.pods.notes
     return LiveCollection(assemble(api, read, explicit=node, source=_source(api)), api, read, tuple(notes))
@@ -188,10 +189,11 @@ class RemoteNodes:
         self.api = self.session.kube.collect_service(namespace, name)
         return self.api
 
-    def read_all(self, namespace: str | None) -> ApiCollection:
-        """Every Service of ``namespace`` (or all); the nodes' reads start first and go on meanwhile."""
+    def read_all(self, namespace: str | None, *, documents: bool = False) -> ApiCollection:
+        """Every Service of ``namespace`` (or all); the nodes' reads start first and go on meanwhile.
+        ``documents``: keep the API objects as ``capture`` writes them."""
         self.start()
-        self.api = self.session.kube.collect_all(namespace)
+        self.api = self.session.kube.collect_all(namespace, documents=documents)
         return self.api
 
     def start(self) -> None:
