@@ -29,10 +29,11 @@ from svctrace.collectors import _probe
 from svctrace.collectors.ipvs import read_ipsets, read_ipvs
 from svctrace.collectors.spawn import DEFAULT_PROXY_MODE_URL as DEFAULT_PROXY_MODE_URL
 from svctrace.collectors.spawn import Started, StartedNode, start_node
-from svctrace.errors import CollectionError
+from svctrace.errors import CollectionError, InputError
 from svctrace.model.snapshot import Missing, NodeFile
 from svctrace.parsers.detect import BackendDecision, count_ipvs_services
 from svctrace.parsers.ipvs import format_ipset_save, format_ipvsadm_save
+from svctrace.parsers.node import parse_ip_addr_json, parse_links
 from svctrace.parsers.node_read import ALL_TABLES, choose_iptables, kube_proxy_nft, meta_json
 from svctrace.parsers.snapshot import NodeInput, Probe
 
@@ -94,11 +95,16 @@ def _addresses(started: StartedNode, node: NodeInput, where: str) -> bool | None
     whether kube-proxy's kube-ipvs0 device is there (None: unknown). Addresses work without root (outside a
     namespace); what netlink says is a warning, not a crash."""
     text = started.addresses.result().stdout if started.addresses is not None else None
-    links = _ip_json_links(text) if text is not None else None
-    if text is not None and links is not None:
-        node.files[NodeFile.IP_ADDR] = text
-        node.where[NodeFile.IP_ADDR] = f"ip -j addr{where}"
-        return KUBE_IPVS0 in links
+    if text is not None:
+        try:
+            parse_ip_addr_json(text, "ip -j addr")  # what a snapshot's file must be, or netlink is asked
+            _bridges, interfaces = parse_links(text, "ip -j addr")
+        except InputError:
+            pass
+        else:
+            node.files[NodeFile.IP_ADDR] = text
+            node.where[NodeFile.IP_ADDR] = f"ip -j addr{where}"
+            return KUBE_IPVS0 in interfaces
     try:
         links_, addrs = _links_and_addresses(started.netns)
     except Exception as exc:  # noqa: BLE001 - pyroute2 raises many kinds; every one means "not collected"
@@ -107,17 +113,6 @@ def _addresses(started: StartedNode, node: NodeInput, where: str) -> bool | None
         return None
     node.files[NodeFile.IP_ADDR] = addresses_from_netlink(links_, addrs)
     return any(link[1] == KUBE_IPVS0 for link in links_)
-
-
-def _ip_json_links(text: str) -> set[str] | None:
-    """The interface names of `ip -j addr` output; None when it is not that (then netlink is asked)."""
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(doc, list) or not all(isinstance(e, dict) and isinstance(e.get("ifname"), str) for e in doc):
-        return None
-    return {e["ifname"] for e in doc}
 
 
 def addresses_from_netlink(links: list[Link], addrs: list[dict[str, Any]]) -> str:
