@@ -340,6 +340,12 @@ class TextIndex(Protocol):
     def first_comments(self, table: str, prefixes: tuple[str, ...]) -> Mapping[str, str | None]:
         """The comment of the first rule of each chain whose name starts with one of ``prefixes``."""
 
+    def first_comment(self, table: str, name: str) -> str | None:
+        """The comment of the first commented rule of one chain."""
+
+    def each_first_comment(self, table: str, prefixes: tuple[str, ...]) -> Iterator[tuple[str, str | None]]:
+        """``first_comments``' items one at a time, not kept."""
+
     def first_comments_mentioning(self, table: str, needle: str,
                                   prefixes: tuple[str, ...]) -> Mapping[str, str | None]:
         """``first_comments`` of only the chains whose rules' text holds ``needle`` (found by searching the
@@ -406,6 +412,26 @@ class IptablesDump:
             return {name: next((r.comment for r in t.chain(name).rules if r.comment), None)  # type: ignore[union-attr]
                     for name in t.heads if name.startswith(prefixes)}
         return t.memoized(f"comments{prefixes}", build)
+
+    def first_comment(self, table: str, name: str) -> str | None:
+        """The comment of the first commented rule of one chain (None: no such chain, or no comment)."""
+        t = self.tables.get(table)
+        if t is None or not t.has(name):
+            return None
+        if self._text_index is not None:
+            return self._text_index.first_comment(table, name)
+        chain = t.chain(name)
+        return next((r.comment for r in chain.rules if r.comment), None) if chain is not None else None
+
+    def each_first_comment(self, table: str, prefixes: tuple[str, ...]) -> Iterator[tuple[str, str | None]]:
+        """``first_comments``' items one at a time: from a big dump's text, without keeping 100,000 comments
+        (an index built from them keeps what it needs)."""
+        t = self.tables.get(table)
+        if t is None:
+            return iter(())
+        if self._text_index is None or f"comments{prefixes}" in t.memo:
+            return iter(self.first_comments(table, prefixes).items())
+        return self._text_index.each_first_comment(table, prefixes)
 
     def first_comments_mentioning(self, table: str, needle: str,
                                   prefixes: tuple[str, ...]) -> Mapping[str, str | None] | None:
