@@ -140,10 +140,11 @@ def _collect(child: _Child, work: Callable[[Sequence[T]], list[R]], share: Seque
     child.thread.join()
     _, status = os.waitpid(child.pid, 0)
     child.pid = 0
-    try:
-        kind, value = pickle.loads(bytes(child.data)) if child.data else ("error", "sent nothing")
+    try:  # (read where it was received: a bytes copy of a big answer first was one more answer's worth of memory)
+        kind, value = pickle.loads(child.data) if child.data else ("error", "sent nothing")
     except Exception as exc:  # noqa: BLE001 - an unreadable answer is redone, not trusted
         kind, value = "error", f"unreadable answer ({exc})"
+    child.data = bytearray()
     if kind == "ok" and status == 0 and isinstance(value, list):
         return value
     log.debug("a worker failed (%s, exit status %s); working through its share here", value, status)
