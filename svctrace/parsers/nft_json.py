@@ -236,13 +236,16 @@ class TableBuilder:
     rules: dict[str, list[NftRule]] = field(default_factory=dict)
     sets: dict[str, NftSet] = field(default_factory=dict)
     maps: dict[str, NftSet] = field(default_factory=dict)
-    # JSON read in place: where each rule object starts in ``text`` (in the order read), and per chain which of
-    # them are its rules, typed when the chain is used: ``first << 20 | count`` while they come one after
-    # another (as `nft -j` lists them), else their numbers (200,000 rules in 110,000 chains at 10k Services:
-    # one int per chain instead of a list of offsets, ~11 MB less)
-    text: str = ""
+    # JSON read in place: each rule object is kept as its text, without the members its chain says already
+    # (family, table, chain), one after another in ``kept`` (UTF-8; at 10k Services 47 MB, where the whole
+    # document, not kept, is 91 MB); ``starts``: where each one starts there, in the order read (the next one's
+    # start is its end); per chain which of them are its rules, typed when the chain is used: ``first << 20 |
+    # count`` while they come one after another (as `nft -j` lists them), else their numbers (200,000 rules in
+    # 110,000 chains at 10k Services: one int per chain instead of a list of offsets, ~11 MB less)
+    kept: bytearray = field(default_factory=bytearray)
     starts: array[int] = field(default_factory=lambda: array("q"))
     at: dict[str, int | list[int]] = field(default_factory=dict)
+    _prefix: tuple[str, str] = ("", "")  # (a chain, how each of its rule items starts as `nft -j` writes it)
 
     def add_rule(self, chain: str, handle: int | None, text: str, comment: str | None, *,
                  prepend: bool = False) -> None:
@@ -256,12 +259,22 @@ class TableBuilder:
         else:
             rules.append(rule)
 
-    def add_rule_at(self, chain: str, start: int) -> None:
-        """A rule object at ``start`` of the JSON text, typed when its chain is first used."""
+    def add_rule_at(self, chain: str, text: str, start: int, end: int, rule: Mapping[str, Any]) -> None:
+        """The rule item at text[start:end] (``{"rule": rule}``), kept to be typed when its chain is first used."""
         if chain not in self.chains:
             self.chains[chain] = None
+        if chain != self._prefix[0]:
+            self._prefix = (chain, f'{{"rule": {{"family": {_json_text(self.family)}, "table": '
+                                   f'{_json_text(self.name)}, "chain": {_json_text(chain)}, ')
+        prefix = self._prefix[1]
         n = len(self.starts)
-        self.starts.append(start)
+        self.starts.append(len(self.kept))
+        if text.startswith(prefix, start) and text.startswith("}}", end - 2):
+            # {"rule": {"family": F, "table": T, "chain": C, MEMBERS}} -> {MEMBERS}
+            self.kept += b"{"
+            self.kept += text[start + len(prefix):end - 1].encode()
+        else:  # spelled otherwise: written again, the same values
+            self.kept += json.dumps(rule, separators=(",", ":")).encode()
         got = self.at.get(chain)
         if got is None:
             self.at[chain] = n << _RUN_BITS | 1
@@ -282,8 +295,10 @@ class TableBuilder:
 
     def _load(self, chain: str) -> tuple[NftRule, ...]:
         out: list[NftRule] = []
+        starts, kept = self.starts, self.kept
         for i, n in enumerate(self._numbers(chain), start=1):
-            obj = _DECODER.raw_decode(self.text, self.starts[n])[0]["rule"]  # read and checked once already
+            end = starts[n + 1] if n + 1 < len(starts) else len(kept)
+            obj = json.loads(kept[starts[n]:end])  # read and checked once already
             text = render_rule(obj.get("expr") or [], self.family)
             out.append(NftRule(chain, obj.get("handle"), i, text, obj.get("comment"), parse_statements(text)))
         return tuple(out)
@@ -344,10 +359,11 @@ _ITEMS_START = re.compile(r'\s*\{\s*"nftables"\s*:\s*\[')  # (match() anchors it
 _CLOSE = re.compile(r"\s*\}")
 _BETWEEN = re.compile(r"\s*(,?)\s*")
 _DECODER = json.JSONDecoder()
+_json_text = json.encoder.encode_basestring  # a str as JSON writes it (non-ASCII as is, as `nft -j` writes it)
 
 
-def _items(text: str, source: str) -> Iterator[tuple[int | None, Any]]:
-    """(where it starts in ``text``, item) for each item of the top-level "nftables" list.
+def _items(text: str, source: str) -> Iterator[tuple[int | None, int, Any]]:
+    """(where it starts and ends in ``text``, item) for each item of the top-level "nftables" list.
 
     ``nft -j`` writes one object whose first member is that list: its items are decoded one at a time, in
     place (never a list of 300,000 objects at once), and their offsets let a rule be read again when its
@@ -356,14 +372,14 @@ def _items(text: str, source: str) -> Iterator[tuple[int | None, Any]]:
     has no offsets."""
     m = _ITEMS_START.match(text)
     if m is None:
-        yield from ((None, item) for item in _whole(text, source))
+        yield from ((None, 0, item) for item in _whole(text, source))
         return
     at: int | None = m.end()
     while at is not None:
         at = yield from _document(text, at, source)
 
 
-def _document(text: str, pos: int, source: str) -> Generator[tuple[int | None, Any], None, int | None]:
+def _document(text: str, pos: int, source: str) -> Generator[tuple[int | None, int, Any], None, int | None]:
     """The items of one ``{"nftables": [...]}`` object from just after its "["; where the next one's items
     start (None at the end of the text)."""
     first = True
@@ -395,7 +411,7 @@ def _document(text: str, pos: int, source: str) -> Generator[tuple[int | None, A
             raise _at(text, exc.pos, exc.msg, source) from None
         except RecursionError:
             raise _at(text, pos, "nested deeper than svctrace reads", source) from None
-        yield pos, item
+        yield pos, end, item
         pos, first = end, False
 
 
@@ -434,7 +450,7 @@ def parse_nft_json(text: str, source: str) -> NftRuleset:
             got = tables[fam, name] = TableBuilder(fam, name)
         return got
 
-    for n, (start, item) in enumerate(_items(text, source)):
+    for n, (start, end, item) in enumerate(_items(text, source)):
         # (type() first: what json decodes an object to, without the ABC's isinstance for each of them)
         if not (type(item) is dict or isinstance(item, Mapping)) or len(item) != 1:
             raise InputError(f"nftables[{n}] is not an object with one key", JSON_HINT, path=source)
@@ -450,8 +466,7 @@ def parse_nft_json(text: str, source: str) -> NftRuleset:
                 if not isinstance(expr, list):
                     raise InputError(f"nftables[{n}]: rule expr is not a list", JSON_HINT, path=source)
                 if start is not None:
-                    tb.text = text
-                    tb.add_rule_at(str(obj["chain"]), start)
+                    tb.add_rule_at(str(obj["chain"]), text, start, end, obj)
                 else:
                     tb.add_rule(str(obj["chain"]), obj.get("handle"), render_rule(expr, tb.family),
                                 obj.get("comment"))

@@ -212,3 +212,31 @@ def test_rules_of_a_chain_that_do_not_come_together_keep_their_order() -> None:
     assert [r.comment for r in table.chains["b"].rules] == ["b1"]
     assert [r.comment for r in table.chains["c"].rules] == ["c1"]  # a chain only its rules name
     assert (table.rule_count("a"), table.rule_count("b"), table.rule_count("c"), table.rule_count("z")) == (3, 1, 1, 0)
+
+
+def test_rules_are_kept_without_what_their_chain_says_and_read_back_the_same() -> None:
+    """A big table keeps each rule item's text without its family, table and chain members (nft's own
+    spelling), or written again when spelled otherwise; either way its rules are the rules decoded whole."""
+    def rule(chain: str, handle: int, comment: str | None, *, first: str = "family") -> dict[str, object]:
+        inner: dict[str, object] = {"family": "ip", "table": "t", "chain": chain, "handle": handle,
+                                    "expr": [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},
+                                                        "right": "tcp"}}, {"accept": None}]}
+        if comment is not None:
+            inner["comment"] = comment
+        if first != "family":  # the same members in another order
+            inner = {first: inner.pop(first), **inner}
+        return {"rule": inner}
+
+    chains = ['svc-ns/a"b/tcp', "café-ns/x", "plain"]
+    doc = {"nftables": [{"table": {"family": "ip", "name": "t"}},
+                        *({"chain": {"family": "ip", "table": "t", "name": c}} for c in chains),
+                        rule(chains[0], 1, 'say "hi"'), rule(chains[0], 2, None), rule(chains[1], 3, "naïve"),
+                        rule(chains[2], 4, None, first="handle"), rule(chains[2], 5, "x", first="chain")]}
+    dense = json.dumps(doc, ensure_ascii=False)  # as `nft -j` writes it: one line, ", " and ": ", UTF-8
+    lazy, eager = parse_nft_json(dense, "f.json").tables[0], _eager(dense).tables[0]
+    assert not isinstance(eager.chains, type(lazy.chains))
+    assert {n: c.rules for n, c in lazy.chains.items()} == {n: c.rules for n, c in eager.chains.items()}
+    assert [r.comment for c in chains for r in lazy.chains[c].rules] == ['say "hi"', None, "naïve", None, "x"]
+    kept = lazy.chains._load.__self__.kept  # type: ignore[attr-defined]
+    assert b'"chain"' not in kept[:kept.index(b'"handle":4')]  # nft's spelling: the chain's members dropped
+    assert kept.count(b'"chain"') == 2  # spelled otherwise: the item written again whole
