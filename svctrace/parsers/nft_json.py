@@ -232,7 +232,8 @@ class TableBuilder:
     family: str
     name: str
     comment: str | None = None
-    chains: dict[str, NftChain | None] = field(default_factory=dict)  # None: a chain that is only its name
+    # None (or, read in place, its rules' numbers): a chain that is only its name
+    chains: dict[str, NftChain | int | list[int] | None] = field(default_factory=dict)
     rules: dict[str, list[NftRule]] = field(default_factory=dict)
     sets: dict[str, NftSet] = field(default_factory=dict)
     maps: dict[str, NftSet] = field(default_factory=dict)
@@ -241,10 +242,13 @@ class TableBuilder:
     # document, not kept, is 91 MB); ``starts``: where each one starts there, in the order read (the next one's
     # start is its end); per chain which of them are its rules, typed when the chain is used: ``first << 20 |
     # count`` while they come one after another (as `nft -j` lists them), else their numbers (200,000 rules in
-    # 110,000 chains at 10k Services: one int per chain instead of a list of offsets, ~11 MB less)
+    # 110,000 chains at 10k Services: one int per chain instead of a list of offsets, ~11 MB less). A chain that
+    # is only a name keeps that in ``chains`` in place of None (no second dict of 110,000 names: ~14 MB less);
+    # ``at`` holds those of the few chains with more than a name.
     kept: bytearray = field(default_factory=bytearray)
     starts: array[int] = field(default_factory=lambda: array("q"))
     at: dict[str, int | list[int]] = field(default_factory=dict)
+    lazy: bool = False  # rules were read in place (add_rule_at)
     _prefix: tuple[str, str] = ("", "")  # (a chain, how each of its rule items starts as `nft -j` writes it)
 
     def add_rule(self, chain: str, handle: int | None, text: str, comment: str | None, *,
@@ -259,10 +263,21 @@ class TableBuilder:
         else:
             rules.append(rule)
 
+    def add_chain(self, name: str, head: NftChain | None) -> None:
+        """A chain item (None: a chain that is only its name); again: the last one counts, its rules stay."""
+        got = self.chains.get(name)
+        if head is None and isinstance(got, NftChain):
+            self.chains[name] = self.at.pop(name, None)
+        elif head is None:
+            self.chains[name] = got  # (inserted, or its rules kept where they are)
+        else:
+            if got is not None and not isinstance(got, NftChain):
+                self.at[name] = got
+            self.chains[name] = head
+
     def add_rule_at(self, chain: str, text: str, start: int, end: int, rule: Mapping[str, Any]) -> None:
         """The rule item at text[start:end] (``{"rule": rule}``), kept to be typed when its chain is first used."""
-        if chain not in self.chains:
-            self.chains[chain] = None
+        self.lazy = True
         if chain != self._prefix[0]:
             self._prefix = (chain, f'{{"rule": {{"family": {_json_text(self.family)}, "table": '
                                    f'{_json_text(self.name)}, "chain": {_json_text(chain)}, ')
@@ -275,22 +290,28 @@ class TableBuilder:
             self.kept += text[start + len(prefix):end - 1].encode()
         else:  # spelled otherwise: written again, the same values
             self.kept += json.dumps(rule, separators=(",", ":")).encode()
-        got = self.at.get(chain)
+        head = self.chains.get(chain)
+        where: dict[str, Any] = self.at if isinstance(head, NftChain) else self.chains
+        got = where.get(chain)
         if got is None:
-            self.at[chain] = n << _RUN_BITS | 1
+            where[chain] = n << _RUN_BITS | 1
         elif isinstance(got, int) and (got >> _RUN_BITS) + (got & _RUN_MASK) == n and got & _RUN_MASK < _RUN_MASK:
-            self.at[chain] = got + 1
+            where[chain] = got + 1
         else:
             if isinstance(got, int):
-                got = self.at[chain] = list(_rule_numbers(got))
+                got = where[chain] = list(_rule_numbers(got))
             got.append(n)
 
+    def _run(self, chain: str) -> int | list[int] | None:
+        got = self.chains.get(chain)
+        return self.at.get(chain) if isinstance(got, NftChain) else got
+
     def _numbers(self, chain: str) -> Iterable[int]:
-        got = self.at.get(chain)
+        got = self._run(chain)
         return () if got is None else _rule_numbers(got) if isinstance(got, int) else got
 
     def _count(self, chain: str) -> int:
-        got = self.at.get(chain)
+        got = self._run(chain)
         return 0 if got is None else got & _RUN_MASK if isinstance(got, int) else len(got)
 
     def _load(self, chain: str) -> tuple[NftRule, ...]:
@@ -305,11 +326,11 @@ class TableBuilder:
 
     def build(self) -> NftTable:
         chains: dict[str, NftChain] = {}
-        if self.at:
-            lazy = LazyChains(ChainHeads(dict(self.chains)), self._load, count=self._count)
+        if self.lazy:  # (the builder's own dict: a copy of 110,000 names was 5 MB more)
+            lazy = LazyChains(ChainHeads(self.chains), self._load, count=self._count)
             return NftTable(self.family, self.name, lazy, dict(self.sets), dict(self.maps), self.comment)
         for name, head in self.chains.items():
-            chain = head if head is not None else NftChain(name)
+            chain = head if isinstance(head, NftChain) else NftChain(name)
             rules = tuple(NftRule(r.chain, r.handle, i, r.text, r.comment, r.stmts)
                           for i, r in enumerate(self.rules.get(name, ()), start=1))
             chains[name] = NftChain(name, rules, chain.type, chain.hook, chain.priority, chain.policy, chain.comment)
@@ -476,7 +497,7 @@ def parse_nft_json(text: str, source: str) -> NftRuleset:
                 head = NftChain(name=str(obj["name"]), type=obj.get("type"), hook=obj.get("hook"),
                                 priority=prio if isinstance(prio, int) else None, policy=obj.get("policy"),
                                 comment=obj.get("comment"))
-                tb.chains[head.name] = head if head != NftChain(head.name) else None
+                tb.add_chain(head.name, head if head != NftChain(head.name) else None)
             elif kind == "table":
                 tb = table(obj, n, "name")
                 tb.comment = obj.get("comment", tb.comment)

@@ -12,7 +12,7 @@ import pytest
 from svctrace.errors import InputError
 from svctrace.model.actions import UnknownStatement, Verdict
 from svctrace.model.matches import UnknownMatch
-from svctrace.model.nft import NftRuleset, NftTable
+from svctrace.model.nft import ChainHeads, NftRuleset, NftTable
 from svctrace.parsers.nft_json import parse_nft_json, render_rule
 from svctrace.parsers.nft_transaction import parse_nft_transaction
 from tests.shared_data import shared_dir
@@ -240,3 +240,28 @@ def test_rules_are_kept_without_what_their_chain_says_and_read_back_the_same() -
     kept = lazy.chains._load.__self__.kept  # type: ignore[attr-defined]
     assert b'"chain"' not in kept[:kept.index(b'"handle":4')]  # nft's spelling: the chain's members dropped
     assert kept.count(b'"chain"') == 2  # spelled otherwise: the item written again whole
+
+
+def test_chain_items_after_their_rules_and_again_keep_rules_order_and_the_last_description() -> None:
+    """A plain chain's rules are kept where its name is (no second dict of names); a chain item that comes
+    after its rules, or again, with or without a hook, changes the chain's description, not its rules."""
+    def rule(chain: str, handle: int) -> dict[str, object]:
+        return {"rule": {"family": "ip", "table": "t", "chain": chain, "handle": handle, "expr": [{"accept": None}]}}
+
+    def chain(name: str, **more: object) -> dict[str, object]:
+        return {"chain": {"family": "ip", "table": "t", "name": name, **more}}
+
+    base = {"type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}
+    doc = {"nftables": [{"table": {"family": "ip", "name": "t"}}, rule("a", 1), chain("b", **base), rule("b", 2),
+                        rule("a", 3), chain("a", **base), chain("b"), rule("c", 4), chain("c"), rule("b", 5),
+                        chain("d", **base), chain("d", comment="again")]}
+    text = json.dumps(doc)
+    lazy, eager = parse_nft_json(text, "f.json").tables[0], _eager(text).tables[0]
+    assert not isinstance(eager.chains, type(lazy.chains))
+    assert list(lazy.chains) == list(eager.chains) == ["a", "b", "c", "d"]
+    assert {n: c for n, c in lazy.chains.items()} == {n: c for n, c in eager.chains.items()}
+    assert [[r.handle for r in lazy.chains[n].rules] for n in "abcd"] == [[1, 3], [2, 5], [4], []]
+    heads = lazy.heads()
+    assert isinstance(heads, ChainHeads)
+    assert [(c.name, c.hook, c.comment) for c in heads.described()] == [("a", "prerouting", None), ("d", None, "again")]
+    assert [lazy.rule_count(n) for n in "abcdz"] == [2, 2, 1, 0, 0]
