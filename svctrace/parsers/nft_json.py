@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from array import array
+from bisect import bisect_right
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,6 +220,7 @@ def _elem_comment(key: Any) -> str | None:
 # nft -j list ruleset
 
 
+_BLOCK = 16384  # bytes of rules' text compressed together (decompressed again in ~50 us)
 _RUN_BITS = 20  # a chain's rules in one run: at most 1,048,575 of them
 _RUN_MASK = (1 << _RUN_BITS) - 1
 
@@ -238,14 +241,20 @@ class TableBuilder:
     sets: dict[str, NftSet] = field(default_factory=dict)
     maps: dict[str, NftSet] = field(default_factory=dict)
     # JSON read in place: each rule object is kept as its text, without the members its chain says already
-    # (family, table, chain), one after another in ``kept`` (UTF-8; at 10k Services 47 MB, where the whole
-    # document, not kept, is 91 MB); ``starts``: where each one starts there, in the order read (the next one's
-    # start is its end); per chain which of them are its rules, typed when the chain is used: ``first << 20 |
-    # count`` while they come one after another (as `nft -j` lists them), else their numbers (200,000 rules in
-    # 110,000 chains at 10k Services: one int per chain instead of a list of offsets, ~11 MB less). A chain that
-    # is only a name keeps that in ``chains`` in place of None (no second dict of 110,000 names: ~14 MB less);
-    # ``at`` holds those of the few chains with more than a name.
-    kept: bytearray = field(default_factory=bytearray)
+    # (family, table, chain), one after another (UTF-8), in blocks of about _BLOCK bytes compressed as each
+    # fills (``blocks``; ``block`` is the one filling): at 10k Services 4 MB, where that text is 47 MB and the
+    # whole document, not kept, 91 MB. ``starts``: where each one starts in that text, in the order read (the
+    # next one's start is its end); ``block_starts``: where each block does (a Service's chains are written
+    # together: its rules are in a block or two). Per chain which of them are its rules, typed when the chain is
+    # used: ``first << 20 | count`` while they come one after another (as `nft -j` lists them), else their
+    # numbers (200,000 rules in 110,000 chains at 10k Services: one int per chain instead of a list of offsets,
+    # ~11 MB less). A chain that is only a name keeps that in ``chains`` in place of None (no second dict of
+    # 110,000 names: ~14 MB less); ``at`` holds those of the few chains with more than a name.
+    blocks: list[bytes] = field(default_factory=list)
+    block: bytearray = field(default_factory=bytearray)
+    block_starts: array[int] = field(default_factory=lambda: array("q", [0]))
+    size: int = 0  # of the text kept
+    _opened: dict[int, bytes] = field(default_factory=dict)  # blocks read last, decompressed
     starts: array[int] = field(default_factory=lambda: array("q"))
     at: dict[str, int | list[int]] = field(default_factory=dict)
     lazy: bool = False  # rules were read in place (add_rule_at)
@@ -283,13 +292,18 @@ class TableBuilder:
                                    f'{_json_text(self.name)}, "chain": {_json_text(chain)}, ')
         prefix = self._prefix[1]
         n = len(self.starts)
-        self.starts.append(len(self.kept))
+        self.starts.append(self.size)
+        block = self.block
+        before = len(block)
         if text.startswith(prefix, start) and text.startswith("}}", end - 2):
             # {"rule": {"family": F, "table": T, "chain": C, MEMBERS}} -> {MEMBERS}
-            self.kept += b"{"
-            self.kept += text[start + len(prefix):end - 1].encode()
+            block += b"{"
+            block += text[start + len(prefix):end - 1].encode()
         else:  # spelled otherwise: written again, the same values
-            self.kept += json.dumps(rule, separators=(",", ":")).encode()
+            block += json.dumps(rule, separators=(",", ":")).encode()
+        self.size += len(block) - before
+        if len(block) >= _BLOCK:
+            self._seal()
         head = self.chains.get(chain)
         where: dict[str, Any] = self.at if isinstance(head, NftChain) else self.chains
         got = where.get(chain)
@@ -301,6 +315,26 @@ class TableBuilder:
             if isinstance(got, int):
                 got = where[chain] = list(_rule_numbers(got))
             got.append(n)
+
+    def _seal(self) -> None:
+        """The filling block compressed and kept; the next one starts."""
+        if self.block:
+            self.blocks.append(zlib.compress(self.block, 1))
+            self.block_starts.append(self.size)
+            self.block = bytearray()
+
+    def _rule_text(self, n: int) -> bytes:
+        """Rule number ``n`` as kept (its block decompressed, and kept a while: the next rules are likely there)."""
+        start = self.starts[n]
+        end = self.starts[n + 1] if n + 1 < len(self.starts) else self.size
+        k = bisect_right(self.block_starts, start, 0, len(self.blocks)) - 1
+        data = self._opened.get(k)
+        if data is None:
+            if len(self._opened) >= 4:
+                del self._opened[next(iter(self._opened))]
+            data = self._opened[k] = zlib.decompress(self.blocks[k])
+        base = self.block_starts[k]
+        return data[start - base:end - base]
 
     def _run(self, chain: str) -> int | list[int] | None:
         got = self.chains.get(chain)
@@ -316,10 +350,8 @@ class TableBuilder:
 
     def _load(self, chain: str) -> tuple[NftRule, ...]:
         out: list[NftRule] = []
-        starts, kept = self.starts, self.kept
         for i, n in enumerate(self._numbers(chain), start=1):
-            end = starts[n + 1] if n + 1 < len(starts) else len(kept)
-            obj = json.loads(kept[starts[n]:end])  # read and checked once already
+            obj = json.loads(self._rule_text(n))  # read and checked once already
             text = render_rule(obj.get("expr") or [], self.family)
             out.append(NftRule(chain, obj.get("handle"), i, text, obj.get("comment"), parse_statements(text)))
         return tuple(out)
@@ -327,6 +359,7 @@ class TableBuilder:
     def build(self) -> NftTable:
         chains: dict[str, NftChain] = {}
         if self.lazy:  # (the builder's own dict: a copy of 110,000 names was 5 MB more)
+            self._seal()
             lazy = LazyChains(ChainHeads(self.chains), self._load, count=self._count)
             return NftTable(self.family, self.name, lazy, dict(self.sets), dict(self.maps), self.comment)
         for name, head in self.chains.items():
