@@ -90,9 +90,11 @@ def fork_map(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], n: int 
             if child is None:
                 break
             children.append(child)
+        mine = work(shares[0])
+        # Read the answers only now: a worker done first waits to send its answer (the pipe holds little), where
+        # reading it meanwhile put it in this process's memory on top of this share's work.
         for child in children:
             child.thread.start()
-        mine = work(shares[0])
         results = [mine]
         for child, share in zip(children, shares[1:1 + len(children)], strict=True):
             results.append(_collect(child, work, share))
