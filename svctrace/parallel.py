@@ -90,9 +90,11 @@ def fork_map(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], n: int 
             if child is None:
                 break
             children.append(child)
+        mine = work(shares[0])
+        # Read the answers only now: a worker done first waits to send its answer (the pipe holds little), where
+        # reading it meanwhile put it in this process's memory on top of this share's work.
         for child in children:
             child.thread.start()
-        mine = work(shares[0])
         results = [mine]
         for child, share in zip(children, shares[1:1 + len(children)], strict=True):
             results.append(_collect(child, work, share))
@@ -140,10 +142,11 @@ def _collect(child: _Child, work: Callable[[Sequence[T]], list[R]], share: Seque
     child.thread.join()
     _, status = os.waitpid(child.pid, 0)
     child.pid = 0
-    try:
-        kind, value = pickle.loads(bytes(child.data)) if child.data else ("error", "sent nothing")
+    try:  # (read where it was received: a bytes copy of a big answer first was one more answer's worth of memory)
+        kind, value = pickle.loads(child.data) if child.data else ("error", "sent nothing")
     except Exception as exc:  # noqa: BLE001 - an unreadable answer is redone, not trusted
         kind, value = "error", f"unreadable answer ({exc})"
+    child.data = bytearray()
     if kind == "ok" and status == 0 and isinstance(value, list):
         return value
     log.debug("a worker failed (%s, exit status %s); working through its share here", value, status)

@@ -121,6 +121,8 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
                 assert progress is not None
                 progress(min(i * n, len(chosen)), len(chosen), svc.ref)
             out.append(_audit_one(snapshot, svc, dataplane))
+        if os.getpid() == parent:  # the workers' answers come next, into the memory its share used
+            snapshot.end_sweep(KEEP_CHAINS)
         return out
 
     results = parallel.fork_map(work, chosen, n)

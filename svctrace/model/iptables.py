@@ -12,6 +12,7 @@ Parsed chains are kept up to a bound and parsed again when needed after that.
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -118,6 +119,119 @@ class ChainHead:
         self.spans: list[tuple[int, int, int]] = spans if spans is not None else []
 
 
+Span = tuple[int, int, int]  # (start, end) offsets of a run of -A lines in the dump text, the first one's line
+
+
+class ChainIndex(Mapping[str, ChainHead]):
+    """A table's chains as the parser indexes them, kept in arrays rather than an object and a list per chain:
+    a 10,000-Service nat table has 111,000 chains, and every forked ``audit`` worker holds the index whole.
+
+    A chain is a number (``ids``, in declaration order); its rule count and its first run of rules are array
+    items, and the rare rest sits in small dicts: more runs (a chain whose rules are not together),
+    policies (built-in chains), counters, chains only ``-A`` lines declared. Read as a mapping it gives a
+    ``ChainHead`` per chain, made when asked for."""
+
+    __slots__ = ("ids", "counts", "starts", "ends", "lines", "more", "policies", "counters", "undeclared")
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.counts = array("q")  # rules
+        self.starts = array("q")  # the first run's offsets (-1: no rule) and the line it starts on
+        self.ends = array("q")
+        self.lines = array("q")
+        self.more: dict[int, list[Span]] = {}  # runs after the first
+        self.policies: dict[int, str] = {}
+        self.counters: dict[int, tuple[int, int]] = {}  # (packets, bytes) when not zero
+        self.undeclared: set[int] = set()
+
+    def add(self, name: str, declared: bool) -> int:
+        """A new chain's number (a chain deleted and declared again gets a new one, at the end)."""
+        i = len(self.counts)
+        self.ids[name] = i
+        self.counts.append(0)
+        self.starts.append(-1)
+        self.ends.append(-1)
+        self.lines.append(0)
+        if not declared:
+            self.undeclared.add(i)
+        return i
+
+    def declare(self, name: str, policy: str | None, packets: int, nbytes: int) -> None:
+        """A ``:CHAIN`` line (again: the last declaration's policy and counters count)."""
+        i = self.ids.get(name)
+        if i is None:
+            i = self.add(name, True)
+        else:
+            self.undeclared.discard(i)
+        self.set_policy(i, policy)
+        if packets or nbytes:
+            self.counters[i] = (packets, nbytes)
+        else:
+            self.counters.pop(i, None)
+
+    def set_policy(self, i: int, policy: str | None) -> None:
+        if policy is None:
+            self.policies.pop(i, None)
+        else:
+            self.policies[i] = policy
+
+    def run(self, i: int, start: int, end: int, line: int, count: int) -> None:
+        """``count`` rules of chain ``i`` at [start, end) of the text, the first on ``line``; a run that goes
+        on from the chain's last one (the text came in pieces, cut inside it) extends it."""
+        self.counts[i] += count
+        if self.starts[i] < 0:
+            self.starts[i], self.ends[i], self.lines[i] = start, end, line
+            return
+        more = self.more.get(i)
+        if more is None:
+            if self.ends[i] == start:
+                self.ends[i] = end
+            else:
+                self.more[i] = [(start, end, line)]
+        elif more[-1][1] == start:
+            more[-1] = (more[-1][0], end, more[-1][2])
+        else:
+            more.append((start, end, line))
+
+    def flush(self, i: int) -> None:
+        """``-F``: the chain keeps its declaration, not its rules."""
+        self.counts[i] = 0
+        self.starts[i] = self.ends[i] = -1
+        self.more.pop(i, None)
+
+    def spans(self, i: int) -> list[Span]:
+        """Where chain ``i``'s rules sit, in order."""
+        if self.starts[i] < 0:
+            return []
+        first = (self.starts[i], self.ends[i], self.lines[i])
+        more = self.more.get(i)
+        return [first, *more] if more else [first]
+
+    def rule_count(self, name: str) -> int:
+        i = self.ids.get(name)
+        return self.counts[i] if i is not None else 0
+
+    def head(self, name: str, i: int) -> ChainHead:
+        packets, nbytes = self.counters.get(i, (0, 0))
+        return ChainHead(name, self.policies.get(i), packets, nbytes, i not in self.undeclared, self.counts[i],
+                         self.spans(i))
+
+    def __getitem__(self, name: str) -> ChainHead:
+        return self.head(name, self.ids[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.ids
+
+    def __delitem__(self, name: str) -> None:
+        del self.ids[name]
+
+
 ChainLoader = Callable[[str, ChainHead], tuple[Rule, ...]]  # (table name, head) -> the chain's rules
 
 
@@ -168,6 +282,8 @@ class Table:
         return name in self.heads
 
     def rule_count(self, name: str) -> int:
+        if isinstance(self.heads, ChainIndex):
+            return self.heads.rule_count(name)
         head = self.heads.get(name)
         return head.rule_count if head is not None else 0
 
@@ -223,6 +339,12 @@ class TextIndex(Protocol):
 
     def first_comments(self, table: str, prefixes: tuple[str, ...]) -> Mapping[str, str | None]:
         """The comment of the first rule of each chain whose name starts with one of ``prefixes``."""
+
+    def first_comment(self, table: str, name: str) -> str | None:
+        """The comment of the first commented rule of one chain."""
+
+    def each_first_comment(self, table: str, prefixes: tuple[str, ...]) -> Iterator[tuple[str, str | None]]:
+        """``first_comments``' items one at a time, not kept."""
 
     def first_comments_mentioning(self, table: str, needle: str,
                                   prefixes: tuple[str, ...]) -> Mapping[str, str | None]:
@@ -291,6 +413,26 @@ class IptablesDump:
                     for name in t.heads if name.startswith(prefixes)}
         return t.memoized(f"comments{prefixes}", build)
 
+    def first_comment(self, table: str, name: str) -> str | None:
+        """The comment of the first commented rule of one chain (None: no such chain, or no comment)."""
+        t = self.tables.get(table)
+        if t is None or not t.has(name):
+            return None
+        if self._text_index is not None:
+            return self._text_index.first_comment(table, name)
+        chain = t.chain(name)
+        return next((r.comment for r in chain.rules if r.comment), None) if chain is not None else None
+
+    def each_first_comment(self, table: str, prefixes: tuple[str, ...]) -> Iterator[tuple[str, str | None]]:
+        """``first_comments``' items one at a time: from a big dump's text, without keeping 100,000 comments
+        (an index built from them keeps what it needs)."""
+        t = self.tables.get(table)
+        if t is None:
+            return iter(())
+        if self._text_index is None or f"comments{prefixes}" in t.memo:
+            return iter(self.first_comments(table, prefixes).items())
+        return self._text_index.each_first_comment(table, prefixes)
+
     def first_comments_mentioning(self, table: str, needle: str,
                                   prefixes: tuple[str, ...]) -> Mapping[str, str | None] | None:
         """``first_comments`` of the chains whose rules mention ``needle`` (and maybe a few more), in the
@@ -305,4 +447,5 @@ class IptablesDump:
 
     @property
     def rule_count(self) -> int:
-        return sum(h.rule_count for t in self.tables.values() for h in t.heads.values())
+        return sum(sum(t.heads.counts) if isinstance(t.heads, ChainIndex)
+                   else sum(h.rule_count for h in t.heads.values()) for t in self.tables.values())

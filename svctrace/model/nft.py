@@ -73,22 +73,22 @@ class _ByName(Mapping[str, NftChain], Generic[H]):
         return name in self._heads
 
 
-class ChainHeads(_ByName[NftChain | None]):
+class ChainHeads(_ByName[object]):
     """A big table's chains without their rules, where a chain that is only a name (all but the base chains
     of kube-proxy's table: 110,000 at 10k Services) is kept as its name and made an NftChain when asked for."""
 
     __slots__ = ("_heads",)
 
-    def __init__(self, heads: Mapping[str, NftChain | None]) -> None:
-        self._heads = heads  # None: a chain with nothing but its name
+    def __init__(self, heads: Mapping[str, object]) -> None:
+        self._heads = heads  # an NftChain, or anything else (the reader's) for a chain with nothing but its name
 
     def __getitem__(self, name: str) -> NftChain:
         got = self._heads[name]
-        return got if got is not None else NftChain(name)
+        return got if isinstance(got, NftChain) else NftChain(name)
 
     def described(self) -> Iterator[NftChain]:
         """The chains with more than a name (a hook, type, priority, policy or comment)."""
-        return (c for c in self._heads.values() if c is not None)
+        return (c for c in self._heads.values() if isinstance(c, NftChain))
 
 
 class LazyChains(_ByName[NftChain]):

@@ -197,6 +197,17 @@ class Snapshot:
         the ``keep_chains`` chains used last typed, not every chain the sweep reads."""
         for lazy in self.lazy_api:
             lazy.prepare("namespace" if lazy.kind == "Pod" else "service")
+        self._keep_typed(keep_chains)
+
+    def end_sweep(self, keep_chains: int = 2048) -> None:
+        """A sweep's share is done: what it kept for the Services coming next (typed chains, a namespace's pods)
+        is let go, so that what comes after (the other workers' answers) fills that memory, not more."""
+        self._index.pop("recent", None)
+        self._keep_typed(0)
+        self._keep_typed(keep_chains)
+
+    def _keep_typed(self, keep_chains: int) -> None:
+        """Each table keeps at most the ``keep_chains`` chains used last typed."""
         tables: list[Any] = [t for d in (self.iptables, self.ip6tables) if d is not None for t in d.tables.values()]
         tables += [t.chains for t in self.nft.tables] if self.nft is not None else []
         for table in tables:

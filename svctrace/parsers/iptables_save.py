@@ -19,10 +19,11 @@ once, so every line is checked before anything is answered; big dumps are read w
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from svctrace.errors import InputError
-from svctrace.model.iptables import Chain, ChainHead, IptablesDump, Rule, Table
+from svctrace.model.iptables import Chain, ChainHead, ChainIndex, IptablesDump, Rule, Table
 from svctrace.parsers.iptables_kube import kube_rule
 from svctrace.parsers.iptables_options import RuleBuilder
 from svctrace.parsers.iptables_typing import Typer, comment_of
@@ -53,16 +54,13 @@ _IPV6_ADDRESS = re.compile(r" -[sd] [0-9A-Fa-f.]*:")
 # Parsed pieces a dump keeps shared before starting afresh (bounds memory on the biggest tables).
 _MAX_SHARED = 200_000
 
-Span = tuple[int, int, int]  # (start, end) offsets of -A lines in the text, and the first one's line number
-
-
 @dataclass(slots=True)
 class _TableDraft:
     name: str
     line: int
     start: int  # offset of the "*table" line
     end: int = -1  # offset of its COMMIT line
-    chains: dict[str, ChainHead] = field(default_factory=dict)
+    chains: ChainIndex = field(default_factory=ChainIndex)
     implicit: bool = False  # opened without a "*table" line (the parser's ``table``): closed without COMMIT
 
 
@@ -83,15 +81,6 @@ def _chain_declaration(text: str) -> tuple[str, str | None, int, int]:
     return name, (None if parts[1] == "-" else parts[1]), packets, nbytes
 
 
-def _declare(chains: dict[str, ChainHead], name: str, policy: str | None, packets: int, nbytes: int) -> None:
-    """A ``:CHAIN`` line: the chain declared (again: the last declaration's policy and counters count)."""
-    old = chains.get(name)
-    if old is None:
-        chains[name] = ChainHead(name, policy, packets, nbytes, True)
-    else:
-        old.policy, old.packets, old.bytes, old.declared = policy, packets, nbytes, True
-
-
 def _counters(text: str, what: str) -> tuple[int, int]:
     m = _COUNTERS.match(text)
     if m is None:
@@ -103,7 +92,7 @@ class _Indexer:
     """One pass over the text: tables, chains and where each chain's rules are. The text may come in pieces
     (``feed``, each ending at a line's end, then ``close``): offsets are kept from the start of them all."""
 
-    __slots__ = ("text", "base", "number", "tables", "header", "current", "_last", "implicit")
+    __slots__ = ("text", "base", "number", "tables", "header", "current", "implicit")
 
     def __init__(self, implicit: str | None = None) -> None:
         self.text = ""  # the piece being read
@@ -112,7 +101,6 @@ class _Indexer:
         self.tables: dict[str, _TableDraft] = {}
         self.header: Header | None = None
         self.current: _TableDraft | None = None
-        self._last: ChainHead | None = None  # the chain of the previous rule; reset when chains change
         # The table of text without "*table" lines (`iptables -S`, a pasted fragment): opened at the first
         # line that needs a table and closed at the end.
         self.implicit = implicit
@@ -127,15 +115,11 @@ class _Indexer:
         table = self.current or self._table()
         if table is None:
             raise Fail("rule outside a table (no '*table' line before it)", HINT_RESAVE)
-        chain = self._last
-        if chain is None or chain.name != chain_name:
-            chain = table.chains.get(chain_name)
-            if chain is None:
-                # iptables-restore would refuse this; keep the chain and record that it was implicit
-                chain = table.chains[chain_name] = ChainHead(chain_name, None, 0, 0, declared=False)
-            self._last = chain
-        chain.spans.append((self.base + start, self.base + end, line))
-        chain.rule_count += count
+        chains = table.chains
+        i = chains.ids.get(chain_name)
+        if i is None:  # iptables-restore would refuse this; keep the chain and record that it was implicit
+            i = chains.add(chain_name, declared=False)
+        chains.run(i, self.base + start, self.base + end, line, count)
 
     def line(self, line: str, number: int, start: int, end: int) -> None:
         """Dispatch one stripped, non-blank line that is not in a run of rules."""
@@ -181,7 +165,7 @@ class _Indexer:
             name, policy, packets, nbytes = parts[0], (None if parts[1] == "-" else parts[1]), 0, 0
         else:
             name, policy, packets, nbytes = _chain_declaration(line)
-        _declare(table.chains, name, policy, packets, nbytes)
+        table.chains.declare(name, policy, packets, nbytes)
 
     def table(self, line: str, number: int, start: int) -> None:
         name = line[1:].strip()
@@ -196,7 +180,6 @@ class _Indexer:
             raise Fail(f"table {name} appears twice",
                        "give each iptables-save output its own file (IPv4 and IPv6 apart)")
         self.current = _TableDraft(name, number, self.base + start)
-        self._last = None
 
     def commit(self, start: int) -> None:
         if self.current is None:
@@ -204,7 +187,6 @@ class _Indexer:
         self.current.end = self.base + start
         self.tables[self.current.name] = self.current
         self.current = None
-        self._last = None
 
     def command(self, line: str) -> None:
         """``-N CHAIN`` declares, ``-X CHAIN`` deletes an empty chain, ``-F [CHAIN]`` flushes (restore inputs);
@@ -214,37 +196,33 @@ class _Indexer:
             raise Fail(f"command outside a table: {short(line)}", HINT_RESAVE)
         words = line.split()
         cmd, args = words[0], words[1:]
-        self._last = None
+        chains = table.chains
         if cmd in ("-P", "--policy"):
             if len(args) != 2:
                 raise Fail(f"{cmd} takes a chain and a policy")
-            old = table.chains.get(args[0])
-            if old is None:
-                table.chains[args[0]] = ChainHead(args[0], args[1], 0, 0, declared=True)
-            else:
-                old.policy = args[1]
+            i = chains.ids.get(args[0])
+            chains.set_policy(chains.add(args[0], declared=True) if i is None else i, args[1])
             return
         if cmd in ("-N", "--new-chain", "-X", "--delete-chain"):
             if len(args) != 1:
                 raise Fail(f"{cmd} takes one chain name")
             name = args[0]
-            chain = table.chains.get(name)
+            i = chains.ids.get(name)
             if cmd in ("-N", "--new-chain"):
-                if chain is None:
-                    table.chains[name] = ChainHead(name, None, 0, 0, declared=True)
-            elif chain is not None:
-                if chain.rule_count:
+                if i is None:
+                    chains.add(name, declared=True)
+            elif i is not None:
+                if chains.counts[i]:
                     raise Fail(f"-X {name} deletes a chain that has rules in this dump",
                                "iptables-restore would refuse this too; fix the file or re-run iptables-save")
-                del table.chains[name]
+                del chains[name]
             return
         if cmd in ("-F", "--flush"):
             if len(args) > 1:
                 raise Fail(f"{cmd} takes at most one chain name")
-            for chain in table.chains.values():
-                if not args or chain.name == args[0]:
-                    chain.spans = []
-                    chain.rule_count = 0
+            for name, i in chains.ids.items():
+                if not args or name == args[0]:
+                    chains.flush(i)
             return
         raise Fail(f"unsupported command {short(cmd)} in a dump (only -A, -N, -X and -F are read)",
                    "give the output of iptables-save, which writes every rule as -A")
@@ -258,13 +236,13 @@ class _Indexer:
         number = self.number  # the line number at ``pos``
         others, count = self._others, text.count
         chains = self.current.chains if self.current is not None else None  # the current table's, while open
-        last: ChainHead | None = None
+        last, i = "", 0  # the previous run's chain, by name and number
         for m in _BLOCK.finditer(text):
             start, end = m.span()
             if start != pos:
                 number = others(pos, start, number)
                 chains = self.current.chains if self.current is not None else None
-                last = None
+                last = ""
             if not plain:  # odd spacing: line by line, stripped like the rest
                 number = others(start, end, number)
                 pos = end
@@ -277,19 +255,14 @@ class _Indexer:
                 except Fail as exc:
                     raise _At(number, exc) from None
                 chains = self.current.chains if self.current is not None else None
-                last = None
-            else:  # kube-proxy's shape, inline: this loop runs once per chain, 100,000 times at 10k Services
-                if last is None or last.name != name:
-                    last = chains.get(name)
-                    if last is None:
-                        # iptables-restore would refuse this; keep the chain and record that it was implicit
-                        last = chains[name] = ChainHead(name, None, 0, 0, declared=False)
-                spans = last.spans
-                if start == 0 and spans and spans[-1][1] == base:  # a run cut where the previous piece ended
-                    spans[-1] = (spans[-1][0], base + end, spans[-1][2])
-                else:
-                    spans.append((base + start, base + end, number))
-                last.rule_count += n
+                last = ""
+            else:  # kube-proxy's shape: this loop runs once per chain, 100,000 times at 10k Services
+                if last != name:
+                    got = chains.ids.get(name)
+                    # iptables-restore would refuse an undeclared chain; keep it and record that it was implicit
+                    i = chains.add(name, declared=False) if got is None else got
+                    last = name
+                chains.run(i, base + start, base + end, number, n)
             number += n
             pos = end
         self.number = others(pos, len(text), number)
@@ -344,10 +317,10 @@ class _Indexer:
         if len(found) != lines:
             return None
         assert self.current is not None
-        chains = self.current.chains
+        declare = self.current.chains.declare
         for name, policy, packets, nbytes in found:
-            _declare(chains, name, None if policy == "-" else policy, int(packets) if packets != "0" else 0,
-                     int(nbytes) if nbytes != "0" else 0)
+            declare(name, None if policy == "-" else policy, int(packets) if packets != "0" else 0,
+                    int(nbytes) if nbytes != "0" else 0)
         return run_end, lines
 
 
@@ -423,7 +396,9 @@ class _TextIndex:
         got = self._targets.get(table)
         if got is None:
             t = self.drafts.get(table)
-            got = frozenset(_TARGET.findall(self.text, t.start, t.end)) if t is not None else frozenset()
+            # one name at a time into the set: a list of every -j's name first was 30 MB at 10k Services
+            got = frozenset(m.group(1) for m in _TARGET.finditer(self.text, t.start, t.end)) if t is not None \
+                else frozenset()
             self._targets[table] = got
         return got
 
@@ -431,15 +406,27 @@ class _TextIndex:
         key = (table, prefixes)
         got = self._comments.get(key)
         if got is None:
-            got = self._comments[key] = {}
-            t = self.drafts.get(table)
-            for name, head in (t.chains.items() if t is not None else ()):
-                if name.startswith(prefixes):
-                    got[name] = self._first_comment(head)
+            got = self._comments[key] = dict(self.each_first_comment(table, prefixes))
         return got
 
-    def _first_comment(self, head: ChainHead) -> str | None:
-        for start, end, _line in head.spans:
+    def each_first_comment(self, table: str, prefixes: tuple[str, ...]) -> Iterator[tuple[str, str | None]]:
+        got = self._comments.get((table, prefixes))
+        if got is not None:
+            yield from got.items()
+            return
+        t = self.drafts.get(table)
+        chains = t.chains if t is not None else ChainIndex()
+        for name, i in chains.ids.items():
+            if name.startswith(prefixes):
+                yield name, self._first_comment(chains, i)
+
+    def first_comment(self, table: str, name: str) -> str | None:
+        t = self.drafts.get(table)
+        i = t.chains.ids.get(name) if t is not None else None
+        return self._first_comment(t.chains, i) if t is not None and i is not None else None
+
+    def _first_comment(self, chains: ChainIndex, i: int) -> str | None:
+        for start, end, _line in chains.spans(i):
             m = _COMMENT.search(self.text, start, end)
             if m is not None:
                 return m.group(1) if m.group(1) is not None else m.group(2)
@@ -467,7 +454,7 @@ class _TextIndex:
             at = text.find(needle, end, t.end)
         if not hits:
             return {}
-        return {name: self._first_comment(head) for name, head in t.chains.items() if name in hits}
+        return {name: self._first_comment(t.chains, i) for name, i in t.chains.ids.items() if name in hits}
 
 
 def parse(text: str, source: str = "<input>", family: int | None = None, *, eager: bool = True,

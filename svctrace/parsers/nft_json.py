@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from array import array
+from bisect import bisect_right
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,6 +220,7 @@ def _elem_comment(key: Any) -> str | None:
 # nft -j list ruleset
 
 
+_BLOCK = 16384  # bytes of rules' text compressed together (decompressed again in ~50 us)
 _RUN_BITS = 20  # a chain's rules in one run: at most 1,048,575 of them
 _RUN_MASK = (1 << _RUN_BITS) - 1
 
@@ -232,17 +235,30 @@ class TableBuilder:
     family: str
     name: str
     comment: str | None = None
-    chains: dict[str, NftChain | None] = field(default_factory=dict)  # None: a chain that is only its name
+    # None (or, read in place, its rules' numbers): a chain that is only its name
+    chains: dict[str, NftChain | int | list[int] | None] = field(default_factory=dict)
     rules: dict[str, list[NftRule]] = field(default_factory=dict)
     sets: dict[str, NftSet] = field(default_factory=dict)
     maps: dict[str, NftSet] = field(default_factory=dict)
-    # JSON read in place: where each rule object starts in ``text`` (in the order read), and per chain which of
-    # them are its rules, typed when the chain is used: ``first << 20 | count`` while they come one after
-    # another (as `nft -j` lists them), else their numbers (200,000 rules in 110,000 chains at 10k Services:
-    # one int per chain instead of a list of offsets, ~11 MB less)
-    text: str = ""
+    # JSON read in place: each rule object is kept as its text, without the members its chain says already
+    # (family, table, chain), one after another (UTF-8), in blocks of about _BLOCK bytes compressed as each
+    # fills (``blocks``; ``block`` is the one filling): at 10k Services 4 MB, where that text is 47 MB and the
+    # whole document, not kept, 91 MB. ``starts``: where each one starts in that text, in the order read (the
+    # next one's start is its end); ``block_starts``: where each block does (a Service's chains are written
+    # together: its rules are in a block or two). Per chain which of them are its rules, typed when the chain is
+    # used: ``first << 20 | count`` while they come one after another (as `nft -j` lists them), else their
+    # numbers (200,000 rules in 110,000 chains at 10k Services: one int per chain instead of a list of offsets,
+    # ~11 MB less). A chain that is only a name keeps that in ``chains`` in place of None (no second dict of
+    # 110,000 names: ~14 MB less); ``at`` holds those of the few chains with more than a name.
+    blocks: list[bytes] = field(default_factory=list)
+    block: bytearray = field(default_factory=bytearray)
+    block_starts: array[int] = field(default_factory=lambda: array("q", [0]))
+    size: int = 0  # of the text kept
+    _opened: dict[int, bytes] = field(default_factory=dict)  # blocks read last, decompressed
     starts: array[int] = field(default_factory=lambda: array("q"))
     at: dict[str, int | list[int]] = field(default_factory=dict)
+    lazy: bool = False  # rules were read in place (add_rule_at)
+    _prefix: tuple[str, str] = ("", "")  # (a chain, how each of its rule items starts as `nft -j` writes it)
 
     def add_rule(self, chain: str, handle: int | None, text: str, comment: str | None, *,
                  prepend: bool = False) -> None:
@@ -256,45 +272,98 @@ class TableBuilder:
         else:
             rules.append(rule)
 
-    def add_rule_at(self, chain: str, start: int) -> None:
-        """A rule object at ``start`` of the JSON text, typed when its chain is first used."""
-        if chain not in self.chains:
-            self.chains[chain] = None
+    def add_chain(self, name: str, head: NftChain | None) -> None:
+        """A chain item (None: a chain that is only its name); again: the last one counts, its rules stay."""
+        got = self.chains.get(name)
+        if head is None and isinstance(got, NftChain):
+            self.chains[name] = self.at.pop(name, None)
+        elif head is None:
+            self.chains[name] = got  # (inserted, or its rules kept where they are)
+        else:
+            if got is not None and not isinstance(got, NftChain):
+                self.at[name] = got
+            self.chains[name] = head
+
+    def add_rule_at(self, chain: str, text: str, start: int, end: int, rule: Mapping[str, Any]) -> None:
+        """The rule item at text[start:end] (``{"rule": rule}``), kept to be typed when its chain is first used."""
+        self.lazy = True
+        if chain != self._prefix[0]:
+            self._prefix = (chain, f'{{"rule": {{"family": {_json_text(self.family)}, "table": '
+                                   f'{_json_text(self.name)}, "chain": {_json_text(chain)}, ')
+        prefix = self._prefix[1]
         n = len(self.starts)
-        self.starts.append(start)
-        got = self.at.get(chain)
+        self.starts.append(self.size)
+        block = self.block
+        before = len(block)
+        if text.startswith(prefix, start) and text.startswith("}}", end - 2):
+            # {"rule": {"family": F, "table": T, "chain": C, MEMBERS}} -> {MEMBERS}
+            block += b"{"
+            block += text[start + len(prefix):end - 1].encode()
+        else:  # spelled otherwise: written again, the same values
+            block += json.dumps(rule, separators=(",", ":")).encode()
+        self.size += len(block) - before
+        if len(block) >= _BLOCK:
+            self._seal()
+        head = self.chains.get(chain)
+        where: dict[str, Any] = self.at if isinstance(head, NftChain) else self.chains
+        got = where.get(chain)
         if got is None:
-            self.at[chain] = n << _RUN_BITS | 1
+            where[chain] = n << _RUN_BITS | 1
         elif isinstance(got, int) and (got >> _RUN_BITS) + (got & _RUN_MASK) == n and got & _RUN_MASK < _RUN_MASK:
-            self.at[chain] = got + 1
+            where[chain] = got + 1
         else:
             if isinstance(got, int):
-                got = self.at[chain] = list(_rule_numbers(got))
+                got = where[chain] = list(_rule_numbers(got))
             got.append(n)
 
+    def _seal(self) -> None:
+        """The filling block compressed and kept; the next one starts."""
+        if self.block:
+            self.blocks.append(zlib.compress(self.block, 1))
+            self.block_starts.append(self.size)
+            self.block = bytearray()
+
+    def _rule_text(self, n: int) -> bytes:
+        """Rule number ``n`` as kept (its block decompressed, and kept a while: the next rules are likely there)."""
+        start = self.starts[n]
+        end = self.starts[n + 1] if n + 1 < len(self.starts) else self.size
+        k = bisect_right(self.block_starts, start, 0, len(self.blocks)) - 1
+        data = self._opened.get(k)
+        if data is None:
+            if len(self._opened) >= 4:
+                del self._opened[next(iter(self._opened))]
+            data = self._opened[k] = zlib.decompress(self.blocks[k])
+        base = self.block_starts[k]
+        return data[start - base:end - base]
+
+    def _run(self, chain: str) -> int | list[int] | None:
+        got = self.chains.get(chain)
+        return self.at.get(chain) if isinstance(got, NftChain) else got
+
     def _numbers(self, chain: str) -> Iterable[int]:
-        got = self.at.get(chain)
+        got = self._run(chain)
         return () if got is None else _rule_numbers(got) if isinstance(got, int) else got
 
     def _count(self, chain: str) -> int:
-        got = self.at.get(chain)
+        got = self._run(chain)
         return 0 if got is None else got & _RUN_MASK if isinstance(got, int) else len(got)
 
     def _load(self, chain: str) -> tuple[NftRule, ...]:
         out: list[NftRule] = []
         for i, n in enumerate(self._numbers(chain), start=1):
-            obj = _DECODER.raw_decode(self.text, self.starts[n])[0]["rule"]  # read and checked once already
+            obj = json.loads(self._rule_text(n))  # read and checked once already
             text = render_rule(obj.get("expr") or [], self.family)
             out.append(NftRule(chain, obj.get("handle"), i, text, obj.get("comment"), parse_statements(text)))
         return tuple(out)
 
     def build(self) -> NftTable:
         chains: dict[str, NftChain] = {}
-        if self.at:
-            lazy = LazyChains(ChainHeads(dict(self.chains)), self._load, count=self._count)
+        if self.lazy:  # (the builder's own dict: a copy of 110,000 names was 5 MB more)
+            self._seal()
+            lazy = LazyChains(ChainHeads(self.chains), self._load, count=self._count)
             return NftTable(self.family, self.name, lazy, dict(self.sets), dict(self.maps), self.comment)
         for name, head in self.chains.items():
-            chain = head if head is not None else NftChain(name)
+            chain = head if isinstance(head, NftChain) else NftChain(name)
             rules = tuple(NftRule(r.chain, r.handle, i, r.text, r.comment, r.stmts)
                           for i, r in enumerate(self.rules.get(name, ()), start=1))
             chains[name] = NftChain(name, rules, chain.type, chain.hook, chain.priority, chain.policy, chain.comment)
@@ -344,10 +413,11 @@ _ITEMS_START = re.compile(r'\s*\{\s*"nftables"\s*:\s*\[')  # (match() anchors it
 _CLOSE = re.compile(r"\s*\}")
 _BETWEEN = re.compile(r"\s*(,?)\s*")
 _DECODER = json.JSONDecoder()
+_json_text = json.encoder.encode_basestring  # a str as JSON writes it (non-ASCII as is, as `nft -j` writes it)
 
 
-def _items(text: str, source: str) -> Iterator[tuple[int | None, Any]]:
-    """(where it starts in ``text``, item) for each item of the top-level "nftables" list.
+def _items(text: str, source: str) -> Iterator[tuple[int | None, int, Any]]:
+    """(where it starts and ends in ``text``, item) for each item of the top-level "nftables" list.
 
     ``nft -j`` writes one object whose first member is that list: its items are decoded one at a time, in
     place (never a list of 300,000 objects at once), and their offsets let a rule be read again when its
@@ -356,14 +426,14 @@ def _items(text: str, source: str) -> Iterator[tuple[int | None, Any]]:
     has no offsets."""
     m = _ITEMS_START.match(text)
     if m is None:
-        yield from ((None, item) for item in _whole(text, source))
+        yield from ((None, 0, item) for item in _whole(text, source))
         return
     at: int | None = m.end()
     while at is not None:
         at = yield from _document(text, at, source)
 
 
-def _document(text: str, pos: int, source: str) -> Generator[tuple[int | None, Any], None, int | None]:
+def _document(text: str, pos: int, source: str) -> Generator[tuple[int | None, int, Any], None, int | None]:
     """The items of one ``{"nftables": [...]}`` object from just after its "["; where the next one's items
     start (None at the end of the text)."""
     first = True
@@ -395,7 +465,7 @@ def _document(text: str, pos: int, source: str) -> Generator[tuple[int | None, A
             raise _at(text, exc.pos, exc.msg, source) from None
         except RecursionError:
             raise _at(text, pos, "nested deeper than svctrace reads", source) from None
-        yield pos, item
+        yield pos, end, item
         pos, first = end, False
 
 
@@ -434,7 +504,7 @@ def parse_nft_json(text: str, source: str) -> NftRuleset:
             got = tables[fam, name] = TableBuilder(fam, name)
         return got
 
-    for n, (start, item) in enumerate(_items(text, source)):
+    for n, (start, end, item) in enumerate(_items(text, source)):
         # (type() first: what json decodes an object to, without the ABC's isinstance for each of them)
         if not (type(item) is dict or isinstance(item, Mapping)) or len(item) != 1:
             raise InputError(f"nftables[{n}] is not an object with one key", JSON_HINT, path=source)
@@ -450,8 +520,7 @@ def parse_nft_json(text: str, source: str) -> NftRuleset:
                 if not isinstance(expr, list):
                     raise InputError(f"nftables[{n}]: rule expr is not a list", JSON_HINT, path=source)
                 if start is not None:
-                    tb.text = text
-                    tb.add_rule_at(str(obj["chain"]), start)
+                    tb.add_rule_at(str(obj["chain"]), text, start, end, obj)
                 else:
                     tb.add_rule(str(obj["chain"]), obj.get("handle"), render_rule(expr, tb.family),
                                 obj.get("comment"))
@@ -461,7 +530,7 @@ def parse_nft_json(text: str, source: str) -> NftRuleset:
                 head = NftChain(name=str(obj["name"]), type=obj.get("type"), hook=obj.get("hook"),
                                 priority=prio if isinstance(prio, int) else None, policy=obj.get("policy"),
                                 comment=obj.get("comment"))
-                tb.chains[head.name] = head if head != NftChain(head.name) else None
+                tb.add_chain(head.name, head if head != NftChain(head.name) else None)
             elif kind == "table":
                 tb = table(obj, n, "name")
                 tb.comment = obj.get("comment", tb.comment)

@@ -56,18 +56,23 @@ def owner(comment: str | None) -> str | None:
     return comment.split(" ", 1)[0].split(":", 1)[0]
 
 
-def _owned(dump: IptablesDump) -> dict[str, list[tuple[str, str]]]:
-    """Service chains by the Service their comment names: built once per dump, not once per Service."""
+def _owned(dump: IptablesDump) -> dict[str, list[str]]:
+    """Service chains by the Service their comment names: built once per dump, not once per Service. Only the
+    chains' names are kept (the table's own strings): 111,000 comments were 20 MB in each ``audit`` worker."""
     nat = dump.table("nat")
     if nat is None:
         return {}
 
-    def build() -> dict[str, list[tuple[str, str]]]:
-        out: dict[str, list[tuple[str, str]]] = {}
-        for name, comment in dump.first_comments("nat", SERVICE_CHAIN_PREFIXES).items():
+    def build() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name, comment in dump.each_first_comment("nat", SERVICE_CHAIN_PREFIXES):
             who = owner(comment)
-            if who is not None and comment is not None:
-                out.setdefault(who, []).append((name, comment))
+            if who is not None:
+                names = out.get(who)
+                if names is None:
+                    out[who] = [name]
+                else:
+                    names.append(name)
         return out
     return nat.memoized("owners", build)
 
@@ -81,7 +86,7 @@ def _names_service(comment: str, svc: Service) -> bool:
 _ASKED_ALONE = 16
 
 
-def _owned_by(dump: IptablesDump, svc: Service) -> list[tuple[str, str]]:
+def _owned_by(dump: IptablesDump, svc: Service) -> list[str]:
     """This Service's chains by their comments: for the first few Services asked about, by searching the
     dump's text for its name (a few ms); after that, from the index of every chain's owner."""
     nat = dump.table("nat")
@@ -91,8 +96,7 @@ def _owned_by(dump: IptablesDump, svc: Service) -> list[tuple[str, str]]:
         found = dump.first_comments_mentioning("nat", svc.ref, SERVICE_CHAIN_PREFIXES)
         if found is not None:
             nat.memo["asked-alone"] = asked + 1
-            return [(name, comment) for name, comment in found.items()
-                    if comment is not None and owner(comment) == svc.ref]
+            return [name for name, comment in found.items() if owner(comment) == svc.ref]
     return _owned(dump).get(svc.ref, [])
 
 
@@ -101,9 +105,14 @@ def stale_chains(svc: Service, dump: IptablesDump, reached: set[str]) -> tuple[S
     nat = dump.table("nat")
     if nat is None:
         return ()
-    return tuple(StaleChain(table="nat", chain=name, comment=comment, rule_count=nat.rule_count(name))
-                 for name, comment in _owned_by(dump, svc)
-                 if name not in reached and _names_service(comment, svc))
+    out: list[StaleChain] = []
+    for name in _owned_by(dump, svc):
+        if name in reached:  # most are: their comments are not read again
+            continue
+        comment = dump.first_comment("nat", name)
+        if comment is not None and _names_service(comment, svc):
+            out.append(StaleChain(table="nat", chain=name, comment=comment, rule_count=nat.rule_count(name)))
+    return tuple(out)
 
 
 def current_suffixes(services: tuple[Service, ...]) -> set[str]:
@@ -118,15 +127,15 @@ def orphan_chains(dump: IptablesDump, services: tuple[Service, ...], current: se
     nat = dump.table("nat")
     if nat is None:
         return ()
-    comments = dump.first_comments("nat", SERVICE_CHAIN_PREFIXES)
-    left = {name: comment for name, comment in comments.items()
-            if not name.startswith(naming.IPT_ENDPOINT_PREFIX) and name.rsplit("-", 1)[-1] not in current}
+    # By name first: only the chains left have their comments read (not 100,000 of them kept at once).
+    left = [name for name in nat.heads if name.startswith(naming.IPT_SERVICE_PREFIXES)
+            and name.rsplit("-", 1)[-1] not in current]
     if left:  # only then: the older spelling of each unnamed port
         older = {naming.ipt_suffix(naming.service_port_name(s.namespace, s.name, "", colon=True), p.protocol)
                  for s in services for p in s.ports if not p.name}
-        left = {name: c for name, c in left.items() if name.rsplit("-", 1)[-1] not in older}
-    return tuple(StaleChain(table="nat", chain=name, comment=comment, rule_count=nat.rule_count(name))
-                 for name, comment in left.items())
+        left = [name for name in left if name.rsplit("-", 1)[-1] not in older]
+    return tuple(StaleChain(table="nat", chain=name, comment=dump.first_comment("nat", name),
+                            rule_count=nat.rule_count(name)) for name in left)
 
 
 def unreferenced_endpoint_chains(dump: IptablesDump) -> tuple[StaleChain, ...]:
@@ -135,7 +144,5 @@ def unreferenced_endpoint_chains(dump: IptablesDump) -> tuple[StaleChain, ...]:
     if nat is None:
         return ()
     targets = dump.targets("nat")
-    # the endpoint chains' among every Service chain's comments, as stale chains read them (not a second copy)
-    comments = dump.first_comments("nat", SERVICE_CHAIN_PREFIXES)
-    return tuple(StaleChain("nat", name, comment, nat.rule_count(name)) for name, comment in comments.items()
-                 if name.startswith(naming.IPT_ENDPOINT_PREFIX) and name not in targets)
+    return tuple(StaleChain("nat", name, dump.first_comment("nat", name), nat.rule_count(name))
+                 for name in nat.heads if name.startswith(naming.IPT_ENDPOINT_PREFIX) and name not in targets)

@@ -12,7 +12,7 @@ import pytest
 from svctrace.errors import InputError
 from svctrace.model.actions import UnknownStatement, Verdict
 from svctrace.model.matches import UnknownMatch
-from svctrace.model.nft import NftRuleset, NftTable
+from svctrace.model.nft import ChainHeads, NftRuleset, NftTable
 from svctrace.parsers.nft_json import parse_nft_json, render_rule
 from svctrace.parsers.nft_transaction import parse_nft_transaction
 from tests.shared_data import shared_dir
@@ -212,3 +212,80 @@ def test_rules_of_a_chain_that_do_not_come_together_keep_their_order() -> None:
     assert [r.comment for r in table.chains["b"].rules] == ["b1"]
     assert [r.comment for r in table.chains["c"].rules] == ["c1"]  # a chain only its rules name
     assert (table.rule_count("a"), table.rule_count("b"), table.rule_count("c"), table.rule_count("z")) == (3, 1, 1, 0)
+
+
+def test_rules_are_kept_without_what_their_chain_says_and_read_back_the_same() -> None:
+    """A big table keeps each rule item's text without its family, table and chain members (nft's own
+    spelling), or written again when spelled otherwise; either way its rules are the rules decoded whole."""
+    def rule(chain: str, handle: int, comment: str | None, *, first: str = "family") -> dict[str, object]:
+        inner: dict[str, object] = {"family": "ip", "table": "t", "chain": chain, "handle": handle,
+                                    "expr": [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},
+                                                        "right": "tcp"}}, {"accept": None}]}
+        if comment is not None:
+            inner["comment"] = comment
+        if first != "family":  # the same members in another order
+            inner = {first: inner.pop(first), **inner}
+        return {"rule": inner}
+
+    chains = ['svc-ns/a"b/tcp', "café-ns/x", "plain"]
+    doc = {"nftables": [{"table": {"family": "ip", "name": "t"}},
+                        *({"chain": {"family": "ip", "table": "t", "name": c}} for c in chains),
+                        rule(chains[0], 1, 'say "hi"'), rule(chains[0], 2, None), rule(chains[1], 3, "naïve"),
+                        rule(chains[2], 4, None, first="handle"), rule(chains[2], 5, "x", first="chain")]}
+    dense = json.dumps(doc, ensure_ascii=False)  # as `nft -j` writes it: one line, ", " and ": ", UTF-8
+    lazy, eager = parse_nft_json(dense, "f.json").tables[0], _eager(dense).tables[0]
+    assert not isinstance(eager.chains, type(lazy.chains))
+    assert {n: c.rules for n, c in lazy.chains.items()} == {n: c.rules for n, c in eager.chains.items()}
+    assert [r.comment for c in chains for r in lazy.chains[c].rules] == ['say "hi"', None, "naïve", None, "x"]
+    builder = lazy.chains._load.__self__  # type: ignore[attr-defined]
+    kept = b"".join(builder._rule_text(n) for n in range(len(builder.starts)))
+    assert b'"chain"' not in kept[:kept.index(b'"handle":4')]  # nft's spelling: the chain's members dropped
+    assert kept.count(b'"chain"') == 2  # spelled otherwise: the item written again whole
+
+
+def test_chain_items_after_their_rules_and_again_keep_rules_order_and_the_last_description() -> None:
+    """A plain chain's rules are kept where its name is (no second dict of names); a chain item that comes
+    after its rules, or again, with or without a hook, changes the chain's description, not its rules."""
+    def rule(chain: str, handle: int) -> dict[str, object]:
+        return {"rule": {"family": "ip", "table": "t", "chain": chain, "handle": handle, "expr": [{"accept": None}]}}
+
+    def chain(name: str, **more: object) -> dict[str, object]:
+        return {"chain": {"family": "ip", "table": "t", "name": name, **more}}
+
+    base = {"type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}
+    doc = {"nftables": [{"table": {"family": "ip", "name": "t"}}, rule("a", 1), chain("b", **base), rule("b", 2),
+                        rule("a", 3), chain("a", **base), chain("b"), rule("c", 4), chain("c"), rule("b", 5),
+                        chain("d", **base), chain("d", comment="again")]}
+    text = json.dumps(doc)
+    lazy, eager = parse_nft_json(text, "f.json").tables[0], _eager(text).tables[0]
+    assert not isinstance(eager.chains, type(lazy.chains))
+    assert list(lazy.chains) == list(eager.chains) == ["a", "b", "c", "d"]
+    assert {n: c for n, c in lazy.chains.items()} == {n: c for n, c in eager.chains.items()}
+    assert [[r.handle for r in lazy.chains[n].rules] for n in "abcd"] == [[1, 3], [2, 5], [4], []]
+    heads = lazy.heads()
+    assert isinstance(heads, ChainHeads)
+    assert [(c.name, c.hook, c.comment) for c in heads.described()] == [("a", "prerouting", None), ("d", None, "again")]
+    assert [lazy.rule_count(n) for n in "abcdz"] == [2, 2, 1, 0, 0]
+
+
+def test_rules_kept_in_compressed_blocks_read_back_in_any_order() -> None:
+    """Rules are kept in compressed blocks (a few decompressed at a time): many chains over many blocks, read
+    in an order unlike the document's, give the rules decoded whole."""
+    chains = [f"endpoint-{i:05d}-ns{i % 7}/svc{i}/tcp/http__10.0.{i // 250}.{i % 250}/8080" for i in range(1500)]
+    doc = {"nftables": [{"table": {"family": "ip", "name": "t"}},
+                        *({"chain": {"family": "ip", "table": "t", "name": c}} for c in chains),
+                        *({"rule": {"family": "ip", "table": "t", "chain": c, "handle": 2 * i + k,
+                                    "comment": f"{c}#{k}",
+                                    "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip",
+                                                                                         "field": "saddr"}},
+                                                        "right": f"10.1.{i // 250}.{i % 250}"}},
+                                             {"jump": {"target": "mark-for-masquerade"}}]}}
+                          for i, c in enumerate(chains) for k in range(2))]}
+    text = json.dumps(doc)
+    lazy, eager = parse_nft_json(text, "f.json").tables[0], _eager(text).tables[0]
+    builder = lazy.chains._load.__self__  # type: ignore[attr-defined]
+    assert len(builder.blocks) > 10
+    assert sum(map(len, builder.blocks)) * 4 < builder.size  # compressed
+    order = sorted(chains, key=lambda c: (hash(c) % 97, c))  # jumping between blocks
+    assert [lazy.chains[c].rules for c in order] == [eager.chains[c].rules for c in order]
+    assert [r.comment for r in lazy.chains[chains[-1]].rules] == [f"{chains[-1]}#0", f"{chains[-1]}#1"]

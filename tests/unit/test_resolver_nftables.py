@@ -13,7 +13,8 @@ from svctrace.collectors.snapshot_dir import load_snapshot
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
 from svctrace.model.graph import Frontend
-from svctrace.model.nft import NftRuleset
+from svctrace.model.k8s import Service
+from svctrace.model.nft import NftChain, NftRuleset, NftTable
 from svctrace.model.snapshot import NodeFacts, Snapshot
 from svctrace.parsers.nft_json import parse_nft_json
 from svctrace.parsers.nft_transaction import parse_nft_transaction
@@ -190,6 +191,27 @@ def test_stale_chains_after_a_service_delete() -> None:
         nftables.stale_chains(svc, ruleset, set())
     assert [nftables.stale_chains(s, ruleset, set()) for s in (svc, *others)] == first
     assert len(first[0]) == 2 and first[1:] == [(), (), (), ()]
+
+
+
+def test_chains_named_after_a_service_by_search_and_by_index_with_dashes_in_names() -> None:
+    """The index is keyed by the Service's name alone: a namespace or a name with ``-`` in it, and one
+    Service's name that is another's namespace, give what searching every chain's name gives."""
+    names = ["service-AAAAAAAA-kube-system/kube-dns/udp/dns",
+             "endpoint-BBBBBBBB-kube-system/kube-dns/udp/dns__10.0.0.1/53", "service-CCCCCCCC-system/kube-dns/tcp/dns",
+             "service-DDDDDDDD-kube-dns/udp/tcp/p53",
+             "service-EEEEEEEE-ns/my-web/tcp/http", "endpoint-FFFFFFFF-ns/my-web/tcp/http__10.0.0.2/80",
+             "services", "service-GGGGGGGG-ns/web/tcp/http", "filter-prerouting"]
+    ruleset = NftRuleset((NftTable("ip", "kube-proxy", {n: NftChain(n) for n in names}),))
+    services = [Service(namespace=ns, name=n) for ns, n in (
+        ("kube-system", "kube-dns"), ("system", "kube-dns"), ("kube-dns", "udp"), ("dns", "udp"), ("ns", "my-web"),
+        ("ns", "web"), ("web", "tcp"), ("my", "web"), ("ns", "nothing"))]
+    searched = [nftables.stale_chains(s, ruleset, set()) for s in services]
+    for _ in range(nftables.ASK_ALONE):
+        nftables.stale_chains(services[-1], ruleset, set())
+    assert [nftables.stale_chains(s, ruleset, set()) for s in services] == searched
+    assert [[c.chain for c in found] for found in searched] == [  # "-system/kube-dns/" is in "kube-system/..." too
+        names[:2], names[:3], names[3:4], [names[0], names[1], names[3]], names[4:6], names[7:8], names[4:6], [], []]
 
 
 V6_API = """

@@ -98,3 +98,36 @@ def test_every_dump_gives_the_same_stale_chains_both_ways(path: Path) -> None:
     assert services, "a nat table whose chains name no Service"
     for svc in services[:iptables_names._ASKED_ALONE]:
         assert _stale(lazy, svc, set()) == _stale(whole, svc, set()), svc.ref
+
+
+@pytest.mark.parametrize("path", [*DUMPS, None], ids=lambda p: str(p.relative_to(FIXTURES)) if p else "crafted")
+def test_left_over_chains_are_the_same_read_from_the_text_or_from_the_rules(path: Path | None) -> None:
+    """audit's node-wide stale chains read a big dump's comments one chain at a time, by name."""
+    whole, lazy = _both(path.read_text() if path is not None else CRAFTED)
+    services = _services(whole)
+    for keep in (services, services[: len(services) // 2], []):  # fewer Services: more chains are left over
+        current = iptables_names.current_suffixes(tuple(keep))
+        got = iptables_names.orphan_chains(lazy, tuple(keep), current)
+        assert got == iptables_names.orphan_chains(whole, tuple(keep), current)
+        assert all(c.comment == whole.first_comments("nat", iptables_names.SERVICE_CHAIN_PREFIXES)[c.chain]
+                   for c in got)
+    assert iptables_names.unreferenced_endpoint_chains(lazy) == iptables_names.unreferenced_endpoint_chains(whole)
+    if path is None:  # the old endpoint chain is still jumped to; without its Service chain's rule it is not
+        assert iptables_names.unreferenced_endpoint_chains(lazy) == ()
+        cut = "\n".join(line for line in CRAFTED.split("\n") if not line.startswith("-A KUBE-SVC-OLD"))
+        assert [(c.chain, c.comment, c.rule_count) for c in iptables_names.unreferenced_endpoint_chains(
+            _both(cut)[1])] == [("KUBE-SEP-OLDOLDOLDOLDOLDO", "ns/web:old", 1)]
+
+
+def test_the_owner_index_keeps_names_and_rereads_comments() -> None:
+    _whole, lazy = _both(CRAFTED)
+    for _ in range(iptables_names._ASKED_ALONE):
+        iptables_names.stale_chains(Service(namespace="ns", name="x", ports=()), lazy, set())
+    web = Service(namespace="ns", name="web", ports=(ServicePort(name="http", port=80),))
+    got = iptables_names.stale_chains(web, lazy, {"KUBE-SVC-AAAAAAAAAAAAAAAA"})
+    assert [(c.chain, c.comment, c.rule_count) for c in got] == [
+        ("KUBE-SVC-OLDOLDOLDOLDOLDO", "ns/web:old", 1), ("KUBE-SEP-OLDOLDOLDOLDOLDO", "ns/web:old", 1),
+        ("KUBE-SEP-CCCCCCCCCCCCCCCC", "ns/web:http", 1)]
+    assert lazy.table("nat").memo["owners"]["ns/web"] == [  # type: ignore[union-attr,index]
+        "KUBE-SVC-AAAAAAAAAAAAAAAA", "KUBE-SVC-OLDOLDOLDOLDOLDO", "KUBE-SEP-OLDOLDOLDOLDOLDO",
+        "KUBE-SEP-CCCCCCCCCCCCCCCC"]

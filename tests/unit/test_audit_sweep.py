@@ -1,0 +1,42 @@
+"""What an audit's sweep keeps between Services, and lets go when its share is done (Snapshot.end_sweep).
+
+The process that starts ``audit`` works through a share of the Services, then receives the other
+workers' answers: its typed chains and recent answers are let go first, so the answers fill that memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from svctrace.parsers.iptables_save import parse
+from tests.snapshots import make_snapshot
+
+DUMP = "*nat\n" + "".join(f":KUBE-SEP-{i:016d} - [0:0]\n" for i in range(6)) + "".join(
+    f"-A KUBE-SEP-{i:016d} -s 10.0.0.{i}/32 -j KUBE-MARK-MASQ\n" for i in range(6)) + "COMMIT\n"
+
+
+def test_a_sweep_keeps_typed_chains_and_recent_answers_until_its_share_is_done() -> None:
+    snapshot = replace(make_snapshot(), iptables=parse(DUMP, "t", 4, eager=False))
+    nat = snapshot.iptables.table("nat")  # type: ignore[union-attr]
+    assert nat is not None
+    names = [f"KUBE-SEP-{i:016d}" for i in range(6)]
+    snapshot.prepare_sweep(3)
+    first = nat.chain(names[5])
+    assert first is not None and nat.chain(names[5]) is first  # typed once, kept
+    built: list[int] = []
+
+    def build() -> int:
+        built.append(1)
+        return len(built)
+
+    assert snapshot.recent("k", build) == 1
+    assert snapshot.recent("k", build) == 1
+
+    snapshot.end_sweep(3)
+    again = nat.chain(names[5])
+    assert again == first and again is not first  # typed again: the sweep's copy was let go
+    assert snapshot.recent("k", build) == 2  # built again
+    a0 = nat.chain(names[0])
+    for name in names[1:4]:  # the bound is back: 3 kept, so the first of these 4 is typed again
+        nat.chain(name)
+    assert nat.chain(names[0]) is not a0 and nat.chain(names[3]) is nat.chain(names[3])
