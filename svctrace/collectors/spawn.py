@@ -358,6 +358,9 @@ class StartedNode:
             return gather(self, node_name)
         finally:
             self.cancel()
+            # What the commands printed is the node's files now: a caller that keeps this object (a read begun
+            # in two steps) must not keep a second reference to a 91 MB nftables document while it is parsed.
+            self.saves, self.nft, self.addresses, self.probe, self.conntrack = {}, None, None, None, None
 
 
 def _start_saves(netns: str | None, tables: tuple[str, ...],
