@@ -82,14 +82,17 @@ class LiveCollection:
                 "svctraceVersion": __version__}
 
 
-def _start_node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES, *, conntrack: bool = True) -> StartedNode:
+def _start_node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES, *, conntrack: bool = True,
+                documents: bool = False) -> StartedNode:
     """The node's reads, started now (before the Kubernetes client is imported and the API read), so that the
     kernel's saves run while svctrace starts; ``finish`` gathers them. ``conntrack``: its UDP entries too
-    (only the stale-UDP check of why-unreachable and audit reads them; capture writes them)."""
+    (only the stale-UDP check of why-unreachable and audit reads them; capture writes them). ``documents``:
+    the nftables tables' text too (capture writes it; the others keep only their ruleset)."""
     from svctrace.collectors.spawn import start_node
 
     deadline = time.monotonic() + opts.total_timeout if opts.total_timeout else None
-    kwargs: dict[str, Any] = {"netns": opts.netns, "tables": tables, "deadline": deadline, "conntrack": conntrack}
+    kwargs: dict[str, Any] = {"netns": opts.netns, "tables": tables, "deadline": deadline, "conntrack": conntrack,
+                              "nft_text": documents}
     if opts.proxy_mode_url is not None:
         kwargs["proxy_mode_url"] = opts.proxy_mode_url
     return start_node(**kwargs)
@@ -148,7 +151,7 @@ def _service(opts: LiveOptions, started: StartedNode, namespace: str | None, nam
 def live_all(opts: LiveOptions, namespace: str | None, *, documents: bool = False) -> LiveCollection:
     """Every Service in one namespace (or all) and this node's rules: what ``capture`` (with ``documents``, the
     objects as it writes them) and ``audit`` read."""
-    started = _start_node(opts)
+    started = _start_node(opts, documents=documents)
     try:
         from svctrace.collectors.kube import KubeCollector
 

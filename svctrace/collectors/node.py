@@ -34,7 +34,7 @@ from svctrace.model.snapshot import Missing, NodeFile
 from svctrace.parsers.detect import BackendDecision, count_ipvs_services
 from svctrace.parsers.ipvs import format_ipset_save, format_ipvsadm_save
 from svctrace.parsers.node import parse_ip_addr_json, parse_links
-from svctrace.parsers.node_read import ALL_TABLES, choose_iptables, kube_proxy_nft, meta_json
+from svctrace.parsers.node_read import ALL_TABLES, choose_iptables, kube_proxy_nft, kube_proxy_nft_read, meta_json
 from svctrace.parsers.snapshot import NodeInput, Probe
 
 KUBE_IPVS0 = "kube-ipvs0"
@@ -195,11 +195,16 @@ def gather(started: StartedNode, node_name: str | None) -> NodeInput:
             missing.append(Missing(f, "not root"))
     else:
         if started.nft is not None:
-            nft_text, nft_tables = kube_proxy_nft([(family, r.result()) for family, r in started.nft],
-                                                  where=where, warnings=warnings)
-            if nft_text is not None:
-                files[NodeFile.NFT] = nft_text
             node.where[NodeFile.NFT] = f"nft -j list table ip/ip6 kube-proxy{where}"
+            listed = [(r, r.run.result()) for r in started.nft]
+            if any(run.followed for _r, run in listed):  # read as written: the ruleset is kept, not the text
+                node.parsed[NodeFile.NFT], nft_tables = kube_proxy_nft_read(
+                    [(r.family, run, r.ruleset) for r, run in listed], where=where, warnings=warnings,
+                    source=node.source(NodeFile.NFT))
+            else:
+                files[NodeFile.NFT], nft_tables = kube_proxy_nft([(r.family, run) for r, run in listed],
+                                                                 where=where, warnings=warnings)
+            del listed
         else:
             missing.append(Missing(NodeFile.NFT, "nft is not installed"))
         if started.conntrack is not None:  # not asked for (svc, trace): neither read nor missing

@@ -27,7 +27,9 @@ from svctrace.parsers.commands import ALL_TABLES, LEGACY, NFT, NFT_FAMILIES, SAV
 
 if TYPE_CHECKING:
     from svctrace.collectors.conntrack import ConntrackCollection
+    from svctrace.model.nft import NftRuleset
     from svctrace.parsers.iptables_save import Stream
+    from svctrace.parsers.nft_json import NftJsonReader
     from svctrace.parsers.snapshot import NodeInput
 
 DEFAULT_PROXY_MODE_URL = "http://127.0.0.1:10249/proxyMode"
@@ -313,7 +315,9 @@ class StartedNode:
     the Kubernetes client is even imported, the kernel's reads overlap svctrace's own start."""
 
     def __init__(self, netns: str | None, tables: tuple[str, ...], deadline: float | None,
-                 proxy_mode_url: str, timeout: float, conntrack: bool = True) -> None:
+                 proxy_mode_url: str, timeout: float, conntrack: bool = True, nft_text: bool = True) -> None:
+        """``nft_text``: keep kube-proxy's nftables tables as `nft -j` text (capture writes it); otherwise
+        they are read as they are written and only their ruleset is kept (NodeInput.parsed)."""
         self.netns, self.tables, self.deadline = netns, tables, deadline
         self.proxy_mode_url, self.timeout = proxy_mode_url, timeout
         self.root = os.geteuid() == 0
@@ -326,12 +330,11 @@ class StartedNode:
             # Conntrack entries are for the stale-UDP check only: `svc` and `trace` do not read them.
             self.conntrack = Conntrack(netns) if self.root and conntrack else None
             self.saves: dict[tuple[str, int], _Save] = {}
-            self.nft: list[tuple[str, Started]] | None = None
+            self.nft: list[NftList] | None = None
             if self.root:
                 self.saves = _start_saves(netns, tables, _legacy_tables(netns))
                 if shutil.which("nft") is not None:
-                    self.nft = [(family, Started(["nft", "-j", "list", "table", family, "kube-proxy"], netns))
-                                for family in NFT_FAMILIES]
+                    self.nft = [NftList(family, netns, keep_text=nft_text) for family in NFT_FAMILIES]
         except BaseException:
             self.cancel()
             raise
@@ -342,7 +345,7 @@ class StartedNode:
         """Stop whatever still runs (the collection failed elsewhere)."""
         for started in (getattr(self, "probe", None), getattr(self, "addresses", None),
                         *getattr(self, "saves", {}).values(),
-                        *(r for _f, r in (getattr(self, "nft", None) or ()))):
+                        *(r.run for r in (getattr(self, "nft", None) or ()))):
             if started is not None:
                 started.cancel()
         conntrack: Conntrack | None = getattr(self, "conntrack", None)
@@ -361,6 +364,37 @@ class StartedNode:
             # What the commands printed is the node's files now: a caller that keeps this object (a read begun
             # in two steps) must not keep a second reference to a 91 MB nftables document while it is parsed.
             self.saves, self.nft, self.addresses, self.probe, self.conntrack = {}, None, None, None, None
+
+
+class NftList:
+    """``nft -j list table FAMILY kube-proxy``, started. Unless its text is kept (capture writes it), what it
+    prints is read as it is written (svctrace.parsers.nft_json.NftJsonReader), so that a 10,000-Service
+    table (a 91 MB document) is never held whole, nor as bytes and as text at once."""
+
+    __slots__ = ("family", "run", "_reader", "source")
+
+    def __init__(self, family: str, netns: str | None, *, keep_text: bool) -> None:
+        self.family = family
+        # (named as gather names the node's nftables file: one ruleset of both families)
+        self.source = "nft -j list table ip/ip6 kube-proxy" + (f" in network namespace {netns}" if netns else "")
+        self._reader: NftJsonReader | None = None
+        self.run = Started(["nft", "-j", "list", "table", family, "kube-proxy"], netns,
+                           sink=None if keep_text else self._feed)
+
+    def _feed(self, piece: str) -> None:
+        self.reader().feed(piece)
+
+    def reader(self) -> NftJsonReader:
+        """The reader its output went to (a new one: it printed nothing)."""
+        if self._reader is None:
+            from svctrace.parsers.nft_json import NftJsonReader
+
+            self._reader = NftJsonReader(self.source)
+        return self._reader
+
+    def ruleset(self) -> NftRuleset:
+        """What the reader read, the command having ended (its result followed)."""
+        return self.reader().close()
 
 
 def _start_saves(netns: str | None, tables: tuple[str, ...],
@@ -383,7 +417,8 @@ def _start_saves(netns: str | None, tables: tuple[str, ...],
 
 def start_node(*, netns: str | None = None, proxy_mode_url: str = DEFAULT_PROXY_MODE_URL, timeout: float = 1.0,
                tables: tuple[str, ...] = ALL_TABLES, deadline: float | None = None,
-               conntrack: bool = True) -> StartedNode:
+               conntrack: bool = True, nft_text: bool = True) -> StartedNode:
     """Start reading this node (or network namespace ``netns``) now; ``finish`` gives what collect_node does
-    (without conntrack entries unless ``conntrack``: neither recorded as missing, nor read)."""
-    return StartedNode(netns, tables, deadline, proxy_mode_url, timeout, conntrack)
+    (without conntrack entries unless ``conntrack``: neither recorded as missing, nor read; without the
+    nftables tables' text unless ``nft_text``: their ruleset is kept instead)."""
+    return StartedNode(netns, tables, deadline, proxy_mode_url, timeout, conntrack, nft_text)

@@ -14,7 +14,7 @@ import re
 import zlib
 from array import array
 from bisect import bisect_right
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -416,63 +416,210 @@ _DECODER = json.JSONDecoder()
 _json_text = json.encoder.encode_basestring  # a str as JSON writes it (non-ASCII as is, as `nft -j` writes it)
 
 
-def _items(text: str, source: str) -> Iterator[tuple[int | None, int, Any]]:
-    """(where it starts and ends in ``text``, item) for each item of the top-level "nftables" list.
-
-    ``nft -j`` writes one object whose first member is that list: its items are decoded one at a time, in
-    place (never a list of 300,000 objects at once), and their offsets let a rule be read again when its
-    chain is used. Several such objects one after another (``nft -j list table ip kube-proxy; nft -j list
-    table ip6 kube-proxy`` into one file) are read in turn. Any other layout is decoded whole, and then
-    has no offsets."""
-    m = _ITEMS_START.match(text)
-    if m is None:
-        yield from ((None, 0, item) for item in _whole(text, source))
-        return
-    at: int | None = m.end()
-    while at is not None:
-        at = yield from _document(text, at, source)
+_HEAD = 64  # characters: a document's start shorter than this may still be cut by a piece's end
+# Where the reader is: before the first document; between items (or after "["); at an item (its separator
+# read); after a list's "]"; in text after the list that is not the object's end; at the end.
+_START, _BETWEEN_ITEMS, _ITEM, _AFTER_LIST, _TAIL, _DONE = range(6)
 
 
-def _document(text: str, pos: int, source: str) -> Generator[tuple[int | None, int, Any], None, int | None]:
-    """The items of one ``{"nftables": [...]}`` object from just after its "["; where the next one's items
-    start (None at the end of the text)."""
-    first = True
-    while True:
-        sep = _BETWEEN.match(text, pos)
-        assert sep is not None  # `*` always matches
-        pos = sep.end()
-        if pos < len(text) and text[pos] == "]" and not (first and sep.group(1)):
-            if sep.group(1):
-                raise _at(text, pos, "a comma before ]", source)
-            close = _CLOSE.match(text, pos + 1)
-            if close is not None:  # the object ends: another may follow
-                nxt = _ITEMS_START.match(text, close.end())
-                if nxt is not None:
-                    return nxt.end()
-                if not text[close.end():].strip():
-                    return None
-            try:  # more members after the list: the rest of the object, and nothing after it
-                json.loads('{"nftables": []' + text[pos + 1:])
-            except ValueError:
-                raise _at(text, pos + 1, "the text after the nftables list is not the rest of the object",
-                          source) from None
-            return None
-        if not first and not sep.group(1):
-            raise _at(text, pos, "expected ',' or ']' between items", source)
+class NftJsonReader:
+    """``nft -j`` text read piece by piece (``feed``, then ``close`` for the ruleset): what a live read hands
+    over as the command writes it, so that a 91 MB document (10,000 Services) is never held whole, nor as
+    bytes and text at once. ``parse_nft_json`` is one ``feed`` of the whole text.
+
+    ``nft -j`` writes one object whose first member is the "nftables" list: its items are decoded one at a
+    time, in place (never a list of 300,000 objects at once), each rule kept as its text to be typed when
+    its chain is used. Several such objects one after another (``nft -j list table ip kube-proxy; nft -j
+    list table ip6 kube-proxy`` into one file) are read in turn. Any other layout is kept and decoded whole
+    at the end. An item cut by a piece's end is decoded again once twice as much text has come, so a huge
+    item costs a few decodes, not one per piece; bad JSON is reported (line and column of the whole text)
+    once the text has ended."""
+
+    __slots__ = ("source", "_tables", "_buf", "_pos", "_base", "_lines", "_line_start", "_state", "_first",
+                 "_n", "_wait", "_whole")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._tables: dict[tuple[str, str], TableBuilder] = {}
+        self._buf = ""  # the text not read yet (from _pos)
+        self._pos = 0
+        self._base = 0  # where _buf starts in the whole text
+        self._lines = 0  # newlines before _buf
+        self._line_start = 0  # where the line _buf starts in starts, in the whole text
+        self._state = _START
+        self._first = True  # no item read yet in this document
+        self._n = 0  # items read
+        self._wait = 0  # characters to have from _pos before decoding a cut item again
+        self._whole: list[str] | None = None  # not nft -j's layout: the text, decoded whole by close
+
+    def feed(self, piece: str) -> None:
+        """The next piece of the text."""
+        if self._whole is not None:
+            self._whole.append(piece)
+            return
+        if self._pos:
+            self._drop_read()
+        self._buf = self._buf + piece if self._buf else piece
+        if len(self._buf) >= self._wait:
+            self._read(final=False)
+
+    def close(self) -> NftRuleset:
+        """The ruleset, once the text has ended (an InputError if it does not read)."""
+        if self._whole is None and self._state != _DONE:
+            self._read(final=True)
+        if self._whole is not None:
+            text, self._whole = "".join(self._whole), None
+            for n, item in enumerate(_whole(text, self.source)):
+                self._item(n, item, "", None, 0)
+        self._buf = ""
+        return NftRuleset(tuple(tb.build() for tb in self._tables.values()), self.source)
+
+    def _drop_read(self) -> None:
+        buf, pos = self._buf, self._pos
+        newlines = buf.count("\n", 0, pos)
+        if newlines:
+            self._lines += newlines
+            self._line_start = self._base + buf.rfind("\n", 0, pos) + 1
+        self._base += pos
+        self._buf, self._pos = buf[pos:], 0
+
+    def _error(self, pos: int, what: str) -> InputError:
+        buf = self._buf
+        newline = buf.rfind("\n", 0, pos)
+        column = pos - newline if newline >= 0 else self._base + pos - self._line_start + 1
+        return InputError(f"not valid JSON: {what} (column {column})", JSON_HINT, path=self.source,
+                          line=self._lines + buf.count("\n", 0, pos) + 1)
+
+    def _read(self, *, final: bool) -> None:  # noqa: C901, PLR0912 - one state machine, read in one place
+        buf, pos, state, first, n = self._buf, self._pos, self._state, self._first, self._n
+        end_of_text = len(buf)
         try:
-            item, end = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            raise _at(text, exc.pos, exc.msg, source) from None
-        except RecursionError:
-            raise _at(text, pos, "nested deeper than svctrace reads", source) from None
-        yield pos, end, item
-        pos, first = end, False
+            while True:
+                if state == _BETWEEN_ITEMS:
+                    sep = _BETWEEN.match(buf, pos)
+                    assert sep is not None  # `*` always matches
+                    at = sep.end()
+                    if at == end_of_text and not final:
+                        break  # (the separator is read again with what comes next)
+                    comma = sep.group(1)
+                    if at < end_of_text and buf[at] == "]" and not (first and comma):
+                        if comma:
+                            raise self._error(at, "a comma before ]")
+                        pos, state = at + 1, _AFTER_LIST
+                        continue
+                    if not first and not comma:
+                        raise self._error(at, "expected ',' or ']' between items")
+                    pos, state = at, _ITEM
+                elif state == _ITEM:
+                    try:
+                        item, end = _DECODER.raw_decode(buf, pos)
+                    except json.JSONDecodeError as exc:
+                        if final:
+                            raise self._error(exc.pos, exc.msg) from None
+                        self._wait = 2 * (end_of_text - pos)  # cut by the piece's end (or bad: said at the end)
+                        break
+                    except RecursionError:
+                        raise self._error(pos, "nested deeper than svctrace reads") from None
+                    if end == end_of_text and not final and type(item) is not dict:
+                        break  # a number may go on in the next piece
+                    self._item(n, item, buf, pos, end)
+                    pos, n, first, state = end, n + 1, False, _BETWEEN_ITEMS
+                    self._wait = 0
+                elif state == _AFTER_LIST:  # just after a list's "]"
+                    close = _CLOSE.match(buf, pos)
+                    if close is None:
+                        if not final and not buf[pos:].strip():
+                            break
+                        state = _TAIL
+                        continue
+                    nxt = _ITEMS_START.match(buf, close.end())
+                    if nxt is not None:  # another document
+                        pos, first, state = nxt.end(), True, _BETWEEN_ITEMS
+                        continue
+                    if not buf[close.end():].strip():
+                        if final:
+                            state = _DONE
+                        break  # (another document may follow)
+                    if not final and end_of_text - close.end() < _HEAD:
+                        break
+                    state = _TAIL
+                elif state == _TAIL:  # more members after the list: the rest of the object, nothing after it
+                    if not final:
+                        break
+                    try:
+                        json.loads('{"nftables": []' + buf[pos:])
+                    except ValueError:
+                        raise self._error(pos, "the text after the nftables list is not the rest of the "
+                                          "object") from None
+                    state = _DONE
+                    break
+                elif state == _START:
+                    m = _ITEMS_START.match(buf, pos)
+                    if m is not None:
+                        pos, state = m.end(), _BETWEEN_ITEMS
+                        continue
+                    if not final and end_of_text - pos < _HEAD:
+                        break
+                    self._whole = [buf]  # not nft -j's layout: decoded whole at the end
+                    buf, pos = "", 0
+                    break
+                else:
+                    break
+        finally:
+            self._buf, self._pos, self._state, self._first, self._n = buf, pos, state, first, n
 
+    def _item(self, n: int, item: Any, text: str, start: int | None, end: int) -> None:
+        """Item ``n`` (decoded; at text[start:end] when read in place)."""
+        source = self.source
+        # (type() first: what json decodes an object to, without the ABC's isinstance for each of them)
+        if not (type(item) is dict or isinstance(item, Mapping)) or len(item) != 1:
+            raise InputError(f"nftables[{n}] is not an object with one key", JSON_HINT, path=source)
+        (kind, obj), = item.items()
+        if kind == "metainfo":
+            return
+        if not (type(obj) is dict or isinstance(obj, Mapping)):
+            raise InputError(f"nftables[{n}]: {kind} is not an object", JSON_HINT, path=source)
+        try:
+            if kind == "rule":
+                tb = self._table(obj, n)
+                expr = obj.get("expr") or []
+                if not isinstance(expr, list):
+                    raise InputError(f"nftables[{n}]: rule expr is not a list", JSON_HINT, path=source)
+                if start is not None:
+                    tb.add_rule_at(str(obj["chain"]), text, start, end, obj)
+                else:
+                    tb.add_rule(str(obj["chain"]), obj.get("handle"), render_rule(expr, tb.family),
+                                obj.get("comment"))
+            elif kind == "chain":
+                tb = self._table(obj, n)
+                prio = obj.get("prio")
+                head = NftChain(name=str(obj["name"]), type=obj.get("type"), hook=obj.get("hook"),
+                                priority=prio if isinstance(prio, int) else None, policy=obj.get("policy"),
+                                comment=obj.get("comment"))
+                tb.add_chain(head.name, head if head != NftChain(head.name) else None)
+            elif kind == "table":
+                tb = self._table(obj, n, "name")
+                tb.comment = obj.get("comment", tb.comment)
+            elif kind in ("set", "map"):
+                tb = self._table(obj, n)
+                s = _json_set(obj, kind == "map")
+                (tb.maps if kind == "map" else tb.sets)[s.name] = s
+            # flowtables, counters, quotas, ct helpers...: not kube-proxy's; ignored.
+        except KeyError as exc:
+            raise InputError(f"nftables[{n}]: {kind} has no {exc.args[0]!r}", JSON_HINT, path=source) from None
+        except (TypeError, AttributeError, ValueError, RecursionError):
+            # A value of a type `nft -j` never writes there (a list for a name, a number for a set element...).
+            raise InputError(f"nftables[{n}]: a {kind} with values of unexpected types", JSON_HINT,
+                             path=source) from None
 
-def _at(text: str, pos: int, what: str, source: str) -> InputError:
-    line = text.count("\n", 0, pos) + 1
-    column = pos - text.rfind("\n", 0, pos)
-    return InputError(f"not valid JSON: {what} (column {column})", JSON_HINT, path=source, line=line)
+    def _table(self, obj: Mapping[str, Any], n: int, name_key: str = "table") -> TableBuilder:
+        fam, name = obj.get("family"), obj.get(name_key, obj.get("name"))
+        if not isinstance(fam, str) or not isinstance(name, str):
+            raise InputError(f"nftables[{n}] has no family or table name", JSON_HINT, path=self.source)
+        got = self._tables.get((fam, name))
+        if got is None:
+            got = self._tables[fam, name] = TableBuilder(fam, name)
+        return got
 
 
 def _whole(text: str, source: str) -> list[Any]:
@@ -493,56 +640,6 @@ def _whole(text: str, source: str) -> list[Any]:
 def parse_nft_json(text: str, source: str) -> NftRuleset:
     """The ruleset in ``nft -j list ruleset`` (or ``list table``) output. (Per item as little as possible: a
     10,000-Service table has 330,000 of them.)"""
-    tables: dict[tuple[str, str], TableBuilder] = {}
-
-    def table(obj: Mapping[str, Any], n: int, name_key: str = "table") -> TableBuilder:
-        fam, name = obj.get("family"), obj.get(name_key, obj.get("name"))
-        if not isinstance(fam, str) or not isinstance(name, str):
-            raise InputError(f"nftables[{n}] has no family or table name", JSON_HINT, path=source)
-        got = tables.get((fam, name))
-        if got is None:
-            got = tables[fam, name] = TableBuilder(fam, name)
-        return got
-
-    for n, (start, end, item) in enumerate(_items(text, source)):
-        # (type() first: what json decodes an object to, without the ABC's isinstance for each of them)
-        if not (type(item) is dict or isinstance(item, Mapping)) or len(item) != 1:
-            raise InputError(f"nftables[{n}] is not an object with one key", JSON_HINT, path=source)
-        (kind, obj), = item.items()
-        if kind == "metainfo":
-            continue
-        if not (type(obj) is dict or isinstance(obj, Mapping)):
-            raise InputError(f"nftables[{n}]: {kind} is not an object", JSON_HINT, path=source)
-        try:
-            if kind == "rule":
-                tb = table(obj, n)
-                expr = obj.get("expr") or []
-                if not isinstance(expr, list):
-                    raise InputError(f"nftables[{n}]: rule expr is not a list", JSON_HINT, path=source)
-                if start is not None:
-                    tb.add_rule_at(str(obj["chain"]), text, start, end, obj)
-                else:
-                    tb.add_rule(str(obj["chain"]), obj.get("handle"), render_rule(expr, tb.family),
-                                obj.get("comment"))
-            elif kind == "chain":
-                tb = table(obj, n)
-                prio = obj.get("prio")
-                head = NftChain(name=str(obj["name"]), type=obj.get("type"), hook=obj.get("hook"),
-                                priority=prio if isinstance(prio, int) else None, policy=obj.get("policy"),
-                                comment=obj.get("comment"))
-                tb.add_chain(head.name, head if head != NftChain(head.name) else None)
-            elif kind == "table":
-                tb = table(obj, n, "name")
-                tb.comment = obj.get("comment", tb.comment)
-            elif kind in ("set", "map"):
-                tb = table(obj, n)
-                s = _json_set(obj, kind == "map")
-                (tb.maps if kind == "map" else tb.sets)[s.name] = s
-            # flowtables, counters, quotas, ct helpers...: not kube-proxy's; ignored.
-        except KeyError as exc:
-            raise InputError(f"nftables[{n}]: {kind} has no {exc.args[0]!r}", JSON_HINT, path=source) from None
-        except (TypeError, AttributeError, ValueError, RecursionError):
-            # A value of a type `nft -j` never writes there (a list for a name, a number for a set element...).
-            raise InputError(f"nftables[{n}]: a {kind} with values of unexpected types", JSON_HINT,
-                             path=source) from None
-    return NftRuleset(tuple(tb.build() for tb in tables.values()), source)
+    reader = NftJsonReader(source)
+    reader.feed(text)
+    return reader.close()

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from svctrace.errors import InputError
 from svctrace.model.snapshot import Missing, NodeFile
 from svctrace.parsers.commands import ALL_TABLES as ALL_TABLES
 from svctrace.parsers.commands import LEGACY, NFT
@@ -22,6 +23,9 @@ from svctrace.parsers.commands import SAVE_COMMANDS as SAVE_COMMANDS
 from svctrace.parsers.commands import CommandRun as CommandRun
 from svctrace.parsers.detect import BackendDecision, decide_backend
 from svctrace.parsers.snapshot import EAGER_BYTES, NodeInput
+
+if TYPE_CHECKING:
+    from svctrace.model.nft import NftRuleset, NftTable  # noqa: TC004 - NftRuleset is imported where it is built
 
 NFT_NO_TABLE = "No such file or directory"  # what nft says for a table that does not exist
 
@@ -139,6 +143,35 @@ def kube_proxy_nft(runs: Sequence[tuple[str, CommandRun]], *, where: str,
     if not docs:
         return json.dumps({"nftables": [{"metainfo": {"json_schema_version": 1}}]}) + "\n", tuple(found)
     return docs[0] if len(docs) == 1 else "".join(docs), tuple(found)
+
+
+def kube_proxy_nft_read(runs: Sequence[tuple[str, CommandRun, Callable[[], NftRuleset]]], *, where: str,
+                        warnings: list[str], source: str) -> tuple[NftRuleset, tuple[str, ...]]:
+    """kube-proxy's nftables tables as a ruleset, each family's document read as it was written (its reader's
+    ruleset: ``read``) or, where its reader failed, from its text; and the tables that exist. The text is not
+    kept: only ``capture`` writes it (kube_proxy_nft). A document that does not read is a warning, its table
+    not read, as kube_proxy_nft says of one that is not JSON at all."""
+    from svctrace.model.nft import NftRuleset
+    from svctrace.parsers.nft_json import parse_nft_json
+
+    tables: list[NftTable] = []
+    found: list[str] = []
+    for family, run, read in runs:
+        if run.stdout is None:
+            if run.error and NFT_NO_TABLE not in run.error:
+                warnings.append(f"cannot read nftables table {family} kube-proxy{where}: {run.error}")
+            continue
+        try:
+            ruleset = read() if run.followed else parse_nft_json(run.stdout, source)
+        except InputError as exc:
+            said = re.sub(rf"^{re.escape(source)}(?::(\d+))?: ", lambda m: f"line {m[1]}: " if m[1] else "",
+                          exc.message)
+            warnings.append(f"nft -j list table {family} kube-proxy{where} printed something that is not JSON "
+                            f"({said})")
+            continue
+        tables += ruleset.tables
+        found.append(f"{family} kube-proxy")
+    return NftRuleset(tuple(tables), source), tuple(found)
 
 
 def meta_json(node_name: str | None, sysctls: Mapping[str, str | None], decision: BackendDecision | None) -> str:

@@ -23,7 +23,9 @@ from typer.testing import CliRunner
 
 from svctrace.cli.app import app
 from svctrace.collectors.node import collect_node
+from svctrace.collectors.spawn import start_node
 from svctrace.demo import demo_path
+from svctrace.model.nft import NftRuleset
 from svctrace.model.snapshot import NodeFile
 from svctrace.parsers.nft_json import parse_nft_json
 from svctrace.parsers.snapshot import build_snapshot
@@ -110,6 +112,27 @@ def test_collect_node_reads_the_ruleset_and_the_mode(node: NetnsNode) -> None:
     assert collected.ipvs is None and collected.ipsets is None  # no IPVS signs: not asked
     table = collected.nft.kube_proxy(4)
     assert table is not None and "nodeport-ips" in table.sets
+
+
+def test_a_read_without_the_text_keeps_the_same_ruleset_read_as_it_was_written(node: NetnsNode) -> None:
+    """svc, trace and audit do not keep `nft -j`'s text (a 91 MB document at 10k Services): it is read as it is
+    written, and the ruleset is the one the text gives."""
+    kept = collect_node(netns=node.name, proxy_mode_url="http://127.0.0.1:1/proxyMode")
+    streamed = start_node(netns=node.name, proxy_mode_url="http://127.0.0.1:1/proxyMode",
+                          nft_text=False).finish(None)
+    assert NodeFile.NFT not in streamed.files and NodeFile.NFT in kept.files
+    ruleset = streamed.parsed[NodeFile.NFT]
+    assert isinstance(ruleset, NftRuleset)
+    whole = parse_nft_json(kept.files[NodeFile.NFT], "kept")
+    assert [t.ref for t in ruleset.tables] == ["ip kube-proxy", "ip6 kube-proxy"] == [t.ref for t in whole.tables]
+    for mine, theirs in zip(ruleset.tables, whole.tables, strict=True):
+        assert mine == theirs
+        assert {n: c.rules for n, c in mine.chains.items()} == {n: c.rules for n, c in theirs.chains.items()}
+    assert streamed.probe.nft_tables == kept.probe.nft_tables == ("ip kube-proxy", "ip6 kube-proxy")
+    assert streamed.warnings == kept.warnings
+    collected = build_snapshot(None, streamed, source="live")
+    assert collected.node.proxy_mode == "nftables" and collected.nft is ruleset
+    assert not any(m.what == NodeFile.NFT for m in collected.missing)
 
 
 def test_live_svc_is_nftables_and_equals_a_capture(node: NetnsNode, kubeconfig: Path, tmp_path: Path) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
+import random
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,7 @@ from svctrace.errors import InputError
 from svctrace.model.actions import UnknownStatement, Verdict
 from svctrace.model.matches import UnknownMatch
 from svctrace.model.nft import ChainHeads, NftRuleset, NftTable
-from svctrace.parsers.nft_json import parse_nft_json, render_rule
+from svctrace.parsers.nft_json import NftJsonReader, parse_nft_json, render_rule
 from svctrace.parsers.nft_transaction import parse_nft_transaction
 from tests.shared_data import shared_dir
 
@@ -186,6 +190,105 @@ def test_several_documents_in_one_file_are_read_in_turn() -> None:
     both = parse_nft_json(text.rstrip() + "\n" + ip6, "both.json")
     assert [t.ref for t in both.tables] == ["ip kube-proxy", "ip6 kube-proxy"]
     assert both.kube_proxy(6) is not None and len(both.kube_proxy(6).chains) == len(kube_proxy(both).chains)
+
+
+def _outcome(read: Callable[[], NftRuleset]) -> object:
+    """What a read gives: each table with its chains' rules (typed), or the error's words."""
+    try:
+        ruleset = read()
+    except InputError as exc:
+        return ("error", exc.message, exc.hint)
+    return [(t, {n: c.rules for n, c in t.chains.items()}) for t in ruleset.tables]
+
+
+def _in_pieces(text: str, sizes: Iterator[int]) -> NftRuleset:
+    reader = NftJsonReader("f.json")
+    at = 0
+    while at < len(text):
+        size = next(sizes)
+        reader.feed(text[at:at + size])
+        at += size
+    return reader.close()
+
+
+def _piece_cases() -> dict[str, str]:
+    overall = (FIXTURES / CASES["TestOverallNFTablesRules"]).read_text()
+    pretty = json.dumps(json.loads(overall), indent=2)
+    ip6 = overall.replace('"family": "ip"', '"family": "ip6"')
+    big_set = json.dumps({"nftables": [{"set": {"family": "ip", "table": "t", "name": "s", "type": "ipv4_addr",
+                                                 "elem": [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"
+                                                          for i in range(5000)]}},
+                                       {"rule": {"family": "ip", "table": "t", "chain": "c", "handle": 7,
+                                                 "expr": [{"accept": None}]}}]})
+    cases = {"overall": overall, "pretty": pretty, "two documents": overall.rstrip() + "\n" + ip6,
+             "two documents, no newline": overall.strip() + ip6.strip(), "big set": big_set,
+             "other layout": json.dumps({"x": 1, **json.loads(overall)}),
+             "more members": overall.rstrip()[:-1] + ', "more": {"a": [1, 2]}}',
+             "number item at the end": '{"nftables": [{"metainfo": {}}, 12345]}',
+             "whitespace before": " \n" * 100 + overall}
+    for name in sorted(ERA_NFT):
+        cases[name] = ERA_NFT[name].read_text()
+    # Broken: cut anywhere, a separator missing or doubled, text after the end, a line break before the fault
+    for cut in (1, 10, 15, len(pretty) // 3, len(pretty) - 3, len(pretty) - 1):
+        cases[f"cut at {cut}"] = pretty[:cut]
+    cases["no comma"] = overall.replace("}}, {", "}} {", 1)
+    cases["two commas"] = pretty.replace("},\n", "},,\n", 5)
+    cases["comma before ]"] = '{"nftables": [{"metainfo": {}},\n ]}'
+    cases["text after"] = overall.rstrip() + " x"
+    cases["bad tail"] = overall.rstrip()[:-1] + ', "more": [}'
+    at = [m.start() for m in re.finditer('"handle"', pretty)][20]  # far into the text, on a line of its own
+    cases[f"bad item on line {pretty.count(chr(10), 0, at) + 1}"] = pretty[:at] + '"handle" 1,' + pretty[at + 8:]
+    return cases
+
+
+ERA_NFT = {p.parent.parent.name: p for p in (FIXTURES.parent / "eras").glob("*/node/nft.json")}
+PIECE_CASES = _piece_cases()
+
+
+@pytest.mark.parametrize("name", sorted(PIECE_CASES))
+def test_a_document_read_in_pieces_reads_as_it_does_whole(name: str) -> None:
+    """A live read hands the reader `nft -j`'s output as it is written, cut anywhere: the ruleset, or the
+    error (its line and column in the whole text), is the same as the text read at once."""
+    text = PIECE_CASES[name]
+    whole = _outcome(lambda: parse_nft_json(text, "f.json"))
+    rng = random.Random(name)
+    for sizes in (itertools.repeat(1), itertools.repeat(7), itertools.repeat(1000),
+                  iter(lambda: rng.randint(1, 5000), None)):
+        assert _outcome(functools.partial(_in_pieces, text, sizes)) == whole
+    assert whole != [] or name == "other layout"
+
+
+def test_an_item_cut_by_many_pieces_is_decoded_a_few_times_not_once_per_piece(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 70 KB set written 7 characters at a time: decoding it again at each piece would be quadratic."""
+    import svctrace.parsers.nft_json as nft_json
+
+    calls: list[int] = []
+    real = nft_json._DECODER
+
+    class Counting:
+        def raw_decode(self, text: str, pos: int) -> tuple[Any, int]:
+            calls.append(pos)
+            return real.raw_decode(text, pos)
+
+    monkeypatch.setattr(nft_json, "_DECODER", Counting())
+    text = PIECE_CASES["big set"]
+    assert len(text) > 60_000
+    assert _outcome(lambda: _in_pieces(text, itertools.repeat(7))) == _outcome(lambda: parse_nft_json(text, "f.json"))
+    assert len(calls) < 60
+
+
+def test_cases_read_in_pieces_are_real_reads_and_real_faults() -> None:
+    """The cases above cover what they say: rules read in place, errors with their line, both layouts."""
+    outcomes = {name: _outcome(functools.partial(parse_nft_json, text, "f.json")) for name, text in PIECE_CASES.items()}
+    assert all(isinstance(outcomes[n], list) and outcomes[n] for n in ("overall", "two documents", "big set",
+                                                                         "more members", *ERA_NFT))
+    assert all(isinstance(o, tuple) and o[0] == "error" for n, o in outcomes.items() if n.startswith(
+        ("cut", "no comma", "two commas", "comma before", "text after", "bad")))
+    (bad,) = (n for n in outcomes if n.startswith("bad item on line"))
+    error = outcomes[bad]
+    assert isinstance(error, tuple) and int(bad.split()[-1]) > 100 and f"f.json:{bad.split()[-1]}:" in error[1]
+    assert len(ERA_NFT) >= 2
 
 
 @pytest.mark.parametrize("tail,what", [("x", "not the rest of the object"), (', "more": [}', "not the rest"),

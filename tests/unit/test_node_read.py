@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
-from svctrace.parsers.nft_json import parse_nft_json
-from svctrace.parsers.node_read import ALL_TABLES, CommandRun, kube_proxy_nft, only_tables
+from svctrace.model.nft import NftRuleset
+from svctrace.parsers.nft_json import NftJsonReader, parse_nft_json
+from svctrace.parsers.node_read import ALL_TABLES, CommandRun, kube_proxy_nft, kube_proxy_nft_read, only_tables
 
 
 def test_a_whole_save_is_cut_to_the_tables_asked_for() -> None:
@@ -53,3 +55,37 @@ def test_kube_proxy_tables_are_kept_as_printed_one_document_after_the_other() ->
     text, found = kube_proxy_nft([("ip", empty), ("ip6", cut_short)], where=" in n", warnings=warnings)
     assert found == ("ip kube-proxy",) and json.loads(text) == {"nftables": [{"metainfo": {"json_schema_version": 1}}]}
     assert warnings == ["nft -j list table ip6 kube-proxy in n printed something that is not JSON"]
+
+
+def test_tables_read_as_they_were_written_join_those_read_from_text_and_bad_ones_are_warnings() -> None:
+    def doc(family: str) -> str:
+        return json.dumps({"nftables": [{"table": {"family": family, "name": "kube-proxy", "handle": 1}},
+                                        {"chain": {"family": family, "table": "kube-proxy", "name": "services"}}]})
+
+    def reader_of(text: str) -> Callable[[], NftRuleset]:
+        reader = NftJsonReader("src")
+        for i in range(0, len(text), 5):
+            reader.feed(text[i:i + 5])
+        return reader.close
+
+    def never() -> NftRuleset:
+        raise AssertionError("a run that was not followed has no reader to ask")
+
+    warnings: list[str] = []
+    followed = CommandRun("", followed=True)
+    ruleset, found = kube_proxy_nft_read(
+        [("ip", followed, reader_of(doc("ip"))), ("ip6", CommandRun(doc("ip6")), never)], where="", warnings=warnings,
+        source="src")
+    assert [t.ref for t in ruleset.tables] == ["ip kube-proxy", "ip6 kube-proxy"] and ruleset.source == "src"
+    assert found == ("ip kube-proxy", "ip6 kube-proxy") and warnings == []
+    assert ruleset.tables == parse_nft_json(doc("ip") + doc("ip6"), "x").tables
+    missing = CommandRun(None, "Error: No such file or directory")
+    refused = CommandRun(None, "nft failed (exit 1): Operation not permitted")
+    ruleset, found = kube_proxy_nft_read([("ip", followed, reader_of(doc("ip")[:-2])),
+                                          ("ip6", missing, never)], where=" in n", warnings=warnings, source="src")
+    assert ruleset.tables == () and found == ()
+    assert warnings == ["nft -j list table ip kube-proxy in n printed something that is not JSON "
+                        "(line 1: not valid JSON: expected ',' or ']' between items (column 149))"]  # at its end
+    warnings.clear()
+    kube_proxy_nft_read([("ip", refused, never), ("ip6", missing, never)], where="", warnings=warnings, source="s")
+    assert warnings == ["cannot read nftables table ip kube-proxy: nft failed (exit 1): Operation not permitted"]
