@@ -301,8 +301,10 @@ class _Save:
             got = runs[0]
         else:
             got = only_tables(runs[0], self.tables) if self.cut else joined(runs)
+        whole = stream is not None and got.stdout is not None and got.stdout is runs[0].stdout
         return CommandRun(got.stdout, got.error, got.skipped,
-                          indexed=stream.dump if stream is not None and got.stdout else None)
+                          indexed=stream.dump if stream is not None and got.stdout else None,
+                          kube_chains=stream.kube_chains if whole and stream is not None else None)
 
     def cancel(self) -> None:
         for r in self.runs:

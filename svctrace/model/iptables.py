@@ -272,6 +272,10 @@ class Table:
             self._parsed.popitem(last=False)
         return got
 
+    def prime(self, chain: Chain) -> None:
+        """A chain typed already (while the text was still being read), as ``chain`` would type it."""
+        self._parsed[chain.name] = chain
+
     def keep_at_most(self, n: int) -> None:
         """Remember at most the ``n`` chains used last (a sweep of every Service reads each of its chains once)."""
         self._keep = n

@@ -34,3 +34,4 @@ class CommandRun:
     # An iptables save whose text was indexed as it was read: (source, family, only these tables) -> the
     # IptablesDump parse(stdout, eager=False) would give (None: parse it). See iptables_save.Stream.dump.
     indexed: Callable[[str, int, tuple[str, ...] | None], Any] | None = None
+    kube_chains: int | None = None  # its stdout's ":KUBE-" lines, counted as it was read (None: count them)

@@ -19,11 +19,12 @@ once, so every line is checked before anything is answered; big dumps are read w
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from svctrace.errors import InputError
-from svctrace.model.iptables import Chain, ChainHead, ChainIndex, IptablesDump, Rule, Table
+from svctrace.model.iptables import Chain, ChainHead, ChainIndex, IptablesDump, Rule, Span, Table
 from svctrace.parsers.iptables_kube import kube_rule
 from svctrace.parsers.iptables_options import RuleBuilder
 from svctrace.parsers.iptables_typing import Typer, comment_of
@@ -480,8 +481,10 @@ def parse(text: str, source: str = "<input>", family: int | None = None, *, eage
 
 
 def _dump(text: str, indexer: _Indexer, source: str, family: int | None, *, eager: bool,
-          partial: str | None = None, only: tuple[str, ...] | None = None) -> IptablesDump:
-    """The dump of an indexed text (``only``: of these tables alone)."""
+          partial: str | None = None, only: tuple[str, ...] | None = None,
+          early: _Early | None = None) -> IptablesDump:
+    """The dump of an indexed text (``only``: of these tables alone; ``early``: EARLY_CHAIN's rules, typed
+    while the text came, kept if the chain's rules are still where they were)."""
     loader = _Loader(text, source)
     tables: dict[str, Table] = {}
     for name, draft in indexer.tables.items():
@@ -494,6 +497,11 @@ def _dump(text: str, indexer: _Indexer, source: str, family: int | None, *, eage
             tables[name] = Table(name, heads, loader, parsed=parsed, keep=1 << 62)
         else:
             tables[name] = Table(name, heads, loader)
+            if early is not None and name == EARLY_CHAIN[0] and early[1] == loader.plain:
+                i = heads.ids.get(EARLY_CHAIN[1])
+                if i is not None and heads.spans(i) == early[0]:
+                    h = heads.head(EARLY_CHAIN[1], i)
+                    tables[name].prime(Chain(h.name, h.policy, h.packets, h.bytes, early[2], h.declared))
     header = indexer.header
     if family is None:
         family = 6 if (header is not None and header.family == 6) or _IPV6_ADDRESS.search(text) else 4
@@ -504,22 +512,36 @@ def _dump(text: str, indexer: _Indexer, source: str, family: int | None, *, eage
                         text_index=None if eager else _TextIndex(text, indexer.tables), partial=partial)
 
 
+# The chain every Service's question reads first (svc, trace and the mode's detection type it whole): a
+# followed save types it as soon as its rules are written, while the chains after it are still coming.
+EARLY_CHAIN = ("nat", "KUBE-SERVICES")
+
+_Early = tuple[list[Span], bool, tuple[Rule, ...]]  # (where its rules sat, the text was plain, the rules)
+
+
 class Stream:
     """iptables-save output indexed while it is written: ``feed`` the pieces as they come (any size, cut
     anywhere), then ``close`` for the whole text, and ``dump`` for what ``parse(text, eager=False)`` gives,
-    without a second pass. A save of 10,000 Services takes seconds; its 48 MB are indexed meanwhile.
+    without a second pass. A save of 10,000 Services takes seconds; its 48 MB are indexed meanwhile, its
+    ``:KUBE-`` declarations counted (``kube_chains``, what svctrace.parsers.detect counts), and nat's
+    KUBE-SERVICES typed once its rules have all come (EARLY_CHAIN).
 
     A piece that does not index (a malformed line) stops the indexing, not the reading: ``dump`` is then
     None, and the caller parses the text, which says what is wrong where."""
 
-    __slots__ = ("_pieces", "_pending", "_indexer", "_failed", "_text")
+    __slots__ = ("_pieces", "_starts", "_pending", "_indexer", "_failed", "_text", "kube_chains", "_early",
+                 "_early_tried")
 
     def __init__(self) -> None:
         self._pieces: list[str] = []
+        self._starts: list[int] = []  # where each piece starts in the text
         self._pending = ""  # the start of a line whose end has not come yet
         self._indexer = _Indexer()
         self._failed = False
         self._text: str | None = None
+        self.kube_chains = 0  # ":KUBE-" lines, as detect.count_backend counts them in the whole text
+        self._early: _Early | None = None
+        self._early_tried = False
 
     def feed(self, piece: str) -> None:
         if not piece:
@@ -530,12 +552,41 @@ class Stream:
             self._pending = text
             return
         chunk, self._pending = (text, "") if cut == len(text) else (text[:cut], text[cut:])
+        # Each chunk starts a line: its declarations are those after a newline in it, and maybe its first.
+        self.kube_chains += chunk.count("\n:KUBE-") + chunk.startswith(":KUBE-")
+        self._starts.append(self._starts[-1] + len(self._pieces[-1]) if self._pieces else 0)
         self._pieces.append(chunk)
         if not self._failed:
             try:
                 self._indexer.feed(chunk)
             except _At:
                 self._failed = True
+            else:
+                if not self._early_tried:
+                    self._type_early()
+
+    def _type_early(self) -> None:
+        """Type EARLY_CHAIN once text after its rules has come (``dump`` uses it if no rule of it came later)."""
+        table, name = EARLY_CHAIN
+        current = self._indexer.current  # (a table is among ``tables`` once its COMMIT has come)
+        draft = current if current is not None and current.name == table else self._indexer.tables.get(table)
+        i = draft.chains.ids.get(name) if draft is not None else None
+        if draft is None or i is None or draft.chains.starts[i] < 0:
+            return
+        spans = draft.chains.spans(i)
+        if spans[-1][1] >= self._indexer.base:  # its rules may go on in the next piece
+            return
+        self._early_tried = True
+        first = bisect_right(self._starts, spans[0][0]) - 1
+        last = bisect_right(self._starts, spans[-1][1] - 1) - 1
+        at = self._starts[first]
+        text = self._pieces[first] if first == last else "".join(self._pieces[first:last + 1])
+        loader = _Loader(text, "")
+        head = ChainHead(name, None, 0, 0, True, draft.chains.counts[i], [(a - at, b - at, n) for a, b, n in spans])
+        try:
+            self._early = (spans, loader.plain, loader(table, head))
+        except InputError:  # a rule that does not read: said where it is when the chain is typed from the text
+            self._early = None
 
     def close(self) -> str:
         """The whole text (ending with a newline when it has any text, as parse reads it)."""
@@ -561,4 +612,4 @@ class Stream:
         text = self.close()
         if self._failed:
             return None
-        return _dump(text, self._indexer, source, family, eager=False, only=only)
+        return _dump(text, self._indexer, source, family, eager=False, only=only, early=self._early)

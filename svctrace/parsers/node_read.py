@@ -21,7 +21,7 @@ from svctrace.parsers.commands import LEGACY, NFT
 from svctrace.parsers.commands import NFT_FAMILIES as NFT_FAMILIES
 from svctrace.parsers.commands import SAVE_COMMANDS as SAVE_COMMANDS
 from svctrace.parsers.commands import CommandRun as CommandRun
-from svctrace.parsers.detect import BackendDecision, decide_backend
+from svctrace.parsers.detect import BackendDecision, CountedSave, decide_backend
 from svctrace.parsers.snapshot import EAGER_BYTES, NodeInput
 
 if TYPE_CHECKING:
@@ -66,8 +66,9 @@ def only_tables(run: CommandRun, tables: Sequence[str]) -> CommandRun:
     return run if not dropped else CommandRun("".join(kept))
 
 
-def _either(*runs: CommandRun) -> tuple[str, ...] | None:
-    texts = tuple(r.stdout for r in runs if r.stdout is not None)
+def _either(*runs: CommandRun) -> tuple[str | CountedSave, ...] | None:
+    texts = tuple(r.stdout if r.kube_chains is None else CountedSave(r.stdout, r.kube_chains)
+                  for r in runs if r.stdout is not None)
     return texts if texts else None
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from svctrace.errors import InputError
-from svctrace.model.iptables import IptablesDump
+from svctrace.model.iptables import ChainHead, IptablesDump, Rule
 from svctrace.parsers import iptables_save
+from svctrace.parsers.detect import count_backend
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -69,6 +70,7 @@ def test_a_stream_cut_anywhere_gives_the_parsed_dump(path: Path) -> None:
     assert stream.close() == (text if text.endswith("\n") else text + "\n")
     assert _index(got) == _index(want)
     assert (got.backend, got.version, got.family) == (want.backend, want.version, want.family)
+    assert stream.kube_chains == count_backend(text, full=False).kube_chains
     for name, table in want.tables.items():  # every chain read, rule for rule (by repr: a NaN is not == itself)
         assert [repr(got.tables[name].chain(c)) for c in table.heads] == [repr(table.chain(c)) for c in table.heads]
 
@@ -99,3 +101,43 @@ def test_a_text_without_a_last_newline_or_commit() -> None:
     assert got is not None and got.tables["nat"].rule_count("A") == 1
     cut_short = _streamed("*nat\n:A - [0:0]\n-A A -j ACCEPT\n", [3])
     assert cut_short.dump("t", 4) is None
+
+
+def _kube_services_text(extra: str = "") -> str:
+    sep = "".join(f":KUBE-SEP-{i} - [0:0]\n" for i in range(50))
+    svc = "".join(f":KUBE-SVC-{i} - [0:0]\n" for i in range(50))
+    rules = "".join(f'-A KUBE-SERVICES -d 10.96.0.{i}/32 -p tcp -m comment --comment "ns/s{i}:p cluster IP" '
+                    f"-m tcp --dport 80 -j KUBE-SVC-{i}\n" for i in range(50))
+    seps = "".join(f"-A KUBE-SEP-{i} -p tcp -m tcp -j DNAT --to-destination 10.244.0.{i}:80\n" for i in range(50))
+    svcs = "".join(f"-A KUBE-SVC-{i} -j KUBE-SEP-{i}\n" for i in range(50))
+    return (f"*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n{sep}{svc}{seps}{rules}{svcs}{extra}"
+            "COMMIT\n")
+
+
+@pytest.mark.parametrize("extra,typed_early", [
+    ("", True),
+    ("-A KUBE-SERVICES -j KUBE-NODEPORTS\n", False),  # its rules again after others: typed from the text
+    ('-A KUBE-SVC-1 -m comment --comment "a \\" quote" -j ACCEPT\n', False),  # not plain: typed otherwise
+])
+def test_kube_services_is_typed_while_the_rest_comes_and_reads_as_parsed(monkeypatch: pytest.MonkeyPatch,
+                                                                          extra: str, typed_early: bool) -> None:
+    """A live save types nat's KUBE-SERVICES once its rules have come (the chains after it are still being
+    written): the same rules the text gives, or, where the rest of the text changes them, none kept."""
+    text = _kube_services_text(extra)
+    parsed = iptables_save.parse(text, "t", 4, eager=False).chain("nat", "KUBE-SERVICES")
+    assert parsed is not None and len(parsed.rules) == 50 + ("NODEPORTS" in extra)
+    loads: list[str] = []
+    real = iptables_save._Loader.__call__
+
+    def counting(self: iptables_save._Loader, table: str, head: ChainHead) -> tuple[Rule, ...]:
+        loads.append(head.name)
+        return real(self, table, head)
+
+    monkeypatch.setattr(iptables_save._Loader, "__call__", counting)
+    for size in (1, 50, 4096):
+        got = _streamed(text, list(range(size, len(text), size))).dump("t", 4)
+        assert got is not None
+        loads.clear()
+        chain = got.chain("nat", "KUBE-SERVICES")
+        assert chain is not None and repr(chain) == repr(parsed)
+        assert loads == ([] if typed_early else ["KUBE-SERVICES"])
