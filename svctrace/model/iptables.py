@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -168,6 +168,32 @@ class ChainIndex(Mapping[str, ChainHead]):
             self.counters[i] = (packets, nbytes)
         else:
             self.counters.pop(i, None)
+
+    def declare_all(self, found: Iterable[tuple[str, str, str, str]]) -> None:
+        """Declaration lines as the parser's regular expression gives them: (name, policy or "-", packets, bytes)
+        as text. New chains without a policy or counters (100,000 of them at 10k Services) are added together."""
+        ids, fresh = self.ids, 0
+        n = len(self.counts)
+        for name, policy, packets, nbytes in found:
+            if policy == "-" and packets == "0" and nbytes == "0" and name not in ids:
+                ids[name] = n + fresh
+                fresh += 1
+                continue
+            if fresh:
+                self._grow(fresh)
+                n, fresh = n + fresh, 0
+            self.declare(name, None if policy == "-" else policy, int(packets), int(nbytes))
+            n = len(self.counts)
+        if fresh:
+            self._grow(fresh)
+
+    def _grow(self, k: int) -> None:
+        """Room for ``k`` chains just named in ``ids`` (no rules yet)."""
+        zeros, none = array("q", bytes(8 * k)), array("q", [-1]) * k
+        self.counts.extend(zeros)
+        self.lines.extend(zeros)
+        self.starts.extend(none)
+        self.ends.extend(none)
 
     def set_policy(self, i: int, policy: str | None) -> None:
         if policy is None:

@@ -318,10 +318,7 @@ class _Indexer:
         if len(found) != lines:
             return None
         assert self.current is not None
-        declare = self.current.chains.declare
-        for name, policy, packets, nbytes in found:
-            declare(name, None if policy == "-" else policy, int(packets) if packets != "0" else 0,
-                    int(nbytes) if nbytes != "0" else 0)
+        self.current.chains.declare_all(found)
         return run_end, lines
 
 
