@@ -80,6 +80,9 @@ def _stressed() -> list[str]:
         for _ in range(rng.randrange(1, 4)):
             lines.append(f"-A {name} -s 10.0.0.{rng.randrange(256)}/32 -m comment --comment \"ns/x:p\" "
                          "-j KUBE-MARK-MASQ")
+    # declared again in one run: a chain that has rules (they stay), a new one twice, one with counters now
+    lines += [":KUBE-SEP-0001 - [0:0]", ":KUBE-NEW - [0:0]", ":KUBE-NEW - [0:0]", ":KUBE-SEP-0002 - [7:8]",
+              ":KUBE-NEWER - [0:0]", "-A KUBE-NEW -j KUBE-SEP-0001"]
     lines += ["-A PREROUTING -j KUBE-SERVICES", "-A UNDECLARED -j ACCEPT", "COMMIT", "*filter",
               ":INPUT ACCEPT [1:2]", "[3:4] -A INPUT -j ACCEPT", "", "-A INPUT -j DROP", "COMMIT", ""]
     saved = "\n".join(lines)
