@@ -5,8 +5,6 @@ Whatever a live run reads is also what ``capture`` writes, so ``--from`` a captu
 
 from __future__ import annotations
 
-import contextvars
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +94,8 @@ def _start_node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES, *, conn
 
 
 def _hostname() -> str:
+    import socket
+
     return socket.gethostname().split(".")[0]
 
 
@@ -113,6 +113,7 @@ def assemble(api: ApiCollection | None, node: NodeInput, *, explicit: str | None
 
 def _alongside(read_node: Callable[[], NodeInput], read_api: Callable[[], A]) -> tuple[NodeInput, A]:
     """The node's rules read while the API is: the node waits on save processes, the API on the server."""
+    import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="svctrace-node") as pool:
