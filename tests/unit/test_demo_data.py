@@ -56,7 +56,7 @@ def test_demo_path_refuses_a_zipped_package(monkeypatch: pytest.MonkeyPatch, tmp
     archive = tmp_path / "svctrace.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("svctrace/demo/tutorial/node/meta.json", "{}")
-    monkeypatch.setattr(svctrace.demo, "files", lambda _pkg: zipfile.Path(archive, "svctrace/demo/"))
+    monkeypatch.setattr(svctrace.demo, "_package_folder", lambda: zipfile.Path(archive, "svctrace/demo/"))
     with pytest.raises(SvctraceError, match="not a folder on disk") as info:
         demo_path()
     assert info.value.hint and "pip install" in info.value.hint
