@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from svctrace import __version__
 from svctrace.parsers.commands import ALL_TABLES
+from svctrace.record import record
 
 if TYPE_CHECKING:
     from svctrace.collectors.kube import ApiCollection
@@ -27,7 +27,7 @@ A = TypeVar("A")
 SERVICE_TABLES = ("nat", "filter")  # what `svc` needs: kube-proxy's dispatch, Service and REJECT rules
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LiveOptions:
     """How to reach the live sources (kubectl's flags, plus the node's network namespace for tests)."""
 
@@ -41,7 +41,7 @@ class LiveOptions:
     total_timeout: float | None = None  # --timeout: the whole collection (API and node); None: no limit
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CollectOptions:
     """How ``--collect`` reads nodes through collector pods (svctrace.collectors.remote): the image, the pod's
     privileges, where the pods go, how many nodes at once, how long a pod may take to start."""
@@ -53,7 +53,7 @@ class CollectOptions:
     start_timeout: float = 60.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LiveCollection:
     """Everything one live run read: the Snapshot, and the raw documents and texts ``capture`` writes."""
 

@@ -43,6 +43,7 @@ from svctrace.parsers.limits import (
 )
 from svctrace.parsers.snapshot import OPTIONAL_NODE_FILES, NodeInput, build_snapshot
 from svctrace.parsers.text_stream import TextStream
+from svctrace.record import record
 
 if TYPE_CHECKING:
     import tarfile
@@ -159,7 +160,7 @@ def _chain(*parts: Iterator[Entry]) -> Iterator[Entry]:
 # entries: the files of a folder or the members of a tarball, one at a time
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Entry:
     """One file of a snapshot: its path under what the user passed, its size, where to say it is, how to open it.
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from svctrace.errors import SvctraceError
 
 if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
+    from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11
 
 DEMO_NAME = "tutorial"
 # The same cluster as each proxy mode writes it: ``tutorial-<mode>/node/`` beside the shared ``tutorial/api/``.

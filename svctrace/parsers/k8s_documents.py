@@ -9,20 +9,20 @@ is read whole within a smaller bound, by the C loader where PyYAML has it, and w
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from svctrace.errors import InputError
 from svctrace.parsers.json_stream import Counter, JsonStream, Streamed
 from svctrace.parsers.limits import MAX_DEPTH, MAX_OBJECT_BYTES, MAX_VALUES
 from svctrace.parsers.text_stream import TextStream
+from svctrace.record import record
 
 HINT_EXPORT = "fix that field, or export the object again with `kubectl get ... -o json` and retry"
 _HINT_NO_ERRORS = ("api/ files hold `kubectl get ... -o json` (or -o yaml) output; keep kubectl's error messages "
                    "out of them (no `2>&1`)")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RawObject:
     """One object as the file holds it, kind and apiVersion filled in from its List, and where it starts."""
 
