@@ -62,11 +62,12 @@ def test_demo_path_refuses_a_zipped_package(monkeypatch: pytest.MonkeyPatch, tmp
     assert info.value.hint and "pip install" in info.value.hint
 
 
-def test_api_files_mix_json_and_yaml_lists_and_single_objects() -> None:
+def test_api_files_are_json_lists_and_single_objects() -> None:
+    # JSON only: `--from demo` then never imports PyYAML (tests/cli/test_startup.py); YAML has its own fixtures.
     files = {p.name: read(p) for p in (DEMO / "api").iterdir()}
-    assert {name.rsplit(".", 1)[1] for name in files} == {"json", "yaml"}
-    assert files["services.yaml"]["kind"] == "List" and files["pods.json"]["kind"] == "List"
-    assert files["coredns-configmap.yaml"]["kind"] == "ConfigMap"
+    assert {name.rsplit(".", 1)[1] for name in files} == {"json"}
+    assert files["services.json"]["kind"] == "List" and files["pods.json"]["kind"] == "List"
+    assert files["coredns-configmap.json"]["kind"] == "ConfigMap"
 
 
 def test_kinds_and_counts() -> None:
