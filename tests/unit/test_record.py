@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,3 +105,62 @@ def test_keyword_only_fields_are_refused() -> None:
 
     with pytest.raises(TypeError, match="keyword-only"):
         record(KwOnly)
+
+
+def _wrong_calls(cls: Any) -> list[str]:
+    out = []
+    for args, kwargs in [((), {}), ((1,), {}), ((1, "a", "b", (), [], 9), {}), ((1, "a"), {"nope": 1}),
+                         ((1, "a"), {"port": 2}), ((1, "a"), {"cache": {}})]:
+        with pytest.raises(TypeError) as info:
+            cls(*args, **kwargs)
+        out.append(str(info.value))
+    return out
+
+
+def test_a_wrong_call_is_the_same_error() -> None:
+    assert _wrong_calls(Record) == _wrong_calls(Dataclass)
+    assert "_shape.<locals>.Port.__init__() missing 2 required positional arguments: 'port' and 'name'" in \
+        _wrong_calls(Record)
+
+
+def test_init_is_the_dataclass_s_own_parameters_and_defaults() -> None:
+    Record(1, "a")  # its first call makes it
+    mine, theirs = inspect.signature(Record.__init__), inspect.signature(Dataclass.__init__)
+    assert list(mine.parameters) == list(theirs.parameters) == ["self", "port", "name", "protocol", "tags", "seen"]
+    assert [p.default for p in mine.parameters.values()][:5] == [p.default for p in theirs.parameters.values()][:5]
+    code = Record.__init__.__code__
+    assert Record.__init__.__qualname__ == getattr(code, "co_qualname", Record.__init__.__qualname__) == \
+        "_shape.<locals>.Port.__init__"
+
+
+def test_classes_of_one_shape_share_a_template_and_keep_their_own_names_and_values() -> None:
+    @record
+    class A:
+        x: int
+        y: str = "a"
+        z: tuple[int, ...] = field(default_factory=tuple)
+
+    @record
+    class B:
+        p: int
+        q: str = "b"
+        r: list[int] = field(default_factory=lambda: [7])
+
+    a, b = A(1), B(2, q="c")
+    assert (a.x, a.y, a.z) == (1, "a", ()) and (b.p, b.q, b.r) == (2, "c", [7])
+    assert A.__init__.__code__.co_code == B.__init__.__code__.co_code
+    assert A.__init__.__code__.co_varnames == ("self", "x", "y", "z")
+    assert B.__init__.__code__.co_varnames == ("self", "p", "q", "r")
+
+
+def test_fields_a_dataclass_would_refuse_or_a_record_cannot_take_are_refused_as_the_class_is_made() -> None:
+    class Misordered:
+        a: int = 0
+        b: int
+
+    with pytest.raises(TypeError, match="non-default argument 'b' follows default argument"):
+        record(Misordered)
+    for name in ("self", "_set", "_f1"):
+        reserved = type("Reserved", (), {"__annotations__": {name: "int"}})
+        with pytest.raises(TypeError, match=f"no field named {name}"):
+            record(reserved)
