@@ -1,7 +1,7 @@
 """The bundled demo snapshot: the tutorial cluster (k8s-service-tutorial.md).
 
 ``tutorial/`` is a snapshot folder like one captured from a node: ``api/`` holds the cluster's
-objects as ``kubectl get -o json|yaml`` prints them, ``node/`` what was read on xianchaomaster1
+objects as ``kubectl get -o json`` prints them, ``node/`` what was read on xianchaomaster1
 (iptables-save, ip6tables-save, ``ip -j addr``, meta.json). It is data only; the tools that
 produced it live in tests/fixtures/demo_build/.
 """
