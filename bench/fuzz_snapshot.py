@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fuzzing import DEMOS, FILES, check_input, hypothesis_run  # noqa: E402
+from tests.fuzzing import DEMOS, FILES, REPO, check_input, hypothesis_run  # noqa: E402
 
 WORK = Path(tempfile.mkdtemp(prefix="svctrace-fuzz-"))
 
@@ -35,7 +35,8 @@ def seed_corpus(into: Path) -> Path:
             node = DEMOS[mode] / rel if mode != "iptables" or rel.startswith("node/") else None
             source = node if node is not None and node.exists() else DEMOS["iptables"] / rel
             if rel.startswith("api/"):
-                source = DEMOS["iptables"] / "api" / ("pods.json" if rel.endswith(".json") else "services.yaml")
+                source = DEMOS["iptables"] / "api" / "pods.json" if rel.endswith(".json") else \
+                    REPO / "tests" / "fixtures" / "api" / "default.yaml"  # the demo is JSON only
             if source.exists():
                 (into / f"{mode}-{rel.replace('/', '-')}").write_bytes(bytes([m, f]) + source.read_bytes())
     return into

@@ -62,8 +62,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-import yaml  # noqa: E402
-
 from svctrace.kubeproxy import naming  # noqa: E402
 from tests.fixtures.demo_build import gen_demo_nftables as nftgen  # noqa: E402
 from tests.fixtures.demo_build import gen_kube_proxy_rules as iptgen  # noqa: E402
@@ -329,7 +327,7 @@ def node_doc(node: Node) -> dict[str, Any]:
 
 def coredns_doc() -> dict[str, Any]:
     """The demo cluster's CoreDNS ConfigMap (cluster.local)."""
-    doc: dict[str, Any] = yaml.safe_load((REPO / "svctrace/demo/tutorial/api/coredns-configmap.yaml").read_text())
+    doc: dict[str, Any] = json.loads((REPO / "svctrace/demo/tutorial/api/coredns-configmap.json").read_text())
     return doc
 
 

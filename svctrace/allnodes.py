@@ -30,6 +30,7 @@ from svctrace.model.graph import NOT_PROGRAMMED, UNKNOWN, Hop, PathGraph
 from svctrace.model.k8s import Service
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.parsers.snapshot import NodeInput
+from svctrace.record import record
 from svctrace.resolver import all_stale_chains
 from svctrace.resolver.common import categorize
 from svctrace.resolver.contract import for_mode
@@ -38,7 +39,7 @@ from svctrace.words import count
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeFailure:
     """A node that could not be read: one line and the next step."""
 
@@ -57,7 +58,7 @@ NO_RULES = ("no kube-proxy rules (iptables, IPVS or nftables): kube-proxy does n
 
 # --- svc NAME --all-nodes ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@record
 class FrontendOnNode:
     """One frontend as one node programs it: its verdict and each endpoint's share of new connections."""
 
@@ -79,7 +80,7 @@ class FrontendOnNode:
                 tuple((a, round(s, 4)) for a, s in self.shares))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ServiceOnNode:
     """One Service as one node programs it, compared with the API."""
 
@@ -135,7 +136,7 @@ def endpoint_drift(graph: PathGraph) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(stale), tuple(unprogrammed)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Group:
     """Nodes whose answers are identical, and how they differ from the largest group."""
 
@@ -193,7 +194,7 @@ def service_differences(odd: ServiceOnNode, usual: ServiceOnNode) -> list[str]:
     return out or ["differs in details (see -o json)"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ServiceAcrossNodes:
     """``svc NAME --all-nodes``: the Service on each node, grouped."""
 
@@ -213,7 +214,7 @@ def service_across_nodes(namespace: str, name: str, views: Sequence[ServiceOnNod
 
 # --- audit --all-nodes ------------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@record
 class ServiceDrift:
     """A Service whose rules on a node differ from the API, and how."""
 
@@ -221,7 +222,7 @@ class ServiceDrift:
     what: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeAudit:
     """One node's audit, reduced: how many Services it programs, which drifted or are missing, stale chains."""
 
@@ -407,7 +408,7 @@ def _backend(read: NodeInput) -> str | None:
     return value if isinstance(value, str) else None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AuditResult:
     """``audit --all-nodes``: every node's reduced audit, the failures, and the summary."""
 
@@ -438,7 +439,7 @@ class AuditResult:
 
 # --- why-unreachable --all-nodes --------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeVerdict:
     """One node's verdict for a target, and the finding behind it."""
 
@@ -460,7 +461,7 @@ def node_verdict(node: str, snapshot: Snapshot, diagnosis: Diagnosis) -> NodeVer
                        _mode(snapshot), snapshot.node.iptables_backend)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VerdictsAcrossNodes:
     """``why-unreachable TARGET --all-nodes``: the verdict on each node, grouped."""
 

@@ -6,19 +6,18 @@ Shared by ``trace`` (``--src``, ``--from-pod``, ``--from-node``, ``--from-extern
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from svctrace.diagnosis.registry import Client
 from svctrace.errors import NotFoundError, UsageError
 from svctrace.model.k8s import Pod
 from svctrace.model.snapshot import Snapshot
+from svctrace.record import record
 from svctrace.trace import node_local_ips
 
 # Documentation ranges (RFC 5737, RFC 3849): an "external client" that is certainly nobody's real address.
 EXTERNAL_CLIENT = {4: "203.0.113.10", 6: "2001:db8::10"}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PacketSource:
     """The packet's source address, where it comes from (pod | node | external) and how it was chosen."""
 

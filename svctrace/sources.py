@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 from svctrace.collectors.live import (
@@ -26,6 +26,7 @@ from svctrace.collectors.live import (
 )
 from svctrace.errors import UsageError
 from svctrace.parsers.commands import ALL_TABLES
+from svctrace.record import record
 
 if TYPE_CHECKING:
     from svctrace.collectors.kube import ApiCollection
@@ -40,7 +41,7 @@ DEFAULT_NAMESPACE = "default"
 Progress = Callable[[str, str, str], None]  # (node, stage, detail), called from the collector's threads
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeChoice:
     """Which node(s) to answer for: ``--node NAME``, or every node (``--all-nodes``, ``--nodes SELECTOR``)."""
 
@@ -49,7 +50,7 @@ class NodeChoice:
     selector: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Source:
     """A snapshot to replay (a folder, a tarball, ``demo`` or ``demo:MODE``), or else the live cluster and node.
 
@@ -82,7 +83,7 @@ class Source:
                              "using --from")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Loaded:
     """A command's Snapshot, the namespace names without one belong to, and the raw live reads (``capture``)."""
 

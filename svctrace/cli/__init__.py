@@ -19,10 +19,10 @@ def main() -> None:
     # the default collector would walk them all again and again while they are built (a third of the
     # time of a 10,000-Service audit). Young objects are still collected, only less often.
     gc.set_threshold(100_000, 50, 100)
-    from svctrace.cli.app import app
+    from svctrace.cli.app import app_for
 
     try:
-        app()
+        app_for(sys.argv[1:])()
     except SystemExit as exc:
         _leave(exc.code)
     _leave(0)

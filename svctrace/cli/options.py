@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ import typer
 
 from svctrace.cli.names import complete_namespace
 from svctrace.errors import UsageError
+from svctrace.record import record
 
 
 class OutputFormat(str, enum.Enum):
@@ -114,7 +114,7 @@ DEFAULT_PARALLEL = 4
 DEFAULT_TIMEOUT = "2m"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SharedOption:
     """One parameter appended to every command that takes it: its name, its typer declaration and its default."""
 

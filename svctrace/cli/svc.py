@@ -29,6 +29,8 @@ def split_name(name: str, namespace: str | None) -> tuple[str | None, str, str |
 
 def _address(text: str) -> tuple[str, str | None] | None:
     """``10.96.0.10``, ``10.96.0.10:53``, ``fd00::10`` or ``[fd00::10]:53`` -> (address, port); None for a name."""
+    if "." not in text and ":" not in text:
+        return None  # every address (and URL) has one: a plain name needs no parser
     from svctrace.diagnosis.target import parse_target
 
     try:

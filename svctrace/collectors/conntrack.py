@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import socket
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from svctrace.model.conntrack import ConntrackEntry
 from svctrace.parsers.conntrack import parse_conntrack
+from svctrace.record import record
 
 MISSING_CONNTRACK = "UDP conntrack entries (node/conntrack.txt)"
 _PROTOCOLS = {socket.IPPROTO_UDP: "udp"}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ConntrackCollection:
     """The UDP conntrack entries, their `conntrack -L` text, or why they could not be read."""
 

@@ -43,6 +43,7 @@ from svctrace.errors import CollectionError, ForbiddenError, InputError, NotFoun
 from svctrace.parsers.k8s import Accumulator, ApiObjects, merge_objects, parse_objects
 from svctrace.parsers.k8s_fields import read_fields
 from svctrace.parsers.limits import MAX_LIST_PAGES
+from svctrace.record import record
 
 __all__ = ["DEFAULT_TIMEOUT", "MAX_NODE_GETS", "PAGE_SIZE", "ApiCollection", "KubeCollector", "KubeTarget",
            "load_client_configuration"]
@@ -63,7 +64,7 @@ _KINDS = {"services": ("v1", "Service"), "endpointslices": ("discovery.k8s.io/v1
 _REQUIRED = ("services", "endpointslices", "endpoints")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ApiCollection:
     """What one collection read: the model, the raw documents, and what is missing and why."""
 

@@ -23,7 +23,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import urllib3
@@ -35,13 +34,14 @@ from svctrace.errors import ApiUnreachableError, AuthError, CollectionError, Inp
 from svctrace.parsers.json_stream import Counter, JsonStream
 from svctrace.parsers.limits import MAX_OBJECT_BYTES, MAX_RESPONSE_BYTES, MAX_VALUES
 from svctrace.parsers.text_stream import TextStream
+from svctrace.record import record
 
 Doc = dict[str, Any]
 _NEXT_NETWORK = ('check the VPN or network route to the cluster and run "kubectl cluster-info"; '
                  "or analyse a capture with --from SNAPSHOT")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Op:
     """One API request, described for error messages and RBAC hints."""
 

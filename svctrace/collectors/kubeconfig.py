@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from kubernetes.config import incluster_config, kube_config
 from kubernetes.config.config_exception import ConfigException
 
 from svctrace.errors import InputError, KubeconfigError
+from svctrace.record import record
 
 SERVICEACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -29,7 +29,7 @@ _InClusterConfigLoader: Any = incluster_config.InClusterConfigLoader
 _NEXT_STEP_SOURCES = "pass --kubeconfig PATH, set KUBECONFIG, or analyse a capture with --from SNAPSHOT"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KubeTarget:
     """Which API server svctrace talks to and how it was found."""
 

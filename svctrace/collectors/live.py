@@ -5,15 +5,13 @@ Whatever a live run reads is also what ``capture`` writes, so ``--from`` a captu
 
 from __future__ import annotations
 
-import contextvars
-import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from svctrace import __version__
 from svctrace.parsers.commands import ALL_TABLES
+from svctrace.record import record
 
 if TYPE_CHECKING:
     from svctrace.collectors.kube import ApiCollection
@@ -29,7 +27,7 @@ A = TypeVar("A")
 SERVICE_TABLES = ("nat", "filter")  # what `svc` needs: kube-proxy's dispatch, Service and REJECT rules
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LiveOptions:
     """How to reach the live sources (kubectl's flags, plus the node's network namespace for tests)."""
 
@@ -43,7 +41,7 @@ class LiveOptions:
     total_timeout: float | None = None  # --timeout: the whole collection (API and node); None: no limit
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CollectOptions:
     """How ``--collect`` reads nodes through collector pods (svctrace.collectors.remote): the image, the pod's
     privileges, where the pods go, how many nodes at once, how long a pod may take to start."""
@@ -55,7 +53,7 @@ class CollectOptions:
     start_timeout: float = 60.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LiveCollection:
     """Everything one live run read: the Snapshot, and the raw documents and texts ``capture`` writes."""
 
@@ -99,6 +97,8 @@ def _start_node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES, *, conn
 
 
 def _hostname() -> str:
+    import socket
+
     return socket.gethostname().split(".")[0]
 
 
@@ -116,6 +116,7 @@ def assemble(api: ApiCollection | None, node: NodeInput, *, explicit: str | None
 
 def _alongside(read_node: Callable[[], NodeInput], read_api: Callable[[], A]) -> tuple[NodeInput, A]:
     """The node's rules read while the API is: the node waits on save processes, the API on the server."""
+    import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="svctrace-node") as pool:

@@ -55,6 +55,7 @@ from svctrace.errors import CollectionError, ForbiddenError, UsageError
 from svctrace.parsers import collector_output
 from svctrace.parsers.node_read import ALL_TABLES
 from svctrace.parsers.snapshot import NodeInput
+from svctrace.record import record
 
 READ_BUDGET = 300  # seconds a started pod has for the read itself, on top of the start timeout
 MAX_OUTPUT = 1 << 30  # a 10k-Service node reads ~50 MB; this only stops a runaway
@@ -62,7 +63,7 @@ EXEC_COMMAND = ["sh", "-c", f'eval "${SCRIPT_ENV}" 2>&1']
 _PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 _START_FAILURES = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeRead:
     """One node's read: its NodeInput, or why it failed (a ForbiddenError fails every node alike); its cost."""
 

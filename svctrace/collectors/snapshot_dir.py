@@ -14,16 +14,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import logging
 import os
 import posixpath
 import stat
-import tarfile
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 from svctrace.errors import InputError
 from svctrace.model.snapshot import NodeFile, Snapshot
@@ -46,8 +43,18 @@ from svctrace.parsers.limits import (
 )
 from svctrace.parsers.snapshot import OPTIONAL_NODE_FILES, NodeInput, build_snapshot
 from svctrace.parsers.text_stream import TextStream
+from svctrace.record import record
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import tarfile
+
+
+def _debug(message: str, *args: object) -> None:
+    """A note for the svctrace.collectors.snapshot_dir logger; logging is imported only when there is one."""
+    import logging
+
+    logging.getLogger(__name__).debug(message, *args)
+
 
 DOCS_HINT = "see docs/snapshot.md for the layout and the one-liner that makes a snapshot on a node"
 _HINT_LIMITS = "check that this is the right file; docs/snapshot.md lists the limits"
@@ -95,6 +102,9 @@ def load_snapshot(spec: str | Path) -> Snapshot:
 
 @contextlib.contextmanager
 def _tar_stream(path: Path, label: str) -> Iterator[Iterator[Entry]]:
+    import tarfile
+    import zlib
+
     with _opener(path, label)() as f:
         try:
             with tarfile.open(fileobj=f, mode="r:*") as tf:
@@ -150,7 +160,7 @@ def _chain(*parts: Iterator[Entry]) -> Iterator[Entry]:
 # entries: the files of a folder or the members of a tarball, one at a time
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Entry:
     """One file of a snapshot: its path under what the user passed, its size, where to say it is, how to open it.
 
@@ -202,7 +212,7 @@ def _folder_entries(root: Path, label: str) -> Iterator[Entry]:
                 continue
             yield Entry(rel, target[1], str(full), _opener(target[0], str(full)), path=target[0])
     if skipped:
-        log.debug("%s: symlinks leading out of the snapshot, or to nothing, skipped: %s", label, ", ".join(skipped))
+        _debug("%s: symlinks leading out of the snapshot, or to nothing, skipped: %s", label, ", ".join(skipped))
 
 
 def _regular_target(full: Path, real_root: Path, rel: str, label: str) -> tuple[Path, int] | None:
@@ -286,6 +296,8 @@ def _tar_entries(tf: tarfile.TarFile, label: str) -> Iterator[Entry]:
 
 def _is_tarball(path: Path) -> bool:
     """Whether a regular file is a tarball (compressed or not) rather than one pasted dump."""
+    import tarfile
+
     try:
         return _looks_compressed(path) or tarfile.is_tarfile(path)
     except OSError:
@@ -409,7 +421,7 @@ def _indexed(entry: Entry, rel: str, read: Read) -> bool:
     try:
         read.api[entry.name] = read_indexed(entry.path, entry.where)
     except NotIndexed as exc:
-        log.debug("%s: read as a stream: %s", entry.where, exc.reason)
+        _debug("%s: read as a stream: %s", entry.where, exc.reason)
         return False
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", "check the file's permissions (or run as a user "
@@ -525,7 +537,7 @@ def build(read: Read, label: str) -> Snapshot:
     node.warnings = warnings + [w.replace(label + ":", "") for w in read.skipped]
     api = merge_objects(parts)
     if api.ignored_kinds:
-        log.debug("%s: %d objects of kinds svctrace does not read were ignored: %s", label, api.ignored,
+        _debug("%s: %d objects of kinds svctrace does not read were ignored: %s", label, api.ignored,
                   ", ".join(f"{kind} ({n})" for kind, n in api.ignored_kinds.items()))
     snapshot = build_snapshot(api if parts and api.objects_seen > 0 else None, node, source=label,
                               api_warnings=api.warnings)

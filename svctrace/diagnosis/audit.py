@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from svctrace import parallel
 from svctrace.diagnosis.diagnose import Diagnosis, diagnose
@@ -13,13 +13,14 @@ from svctrace.diagnosis.findings import ERROR, WARNING
 from svctrace.model.graph import NOT_PROGRAMMED, UNKNOWN, PathGraph, StaleChain
 from svctrace.model.k8s import Service
 from svctrace.model.snapshot import Snapshot
+from svctrace.record import record
 from svctrace.resolver.common import api_endpoints, categorize
 
 # Findings that mean the node's rules and the API disagree (the dataplane checks own these codes).
 DRIFT_CODES = ("dataplane-stale-endpoints", "dataplane-missing-service")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ServiceAudit:
     """One Service's diagnosis and the facts the summary counts."""
 
@@ -30,7 +31,7 @@ class ServiceAudit:
     without_endpoints: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Audit:
     services: tuple[ServiceAudit, ...]
     source: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from svctrace.diagnosis.checks.dns import external_name_passed
 from svctrace.diagnosis.findings import DEGRADED, ERROR, PASSED, REACHABLE, UNREACHABLE, Finding, ranked, verdict
@@ -12,10 +12,11 @@ from svctrace.errors import NotFoundError, PortNotFoundError
 from svctrace.model import graph as g
 from svctrace.model.graph import PathGraph
 from svctrace.model.snapshot import Snapshot
+from svctrace.record import record
 from svctrace.resolver import resolve
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Diagnosis:
     target: ResolvedTarget
     client: Client

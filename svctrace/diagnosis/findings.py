@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from svctrace.record import record
 
 ERROR = "error"  # the target is unreachable for this client because of it
 WARNING = "warning"  # some clients or some of the time, or a risk that is live now
@@ -14,7 +14,7 @@ UNREACHABLE = "unreachable"
 DEGRADED = "degraded"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Finding:
     """One check's result: a stable kebab-case code, a severity, a title, the evidence and the next step."""
 

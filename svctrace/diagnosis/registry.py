@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from svctrace.diagnosis.findings import INFO, Finding, ranked
 from svctrace.diagnosis.target import ResolvedTarget
 from svctrace.model.graph import PathGraph
 from svctrace.model.k8s import Pod, Service
 from svctrace.model.snapshot import Snapshot
+from svctrace.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Client:
     """Who is connecting: a pod, the node itself, an outside address, or unknown (None fields)."""
 
@@ -21,7 +22,7 @@ class Client:
     origin: str | None = None  # pod | node | external | None (not said)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CheckContext:
     """Everything a check may look at. ``graph`` is the Service's path graph when the Service exists."""
 
@@ -43,7 +44,7 @@ class CheckContext:
 CheckFn = Callable[[CheckContext], Iterable[Finding]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Check:
     code: str
     fn: CheckFn

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from svctrace.errors import UsageError
+from svctrace.record import record
 
 if TYPE_CHECKING:  # parse_target needs none of the model: `svc` asks it before the node's saves start
     from svctrace.model.k8s import Service
@@ -21,7 +21,7 @@ def is_dns_label(text: str) -> bool:
     return bool(text) and set(text) <= _LABEL_INNER and text[0] != "-" and text[-1] != "-"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Target:
     """The parsed target, before it is matched to a Service."""
 
@@ -33,7 +33,7 @@ class Target:
     port: str | None = None  # name or number as given (None: every port)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ResolvedTarget:
     """The target matched to a Service port (or not found: service is None)."""
 

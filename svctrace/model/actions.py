@@ -6,16 +6,15 @@ sequence of matches, actions, lookups and verdicts, evaluated left to right (svc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from svctrace.model.addresses import Prefix
 from svctrace.model.matches import MARK_FULL_MASK, Match
+from svctrace.record import record
 
 # ---------------------------------------------------------------------------------------------------
 # What a rule does besides jumping: typed target options.
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NatRange:
     """``--to-destination`` / ``--to-source`` / ``dnat to``: ``10.0.0.1-10.0.0.3:80-90``."""
 
@@ -42,7 +41,7 @@ class NatRange:
         return host
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DnatAction:
     """DNAT (and REDIRECT, whose address is the receiving interface's: ``redirect`` True)."""
 
@@ -57,7 +56,7 @@ class DnatAction:
         return self.ranges[0] if self.ranges else None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SnatAction:
     """SNAT to an address, or MASQUERADE (``to`` None: the outgoing interface's address)."""
 
@@ -66,7 +65,7 @@ class SnatAction:
     flags: tuple[str, ...] = ()  # random, random-fully, persistent
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MarkAction:
     """MARK / CONNMARK / nft ``meta mark set``: ``op`` set | xset | or | and | xor | save | restore."""
 
@@ -107,17 +106,17 @@ class MarkAction:
         return f"{prefix}mark {sym} {self.value:#x}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RejectAction:
     with_: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NotrackAction:
     """NOTRACK / ``-j CT --notrack`` / nft ``notrack``: the connection is not tracked (so not NATed)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OtherAction:
     """A target extension's options svctrace does not interpret (LOG, CT --zone, ...), as written."""
 
@@ -133,7 +132,7 @@ Action = DnatAction | SnatAction | MarkAction | RejectAction | NotrackAction | O
 # and these, evaluated left to right.
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Verdict:
     """accept | drop | reject | return | continue | queue (iptables ACCEPT, DROP, REJECT, RETURN in lower case)."""
 
@@ -141,7 +140,7 @@ class Verdict:
     reject_with: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Jump:
     """Jump to a chain (or go to it: falling off the end then returns to the caller's caller)."""
 
@@ -154,7 +153,7 @@ class Jump:
 ElementPart = Prefix | tuple[int, int, int] | tuple[int, int] | str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Element:
     """One set element, or one map element with the verdict it maps to."""
 
@@ -163,7 +162,7 @@ class Element:
     verdict: Verdict | Jump | None = None  # maps only
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SetLookup:
     """nftables ``KEY @set`` / ``KEY { ... }``: is the packet's key in the set? (``!=``: not in it)."""
 
@@ -178,7 +177,7 @@ class SetLookup:
         return f"{' . '.join(self.keys)} {'!= ' if self.negated else ''}{what}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MapLookup:
     """nftables ``KEY vmap @map`` / ``KEY vmap { k : verdict, ... }``: the verdict of the matching element."""
 
@@ -193,7 +192,7 @@ class MapLookup:
         return f"{' . '.join(self.keys)} vmap {what}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Numgen:
     """nftables ``numgen random mod N [offset K] vmap { ... }``: a random number picks the element."""
 
@@ -208,7 +207,7 @@ class Numgen:
         return f"numgen random mod {self.mod}{off} vmap ..."
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SetUpdate:
     """nftables ``update @set { KEY }`` / ``add @set ...``: records the client (session affinity)."""
 
@@ -216,7 +215,7 @@ class SetUpdate:
     keys: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UnknownStatement:
     """An nftables statement svctrace cannot evaluate; ``tail`` is the verdict the rule ends in, if any."""
 

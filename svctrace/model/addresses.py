@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from functools import lru_cache
+
+from svctrace.record import record
 
 # ---------------------------------------------------------------------------------------------------
 # Addresses
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Prefix:
     """An address or a network: the IP version, the network as an integer and its length in bits."""
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from svctrace.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ConntrackEntry:
     """One conntrack flow: the original direction (as the client sent it) and the reply direction.
 

@@ -6,9 +6,8 @@ into the documented JSON schema (docs/json-schema.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from svctrace.model.k8s import Service
+from svctrace.record import record
 
 # Hop kinds. iptables: dispatch (a rule in KUBE-SERVICES/KUBE-NODEPORTS), firewall (KUBE-FW),
 # external (KUBE-EXT), service (KUBE-SVC), local (KUBE-SVL), endpoint (KUBE-SEP), verdict (a filter-table
@@ -27,7 +26,7 @@ UNKNOWN = "unknown"  # the dataplane was not collected, or the dump does not sho
 FRONTEND_VERDICTS = (FORWARDED, REJECTED, DROPPED, PARTIAL, UNTRANSLATED, NOT_PROGRAMMED, UNKNOWN)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RuleRef:
     """A dataplane rule a hop rests on, as it was printed in the dump."""
 
@@ -37,7 +36,7 @@ class RuleRef:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EndpointInfo:
     """One backend, joined from the EndpointSlice, the Pod and the dataplane."""
 
@@ -75,7 +74,7 @@ class EndpointInfo:
         return "ready"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Hop:
     """One step of a path: a chain (or IPVS object) and the rules that send traffic on from it."""
 
@@ -95,7 +94,7 @@ class Hop:
     children: tuple[Hop, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Frontend:
     """An address and port a client can send to: ClusterIP, NodePort, externalIP or LoadBalancer IP."""
 
@@ -115,14 +114,14 @@ class Frontend:
         return f"{host}:{self.port}/{self.protocol}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DnsRecord:
     name: str
     type: str  # A | AAAA | CNAME | SRV
     answers: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DnsInfo:
     cluster_domain: str
     domain_source: str  # where the domain came from, in words
@@ -132,7 +131,7 @@ class DnsInfo:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StaleChain:
     """A chain that no current Service port owns (kube-proxy removes these on its next full sync)."""
 
@@ -142,7 +141,7 @@ class StaleChain:
     rule_count: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RulesIdentity:
     """How a Service known only from a node's rules (no API objects) was named."""
 
@@ -152,7 +151,7 @@ class RulesIdentity:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathGraph:
     service: Service
     mode: str  # iptables | ipvs | nftables | none (no dataplane collected)

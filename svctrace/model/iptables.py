@@ -15,18 +15,18 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from svctrace.model.actions import Action
 from svctrace.model.matches import DST, SRC, AddrMatch, Match, PortMatch, ProtoMatch, StatisticMatch
+from svctrace.record import record
 
 BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
 
 M = TypeVar("M")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Rule:
     """One ``-A CHAIN ...`` line."""
 
@@ -86,7 +86,7 @@ class Rule:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Chain:
     name: str
     policy: str | None = None  # ACCEPT/DROP for built-in chains, None for user chains ("-")

@@ -7,10 +7,11 @@ can tell a snapshot from a live node.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from svctrace.model.addresses import ip_value, parse_prefix
+from svctrace.record import record
 
 # ipvsadm's forwarding methods, by the option it prints and by the kernel's IP_VS_CONN_F_* value.
 FORWARD_MASQ = "masq"  # -m: NAT; the only method kube-proxy uses
@@ -23,7 +24,7 @@ FORWARD_BYPASS = "bypass"
 WEIGHT_SCHEDULERS = ("rr", "wrr")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VirtualServer:
     """An IPVS service: where clients connect (protocol, address, port) or a firewall mark."""
 
@@ -58,7 +59,7 @@ class VirtualServer:
         return f"{head} {self.scheduler}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RealServer:
     """A backend of a virtual server."""
 
@@ -76,7 +77,7 @@ class RealServer:
         return f"{host}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IpvsTable:
     services: tuple[tuple[VirtualServer, tuple[RealServer, ...]], ...] = ()
     source: str = ""
@@ -101,7 +102,7 @@ class IpvsTable:
         return tuple(index.get((protocol.upper(), port), ()))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IpSet:
     """One ipset: its type, its create options and its members as ``ipset save`` writes them."""
 
@@ -154,7 +155,7 @@ def _lowered(members: tuple[str, ...]) -> frozenset[str]:
     return got[1]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IpSets:
     sets: tuple[IpSet, ...] = ()
     source: str = ""
@@ -179,7 +180,7 @@ class IpSets:
 _PORT_PROTOCOLS = frozenset({"tcp", "udp", "sctp", "udplite", "icmp", "icmpv6"})
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PortSpan:
     """A port or a port range, for one protocol (None: a bitmap:port member, any protocol)."""
 
@@ -188,7 +189,7 @@ class PortSpan:
     high: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AddrSpan:
     """An address, a network or an address range, as the inclusive span of integers it covers."""
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
+
+from svctrace.record import record
 
 Protocol = Literal["TCP", "UDP", "SCTP"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ObjectRef:
     kind: str
     namespace: str
@@ -19,7 +21,7 @@ class ObjectRef:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ServicePort:
     port: int
     protocol: Protocol = "TCP"
@@ -36,14 +38,14 @@ class ServicePort:
         return self.port if self.target_port is None else self.target_port
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LoadBalancerIngress:
     ip: str | None = None
     hostname: str | None = None
     ip_mode: str | None = None  # "VIP" (default) or "Proxy"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Service:
     namespace: str
     name: str
@@ -91,7 +93,7 @@ class Service:
         return self.session_affinity_timeout or 10800
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EndpointConditions:
     ready: bool | None = None  # None: unknown, which consumers treat as ready
     serving: bool | None = None
@@ -110,7 +112,7 @@ class EndpointConditions:
         return bool(self.terminating)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Endpoint:
     addresses: tuple[str, ...]
     conditions: EndpointConditions = EndpointConditions()
@@ -120,7 +122,7 @@ class Endpoint:
     target_ref: ObjectRef | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EndpointPort:
     port: int | None
     protocol: Protocol = "TCP"
@@ -128,7 +130,7 @@ class EndpointPort:
     app_protocol: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EndpointSlice:
     namespace: str
     name: str
@@ -141,7 +143,7 @@ class EndpointSlice:
     origin: str = "EndpointSlice"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ContainerPort:
     container_port: int
     protocol: Protocol = "TCP"
@@ -149,7 +151,7 @@ class ContainerPort:
     container: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ContainerStatus:
     name: str
     ready: bool = False
@@ -158,7 +160,7 @@ class ContainerStatus:
     reason: str = ""  # CrashLoopBackOff, ImagePullBackOff, ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Pod:
     namespace: str
     name: str
@@ -178,13 +180,13 @@ class Pod:
         return f"{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeAddress:
     type: str  # InternalIP | ExternalIP | Hostname
     address: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Node:
     name: str
     addresses: tuple[NodeAddress, ...] = ()
@@ -201,7 +203,7 @@ class Node:
         return tuple(a.address for a in self.addresses if a.type in ("InternalIP", "ExternalIP"))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ConfigMap:
     namespace: str
     name: str
@@ -217,7 +219,7 @@ def corefile_zones(corefile: str) -> tuple[str, ...] | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NetworkPolicy:
     namespace: str
     name: str

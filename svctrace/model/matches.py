@@ -11,9 +11,9 @@ svctrace.model.actions.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from svctrace.model.addresses import Prefix
+from svctrace.record import record
 
 MARK_FULL_MASK = 0xFFFFFFFF
 PortRange = tuple[int, int]
@@ -26,7 +26,7 @@ DST = "dst"
 # Matches. Every one can be negated; ``text`` is how the match reads in the dump, for notes.
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AddrMatch:
     """Source or destination in one of the prefixes (``-s``/``-d``, ``ip saddr``/``ip daddr``)."""
 
@@ -39,7 +39,7 @@ class AddrMatch:
         return f"{'! ' if self.negated else ''}-{self.field[0]} {','.join(map(str, self.prefixes))}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProtoMatch:
     """The layer-4 protocol (``-p tcp``, ``meta l4proto tcp``); "all" matches every protocol."""
 
@@ -51,7 +51,7 @@ class ProtoMatch:
         return f"{'! ' if self.negated else ''}-p {self.protocol}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IfaceMatch:
     """Input or output interface (``-i``/``-o``, ``iifname``/``oifname``); ``eth+`` is a wildcard."""
 
@@ -72,7 +72,7 @@ class IfaceMatch:
         return self.written or f"{'! ' if self.negated else ''}-{self.field[0]} {self.name}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PortMatch:
     """Source or destination port in one of the ranges; ``protocol`` is the protocol the match implies
     (``-m tcp --dport``) or None (``multiport``, nftables ``th dport``)."""
@@ -98,7 +98,7 @@ class PortMatch:
         return f"{'! ' if self.negated else ''}--{self.field} {spec}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProtocolOnly:
     """A protocol match module with nothing else (``-m tcp`` alone, ``--syn``): only the protocol counts."""
 
@@ -111,7 +111,7 @@ class ProtocolOnly:
         return f"-m {self.protocol}" + (" --syn" if self.syn_only else "")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TcpFlagsMatch:
     """``--tcp-flags MASK COMP``: the first packet of a new connection carries SYN alone."""
 
@@ -125,7 +125,7 @@ class TcpFlagsMatch:
                 f"{','.join(sorted(self.comp)) or 'NONE'}")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FragmentMatch:
     """``-f``: a non-first fragment (the first packet of a connection never is one)."""
 
@@ -136,7 +136,7 @@ class FragmentMatch:
         return f"{'! ' if self.negated else ''}-f"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MarkMatch:
     """``mark & mask == value`` on the packet mark or the connection mark."""
 
@@ -151,7 +151,7 @@ class MarkMatch:
         return f"-m {module} {'! ' if self.negated else ''}--mark {self.value:#x}/{self.mask:#x}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CtStateMatch:
     """Connection tracking state (``--ctstate``/``--state``, ``ct state``), upper case."""
 
@@ -163,7 +163,7 @@ class CtStateMatch:
         return f"{'! ' if self.negated else ''}--ctstate {','.join(sorted(self.states))}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CtAddrMatch:
     """An address of the conntrack tuple: ``--ctorigsrc``, ``--ctorigdst``, ``--ctreplsrc``, ``--ctrepldst``."""
 
@@ -176,7 +176,7 @@ class CtAddrMatch:
         return f"{'! ' if self.negated else ''}--ct{self.which} {','.join(map(str, self.prefixes))}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CtPortMatch:
     """A port of the conntrack tuple: ``--ctorigsrcport`` and friends."""
 
@@ -190,7 +190,7 @@ class CtPortMatch:
         return f"{'! ' if self.negated else ''}--ct{self.which}port {spec}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CtProtoMatch:
     protocol: str
     negated: bool = False
@@ -200,7 +200,7 @@ class CtProtoMatch:
         return f"{'! ' if self.negated else ''}--ctproto {self.protocol}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CtDirMatch:
     direction: str  # ORIGINAL | REPLY
     negated: bool = False
@@ -210,7 +210,7 @@ class CtDirMatch:
         return f"{'! ' if self.negated else ''}--ctdir {self.direction}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AddrTypeMatch:
     """The route type of the source or destination (``-m addrtype``, ``fib daddr type``): LOCAL, UNICAST..."""
 
@@ -229,7 +229,7 @@ class AddrTypeMatch:
         return f"-m addrtype {'! ' if self.negated else ''}{flag} {','.join(sorted(self.types))}{limit}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StatisticMatch:
     """``-m statistic``: a random split with ``probability`` (or every n-th packet)."""
 
@@ -245,7 +245,7 @@ class StatisticMatch:
         return f"-m statistic --mode random {'! ' if self.negated else ''}--probability {self.raw}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RecentMatch:
     """``-m recent``: session affinity lists. ``op`` is rcheck | update | remove | set."""
 
@@ -263,7 +263,7 @@ class RecentMatch:
         return f"-m recent {'! ' if self.negated else ''}--{self.op} --name {self.name}{secs}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IpsetMatch:
     """``-m set --match-set NAME src,dst``: the packet's fields looked up in an ipset."""
 
@@ -276,7 +276,7 @@ class IpsetMatch:
         return f"-m set {'! ' if self.negated else ''}--match-set {self.name} {','.join(self.flags)}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PhysdevMatch:
     """``-m physdev``: bridge ports. ``option`` is is-in | is-out | is-bridged | in | out."""
 
@@ -290,7 +290,7 @@ class PhysdevMatch:
         return f"-m physdev {'! ' if self.negated else ''}--physdev-{self.option}{value}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IpRangeMatch:
     field: str  # src | dst
     version: int
@@ -304,7 +304,7 @@ class IpRangeMatch:
         return f"-m iprange {'! ' if self.negated else ''}--{self.field}-range {self.raw}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PktTypeMatch:
     kind: str  # unicast | broadcast | multicast
     negated: bool = False
@@ -314,7 +314,7 @@ class PktTypeMatch:
         return f"-m pkttype {'! ' if self.negated else ''}--pkt-type {self.kind}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NfprotoMatch:
     """nftables ``meta nfproto ipv4``: the packet's IP family."""
 
@@ -326,7 +326,7 @@ class NfprotoMatch:
         return f"meta nfproto {'!= ' if self.negated else ''}ipv{self.family}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UnknownMatch:
     """A match svctrace cannot evaluate from a snapshot (an unknown module or option): kept as written."""
 

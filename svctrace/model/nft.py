@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Generic, TypeVar
 
 from svctrace.model.actions import Element, ElementPart, Jump, Statement, Verdict
+from svctrace.record import record
 
 KUBE_PROXY_TABLE = "kube-proxy"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NftRule:
     """One rule of a chain."""
 
@@ -37,7 +38,7 @@ class NftRule:
         return f'{self.text} comment "{self.comment}"'
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NftChain:
     """A chain; ``hook`` is set for base chains (attached to a netfilter hook)."""
 
@@ -133,7 +134,7 @@ class LazyChains(_ByName[NftChain]):
         return got
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NftElement:
     """A set element (``value`` None) or a map element ``key : value``.
 
@@ -157,7 +158,7 @@ class NftElement:
         return f"{self.key}{comment}" + (f" : {self.value}" if self.value is not None else "")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NftSet:
     """A named set (``is_map`` False) or map (``is_map`` True, ``data_type`` the value type)."""
 
@@ -179,7 +180,7 @@ class NftSet:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NftTable:
     family: str  # ip | ip6 | inet | ...
     name: str
@@ -211,7 +212,7 @@ class NftTable:
         return [c for c in (heads.described() if isinstance(heads, ChainHeads) else heads.values()) if c.is_base]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NftRuleset:
     tables: tuple[NftTable, ...] = ()
     source: str = ""  # the file it was read from, or "live"

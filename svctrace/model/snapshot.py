@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from svctrace.model.iptables import IptablesDump
@@ -22,6 +22,7 @@ from svctrace.model.k8s import (
     Service,
 )
 from svctrace.model.mode import ProxyMode
+from svctrace.record import record
 
 if TYPE_CHECKING:  # only annotations: a Snapshot of one mode does not import the others' types
     from svctrace.model.conntrack import ConntrackEntry
@@ -65,7 +66,7 @@ WHAT: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Missing:
     """An input that was not collected, and why (``what`` is a NodeFile value or API, or free words for
     an API read that failed)."""
@@ -79,7 +80,7 @@ class Missing:
         return f"{base}: {self.why}" if self.why else base
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostAddress:
     """One address configured on the node (``ip -j addr``)."""
 
@@ -90,7 +91,7 @@ class HostAddress:
     scope: str = "global"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeFacts:
     name: str | None = None
     proxy_mode: ProxyMode | None = None  # None: unknown (decided once, when the Snapshot is built)
@@ -113,7 +114,7 @@ class NodeFacts:
         return tuple(a.address for a in self.addresses or ())
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Snapshot:
     services: tuple[Service, ...] = ()
     endpoint_slices: tuple[EndpointSlice, ...] = ()

@@ -19,9 +19,9 @@ Conventions (docs/tracer.md):
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from svctrace.errors import UsageError
+from svctrace.record import record
 
 ORIGINS = ("pod", "node", "external")
 PROTOCOLS = ("tcp", "udp", "sctp")
@@ -36,7 +36,7 @@ def _ip(value: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
                          "give a literal IPv4 or IPv6 address, e.g. 10.96.0.10") from None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Packet:
     """The first packet of one new connection, as it enters the node's rules."""
 
@@ -84,7 +84,7 @@ def format_address(ip: str, port: int | None) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TraceStep:
     """One rule (or chain policy) the packet went through, and what it did there."""
 
@@ -96,7 +96,7 @@ class TraceStep:
     target: str | None = None  # the chain a jump or goto enters
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Outcome:
     """One way the connection can end."""
 
@@ -123,7 +123,7 @@ class Outcome:
         return self.conditional_probability or 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KubeProxyTestView:
     """What kube-proxy's unit-test tracer would report: its ``output`` list and ``masq`` flag."""
 
@@ -135,7 +135,7 @@ class KubeProxyTestView:
         return ", ".join(self.outputs)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TraceResult:
     packet: Packet
     mode: str  # iptables | ipvs | nftables
@@ -155,7 +155,7 @@ class TraceResult:
         return all(o.probability is not None for o in self.outcomes)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TraceOptions:
     """How to trace; the defaults follow the kernel."""
 

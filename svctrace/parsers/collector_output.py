@@ -27,6 +27,7 @@ from svctrace.parsers.node_read import (
 )
 from svctrace.parsers.procfs import IPVS_INTERFACE, addresses_from_proc, parse_proc_ip_vs
 from svctrace.parsers.snapshot import NodeInput, Probe
+from svctrace.record import record
 
 __all__ = ["IPVS_INTERFACE", "Records", "node_input", "parse_records"]
 
@@ -70,7 +71,7 @@ def conntrack_section(family: str) -> str:
     return f"conntrack:{family}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Record:
     """One command's output, its exit status and what it printed on stderr."""
 

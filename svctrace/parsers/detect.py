@@ -14,7 +14,6 @@ components on different backends, both tables evaluated by the kernel), so it is
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from svctrace.errors import InputError
@@ -23,6 +22,7 @@ from svctrace.model.matches import IpsetMatch
 from svctrace.parsers.commands import LEGACY as LEGACY
 from svctrace.parsers.commands import NFT as NFT
 from svctrace.parsers.node import normalise_proxy_mode
+from svctrace.record import record
 
 BOTH = "both"
 
@@ -44,7 +44,7 @@ IPVS_ABSENT_WARNING = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BackendCount:
     """What one backend's save output holds, as far as the decision cares."""
 
@@ -54,7 +54,7 @@ class BackendCount:
     available: bool  # False: the save command was missing or failed
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BackendDecision:
     """Which iptables backend holds kube's rules: ``legacy``, ``nf_tables``, ``both`` or None (neither)."""
 
@@ -150,7 +150,7 @@ def decide_backend(legacy_text: SaveText | Sequence[SaveText] | None,
 # proxy mode
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ModeFacts:
     """What the collector saw that tells kube-proxy's mode; every field optional (None: not looked at)."""
 
@@ -163,7 +163,7 @@ class ModeFacts:
     nft_tables: tuple[str, ...] | None = None  # "family name" per nftables table, as `nft list tables` says
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ModeDecision:
     """kube-proxy's mode (iptables | ipvs | nftables | None) and how it was decided."""
 

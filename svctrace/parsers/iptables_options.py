@@ -7,8 +7,6 @@ piece at a time and caches each piece, so a 430k-line dump is read in seconds. B
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from svctrace.parsers.iptables_words import (
     _JUMP_OPTIONS,
     _MATCH_OPTIONS,
@@ -26,6 +24,7 @@ from svctrace.parsers.iptables_words import (
     split_rule,
     split_words,
 )
+from svctrace.record import record
 
 _MATCH, _BASIC, _JUMP, _COUNTERS_OPT, _OPT = range(5)
 # (kind, name/module/target, values, payload, intrapositioned '!'); payload: the Option for _BASIC and
@@ -319,7 +318,7 @@ def _owner(name: str, drafts: list[_Draft], target_at: int, protocol: str | None
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RawRule:
     """A rule's options as written, each with its owner, before typing: what the parser's stages 1 and 2
     make of one ``-A`` line (the tests of option ownership read this)."""

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from svctrace.errors import InputError
 from svctrace.parsers.limits import mib
 from svctrace.parsers.text_stream import CHUNK, TextStream
+from svctrace.record import record
 
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
@@ -30,7 +30,7 @@ _DECODER = json.JSONDecoder()
 _TAIL = 16
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Streamed:
     """One value: a whole top-level value, or one element of a streamed array."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, TypeVar, cast
 
 from svctrace.errors import InputError
@@ -40,6 +40,7 @@ from svctrace.parsers.k8s_documents import (
 from svctrace.parsers.k8s_fields import READ_FIELDS
 from svctrace.parsers.k8s_object import TypedObject as _Obj
 from svctrace.parsers.limits import MAX_DEPTH
+from svctrace.record import record
 
 __all__ = ["ApiObjects", "decode_documents", "merge_objects", "parse_objects", "parse_raw"]
 
@@ -73,7 +74,7 @@ _T = TypeVar("_T")
 _HINT_EXPORT = HINT_EXPORT
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ApiObjects:
     """The Kubernetes objects read from one or more files."""
 

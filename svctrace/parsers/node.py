@@ -5,13 +5,14 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from svctrace.errors import InputError
 from svctrace.model.snapshot import HostAddress
 from svctrace.parsers.json_stream import deeper_than
 from svctrace.parsers.limits import MAX_DEPTH
+from svctrace.record import record
 
 PROXY_MODES = ("iptables", "ipvs", "nftables")
 _MODE_ALIASES = {"nft": "nftables"}
@@ -22,7 +23,7 @@ _META_KEYS = ("nodeName", "proxyMode", "proxyModeHow", "sysctls", "iptablesBacke
 _FAMILIES = {"inet": 4, "inet6": 6}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeMeta:
     """What a ``meta.json`` says: every field optional."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from svctrace.errors import InputError
@@ -27,6 +26,7 @@ from svctrace.model.ipvs import (
     RealServer,
     VirtualServer,
 )
+from svctrace.record import record
 
 IPVS_INTERFACE = "kube-ipvs0"
 _FORWARD = {"masq": FORWARD_MASQ, "local": FORWARD_LOCAL, "tunnel": FORWARD_TUNNEL, "route": FORWARD_ROUTE,
@@ -95,7 +95,7 @@ def parse_proc_ip_vs(text: str, source: str) -> IpvsTable:
 
 # --- addresses and links: /proc/net/fib_trie, /proc/net/route, /proc/net/if_inet6, /sys/class/net ------------
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Link:
     index: int
     name: str

@@ -20,6 +20,7 @@ from svctrace.parsers import iptables_save
 from svctrace.parsers.detect import ModeFacts, decide_proxy_mode
 from svctrace.parsers.k8s import ApiObjects
 from svctrace.parsers.node import NodeMeta, parse_ip_addr_json, parse_links, parse_meta_json
+from svctrace.record import record
 
 if TYPE_CHECKING:
     from svctrace.model.nft import NftRuleset
@@ -32,7 +33,7 @@ EAGER_BYTES = 4 << 20
 OPTIONAL_NODE_FILES = frozenset({NodeFile.CONNTRACK})
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Probe:
     """What a live read saw besides the files: kube-proxy's own answer and the kernel's IPVS state."""
 

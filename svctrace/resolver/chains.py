@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 from svctrace.model.graph import EndpointInfo, Hop, RuleRef
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.snapshot import Snapshot
+from svctrace.record import record
 
 R = TypeVar("R")
 MAX_DEPTH = 8
@@ -25,7 +26,7 @@ def pct(share: float) -> str:
     return f"{share * 100:.0f}%" if share * 100 >= 1 or share == 0 else f"{share * 100:.2g}%"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RuleFacts:
     """What a rule of a Service chain does, as the resolver needs it."""
 
@@ -46,7 +47,7 @@ class RuleFacts:
     action_less: bool = False  # only matches (no target)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Words:
     """How a mode names its chains and mechanisms in explanations."""
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import difflib
 import ipaddress
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from svctrace.errors import NotFoundError, PortNotFoundError
 from svctrace.model import graph as g
 from svctrace.model.graph import DnsInfo, DnsRecord, EndpointInfo, Hop
 from svctrace.model.k8s import EndpointSlice, Service, ServicePort, corefile_zones
 from svctrace.model.snapshot import Snapshot
+from svctrace.record import record
 
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 
@@ -127,7 +127,7 @@ def _api_endpoints(snapshot: Snapshot, svc: Service, sp: ServicePort, family: in
     return tuple(out.values())
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EndpointChoice:
     """Which endpoints kube-proxy programs for a Service port (pkg/proxy/topology.go CategorizeEndpoints)."""
 

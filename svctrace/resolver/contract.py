@@ -8,20 +8,20 @@ resolver/__init__.py, written once. tests/unit/test_mode_contract.py checks that
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from svctrace.model.graph import EndpointInfo, Frontend, StaleChain
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import Snapshot
+from svctrace.record import record
 
 # What resolving one Service port in one IP family gives: its frontends, the endpoints seen (in the API
 # and in the dataplane), and the chains the walk reached (for stale-chain detection).
 PortResult = tuple[list[Frontend], tuple[EndpointInfo, ...], set[str]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RuleService:
     """One Service port as a node's rules show it: what a node-only snapshot knows of a Service."""
 

@@ -7,7 +7,7 @@ rules carry no comments (large-cluster mode) and chains that no Service owns any
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
@@ -27,6 +27,7 @@ from svctrace.model.matches import (
 )
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
+from svctrace.record import record
 from svctrace.resolver.chains import ChainWalk, RuleFacts
 from svctrace.resolver.common import any_local_address, api_endpoints, categorize, family_of, frontend_verdict
 from svctrace.resolver.contract import PortResult, RuleService, register
@@ -268,7 +269,7 @@ def _filter_hops(ctx: _Walk, spec: _FrontendSpec, rule: Rule) -> list[Hop]:
                         "Service address and time out.")]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _FrontendSpec:
     type: str
     ip: str

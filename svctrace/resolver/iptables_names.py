@@ -8,19 +8,18 @@ objects) carries the suffix its rules gave it (``ServicePort.chains``). Only the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from svctrace.kubeproxy import naming
 from svctrace.model.graph import StaleChain
 from svctrace.model.iptables import IptablesDump, Table
 from svctrace.model.k8s import Service, ServicePort
+from svctrace.record import record
 
 SERVICE_CHAIN_PREFIXES = naming.IPT_SERVICE_PREFIXES + (naming.IPT_ENDPOINT_PREFIX,)
 COLON_NOTE = ("this node's chains hash the unnamed port as '{spn}' (with the colon): kube-proxy before v1.19 "
               "named them so")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PortChains:
     """The chain suffix of one Service port on this node, the port name it hashes from, and how it was found."""
 

@@ -19,6 +19,7 @@ from svctrace.model.matches import IpsetMatch
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.parsers.ipvs import normalize_member
+from svctrace.record import record
 from svctrace.resolver.common import api_endpoints, categorize, family_of, node_addresses
 from svctrace.resolver.contract import PortResult, RuleService, register
 from svctrace.resolver.rule_words import describe_source
@@ -84,7 +85,7 @@ def _chain_rules(dump: IptablesDump | None, table: str, chain: str) -> tuple[Rul
     return c.rules if c is not None else ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Spec:
     type: str
     ip: str

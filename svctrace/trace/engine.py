@@ -22,6 +22,7 @@ from svctrace.model.actions import Element, SetLookup
 from svctrace.model.addresses import Prefix, ip_value
 from svctrace.model.ipvs import AddrSpan, IpsetPart, PortSpan, ipset_entry
 from svctrace.model.trace import Packet, TraceOptions, TraceStep
+from svctrace.record import record
 
 LOOPBACK = (Prefix(4, 0x7F000000, 8), Prefix(6, 1, 128))
 _ADDRTYPE_UNDECIDABLE = frozenset({"UNSPEC", "ANYCAST", "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW", "NAT",
@@ -30,7 +31,7 @@ _ADDRTYPE_UNDECIDABLE = frozenset({"UNSPEC", "ANYCAST", "BLACKHOLE", "UNREACHABL
 Assumption = tuple[str, bool]  # (what could not be decided, whether this branch assumes it matched)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Branch:
     src: str
     dst: str
@@ -76,7 +77,7 @@ class Branch:
         return replace(self, assumed=(*self.assumed, (what, matched)))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Alt:
     """One way a random or undecidable match can go."""
 

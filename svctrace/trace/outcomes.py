@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from svctrace.model.addresses import ip_value
 from svctrace.model.trace import Outcome, format_address
+from svctrace.record import record
 from svctrace.trace.engine import LOOPBACK, Assumption, Branch, drop_irrelevant
 
 
@@ -29,7 +30,7 @@ def martian(br: Branch, origin: str, is_local: Callable[[str], bool]) -> str | N
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Draft:
     """An outcome being merged: its assumptions kept apart from its text."""
 

@@ -37,6 +37,7 @@ from svctrace.model.actions import (
 from svctrace.model.addresses import Prefix
 from svctrace.model.matches import Match
 from svctrace.model.trace import Packet, TraceOptions, TraceResult, TraceStep, format_address
+from svctrace.record import record
 from svctrace.trace.engine import Branch, Matcher, NodeView, merge_branches, undecided
 from svctrace.trace.outcomes import finish, martian
 
@@ -67,7 +68,7 @@ class ChainLike(Protocol):
     def policy(self) -> str | None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HookChain:
     """A chain a hook runs: its table, name, priority, and whether it is a nat chain."""
 

@@ -69,6 +69,22 @@ def test_snapshot_commands_do_not_load_the_live_collectors(args: list[str]) -> N
     assert _loaded(modules, LIVE_ONLY) == []
 
 
+# What `svc NAME --from demo` (issue 11's start-up figure) has no use for: the demo is JSON, a folder is no
+# tarball, nothing is logged or sent, svc neither diagnoses nor traces, and no other command is built.
+NOT_FOR_SVC_FROM_DEMO = ("yaml", "logging", "socket", "tarfile", "zipfile", "importlib.resources",
+                         "svctrace.diagnosis", "svctrace.trace", "svctrace.collectors.spawn",
+                         *(f"svctrace.cli.{module}" for module in ("audit", "capture", "completion", "demo", "trace",
+                                                                    "why")))
+
+
+@pytest.mark.parametrize("args", [["svc", "my-nginx", "--from", "demo"],
+                                  ["svc", "my-nginx", "--from", "demo", "-o", "json"]])
+def test_svc_from_the_demo_loads_only_what_it_uses(args: list[str]) -> None:
+    modules = loaded_modules(*args)
+    assert "svctrace.resolver" in modules
+    assert _loaded(modules, NOT_FOR_SVC_FROM_DEMO) == []
+
+
 def test_a_live_command_does_load_the_kubernetes_client(tmp_path: Path) -> None:
     # The probe can tell: a live run (here failing on a missing kubeconfig) imports the client.
     modules = loaded_modules("svc", "x", "--kubeconfig", str(tmp_path / "missing"))

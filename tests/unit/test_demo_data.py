@@ -56,17 +56,18 @@ def test_demo_path_refuses_a_zipped_package(monkeypatch: pytest.MonkeyPatch, tmp
     archive = tmp_path / "svctrace.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("svctrace/demo/tutorial/node/meta.json", "{}")
-    monkeypatch.setattr(svctrace.demo, "files", lambda _pkg: zipfile.Path(archive, "svctrace/demo/"))
+    monkeypatch.setattr(svctrace.demo, "_package_folder", lambda: zipfile.Path(archive, "svctrace/demo/"))
     with pytest.raises(SvctraceError, match="not a folder on disk") as info:
         demo_path()
     assert info.value.hint and "pip install" in info.value.hint
 
 
-def test_api_files_mix_json_and_yaml_lists_and_single_objects() -> None:
+def test_api_files_are_json_lists_and_single_objects() -> None:
+    # JSON only: `--from demo` then never imports PyYAML (tests/cli/test_startup.py); YAML has its own fixtures.
     files = {p.name: read(p) for p in (DEMO / "api").iterdir()}
-    assert {name.rsplit(".", 1)[1] for name in files} == {"json", "yaml"}
-    assert files["services.yaml"]["kind"] == "List" and files["pods.json"]["kind"] == "List"
-    assert files["coredns-configmap.yaml"]["kind"] == "ConfigMap"
+    assert {name.rsplit(".", 1)[1] for name in files} == {"json"}
+    assert files["services.json"]["kind"] == "List" and files["pods.json"]["kind"] == "List"
+    assert files["coredns-configmap.json"]["kind"] == "ConfigMap"
 
 
 def test_kinds_and_counts() -> None:

@@ -55,21 +55,31 @@ def _one_list(folder: Path) -> None:
                                                         indent=2))
 
 
-@pytest.mark.parametrize("layout", ["as shipped", "one mixed List", "every address sharing one hash"])
+def _services_as_yaml(folder: Path) -> None:
+    """The demo's Services, EndpointSlices and Endpoints as a YAML List (the rest stays JSON)."""
+    path = folder / "api" / "services.json"
+    (folder / "api" / "services.yaml").write_text(yaml.safe_dump(json.loads(path.read_text())))
+    path.unlink()
+
+
+@pytest.mark.parametrize("layout", ["as shipped", "services as YAML", "one mixed List",
+                                    "every address sharing one hash"])
 def test_indexed_reads_answer_as_streamed_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  layout: str) -> None:
     folder = tmp_path / "snap"
     shutil.copytree(demo_path(), folder)
     if layout == "one mixed List":
         _one_list(folder)
+    if layout == "services as YAML":
+        _services_as_yaml(folder)
     if layout == "every address sharing one hash":  # the address index only narrows: a collision costs time
         monkeypatch.setattr(list_index._ValueMap, "_hash", staticmethod(lambda value: 1))
     streamed = load_snapshot(str(folder))
     assert not streamed.lazy_api
     monkeypatch.setattr(snapshot_dir, "MIN_LAZY_BYTES", 0)
     indexed = load_snapshot(str(folder))
-    # services.yaml (with the EndpointSlices) is YAML, read as a stream, unless it joined the one List
-    lazy_kinds = {"Pod", "EndpointSlice"} if layout == "one mixed List" else {"Pod"}
+    # A YAML file (here the one with the EndpointSlices) is read as a stream beside the indexed JSON ones
+    lazy_kinds = {"Pod"} if layout == "services as YAML" else {"Pod", "EndpointSlice"}
     assert {lazy.kind for lazy in indexed.lazy_api} == lazy_kinds and not indexed.pods
     assert _answers(indexed) == _answers(streamed)
     assert indexed.all_pods() == streamed.pods

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 
 from svctrace.diagnosis.checks.common import (
     labels_text,
@@ -18,6 +17,7 @@ from svctrace.diagnosis.registry import CheckContext, Client, check
 from svctrace.model.graph import DROPPED, PARTIAL, EndpointInfo, Hop
 from svctrace.model.k8s import NetworkPolicy, Pod, Service, ServicePort
 from svctrace.model.snapshot import Snapshot
+from svctrace.record import record
 from svctrace.resolver.common import api_endpoints, categorize
 from svctrace.words import count
 
@@ -39,7 +39,7 @@ def _drop_hops(ctx: CheckContext, frontend_types: tuple[str, ...]) -> tuple[str,
     return tuple(names)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Elsewhere:
     """A Service's ready endpoints when none of them runs on this node."""
 
