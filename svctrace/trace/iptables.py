@@ -69,6 +69,10 @@ class IptablesRuleset:
             return False
         return (t is not None and t.has(name)) or (table, name) in self.assumed
 
+    def first_statement(self, table: str, chain: str, rule: object) -> Statement | None:
+        assert isinstance(rule, Rule)
+        return rule.matches[0] if rule.matches else None  # (statements: the matches, then the target's)
+
     def statements(self, table: str, chain: str, rule: object) -> Sequence[Statement]:
         assert isinstance(rule, Rule)
         key = (table, chain, rule.index)

@@ -46,6 +46,10 @@ class NftRulesetView:
         assert isinstance(rule, NftRule)
         return rule.stmts
 
+    def first_statement(self, table: str, chain: str, rule: object) -> Statement | None:
+        assert isinstance(rule, NftRule)
+        return rule.stmts[0] if rule.stmts else None
+
     def rule_step(self, table: str, chain: str, rule: object, action: str) -> TraceStep:
         assert isinstance(rule, NftRule)
         return TraceStep(self.ref, chain, rule.index, rule.full_text, action)
