@@ -452,7 +452,9 @@ class _TextIndex:
             at = text.find(needle, end, t.end)
         if not hits:
             return {}
-        return {name: self._first_comment(t.chains, i) for name, i in t.chains.ids.items() if name in hits}
+        ids = t.chains.ids  # (its order is the chains' numbers: a chain declared again is numbered anew, last)
+        found = sorted((ids[name], name) for name in hits if name in ids)
+        return {name: self._first_comment(t.chains, i) for i, name in found}
 
 
 def parse(text: str, source: str = "<input>", family: int | None = None, *, eager: bool = True,
