@@ -37,6 +37,7 @@ from svctrace.parsers.k8s_documents import (
     decode_documents,
     expand_all,
 )
+from svctrace.parsers.k8s_fast import fast_endpoint_slice, fast_pod
 from svctrace.parsers.k8s_fields import READ_FIELDS
 from svctrace.parsers.k8s_object import TypedObject as _Obj
 from svctrace.parsers.limits import MAX_DEPTH
@@ -193,11 +194,11 @@ class Accumulator:
         if kind == "Service":
             self.services.append(_service(obj))
         elif kind == "EndpointSlice":
-            self.slices.append(_endpoint_slice(obj))
+            self.slices.append(fast_endpoint_slice(obj) or _endpoint_slice(obj))
         elif kind == "Endpoints":
             self.legacy.extend(_legacy_endpoints(obj))
         elif kind == "Pod":
-            self.pods.append(_pod(obj))
+            self.pods.append(fast_pod(obj) or _pod(obj))
         elif kind == "Node":
             self.nodes.append(_node(obj))
         elif kind == "ConfigMap":
