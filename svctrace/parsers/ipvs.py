@@ -50,6 +50,10 @@ _VALUED = {"-s", "--scheduler", "-p", "--persistent", "-M", "--netmask", "-b", "
 # common case of a 10,000-Service table's 240,000 addresses, kept as it is without building an address object.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+# The line each of kube-proxy's real servers is saved as (ipvsadm -Sn), typed at once; any other goes the general way.
+_V4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_PORT = r"[1-9][0-9]{0,4}"
+_REAL_SERVER_LINE = re.compile(rf"-a -([tu]) ({_V4}):({_PORT}) -r ({_V4}):({_PORT}) -m -w ([0-9]{{1,9}})")
 # A line shlex would split only at spaces and tabs: printable ASCII without quotes or backslashes.
 _PLAIN_LINE = re.compile(r"[\t\x20\x21\x23-\x26\x28-\x5b\x5d-\x7e]*")
 
@@ -199,6 +203,12 @@ def parse_ipvsadm_save(text: str, source: str) -> IpvsTable:
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):
             continue
+        plain = _REAL_SERVER_LINE.fullmatch(stripped)
+        if plain is not None and int(plain[3]) < 65536 and int(plain[5]) < 65536:
+            found = reals.get(("TCP" if plain[1] == "t" else "UDP", plain[2], int(plain[3]), None))
+            if found is not None:  # (else the general way says what is wrong)
+                found.append(RealServer(plain[4], int(plain[5]), int(plain[6]), FORWARD_MASQ))
+                continue
         words = stripped.split()
         if words[0] in ("-A", "--add-service"):
             parsed = _split_ipvsadm_line(words, source, lineno)

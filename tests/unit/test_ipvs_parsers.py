@@ -168,3 +168,22 @@ def test_any_line_splits_as_shlex_splits_it(line: str) -> None:
     except ValueError:
         got = ValueError
     assert got == expected
+
+
+_REAL_SERVERS = ["-a -t 10.96.0.1:443 -r 192.168.1.63:6443 -m -w 1", "-a -u 10.96.0.10:53 -r 10.244.0.5:53 -m -w 0",
+                 "-a -t 10.96.0.1:443 -r 10.0.0.1:65535 -m -w 0012", "-a -t 10.96.0.1:443 -r 10.0.0.1:65536 -m -w 1",
+                 "-a -t 10.96.0.1:443 -r 010.0.0.1:80 -m -w 1", "-a -t 10.96.0.9:443 -r 10.0.0.1:80 -m -w 1",
+                 "-a -t 10.96.0.1:80 -r 10.0.0.1:80 -m -w 1", "-a -u 10.96.0.1:443 -r 10.0.0.1:80 -m -w 1"]
+
+
+@pytest.mark.parametrize("line", _REAL_SERVERS)
+def test_a_plain_real_server_line_reads_as_the_general_way_reads_it(line: str) -> None:
+    head = "-A -t 10.96.0.1:443 -s rr\n-A -u 10.96.0.10:53 -s rr\n"
+    general = line.replace(" -r ", "  -r ")  # two blanks: not the plain shape, read word by word
+
+    def read(text: str) -> object:
+        try:
+            return parse_ipvsadm_save(text, "ipvsadm.txt")
+        except InputError as exc:
+            return exc.message, exc.line
+    assert read(head + line + "\n") == read(head + general + "\n")
