@@ -31,7 +31,7 @@ from svctrace.parsers.k8s_object import TypedObject
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
-_PROTOCOLS = {"TCP": "TCP", "UDP": "UDP", "SCTP": "SCTP", None: "TCP"}
+_PROTOCOLS: dict[object, str] = {"TCP": "TCP", "UDP": "UDP", "SCTP": "SCTP", None: "TCP"}
 _STATES = ("running", "waiting", "terminated")
 _SHARED_MAX = 1 << 12  # shared small values kept (a few per workload)
 _shared: dict[tuple[Any, ...], Any] = {}
@@ -83,6 +83,11 @@ def _text(value: object, default: str = "") -> str | None:
     return default if value is None else None
 
 
+def _protocol(value: object) -> str | None:
+    """TCP, UDP or SCTP (absent: TCP), or None for anything else."""
+    return _PROTOCOLS.get(value) if value is None or type(value) is str else None
+
+
 def _flag(value: object) -> bool | None | int:
     """A bool or None, or -1 when it is anything else."""
     return value if value is None or type(value) is bool else -1
@@ -131,7 +136,7 @@ def fast_pod(o: TypedObject) -> Pod | None:
             if type(p) is not dict:
                 return None
             number = _port(p.get("containerPort"))
-            proto = _PROTOCOLS.get(p.get("protocol")) if type(p.get("protocol")) in (str, type(None)) else None
+            proto = _protocol(p.get("protocol"))
             name = _text(p.get("name"))
             if number is None or number < 0 or proto is None or name is None:
                 return None
@@ -259,7 +264,7 @@ def fast_endpoint_slice(o: TypedObject) -> EndpointSlice | None:
         if type(p) is not dict:
             return None
         number = _port(p.get("port"))
-        proto = _PROTOCOLS.get(p.get("protocol")) if type(p.get("protocol")) in (str, type(None)) else None
+        proto = _protocol(p.get("protocol"))
         name = _text(p.get("name"))
         app = p.get("appProtocol")
         if number == -1 or proto is None or name is None or (app is not None and type(app) is not str):
