@@ -317,6 +317,12 @@ class Table:
         head = self.heads.get(name)
         return head.rule_count if head is not None else 0
 
+    def most_rules(self) -> int:
+        """The rule count of the table's longest chain (0: no rules), from the index: no chain head is made."""
+        if isinstance(self.heads, ChainIndex):
+            return max((self.heads.counts[i] for i in self.heads.ids.values()), default=0)
+        return max((h.rule_count for h in self.heads.values()), default=0)
+
     @property
     def chains(self) -> Mapping[str, Chain]:
         """Every chain by name; iterating the values parses each chain (prefer ``chain(name)``)."""

@@ -37,15 +37,13 @@ from svctrace.parsers.k8s_documents import (
     decode_documents,
     expand_all,
 )
+from svctrace.parsers.k8s_fast import MANAGED_BY_LABEL, SERVICE_NAME_LABEL, fast_endpoint_slice, fast_pod
 from svctrace.parsers.k8s_fields import READ_FIELDS
 from svctrace.parsers.k8s_object import TypedObject as _Obj
 from svctrace.parsers.limits import MAX_DEPTH
 from svctrace.record import record
 
 __all__ = ["ApiObjects", "decode_documents", "merge_objects", "parse_objects", "parse_raw"]
-
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 
 # Only these ConfigMaps are kept: the cluster DNS and kube-proxy configuration. Others are read and
 # dropped so that a `kubectl get cm -A` dump neither fails nor fills memory with unrelated data.
@@ -194,11 +192,11 @@ class Accumulator:
         if kind == "Service":
             self.services.append(_service(obj))
         elif kind == "EndpointSlice":
-            self.slices.append(_endpoint_slice(obj))
+            self.slices.append(fast_endpoint_slice(obj) or _endpoint_slice(obj))
         elif kind == "Endpoints":
             self.legacy.extend(_legacy_endpoints(obj))
         elif kind == "Pod":
-            self.pods.append(_pod(obj))
+            self.pods.append(fast_pod(obj) or _pod(obj))
         elif kind == "Node":
             self.nodes.append(_node(obj))
         elif kind == "ConfigMap":

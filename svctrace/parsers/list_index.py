@@ -123,11 +123,16 @@ class ListIndex:
             self.keys[key] = _assign(found, self.starts, n)
 
     def _scan(self, pattern: re.Pattern[bytes],
-              each: Callable[[list[tuple[int, str | None]]], None] | None = None) -> list[tuple[int, str | None]]:
-        """(offset, value) of every match in the items; with ``each``, handed over a window at a time instead."""
+              each: Callable[[list[tuple[int, str | None]]], None] | None = None,
+              needles: tuple[bytes, ...] = ()) -> list[tuple[int, str | None]]:
+        """(offset, value) of every match in the items; with ``each``, handed over a window at a time instead.
+        With ``needles`` (strings every match holds one of), a window without any is not searched."""
         found: list[tuple[int, str | None]] = []
         with self.path.open("rb") as f:
             for buf, pos, lo, limit in _windows(f, self.starts[0], 4096, end=self.ends[-1], size=LATER_PIECE):
+                # a match starting before ``limit`` may end anywhere in the buffer: look for the needles in all of it
+                if needles and all(buf.find(n, lo) < 0 for n in needles):
+                    continue
                 _hits(pattern, buf, pos, lo, limit, found)
                 if each is not None:
                     each(found)
@@ -141,7 +146,8 @@ class ListIndex:
         later = self._later.get(key)
         if later is not None and self.starts and self._asked.get(key, 0) < TARGETED:
             self._asked[key] = self._asked.get(key, 0) + 1
-            found = self._scan(re.compile(_one_value(later[0], value)))
+            # a plain scan for the value (or an escape) skips the windows without it: most of a 250 MB file
+            found = self._scan(re.compile(_one_value(later[0], value)), needles=(value.encode(), b"\\"))
             return sorted({i for at, _ in found if (i := bisect_right(self.starts, at) - 1) >= 0})
         self._ensure(key)
         hashed = self._maps.get(key)

@@ -14,7 +14,7 @@ import random
 import pytest
 
 from svctrace.errors import InputError
-from svctrace.model.iptables import ChainIndex, IptablesDump
+from svctrace.model.iptables import ChainIndex, IptablesDump, Table
 from svctrace.parsers import iptables_save
 from tests.unit.test_iptables_stream import FIXTURES
 from tests.unit.test_iptables_stream import TEXTS as FIXTURE_TEXTS  # every readable *tables-save*.txt
@@ -107,6 +107,8 @@ def test_the_index_holds_what_the_text_says(text: str) -> None:
         text += "\n"
     assert _indexed(dump, text) == _model(text)
     assert dump.rule_count == sum(len(c[4]) for t in _model(text).values() for c in t.values())
+    for name, table in dump.tables.items():
+        assert table.most_rules() == max((len(c[4]) for c in _model(text)[name].values()), default=0)
 
 
 @pytest.mark.parametrize("text", _stressed(), ids=["saved", "restore", "crlf-tabs"])
@@ -148,3 +150,8 @@ def test_a_chain_deleted_and_declared_again_comes_last_without_its_old_rules() -
     assert index["A"].spans == [] and index.rule_count("A") == 0
     assert (index["B"].policy, index["B"].packets, index["B"].bytes) == ("ACCEPT", 1, 2)
     assert "C" not in index and index.rule_count("C") == 0
+    index.run(index.ids["B"], 30, 40, 5, 2)
+    deleted = index.add("D", True)
+    index.run(deleted, 50, 90, 8, 7)
+    del index["D"]
+    assert Table("nat", index).most_rules() == 2  # a deleted chain's rules are not the table's

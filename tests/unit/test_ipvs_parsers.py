@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import shlex
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from svctrace.errors import InputError
+from svctrace.parsers import ipvs
 from svctrace.parsers.ipvs import normalize_member, parse_ipset_save, parse_ipvsadm_save
 
 SAVE = """\
@@ -117,3 +123,67 @@ def test_ipset_bad_lines_name_file_and_line(text: str, line: int, words: str) ->
     assert err.value.message.startswith(f"node/ipset.txt:{line}: ")
     assert words in err.value.message
     assert err.value.hint and "ipset save" in err.value.hint
+
+
+_ADDRESSES = ["10.96.0.1", "0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3", "1.2.3.4.5", "1.2.3.04",
+              "\u0661.2.3.4", "1.2.3.4 ", "", "fd00::1", "FD00:0::1", "::ffff:1.2.3.4", "1.2.3.4%eth0", "a.b.c.d"]
+
+
+@pytest.mark.parametrize("text", _ADDRESSES)
+def test_an_address_is_written_as_ipaddress_writes_it(text: str) -> None:
+    try:
+        expected: str | type[ValueError] = str(ipaddress.ip_address(text))
+    except ValueError:
+        expected = ValueError
+    try:
+        got: str | type[ValueError] = ipvs.ip_text(text)
+    except ValueError:
+        got = ValueError
+    assert got == expected
+
+
+@given(st.text(alphabet=st.sampled_from("0123456789.:af \u0661"), max_size=20))
+def test_any_address_text_is_written_as_ipaddress_writes_it(text: str) -> None:
+    test_an_address_is_written_as_ipaddress_writes_it(text)
+
+
+_LINES = ["add KUBE-CLUSTER-IP 10.96.0.1,tcp:443", "create KUBE-LOOP-BACK hash:ip,port,ip family inet hashsize 1024",
+          "add  S\t10.0.0.1,udp:53   comment \"kube-dns\"", "add S 'a b'", "add S a\\ b", "add S #x y",
+          "add S a\x0bb", "add S a\u00a0b", "add S caf\u00e9"]
+
+
+@pytest.mark.parametrize("line", _LINES)
+def test_a_line_splits_as_shlex_splits_it(line: str) -> None:
+    assert ipvs.split_words(line) == shlex.split(line)
+
+
+@given(st.text(alphabet=st.sampled_from("ab1,: \t\"'\\#\x0b\u00a0"), min_size=1, max_size=30))
+def test_any_line_splits_as_shlex_splits_it(line: str) -> None:
+    try:
+        expected: list[str] | type[ValueError] = shlex.split(line)
+    except ValueError:
+        expected = ValueError
+    try:
+        got: list[str] | type[ValueError] = ipvs.split_words(line)
+    except ValueError:
+        got = ValueError
+    assert got == expected
+
+
+_REAL_SERVERS = ["-a -t 10.96.0.1:443 -r 192.168.1.63:6443 -m -w 1", "-a -u 10.96.0.10:53 -r 10.244.0.5:53 -m -w 0",
+                 "-a -t 10.96.0.1:443 -r 10.0.0.1:65535 -m -w 0012", "-a -t 10.96.0.1:443 -r 10.0.0.1:65536 -m -w 1",
+                 "-a -t 10.96.0.1:443 -r 010.0.0.1:80 -m -w 1", "-a -t 10.96.0.9:443 -r 10.0.0.1:80 -m -w 1",
+                 "-a -t 10.96.0.1:80 -r 10.0.0.1:80 -m -w 1", "-a -u 10.96.0.1:443 -r 10.0.0.1:80 -m -w 1"]
+
+
+@pytest.mark.parametrize("line", _REAL_SERVERS)
+def test_a_plain_real_server_line_reads_as_the_general_way_reads_it(line: str) -> None:
+    head = "-A -t 10.96.0.1:443 -s rr\n-A -u 10.96.0.10:53 -s rr\n"
+    general = line.replace(" -r ", "  -r ")  # two blanks: not the plain shape, read word by word
+
+    def read(text: str) -> object:
+        try:
+            return parse_ipvsadm_save(text, "ipvsadm.txt")
+        except InputError as exc:
+            return exc.message, exc.line
+    assert read(head + line + "\n") == read(head + general + "\n")

@@ -197,3 +197,25 @@ def test_values_sharing_a_hash_only_add_candidates(tmp_path: Path, monkeypatch: 
     colliding = ListIndex.open(path, NS, {"ip": key_pattern("ip")}, later=True)
     colliding.prepare("ip")
     assert colliding.items_where("ip", "10.0.0.3") == [0, 1, 2, 3, 4]  # candidates, each checked by the caller
+
+
+def test_a_value_scan_skips_windows_without_it_and_misses_no_item(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    items = [_pod(f"ns{i}", f"p{i}") for i in range(200)]
+    items[150] = _pod("wanted", "p150")
+    items[60] = _pod('esc"aped', "p60")  # an escaped value is unsure: always a candidate
+    path = _write(tmp_path, json.dumps(_list(items), indent=1))
+    expected = ListIndex.open(path, NS).items_where("ns", "wanted")
+    assert expected == [60, 150]
+    searched: list[int] = []
+    real = list_index._hits
+    monkeypatch.setattr(list_index, "_hits", lambda *a: (searched.append(a[2]), real(*a))[1])
+    for piece in (97, 1000, 5000, 1 << 20):  # windows whose edges fall everywhere, also inside the value
+        monkeypatch.setattr(list_index, "LATER_PIECE", piece)
+        searched.clear()
+        later = ListIndex.open(path, NS, later=True)
+        assert later.items_where("ns", "wanted") == expected, piece
+        with path.open("rb") as f:
+            windows = sum(1 for _ in list_index._windows(f, later.starts[0], 4096, end=later.ends[-1], size=piece))
+        if windows > 4:
+            assert len(searched) < windows / 2  # most windows hold neither the value nor an escape

@@ -1,0 +1,293 @@
+"""A fast path for the Pods and EndpointSlices a big cluster holds a hundred thousand of.
+
+``audit -A`` of a 10,000-Service snapshot types every pod (100,000) and every EndpointSlice once; the
+checked path (svctrace.parsers.k8s: each field through ``TypedObject.as_*`` with the path it would name in
+an error) cost a third of the sweep. Nearly every object is of one plain shape: here each field's type is
+checked inline and the object typed directly. Anything else (a field of another type, a value the checked
+path would reject or convert, YAML's non-dict mappings, deprecated topology) returns None, and the checked
+path types it, or says what is wrong. The result is the same object, value for value
+(tests/unit/test_k8s_fast.py compares both on every object of the corpus and on altered copies).
+
+The many identical small values (a container's port, its status, an endpoint's conditions) are shared: the
+model is frozen, so one object serves every pod that has it.
+"""
+
+from __future__ import annotations
+
+from sys import intern
+from typing import Any
+
+from svctrace.model.k8s import (
+    ContainerPort,
+    ContainerStatus,
+    Endpoint,
+    EndpointConditions,
+    EndpointPort,
+    EndpointSlice,
+    ObjectRef,
+    Pod,
+)
+from svctrace.parsers.k8s_object import TypedObject
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+_PROTOCOLS: dict[object, str] = {"TCP": "TCP", "UDP": "UDP", "SCTP": "SCTP", None: "TCP"}
+_STATES = ("running", "waiting", "terminated")
+_SHARED_MAX = 1 << 12  # shared small values kept (a few per workload)
+_shared: dict[tuple[Any, ...], Any] = {}
+
+
+def _share(key: tuple[Any, ...], make: Any) -> Any:
+    got = _shared.get(key)
+    if got is None:
+        got = make(*key[1:])
+        if len(_shared) < _SHARED_MAX:
+            _shared[key] = got
+    return got
+
+
+def _str_map(value: object) -> dict[str, str] | None:
+    """Labels whose keys and values are all strings (interned, as the checked path keeps them); else None."""
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        return None
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if type(v) is not str or type(k) is not str:
+            return None
+        out[intern(k)] = intern(v)
+    return out
+
+
+def _part(value: object) -> dict[str, Any] | None:
+    """A nested mapping (absent: empty), or None when it is anything else."""
+    if type(value) is dict:
+        return value
+    return {} if value is None else None
+
+
+def _port(value: object) -> int | None:
+    """A port number, or -1 when the value is not one (None stays None)."""
+    if value is None:
+        return None
+    if type(value) is not int or not 0 < value < 65536:
+        return -1
+    return value
+
+
+def _text(value: object, default: str = "") -> str | None:
+    """A string (absent: ``default``), or None when it is anything else."""
+    if type(value) is str:
+        return value
+    return default if value is None else None
+
+
+def _protocol(value: object) -> str | None:
+    """TCP, UDP or SCTP (absent: TCP), or None for anything else."""
+    return _PROTOCOLS.get(value) if value is None or type(value) is str else None
+
+
+def _flag(value: object) -> bool | None | int:
+    """A bool or None, or -1 when it is anything else."""
+    return value if value is None or type(value) is bool else -1
+
+
+def fast_pod(o: TypedObject) -> Pod | None:
+    """The Pod the checked path would type, or None when ``o`` is not of the plain shape."""
+    doc = o.doc
+    meta, spec, status = _part(doc.get("metadata")), _part(doc.get("spec")), _part(doc.get("status"))
+    if meta is None or spec is None or status is None:
+        return None
+    raw_ips = status.get("podIPs")
+    ips: tuple[str, ...] = ()
+    if raw_ips is not None:
+        if type(raw_ips) is not list:
+            return None
+        for v in raw_ips:
+            if type(v) is not dict or type(v.get("ip")) is not str:
+                return None
+        ips = tuple(v["ip"] for v in raw_ips)
+    if not ips:
+        single = _text(status.get("podIP"))
+        if single is None:
+            return None
+        ips = (single,) if single else ()
+    containers = spec.get("containers")
+    inits = spec.get("initContainers")
+    if (containers is not None and type(containers) is not list) or (inits is not None and type(inits) is not list):
+        return None
+    chosen = list(containers or ())
+    for c in inits or ():
+        if type(c) is not dict:
+            return None  # a sidecar is read as a Mapping: the checked path says what else is
+        if c.get("restartPolicy") == "Always":
+            chosen.append(c)
+    ports: list[ContainerPort] = []
+    for c in chosen:
+        if type(c) is not dict:
+            return None
+        cname = _text(c.get("name"))
+        raw_ports = c.get("ports")
+        if cname is None or (raw_ports is not None and type(raw_ports) is not list):
+            return None
+        cname = intern(cname)
+        for p in raw_ports or ():
+            if type(p) is not dict:
+                return None
+            number = _port(p.get("containerPort"))
+            proto = _protocol(p.get("protocol"))
+            name = _text(p.get("name"))
+            if number is None or number < 0 or proto is None or name is None:
+                return None
+            ports.append(_share(("cp", number, proto, intern(name), cname), ContainerPort))
+    statuses: list[ContainerStatus] = []
+    raw_statuses = status.get("containerStatuses")
+    if raw_statuses is not None and type(raw_statuses) is not list:
+        return None
+    for cs in raw_statuses or ():
+        if type(cs) is not dict:
+            return None
+        state_map = _part(cs.get("state"))
+        if state_map is None:
+            return None
+        state = next((s for s in _STATES if state_map.get(s) is not None), "")
+        reason: str | None = ""
+        if state:
+            detail = state_map[state]
+            if type(detail) is not dict:
+                return None
+            reason = _text(detail.get("reason"))
+        name = _text(cs.get("name"))
+        ready = _flag(cs.get("ready"))
+        restarts = cs.get("restartCount")
+        if reason is None or name is None or ready == -1 or (restarts is not None and type(restarts) is not int):
+            return None
+        statuses.append(_share(("cs", intern(name), bool(ready), restarts or 0, state, intern(reason)),
+                               ContainerStatus))
+    labels = _str_map(meta.get("labels"))
+    node = _text(spec.get("nodeName"))
+    phase = _text(status.get("phase"))
+    host_network = _flag(spec.get("hostNetwork"))
+    ready_status = _ready(status.get("conditions"))
+    owner = _owner(meta.get("ownerReferences"))
+    if labels is None or node is None or phase is None or host_network == -1 or ready_status is None \
+            or owner is None:
+        return None
+    return Pod(
+        namespace=o.namespace,
+        name=o.name,
+        labels=labels,
+        node_name=intern(node) or None,
+        pod_ips=ips,
+        phase=intern(phase),
+        ready=ready_status == "True",
+        deleting=meta.get("deletionTimestamp") is not None,
+        host_network=bool(host_network),
+        container_ports=tuple(ports),
+        container_statuses=tuple(statuses),
+        owner=owner or None,
+    )
+
+
+def _ready(conditions: object) -> str | None:
+    """The Ready condition's status ("" when there is none), or None when the list is not of the plain shape."""
+    if conditions is None:
+        return ""
+    if type(conditions) is not list:
+        return None
+    for c in conditions:
+        if type(c) is not dict:
+            return None
+        if c.get("type") == "Ready":
+            return _text(c.get("status"))
+    return ""
+
+
+def _owner(raw: object) -> str | None:
+    """"Kind/name" of the controlling owner ("" when there is none), or None when not of the plain shape."""
+    if raw is None:
+        return ""
+    if type(raw) is not list:
+        return None
+    for r in raw:
+        if type(r) is not dict:
+            return None
+    if not raw:
+        return ""
+    chosen = next((r for r in raw if r.get("controller") is True), raw[0])
+    kind, name = _text(chosen.get("kind")), _text(chosen.get("name"))
+    if kind is None or name is None:
+        return None
+    return f"{kind}/{name}"
+
+
+def fast_endpoint_slice(o: TypedObject) -> EndpointSlice | None:
+    """The EndpointSlice the checked path would type, or None when ``o`` is not of the plain shape."""
+    doc = o.doc
+    meta = _part(doc.get("metadata"))
+    labels = _str_map(meta.get("labels")) if meta is not None else None
+    raw_endpoints, raw_ports = doc.get("endpoints"), doc.get("ports")
+    address_type = _text(doc.get("addressType"), "IPv4")
+    if labels is None or address_type is None or (raw_endpoints is not None and type(raw_endpoints) is not list) \
+            or (raw_ports is not None and type(raw_ports) is not list):
+        return None
+    endpoints: list[Endpoint] = []
+    for ep in raw_endpoints or ():
+        if type(ep) is not dict or ep.get("topology") is not None or ep.get("deprecatedTopology") is not None:
+            return None  # topology maps are read by the checked path
+        cond = _part(ep.get("conditions"))
+        addresses = ep.get("addresses")
+        if cond is None or (addresses is not None and type(addresses) is not list):
+            return None
+        for a in addresses or ():
+            if type(a) is not str:
+                return None
+        flags = (_flag(cond.get("ready")), _flag(cond.get("serving")), _flag(cond.get("terminating")))
+        node, zone = ep.get("nodeName"), ep.get("zone")
+        hostname = ep.get("hostname")
+        ref = _ref(ep.get("targetRef"))
+        if -1 in flags or ref == -1 or (node is not None and type(node) is not str) \
+                or (zone is not None and type(zone) is not str) \
+                or (hostname is not None and type(hostname) is not str):
+            return None
+        endpoints.append(Endpoint(
+            addresses=tuple(addresses or ()),
+            conditions=_share(("ec", *flags), EndpointConditions),
+            node_name=intern(node) or None if node is not None else None,
+            zone=intern(zone) or None if zone is not None else None,
+            hostname=hostname,
+            target_ref=ref if isinstance(ref, ObjectRef) else None,
+        ))
+    ports: list[EndpointPort] = []
+    for p in raw_ports or ():
+        if type(p) is not dict:
+            return None
+        number = _port(p.get("port"))
+        proto = _protocol(p.get("protocol"))
+        name = _text(p.get("name"))
+        app = p.get("appProtocol")
+        if number == -1 or proto is None or name is None or (app is not None and type(app) is not str):
+            return None
+        ports.append(_share(("ep", number, proto, name, app), EndpointPort))
+    return EndpointSlice(
+        namespace=o.namespace,
+        name=o.name,
+        service_name=labels.get(SERVICE_NAME_LABEL),
+        address_type=address_type,
+        endpoints=tuple(endpoints),
+        ports=tuple(ports),
+        managed_by=labels.get(MANAGED_BY_LABEL),
+    )
+
+
+def _ref(raw: object) -> ObjectRef | None | int:
+    """An endpoint's targetRef (None when absent), or -1 when it is not of the plain shape."""
+    if raw is None:
+        return None
+    if type(raw) is not dict:
+        return -1
+    kind, namespace, name = _text(raw.get("kind")), _text(raw.get("namespace")), _text(raw.get("name"))
+    if kind is None or namespace is None or name is None:
+        return -1
+    return ObjectRef(intern(kind), intern(namespace), name)
