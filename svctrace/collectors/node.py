@@ -31,6 +31,7 @@ from svctrace.collectors.spawn import DEFAULT_PROXY_MODE_URL as DEFAULT_PROXY_MO
 from svctrace.collectors.spawn import Started, StartedNode, start_node
 from svctrace.errors import CollectionError, InputError
 from svctrace.model.snapshot import Missing, NodeFile
+from svctrace.parsers.commands import nft_source
 from svctrace.parsers.detect import BackendDecision, count_ipvs_services
 from svctrace.parsers.ipvs import format_ipset_save, format_ipvsadm_save
 from svctrace.parsers.node import parse_ip_addr_json, parse_links
@@ -195,7 +196,7 @@ def gather(started: StartedNode, node_name: str | None) -> NodeInput:
             missing.append(Missing(f, "not root"))
     else:
         if started.nft is not None:
-            node.where[NodeFile.NFT] = f"nft -j list table ip/ip6 kube-proxy{where}"
+            node.where[NodeFile.NFT] = nft_source(where)
             listed = [(r, r.run.result()) for r in started.nft]
             if any(run.followed for _r, run in listed):  # read as written: the ruleset is kept, not the text
                 node.parsed[NodeFile.NFT], nft_tables = kube_proxy_nft_read(

@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from svctrace.parsers.commands import ALL_TABLES, LEGACY, NFT, NFT_FAMILIES, SAVE_COMMANDS, CommandRun
+from svctrace.parsers.commands import ALL_TABLES, LEGACY, NFT, NFT_FAMILIES, SAVE_COMMANDS, CommandRun, nft_source
 
 if TYPE_CHECKING:
     from svctrace.collectors.conntrack import ConntrackCollection
@@ -377,8 +377,8 @@ class NftList:
 
     def __init__(self, family: str, netns: str | None, *, keep_text: bool) -> None:
         self.family = family
-        # (named as gather names the node's nftables file: one ruleset of both families)
-        self.source = "nft -j list table ip/ip6 kube-proxy" + (f" in network namespace {netns}" if netns else "")
+        # (named as the node's nftables file: one ruleset of both families)
+        self.source = nft_source(f" in network namespace {netns}" if netns else "")
         self._reader: NftJsonReader | None = None
         self.run = Started(["nft", "-j", "list", "table", family, "kube-proxy"], netns,
                            sink=None if keep_text else self._feed)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from svctrace.model.snapshot import Missing, NodeFile
+from svctrace.parsers.commands import nft_source
 from svctrace.parsers.detect import LEGACY, NFT, count_ipvs_services
 from svctrace.parsers.ipvs import format_ipvsadm_save, parse_ipvsadm_save
 from svctrace.parsers.node_read import (
@@ -265,7 +266,7 @@ def node_input(records: Records, *, node_name: str, where: str, sysctls: Sequenc
     else:
         nft_runs = [(family, _run(records, nft_section(family), "nft")) for family in NFT_FAMILIES]
         node.files[NodeFile.NFT], nft_tables = kube_proxy_nft(nft_runs, where=where, warnings=node.warnings)
-        node.where[NodeFile.NFT] = f"nft -j list table ip/ip6 kube-proxy{where}"
+        node.where[NodeFile.NFT] = nft_source(where)
     _conntrack(records, node, where)
     ip_vs = FACT_IP_VS in records.facts
     ipvs_services: int | None = None

@@ -23,6 +23,12 @@ SAVE_COMMANDS: dict[str, dict[int, str]] = {
 NFT_FAMILIES = ("ip", "ip6")  # kube-proxy's nftables tables: `ip kube-proxy` and `ip6 kube-proxy`
 
 
+def nft_source(where: str) -> str:
+    """How the node's nftables file is named in messages when it was read live (``where``: " in network
+    namespace NS", or "")."""
+    return f"nft -j list table ip/ip6 kube-proxy{where}"
+
+
 @dataclass
 class CommandRun:
     """What one command printed, or why it could not run."""

@@ -116,6 +116,12 @@ def _before_space(text: str, end: int) -> int:
     return end
 
 
+def _not_read(family: str, run: CommandRun, where: str, warnings: list[str]) -> None:
+    """A family's table that nft did not list: a warning, unless the table does not exist."""
+    if run.error and NFT_NO_TABLE not in run.error:
+        warnings.append(f"cannot read nftables table {family} kube-proxy{where}: {run.error}")
+
+
 def kube_proxy_nft(runs: Sequence[tuple[str, CommandRun]], *, where: str,
                    warnings: list[str]) -> tuple[str, tuple[str, ...]]:
     """kube-proxy's nftables tables (``nft -j list table FAMILY kube-proxy`` per family) as `nft -j` text, and
@@ -129,8 +135,7 @@ def kube_proxy_nft(runs: Sequence[tuple[str, CommandRun]], *, where: str,
     for family, run in runs:
         text = run.stdout
         if text is None:
-            if run.error and NFT_NO_TABLE not in run.error:
-                warnings.append(f"cannot read nftables table {family} kube-proxy{where}: {run.error}")
+            _not_read(family, run, where, warnings)
             continue
         head = _NFT_HEAD.match(text)
         close = _before_space(text, len(text)) - 1  # its last "}", then the items' "]"
@@ -159,8 +164,7 @@ def kube_proxy_nft_read(runs: Sequence[tuple[str, CommandRun, Callable[[], NftRu
     found: list[str] = []
     for family, run, read in runs:
         if run.stdout is None:
-            if run.error and NFT_NO_TABLE not in run.error:
-                warnings.append(f"cannot read nftables table {family} kube-proxy{where}: {run.error}")
+            _not_read(family, run, where, warnings)
             continue
         try:
             ruleset = read() if run.followed else parse_nft_json(run.stdout, source)
