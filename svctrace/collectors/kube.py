@@ -22,8 +22,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from kubernetes import client as k8s_client
-
 from svctrace import __version__
 from svctrace.collectors.kube_http import (
     BadAnswer,
@@ -38,6 +36,7 @@ from svctrace.collectors.kube_http import (
 from svctrace.collectors.kube_http import (
     json_type as _json_type,
 )
+from svctrace.collectors.kubeclient import client
 from svctrace.collectors.kubeconfig import SERVICEACCOUNT_DIR, KubeTarget, load_client_configuration
 from svctrace.errors import CollectionError, ForbiddenError, InputError, NotFoundError
 from svctrace.parsers.k8s import Accumulator, ApiObjects, merge_objects, parse_objects
@@ -48,6 +47,7 @@ from svctrace.record import record
 __all__ = ["DEFAULT_TIMEOUT", "MAX_NODE_GETS", "PAGE_SIZE", "ApiCollection", "KubeCollector", "KubeTarget",
            "load_client_configuration"]
 
+k8s_client = client()
 DEFAULT_TIMEOUT = 5.0
 PAGE_SIZE = 500
 # Up to this many Nodes are fetched one GET each; beyond it one LIST is cheaper and keeps the

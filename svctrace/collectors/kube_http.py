@@ -26,10 +26,10 @@ from collections.abc import Callable
 from typing import Any
 
 import urllib3
-from kubernetes import client as k8s_client
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from svctrace.collectors.kubeclient import client
 from svctrace.errors import ApiUnreachableError, AuthError, CollectionError, InputError
 from svctrace.parsers.json_stream import Counter, JsonStream
 from svctrace.parsers.limits import MAX_OBJECT_BYTES, MAX_RESPONSE_BYTES, MAX_VALUES
@@ -37,6 +37,7 @@ from svctrace.parsers.text_stream import TextStream
 from svctrace.record import record
 
 Doc = dict[str, Any]
+k8s_client = client()
 _NEXT_NETWORK = ('check the VPN or network route to the cluster and run "kubectl cluster-info"; '
                  "or analyse a capture with --from SNAPSHOT")
 

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client as k8s_client
-from kubernetes.config import incluster_config, kube_config
-from kubernetes.config.config_exception import ConfigException
 
+from svctrace.collectors.kubeclient import client
 from svctrace.errors import InputError, KubeconfigError
 from svctrace.record import record
+
+k8s_client = client()
+# After client(), which keeps these imports from importing the whole kubernetes package.
+from kubernetes.config import incluster_config, kube_config  # noqa: E402
+from kubernetes.config.config_exception import ConfigException  # noqa: E402
 
 SERVICEACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 

@@ -30,9 +30,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from kubernetes import client as k8s_client
-from kubernetes.stream import stream
-
 from svctrace.collectors._probe import SYSCTLS
 from svctrace.collectors.collector_pod import (
     CONTAINER,
@@ -49,6 +46,7 @@ from svctrace.collectors.collector_pod import (
 from svctrace.collectors.exec_stream import drain, wait_closed
 from svctrace.collectors.kube import KubeCollector
 from svctrace.collectors.kube_http import Op, StatusFailure
+from svctrace.collectors.kubeclient import client
 from svctrace.collectors.live import CollectOptions
 from svctrace.collectors.node_script import script
 from svctrace.errors import CollectionError, ForbiddenError, UsageError
@@ -56,6 +54,9 @@ from svctrace.parsers import collector_output
 from svctrace.parsers.node_read import ALL_TABLES
 from svctrace.parsers.snapshot import NodeInput
 from svctrace.record import record
+
+k8s_client = client()
+from kubernetes.stream import stream  # noqa: E402 - after client(): see svctrace.collectors.kubeclient
 
 READ_BUDGET = 300  # seconds a started pod has for the read itself, on top of the start timeout
 MAX_OUTPUT = 1 << 30  # a 10k-Service node reads ~50 MB; this only stops a runaway

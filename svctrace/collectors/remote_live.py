@@ -79,9 +79,10 @@ class _Session:
 
     def pod_node(self, ref: str, namespace: str) -> tuple[str, str]:
         """The node a client pod (NS/POD, or POD in ``namespace``) runs on, and the pod's NS/NAME."""
-        from kubernetes import client as k8s_client
-
         from svctrace.collectors.kube_http import Op, StatusFailure
+        from svctrace.collectors.kubeclient import client
+
+        k8s_client = client()
 
         ns, _, name = ref.rpartition("/")
         ns = ns or namespace
