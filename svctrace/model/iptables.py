@@ -15,6 +15,7 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import count
 from typing import Protocol, TypeVar
 
 from svctrace.model.actions import Action
@@ -186,6 +187,16 @@ class ChainIndex(Mapping[str, ChainHead]):
             n = len(self.counts)
         if fresh:
             self._grow(fresh)
+
+    def declare_plain(self, names: list[str]) -> bool:
+        """New chains declared without a policy or counters, added at once; False (and nothing added) when
+        one of them is declared already or twice (then each must be declared on its own)."""
+        ids = self.ids
+        if not names or not ids.keys().isdisjoint(names) or len(set(names)) != len(names):
+            return not names
+        ids.update(zip(names, count(len(self.counts))))
+        self._grow(len(names))
+        return True
 
     def _grow(self, k: int) -> None:
         """Room for ``k`` chains just named in ``ids`` (no rules yet)."""

@@ -19,9 +19,13 @@ once, so every line is checked before anything is answered; big dumps are read w
 from __future__ import annotations
 
 import re
+from array import array
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate, compress, islice, pairwise, repeat
+from operator import add, ne
+from typing import cast
 
 from svctrace.errors import InputError
 from svctrace.model.iptables import Chain, ChainHead, ChainIndex, IptablesDump, Rule, Span, Table
@@ -45,10 +49,14 @@ __all__ = ["BASIC_OPTIONS", "HINT_EDIT", "HINT_RESAVE", "MODULE_OPTIONS", "Heade
 
 # A run of consecutive "-A CHAIN ..." lines of one chain (iptables-save groups rules by chain).
 _BLOCK = re.compile(r"^-A (\S+) [^\n]*\n(?:-A \1 [^\n]*\n)*", re.MULTILINE)
+_START, _END, _GROUP = re.Match.start, re.Match.end, re.Match.group
 _COUNTERS = re.compile(r"\[(\d+):(\d+)\]\Z")
 # A run of chain declaration lines, and each one as iptables-save writes it (":NAME POLICY [packets:bytes]").
 _DECLARATIONS = re.compile(r"(?::[^\n]*\n)+")
 _DECLARATION = re.compile(r"^:(\S+) (\S+) \[(\d+):(\d+)\]$", re.MULTILINE)
+# A user chain's declaration without counters (all but a handful of a kube-proxy table's), and any other.
+_PLAIN_DECLARATION = re.compile(r"^:(\S+) - \[0:0\]$", re.MULTILINE)
+_PLAIN_END = " - [0:0]\n"
 _TARGET = re.compile(r" -[jg] (\S+)")
 _COMMENT = re.compile(r'--comment (?:"((?:[^"\\\n]|\\.)*)"|([^\s"]+))')
 _IPV6_ADDRESS = re.compile(r" -[sd] [0-9A-Fa-f.]*:")
@@ -231,43 +239,83 @@ class _Indexer:
     def feed(self, text: str) -> None:
         """Index the next piece of the text (it ends with a line's end, or is the last piece)."""
         self.text = text
-        base = self.base
-        plain = "\r" not in text and "\t" not in text
-        pos = 0
-        number = self.number  # the line number at ``pos``
-        others, count = self._others, text.count
-        chains = self.current.chains if self.current is not None else None  # the current table's, while open
-        last, i = "", 0  # the previous run's chain, by name and number
-        for m in _BLOCK.finditer(text):
-            start, end = m.span()
-            if start != pos:
-                number = others(pos, start, number)
-                chains = self.current.chains if self.current is not None else None
-                last = ""
-            if not plain:  # odd spacing: line by line, stripped like the rest
-                number = others(start, end, number)
-                pos = end
-                continue
-            n = count("\n", start, end)
-            name = m.group(1)
-            if chains is None:  # no table open: rules() opens the implicit one, or says what is wrong
-                try:
-                    self.rules(name, start, end, number, n)
-                except Fail as exc:
-                    raise _At(number, exc) from None
-                chains = self.current.chains if self.current is not None else None
-                last = ""
-            else:  # kube-proxy's shape: this loop runs once per chain, 100,000 times at 10k Services
-                if last != name:
-                    got = chains.ids.get(name)
-                    # iptables-restore would refuse an undeclared chain; keep it and record that it was implicit
-                    i = chains.add(name, declared=False) if got is None else got
-                    last = name
-                chains.run(i, base + start, base + end, number, n)
-            number += n
-            pos = end
-        self.number = others(pos, len(text), number)
+        if "\r" in text or "\t" in text:  # odd spacing: line by line, stripped like the rest
+            self.number = self._others(0, len(text), self.number)
+            self.base += len(text)
+            return
+        # kube-proxy's shape: a run of rules per chain, 100,000 of them at 10k Services. The runs' places,
+        # chains and line counts are read by C loops (map over the matches); Python then loops once per run.
+        found = list(_BLOCK.finditer(text))
+        starts = list(map(_START, found))
+        ends = list(map(_END, found))
+        names = list(map(_GROUP, found, repeat(1)))
+        counts = list(map(text.count, repeat("\n"), starts, ends))
+        del found
+        # Runs that follow each other without a line between them are indexed together.
+        cuts = [0, *compress(range(1, len(starts)), map(ne, islice(starts, 1, None), ends)), len(starts)]
+        if not starts:
+            cuts = []
+        pos, number = 0, self.number
+        for a, b in pairwise(cuts):
+            if starts[a] != pos:
+                number = self._others(pos, starts[a], number)
+            if self.current is None:  # no table open: rules() opens the implicit one, or says what is wrong
+                for j in range(a, b):
+                    try:
+                        self.rules(names[j], starts[j], ends[j], number, counts[j])
+                    except Fail as exc:
+                        raise _At(number, exc) from None
+                    number += counts[j]
+            else:
+                number = self._runs(self.current.chains, names[a:b], starts[a:b], ends[a:b], counts[a:b], number)
+            pos = ends[b - 1]
+        self.number = self._others(pos, len(text), number)
         self.base += len(text)
+
+    def _runs(self, chains: ChainIndex, names: list[str], starts: list[int], ends: list[int], counts: list[int],
+              number: int) -> int:
+        """Runs of rules that follow each other; returns the line number after them. Chains declared in the
+        order their rules come, none with rules yet (iptables-save's shape), are set a slice of the arrays
+        at a time; the rest one by one."""
+        known = list(map(chains.ids.get, names))
+        if not known or None in known:
+            return self._each_run(chains, names, starts, ends, counts, number)
+        ids = cast("list[int]", known)
+        cuts = [0, *compress(range(1, len(ids)), map(ne, islice(ids, 1, None), map(add, ids, repeat(1)))), len(ids)]
+        first, last, lines, rules = chains.starts, chains.ends, chains.lines, chains.counts
+        base = self.base
+        for a, b in pairwise(cuts):
+            if first[ids[a]] >= 0:  # a chain the last piece ended inside
+                number = self._each_run(chains, names[a:a + 1], starts[a:a + 1], ends[a:a + 1], counts[a:a + 1],
+                                        number)
+                a += 1
+            i, n = ids[a] if a < b else 0, b - a
+            if n < 8 or first[i:i + n].count(-1) != n:
+                number = self._each_run(chains, names[a:b], starts[a:b], ends[a:b], counts[a:b], number)
+                continue
+            numbers = list(accumulate(counts[a:b], initial=number))
+            first[i:i + n] = array("q", map(add, starts[a:b], repeat(base)))
+            last[i:i + n] = array("q", map(add, ends[a:b], repeat(base)))
+            lines[i:i + n] = array("q", numbers[:-1])
+            rules[i:i + n] = array("q", map(add, rules[i:i + n], counts[a:b]))
+            number = numbers[-1]
+        return number
+
+    def _each_run(self, chains: ChainIndex, names: list[str], starts: list[int], ends: list[int],
+                  counts: list[int], number: int) -> int:
+        base = self.base
+        get, first, last, lines, rules = chains.ids.get, chains.starts, chains.ends, chains.lines, chains.counts
+        for name, start, end, count in zip(names, starts, ends, counts, strict=True):
+            i = get(name)
+            if i is None:  # iptables-restore would refuse an undeclared chain; keep it, and that it was implicit
+                i = chains.add(name, declared=False)
+            if first[i] < 0:
+                rules[i] += count
+                first[i], last[i], lines[i] = base + start, base + end, number
+            else:
+                chains.run(i, base + start, base + end, number, count)
+            number += count
+        return number
 
     def close(self) -> None:
         """The end of the text: an implicit table ends here; a table without COMMIT is an error."""
@@ -313,13 +361,37 @@ class _Indexer:
         if run is None:
             return None
         run_end = run.end()
-        found = _DECLARATION.findall(text, start, run_end)
         lines = text.count("\n", start, run_end)
-        if len(found) != lines:
+        plain_from = _plain_tail(text, start, run_end, lines)  # those after it are added together
+        found = _DECLARATION.findall(text, start, plain_from)
+        plain = _PLAIN_DECLARATION.findall(text, plain_from, run_end)
+        if len(found) + len(plain) != lines:
             return None
         assert self.current is not None
-        self.current.chains.declare_all(found)
+        chains = self.current.chains
+        chains.declare_all(found)
+        if not chains.declare_plain(plain):
+            chains.declare_all((name, "-", "0", "0") for name in plain)
         return run_end, lines
+
+
+def _plain_tail(text: str, start: int, end: int, lines: int) -> int:
+    """Where the declaration lines in text[start:end] (``lines`` of them, whole lines) that all end with
+    `` - [0:0]`` begin: the user chains a table declares after its few built-in ones. By bisection on counts,
+    so 100,000 lines are not looked at one by one."""
+    if text.count(_PLAIN_END, start, end) == lines:
+        return start
+    lo, hi = start, end  # text[hi:end] is all plain, text[lo:end] is not
+    while True:
+        mid = text.find("\n", (lo + hi) // 2, hi - 1) + 1
+        if not lo < mid < hi:
+            mid = text.find("\n", lo, hi - 1) + 1
+            if not lo < mid < hi:
+                return hi
+        if text.count(_PLAIN_END, mid, hi) == text.count("\n", mid, hi):
+            hi = mid
+        else:
+            lo = mid
 
 
 class _At(Exception):

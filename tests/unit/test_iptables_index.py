@@ -93,11 +93,31 @@ def _stressed() -> list[str]:
     return [saved, restore, odd]
 
 
-TEXTS = [p.read_text() for p in FIXTURE_TEXTS] + _stressed()
+def _save_shaped() -> str:
+    """iptables-save's own shape, which the index reads a slice of chains at a time: chains declared in the
+    order their rules come, with odd ones among them (a built-in chain, counters, a chain declared twice,
+    chains without rules, a chain whose rules come back later, one declared after its rules)."""
+    rng = random.Random(11)
+    names = [f"KUBE-SEP-{i:04d}" for i in range(300)]
+    declared = [f":{n} - [0:0]" for n in names]
+    declared[40] = ":PREROUTING ACCEPT [0:0]"  # a built-in chain and counters among the plain ones
+    declared[41] = f":{names[41]} - [12:960]"
+    declared.insert(120, f":{names[7]} - [0:0]")  # declared twice
+    lines = ["*nat", *declared]
+    for i, name in enumerate(names):
+        if i % 37 == 5 or i == 40:
+            continue  # no rules (and PREROUTING's come last)
+        for _ in range(rng.randrange(1, 4)):
+            lines.append(f"-A {name} -s 10.0.{i % 256}.{rng.randrange(256)}/32 -j KUBE-MARK-MASQ")
+    lines += [f"-A {names[3]} -j RETURN", "-A PREROUTING -j KUBE-SERVICES", "-A LATE -j RETURN", "COMMIT", ""]
+    return "\n".join(lines)
+
+
+TEXTS = [p.read_text() for p in FIXTURE_TEXTS] + _stressed() + [_save_shaped()]
 
 
 @pytest.mark.parametrize("text", TEXTS, ids=[str(p.relative_to(FIXTURES)) for p in FIXTURE_TEXTS]
-                         + ["stressed-saved", "stressed-restore", "stressed-crlf-tabs"])
+                         + ["stressed-saved", "stressed-restore", "stressed-crlf-tabs", "save-shaped"])
 def test_the_index_holds_what_the_text_says(text: str) -> None:
     try:
         dump = iptables_save.parse(text, "t", 4, eager=False)
@@ -111,7 +131,7 @@ def test_the_index_holds_what_the_text_says(text: str) -> None:
         assert table.most_rules() == max((len(c[4]) for c in _model(text)[name].values()), default=0)
 
 
-@pytest.mark.parametrize("text", _stressed(), ids=["saved", "restore", "crlf-tabs"])
+@pytest.mark.parametrize("text", [*_stressed(), _save_shaped()], ids=["saved", "restore", "crlf-tabs", "save-shaped"])
 def test_a_text_fed_in_pieces_is_indexed_as_a_whole(text: str) -> None:
     for seed in range(5):
         rng = random.Random(seed)
@@ -155,3 +175,13 @@ def test_a_chain_deleted_and_declared_again_comes_last_without_its_old_rules() -
     index.run(deleted, 50, 90, 8, 7)
     del index["D"]
     assert Table("nat", index).most_rules() == 2  # a deleted chain's rules are not the table's
+
+
+@pytest.mark.parametrize("others", [[], [0], [0, 1, 2], [0, 150], [299], [5, 6, 7, 200, 201]])
+def test_the_plain_declarations_after_the_last_other_one_are_found_by_bisection(others: list[int]) -> None:
+    lines = [f":{'PREROUTING ACCEPT' if i in others else f'KUBE-SEP-{i:04d} -'} [0:0]\n" for i in range(300)]
+    text = "*nat\n" + "".join(lines)
+    start = len("*nat\n")
+    tail = iptables_save._plain_tail(text, start, len(text), len(lines))
+    first_plain = max(others) + 1 if others else 0
+    assert tail == start + sum(map(len, lines[:first_plain]))
