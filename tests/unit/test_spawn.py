@@ -73,6 +73,20 @@ def test_a_cancelled_command_is_gone_and_its_result_says_so() -> None:
     assert started.result().error == "sh was stopped: the collection ended without it"
 
 
+def test_its_end_wakes_the_waiter_and_leaves_no_descriptor_behind() -> None:
+    import os
+
+    before = set(os.listdir("/proc/self/fd"))
+    started = Started(["sleep", "0.3"], None, timeout=60)
+    assert started.pidfd is not None  # this kernel has pidfds: the end is waited for, not polled
+    start = time.monotonic()
+    started._ended_within(30)
+    assert time.monotonic() - start < 15  # it returned when sleep ended, not when the 30 s had passed
+    assert started.proc is not None and started.proc.poll() == 0
+    assert started.result().stdout == ""
+    assert started.pidfd is None and set(os.listdir("/proc/self/fd")) == before
+
+
 def test_a_missing_command_is_said() -> None:
     assert Started(["no-such-command-svctrace"], None).result().error == "no-such-command-svctrace is not installed"
 
