@@ -52,7 +52,7 @@ _BLOCK = re.compile(r"^-A (\S+) [^\n]*\n(?:-A \1 [^\n]*\n)*", re.MULTILINE)
 _START, _END, _GROUP = re.Match.start, re.Match.end, re.Match.group
 _COUNTERS = re.compile(r"\[(\d+):(\d+)\]\Z")
 # A run of chain declaration lines, and each one as iptables-save writes it (":NAME POLICY [packets:bytes]").
-_DECLARATIONS = re.compile(r"(?::[^\n]*\n)+")
+_DECLARATIONS_END = re.compile(r"\n(?!:)")  # the end of a run of declaration lines
 _DECLARATION = re.compile(r"^:(\S+) (\S+) \[(\d+):(\d+)\]$", re.MULTILINE)
 # A user chain's declaration without counters (all but a handful of a kube-proxy table's), and any other.
 _PLAIN_DECLARATION = re.compile(r"^:(\S+) - \[0:0\]$", re.MULTILINE)
@@ -245,7 +245,9 @@ class _Indexer:
             return
         # kube-proxy's shape: a run of rules per chain, 100,000 of them at 10k Services. The runs' places,
         # chains and line counts are read by C loops (map over the matches); Python then loops once per run.
-        found = list(_BLOCK.finditer(text))
+        # The first rule line: the regular expression need not look at each declaration line before it.
+        first = 0 if text.startswith("-A ") else text.find("\n-A ") + 1
+        found = list(_BLOCK.finditer(text, first)) if first or text.startswith("-A ") else []
         starts = list(map(_START, found))
         ends = list(map(_END, found))
         names = list(map(_GROUP, found, repeat(1)))
@@ -357,14 +359,14 @@ class _Indexer:
         """The run of ``:NAME POLICY [packets:bytes]`` lines at ``start``, all read at once: (where it ends,
         its line count); None when one of them is spelled otherwise (then each is read on its own)."""
         text = self.text
-        run = _DECLARATIONS.match(text, start, end)
+        run = _DECLARATIONS_END.search(text, start, end)  # the first line after ``start`` without a colon
         if run is None:
             return None
         run_end = run.end()
         lines = text.count("\n", start, run_end)
         plain_from = _plain_tail(text, start, run_end, lines)  # those after it are added together
         found = _DECLARATION.findall(text, start, plain_from)
-        plain = _PLAIN_DECLARATION.findall(text, plain_from, run_end)
+        plain = _plain_names(text, plain_from, run_end)
         if len(found) + len(plain) != lines:
             return None
         assert self.current is not None
@@ -373,6 +375,18 @@ class _Indexer:
         if not chains.declare_plain(plain):
             chains.declare_all((name, "-", "0", "0") for name in plain)
         return run_end, lines
+
+
+def _plain_names(text: str, start: int, end: int) -> list[str]:
+    """The chains of text[start:end], whole lines that each end with `` - [0:0]`` (_plain_tail): split apart
+    where no line has a space in its name, else read by the regular expression."""
+    tail = text[start:end]
+    lines = tail.count("\n")
+    if lines and tail.count(" ") == 2 * lines:
+        names = tail[1:-len(_PLAIN_END)].split(_PLAIN_END + ":")
+        if len(names) == lines and "" not in names:
+            return names
+    return _PLAIN_DECLARATION.findall(text, start, end)
 
 
 def _plain_tail(text: str, start: int, end: int, lines: int) -> int:
