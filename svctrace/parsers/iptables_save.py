@@ -420,10 +420,11 @@ class _Loader:
 
     __slots__ = ("text", "source", "builder", "typer", "plain")
 
-    def __init__(self, text: str, source: str) -> None:
+    def __init__(self, text: str, source: str, plain: bool | None = None) -> None:
+        """``plain``: the text holds neither a backslash nor a tab (None: look)."""
         self.text = text
         self.source = source
-        self.plain = "\\" not in text and "\t" not in text
+        self.plain = plain if plain is not None else "\\" not in text and "\t" not in text
         self.builder = RuleBuilder()
         self.builder.plain = self.plain
         self.typer = Typer()
@@ -567,10 +568,10 @@ def parse(text: str, source: str = "<input>", family: int | None = None, *, eage
 
 def _dump(text: str, indexer: _Indexer, source: str, family: int | None, *, eager: bool,
           partial: str | None = None, only: tuple[str, ...] | None = None,
-          early: _Early | None = None) -> IptablesDump:
+          early: _Early | None = None, plain: bool | None = None) -> IptablesDump:
     """The dump of an indexed text (``only``: of these tables alone; ``early``: EARLY_CHAIN's rules, typed
-    while the text came, kept if the chain's rules are still where they were)."""
-    loader = _Loader(text, source)
+    while the text came, kept if the chain's rules are still where they were; ``plain``: see _Loader)."""
+    loader = _Loader(text, source, plain)
     tables: dict[str, Table] = {}
     for name, draft in indexer.tables.items():
         if only is not None and name not in only:
@@ -614,7 +615,7 @@ class Stream:
     A piece that does not index (a malformed line) stops the indexing, not the reading: ``dump`` is then
     None, and the caller parses the text, which says what is wrong where."""
 
-    __slots__ = ("_pieces", "_starts", "_pending", "_indexer", "_failed", "_text", "kube_chains", "_early",
+    __slots__ = ("_pieces", "_starts", "_pending", "_indexer", "_failed", "_text", "kube_chains", "_plain", "_early",
                  "_early_tried")
 
     def __init__(self) -> None:
@@ -624,6 +625,7 @@ class Stream:
         self._indexer = _Indexer()
         self._failed = False
         self._text: str | None = None
+        self._plain = True  # no backslash or tab so far (the loader's question, answered as the text comes)
         self.kube_chains = 0  # ":KUBE-" lines, as detect.count_backend counts them in the whole text
         self._early: _Early | None = None
         self._early_tried = False
@@ -639,6 +641,8 @@ class Stream:
         chunk, self._pending = (text, "") if cut == len(text) else (text[:cut], text[cut:])
         # Each chunk starts a line: its declarations are those after a newline in it, and maybe its first.
         self.kube_chains += chunk.count("\n:KUBE-") + chunk.startswith(":KUBE-")
+        if self._plain and ("\\" in chunk or "\t" in chunk):
+            self._plain = False
         self._starts.append(self._starts[-1] + len(self._pieces[-1]) if self._pieces else 0)
         self._pieces.append(chunk)
         if not self._failed:
@@ -697,4 +701,5 @@ class Stream:
         text = self.close()
         if self._failed:
             return None
-        return _dump(text, self._indexer, source, family, eager=False, only=only, early=self._early)
+        return _dump(text, self._indexer, source, family, eager=False, only=only, early=self._early,
+                     plain=self._plain)

@@ -141,3 +141,18 @@ def test_kube_services_is_typed_while_the_rest_comes_and_reads_as_parsed(monkeyp
         chain = got.chain("nat", "KUBE-SERVICES")
         assert chain is not None and repr(chain) == repr(parsed)
         assert loads == ([] if typed_early else ["KUBE-SERVICES"])
+
+
+@pytest.mark.parametrize("odd", ['\\"', "\t"], ids=["backslash", "tab"])
+def test_a_backslash_or_tab_late_in_the_text_is_read_as_parse_reads_it(odd: str) -> None:
+    # The stream learns whether the text is plain (no backslash, no tab) as it comes; the loader's choice of
+    # reader follows it, so an escape in the last piece is read as a whole-text parse reads it.
+    text = ("*nat\n:A - [0:0]\n:B - [0:0]\n" + "-A A -m comment --comment \"a b\" -j B\n" * 50
+            + f'-A B -m comment --comment "x{odd}y" -j RETURN\nCOMMIT\n')
+    want = iptables_save.parse(text, "t", 4, eager=False)
+    stream = _streamed(text, [len(text) // 2, len(text) - 30])
+    got = stream.dump("t", 4)
+    assert got is not None
+    assert got.tables["nat"]._load.plain is want.tables["nat"]._load.plain is False  # type: ignore[attr-defined]
+    assert [repr(got.tables["nat"].chain(c)) for c in "AB"] == [repr(want.tables["nat"].chain(c)) for c in "AB"]
+    assert got.tables["nat"].chain("B").rules[0].comment == want.tables["nat"].chain("B").rules[0].comment
