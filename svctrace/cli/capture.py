@@ -58,9 +58,9 @@ def capture_command(
     dest = output if output else default_destination(collection.snapshot.node.name)
     written = write_snapshot(dest, api_documents=api_docs, node_files=node_files, meta=meta)
     for warning in collection.snapshot.warnings:
-        env.stderr.print(Text(f"warning: {warning}", "note"), soft_wrap=True)
+        env.say(f"warning: {warning}", "note")
     for missing in collection.snapshot.missing:
-        env.stderr.print(Text(f"not captured: {missing}", "note"), soft_wrap=True)
+        env.say(f"not captured: {missing}", "note")
     env.stdout.print(Text(f"wrote {written}" + (" (redacted)" if redact else "")), soft_wrap=True)
     env.stdout.print(Text(f"analyse it with: {env.prog} svc NAME -n NAMESPACE --from {written}"), soft_wrap=True)
 
@@ -107,7 +107,7 @@ def _all_nodes(run: Run, output: Path | None, redact: bool) -> None:
     dest = output if output else Path(f"svctrace-all-nodes-{time.strftime('%Y%m%d-%H%M%S')}.tar.gz")
     written = write_files(dest, multi_node_files(api_docs, per_node), {"capturedAt": captured})
     for line in failures:
-        env.stderr.print(Text(f"not captured: {line}", "note"), soft_wrap=True)
+        env.say(f"not captured: {line}", "note")
     env.stdout.print(Text(f"wrote {written}: {len(per_node)} nodes" + (" (redacted)" if redact else "")),
                      soft_wrap=True)
     env.stdout.print(Text(f"analyse it with: {env.prog} audit --all-nodes --from {written}"), soft_wrap=True)

@@ -47,11 +47,9 @@ class Run:
 
     def warn_partial(self, loaded: Loaded) -> None:
         """Say on stderr what a live collection could not read (its answer is partial); a snapshot says it itself."""
-        from rich.text import Text
-
         if loaded.collection is not None:
             for warning in loaded.collection.api.warnings:
-                self.env.stderr.print(Text(f"warning: {warning}", "note"), soft_wrap=True)
+                self.env.say(f"warning: {warning}", "note")
 
     @property
     def source(self) -> Source:

@@ -6,12 +6,10 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from rich.console import Console
-
-from svctrace.render.theme import THEME
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # Wide enough that a KUBE-SEP chain, an endpoint and its pod fit on one line when output is piped.
 PIPE_WIDTH = 160
@@ -44,6 +42,10 @@ def make_console(file: IO[str] | None = None, *, stderr: bool = False, width: in
     stream = file if file is not None else (sys.stderr if stderr else sys.stdout)
     if width is None and not (force_terminal or _isatty(stream)):
         width = int(os.environ.get("COLUMNS", PIPE_WIDTH))
+    from rich.console import Console
+
+    from svctrace.render.theme import THEME
+
     # force_terminal and no_color left None let rich read FORCE_COLOR, TTY_COMPATIBLE and NO_COLOR itself.
     return Console(
         file=stream, theme=THEME, width=width, force_terminal=force_terminal, no_color=no_color,
@@ -51,14 +53,42 @@ def make_console(file: IO[str] | None = None, *, stderr: bool = False, width: in
     )
 
 
-@dataclass
 class Environment:
-    """Consoles and switches for one run of the CLI."""
+    """Consoles and switches for one run of the CLI. A console is made when first used: rich's import (25 ms)
+    would otherwise come before a live command starts the node's saves."""
 
-    stdout: Console = field(default_factory=make_console)
-    stderr: Console = field(default_factory=lambda: make_console(stderr=True))
-    debug: bool = False
-    prog: str = PROG
+    def __init__(self, stdout: Console | None = None, stderr: Console | None = None, debug: bool = False,
+                 prog: str = PROG) -> None:
+        self._stdout = stdout
+        self._stderr = stderr
+        self.debug = debug
+        self.prog = prog
+
+    @property
+    def stdout(self) -> Console:
+        if self._stdout is None:
+            self._stdout = make_console()
+        return self._stdout
+
+    @property
+    def stderr(self) -> Console:
+        if self._stderr is None:
+            self._stderr = make_console(stderr=True)
+        return self._stderr
+
+    def stderr_is_terminal(self) -> bool:
+        """Whether stderr is a terminal as rich decides it; where it plainly is not (not a tty, and no variable
+        that rich reads says otherwise), without making the console."""
+        if self._stderr is None and not _isatty(sys.stderr) \
+                and not any(os.environ.get(k) for k in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")):
+            return False
+        return self.stderr.is_terminal
+
+    def say(self, text: str, style: str = "") -> None:
+        """One line on stderr, as written (no markup: names may hold '['), wrapped as the terminal wraps it."""
+        from rich.text import Text
+
+        self.stderr.print(Text(text, style), soft_wrap=True)
 
     def print_json(self, doc: object) -> None:
         """``doc`` on stdout as rich's print_json lays it out (indent 2, not ASCII-escaped), highlighted where

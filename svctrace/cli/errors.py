@@ -13,7 +13,6 @@ import re
 from typing import Any
 
 import typer
-from rich.text import Text
 
 from svctrace.cli.env import Environment
 from svctrace.errors import SvctraceError
@@ -47,9 +46,9 @@ def for_prog(env: Environment, text: str) -> str:
 
 def report(env: Environment, message: str, hint: str | None) -> None:
     """Print ``svctrace: error: <what>`` and the next step, without markup (names may hold '[')."""
-    env.stderr.print(Text(f"svctrace: error: {for_prog(env, message)}"), soft_wrap=True)
+    env.say(f"svctrace: error: {for_prog(env, message)}")
     if hint:
-        env.stderr.print(Text(f"  next: {for_prog(env, hint)}"), soft_wrap=True)
+        env.say(f"  next: {for_prog(env, hint)}")
 
 
 def exit_status(env: Environment, exc: BaseException) -> int:
@@ -66,7 +65,7 @@ def exit_status(env: Environment, exc: BaseException) -> int:
             raise exc
         report(env, exc.message, exc.hint)
         for note in exc.notes:
-            env.stderr.print(Text(f"note: {for_prog(env, note)}"), soft_wrap=True)
+            env.say(f"note: {for_prog(env, note)}")
         return int(ExitStatus.ERROR)
     if isinstance(exc, _exc.UsageError):
         path = exc.ctx.command_path if exc.ctx is not None else env.prog
@@ -81,8 +80,8 @@ def exit_status(env: Environment, exc: BaseException) -> int:
     if isinstance(exc, Exception):  # a bug: say so in one line, the traceback is one flag away
         if env.debug:
             raise exc
-        env.stderr.print(Text(f"svctrace: internal error: {type(exc).__name__}: {exc}"), soft_wrap=True)
-        env.stderr.print(Text("  next: re-run with --debug for the traceback and report it"), soft_wrap=True)
+        env.say(f"svctrace: internal error: {type(exc).__name__}: {exc}")
+        env.say("  next: re-run with --debug for the traceback and report it")
         return int(ExitStatus.INTERNAL)
     raise exc
 

@@ -6,8 +6,6 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
-from rich.text import Text
-
 from svctrace.cli.env import Environment
 
 NodeProgress = Callable[[str, str, str], None]  # (node, stage, detail)
@@ -19,7 +17,7 @@ _SHOWN = {"queued": "waiting", "creating": "creating the collector pod", "starti
 def node_progress(env: Environment, what: str = "nodes") -> Iterator[NodeProgress | None]:
     """A live display of each node being read (on a terminal only; None elsewhere): one line per node in
     flight, and a count of the nodes done. Called from the collector's threads."""
-    if not env.stderr.is_terminal:
+    if not env.stderr_is_terminal():
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn
@@ -53,4 +51,4 @@ def node_progress(env: Environment, what: str = "nodes") -> Iterator[NodeProgres
 def show_notes(env: Environment, notes: Iterable[str]) -> None:
     """How the nodes were read, when the reader should know (on stderr, so -o json stays clean)."""
     for note in dict.fromkeys(notes):
-        env.stderr.print(Text(f"note: {note}", "note"), soft_wrap=True)
+        env.say(f"note: {note}", "note")

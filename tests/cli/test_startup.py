@@ -119,3 +119,35 @@ def test_a_full_disk_is_said_not_reported_as_a_bug() -> None:
     assert proc.returncode == 2
     assert proc.stderr == ("svctrace: error: cannot write: No space left on device\n"
                            "  next: free some space, or write the output elsewhere\n")
+
+
+# What a live command has imported when it starts the node's first command (the saves come right after).
+FIRST_SPAWN = """
+import json, os, subprocess, sys
+sys.argv = ["svctrace", *json.loads(sys.argv[1])]
+seen = []
+real = subprocess.Popen.__init__
+def init(self, argv, *args, **kwargs):
+    if not seen:
+        seen.append(sorted(m for m in sys.modules if m.split(".")[0] in ("rich", "kubernetes", "yaml")))
+    return real(self, argv, *args, **kwargs)
+subprocess.Popen.__init__ = init
+def leave(code):
+    raise SystemExit(code)
+os._exit = leave
+from svctrace.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+sys.stderr.write("\\nFIRST " + json.dumps(seen) + "\\n")
+"""
+
+
+@pytest.mark.parametrize("args", [["trace", "--dst", "10.0.0.1:80"], ["svc", "web", "--kubeconfig", "/nonexistent"]])
+def test_a_live_command_starts_the_node_read_before_rich_or_the_client(args: list[str]) -> None:
+    # The node's save is the longest part of a live run; rich (25 ms) and the client come while it runs.
+    proc = subprocess.run([sys.executable, "-c", FIRST_SPAWN, json.dumps([*args, "--netns", "svctrace-no-such-ns"])],
+                          capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+    first = json.loads(proc.stderr.rsplit("\nFIRST ", 1)[1])
+    assert first == [[]], proc.stderr  # a command was started, with none of them imported yet
