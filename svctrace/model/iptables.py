@@ -272,6 +272,11 @@ class ChainIndex(Mapping[str, ChainHead]):
 ChainLoader = Callable[[str, ChainHead], tuple[Rule, ...]]  # (table name, head) -> the chain's rules
 
 
+# A Table.memo key, set while every Service is asked about in turn (audit): whole-table indexes are then
+# cheaper than one search of the text per Service.
+SWEEP = "sweep"
+
+
 class Table:
     """One ``*table`` of a dump. Chains are parsed on first use (``chain``) and cached up to ``keep``."""
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from svctrace.model.iptables import IptablesDump
+from svctrace.model.iptables import SWEEP, IptablesDump
 from svctrace.model.k8s import (
     ConfigMap,
     EndpointSlice,
@@ -199,6 +199,9 @@ class Snapshot:
         for lazy in self.lazy_api:
             lazy.prepare("namespace" if lazy.kind == "Pod" else "service")
         self._keep_typed(keep_chains)
+        for dump in (self.iptables, self.ip6tables):  # every Service is asked about: indexes beat searches
+            for table in dump.tables.values() if dump is not None else ():
+                table.memo[SWEEP] = True
 
     def end_sweep(self, keep_chains: int = 2048) -> None:
         """A sweep's share is done: what it kept for the Services coming next (typed chains, a namespace's pods)

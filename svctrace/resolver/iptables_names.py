@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from svctrace.kubeproxy import naming
 from svctrace.model.graph import StaleChain
-from svctrace.model.iptables import IptablesDump, Table
+from svctrace.model.iptables import SWEEP, IptablesDump, Table
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.record import record
 
@@ -91,7 +91,7 @@ def _owned_by(dump: IptablesDump, svc: Service) -> list[str]:
     nat = dump.table("nat")
     assert nat is not None
     asked = nat.memo.get("asked-alone", 0)
-    if isinstance(asked, int) and asked < _ASKED_ALONE:
+    if isinstance(asked, int) and asked < _ASKED_ALONE and not nat.memo.get(SWEEP):
         found = dump.first_comments_mentioning("nat", svc.ref, SERVICE_CHAIN_PREFIXES)
         if found is not None:
             nat.memo["asked-alone"] = asked + 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from svctrace.model.graph import StaleChain
-from svctrace.model.iptables import IptablesDump
+from svctrace.model.iptables import SWEEP, IptablesDump
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.parsers import iptables_save
 from svctrace.resolver import iptables_names
@@ -89,6 +89,30 @@ def test_many_services_switch_to_the_index_with_the_same_answers() -> None:
         for svc in services:
             assert _stale(lazy, svc, set()) == _stale(whole, svc, set())
     assert "owners" in lazy.table("nat").memo  # type: ignore[union-attr]
+
+
+def test_a_sweep_asks_the_index_from_the_first_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    # audit asks about every Service: a search of the text per Service (in every worker) would come first for
+    # nothing, the owner index being built anyway.
+    _whole, lazy = _both(CRAFTED)
+    nat = lazy.table("nat")
+    assert nat is not None
+    nat.memo[SWEEP] = True
+    web = Service(namespace="ns", name="web", ports=(ServicePort(name="http", port=80),))
+    searched: list[str] = []
+    real = IptablesDump.first_comments_mentioning
+
+    def spy(self: IptablesDump, table: str, needle: str, prefixes: tuple[str, ...]) -> object:
+        searched.append(needle)
+        return real(self, table, needle, prefixes)
+
+    monkeypatch.setattr(IptablesDump, "first_comments_mentioning", spy)
+    got = _stale(lazy, web, {"KUBE-SVC-AAAAAAAAAAAAAAAA", "KUBE-SEP-CCCCCCCCCCCCCCCC"})
+    assert [c.chain for c in got] == ["KUBE-SVC-OLDOLDOLDOLDOLDO", "KUBE-SEP-OLDOLDOLDOLDOLDO"]
+    assert searched == [] and "owners" in nat.memo
+    del nat.memo[SWEEP]  # and without the sweep, the first Service is searched for
+    _stale(lazy, Service(namespace="ns", name="db", ports=()), set())
+    assert searched == ["ns/db"]
 
 
 @pytest.mark.parametrize("path", DUMPS, ids=lambda p: str(p.relative_to(FIXTURES)))
