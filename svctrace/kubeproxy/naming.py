@@ -17,11 +17,20 @@ IPT_SERVICE_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE
 IPT_ENDPOINT_PREFIX = "KUBE-SEP-"
 
 
+# base32's alphabet, two characters (ten bits) at a time.
+_B32_PAIRS = [a + b for a in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for b in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"]
+
+
 def _hash(text: str, length: int) -> str:
     """The first ``length`` characters of base32(SHA-256(text)) (what kube-proxy's hash is): base32 of only the
-    digest bytes they come from (five bytes make eight characters; the whole digest costs ten times the hash)."""
+    digest bytes they come from (five bytes make eight characters), ten bits at a time. base64.b32encode took
+    four times the SHA-256 itself, and an audit of 10,000 Services names 110,000 chains."""
+    size = (length + 7) // 8 * 5
     digest = hashlib.sha256(text.encode()).digest()
-    return base64.b32encode(digest[:(length + 7) // 8 * 5]).decode()[:length]
+    if size > len(digest):  # past the 48th character the digest's end is padded: base32 says how
+        return base64.b32encode(digest).decode()[:length]
+    bits = int.from_bytes(digest[:size], "big")
+    return "".join([_B32_PAIRS[(bits >> shift) & 1023] for shift in range(size * 8 - 10, -1, -10)])[:length]
 
 
 def service_port_name(namespace: str, name: str, port_name: str = "", *, colon: bool = False) -> str:

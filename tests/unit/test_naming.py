@@ -34,3 +34,17 @@ def test_nftables_names_are_truncated_like_hash_and_truncate() -> None:
     assert len(long) == len("endpoint-") + naming.NFT_CHAIN_BASE_MAX and long.endswith("...")
     short = naming.nft_service_chain("ns1", "svc1", "tcp", "p80")
     assert not short.endswith("...")
+
+
+def test_the_hash_is_base32_of_sha256_however_long() -> None:
+    import base64
+    import hashlib
+    import random
+    import string
+
+    rng = random.Random(3)
+    for _ in range(3000):
+        text = "".join(rng.choice(string.printable + "é日") for _ in range(rng.randrange(0, 80)))
+        want = base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()
+        for length in (1, 8, 13, 16, 40, 48, 49, 52, 56):
+            assert naming._hash(text, length) == want[:length]
