@@ -12,6 +12,7 @@ A node's rules come from this node (a live run on the node), from a collector po
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import field
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from svctrace.parsers.snapshot import NodeInput
 
 DEFAULT_NAMESPACE = "default"
+NETNS_RUN_DIR = "/var/run/netns"  # where `ip netns` keeps the namespaces it names (--netns)
 
 Progress = Callable[[str, str, str], None]  # (node, stage, detail), called from the collector's threads
 
@@ -76,6 +78,9 @@ class Source:
                              "give --node NAME --collect")
         if self.nodes.every and self.nodes.name:
             raise UsageError("give --node NAME or --all-nodes, not both", "pick one node, or every node")
+        netns = self.live.netns if self.snapshot is None else None
+        if netns is not None and not os.path.exists(os.path.join(NETNS_RUN_DIR, netns)):
+            raise UsageError(f"there is no network namespace {netns!r}", "`ip netns list` lists them")
         if self.nodes.every and self.snapshot is None and self.collect is None:
             raise UsageError("--all-nodes reads every node's rules through the API, which needs --collect (it "
                              "creates a short-lived read-only collector pod on each node)",

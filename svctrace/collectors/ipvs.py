@@ -277,7 +277,12 @@ def _in_netns(netns: str | None) -> Iterator[None]:
         return
     from pyroute2 import netns as pr_netns
 
-    pr_netns.pushns(netns)
+    pr_netns.pushns()
+    try:
+        pr_netns.setns(netns, flags=0)  # (pushns(name) would create a namespace that is not there)
+    except BaseException:
+        pr_netns.popns()
+        raise
     try:
         yield
     finally:
