@@ -75,7 +75,8 @@ def _links_and_addresses(netns: str | None) -> tuple[list[Link], list[dict[str, 
     """(index, name, operstate, master) per link and one plain dict per address; netlink stays in here."""
     from pyroute2 import IPRoute  # imported late: a collector that is never used costs nothing
 
-    with (IPRoute(netns=netns) if netns else IPRoute()) as ipr:
+    # flags=0: a namespace that is not there is an error, not created (pyroute2's default is O_CREAT).
+    with (IPRoute(netns=netns, flags=0) if netns else IPRoute()) as ipr:
         links = [(int(m["index"]), str(m.get_attr("IFLA_IFNAME") or ""), str(m.get_attr("IFLA_OPERSTATE") or ""),
                   m.get_attr("IFLA_MASTER"))
                  for m in ipr.get_links()]

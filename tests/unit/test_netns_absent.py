@@ -36,3 +36,4 @@ def test_the_netlink_reads_enter_a_namespace_without_creating_it() -> None:
         pass
     assert not (Path(NETNS_RUN_DIR) / ABSENT).exists()
     assert os.readlink("/proc/self/ns/net") == before  # and the process is back where it was
+
