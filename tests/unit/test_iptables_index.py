@@ -15,7 +15,7 @@ import pytest
 
 from svctrace.errors import InputError
 from svctrace.model.iptables import ChainIndex, IptablesDump, Table
-from svctrace.parsers import iptables_save
+from svctrace.parsers import iptables_index, iptables_save
 from tests.unit.test_iptables_stream import FIXTURES
 from tests.unit.test_iptables_stream import TEXTS as FIXTURE_TEXTS  # every readable *tables-save*.txt
 
@@ -182,6 +182,6 @@ def test_the_plain_declarations_after_the_last_other_one_are_found_by_bisection(
     lines = [f":{'PREROUTING ACCEPT' if i in others else f'KUBE-SEP-{i:04d} -'} [0:0]\n" for i in range(300)]
     text = "*nat\n" + "".join(lines)
     start = len("*nat\n")
-    tail = iptables_save._plain_tail(text, start, len(text), len(lines))
+    tail = iptables_index.plain_tail(text, start, len(text), len(lines))
     first_plain = max(others) + 1 if others else 0
     assert tail == start + sum(map(len, lines[:first_plain]))
