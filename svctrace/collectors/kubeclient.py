@@ -15,7 +15,7 @@ imports only the modules those parts live in, and binds their classes on ``kuber
 package's own ``__init__`` would. A bare package completes itself when something asks it for a name it does not
 have yet. Its submodules are imported one by one; any other name runs its ``__init__`` first. So code that
 imports ``kubernetes`` later, svctrace's or anyone's, still sees the whole package. If ``kubernetes`` was
-imported before, it is used as it is.
+imported before, it is used as it is; a client laid out otherwise (a module missing) is imported whole.
 """
 
 from __future__ import annotations
@@ -47,13 +47,20 @@ def client() -> ModuleType:
         pkg = sys.modules.get("kubernetes.client")
         if pkg is not None and all(name in pkg.__dict__ for name in _PARTS):
             return pkg
-        if "kubernetes" not in sys.modules:
-            for name in _BARE:
-                _bare(name)
-        pkg = importlib.import_module("kubernetes.client")
-        for name, module in _PARTS.items():
-            if name not in pkg.__dict__:
-                setattr(pkg, name, getattr(importlib.import_module(module), name))
+        entered: list[str] = []
+        try:
+            if "kubernetes" not in sys.modules:
+                for name in _BARE:
+                    _bare(name)
+                    entered.append(name)
+            pkg = importlib.import_module("kubernetes.client")
+            for name, module in _PARTS.items():
+                if name not in pkg.__dict__:
+                    setattr(pkg, name, getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):  # a client laid out otherwise: import it whole, the usual way
+            for name in entered:
+                sys.modules.pop(name, None)
+            pkg = importlib.import_module("kubernetes.client")
         return pkg
 
 

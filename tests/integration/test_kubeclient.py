@@ -85,3 +85,18 @@ print(json.dumps({"same": client() is whole, "models": "kubernetes.client.models
 
 def test_a_package_imported_before_is_used_as_it_is() -> None:
     assert _run(IMPORTED_BEFORE) == {"same": True, "models": True}
+
+
+LAID_OUT_OTHERWISE = """
+import json, sys
+from svctrace.collectors import kubeclient
+kubeclient._PARTS["CoreV1Api"] = "kubernetes.client.api.no_such_module"  # a client without a module it expects
+pkg = kubeclient.client()
+import kubernetes
+print(json.dumps({"whole": pkg is kubernetes.client and "kubernetes.client.models.v1_pod" in sys.modules,
+                  "api": pkg.CoreV1Api.__module__, "pod": pkg.V1Pod.__name__}))
+"""
+
+
+def test_a_client_laid_out_otherwise_is_imported_whole() -> None:
+    assert _run(LAID_OUT_OTHERWISE) == {"whole": True, "api": "kubernetes.client.api.core_v1_api", "pod": "V1Pod"}
