@@ -449,7 +449,10 @@ class Suite:
                     else:
                         row.seconds, row.ratio = big.seconds, big.seconds / small.seconds
                         row.verdict = "PASS" if row.ratio <= 12 else "FAIL"
-                        floors = [self.floors.get(scale_floor(size, mode, source)) for size in ("1k", "10k")]
+                        # (a live row's own floors, read before each of its runs, where it has them)
+                        floors = [self.floors.get(f"{scale_floor(size, mode, source)} paired with "
+                                                  f"{command}-{mode}-{source}-{size}")
+                                  or self.floors.get(scale_floor(size, mode, source)) for size in ("1k", "10k")]
                         if source == "live" and floors[0] is not None and floors[1] is not None:
                             kernel = floors[1].seconds / floors[0].seconds
                             if row.ratio > 12 and row.ratio <= kernel:  # a live read includes the kernel's own
