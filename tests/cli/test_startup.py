@@ -12,10 +12,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 OVERALL = str(REPO / "tests" / "fixtures" / "overall")
 
-# Run the console-script entry point in a fresh interpreter and report which modules it loaded.
-PROBE = """
+def _probe(setup: str, report: str) -> str:
+    """A script that runs the console-script entry point in a fresh interpreter (``setup`` first) and writes the
+    value of the expression ``report`` on stderr."""
+    return f"""
 import json, os, sys
 sys.argv = ["svctrace", *json.loads(sys.argv[1])]
+{setup}
 def leave(code):  # main() ends with os._exit, which would end this probe before it reports
     raise SystemExit(code)
 os._exit = leave
@@ -24,8 +27,12 @@ try:
     main()
 except SystemExit:
     pass
-sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+sys.stderr.write({report})
 """
+
+
+# Which modules a command loaded.
+PROBE = _probe("", '"\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n"')
 
 LIVE_ONLY = ("kubernetes", "pyroute2", "urllib3", "requests", "aiohttp", "pydantic", "svctrace.collectors.kube",
              "svctrace.collectors.node")
@@ -122,9 +129,8 @@ def test_a_full_disk_is_said_not_reported_as_a_bug() -> None:
 
 
 # What a live command has imported when it starts the node's first command (the saves come right after).
-FIRST_SPAWN = """
-import json, os, subprocess, sys
-sys.argv = ["svctrace", *json.loads(sys.argv[1])]
+FIRST_SPAWN = _probe("""
+import subprocess
 seen = []
 real = subprocess.Popen.__init__
 def init(self, argv, *args, **kwargs):
@@ -132,16 +138,7 @@ def init(self, argv, *args, **kwargs):
         seen.append(sorted(m for m in sys.modules if m.split(".")[0] in ("rich", "kubernetes", "yaml")))
     return real(self, argv, *args, **kwargs)
 subprocess.Popen.__init__ = init
-def leave(code):
-    raise SystemExit(code)
-os._exit = leave
-from svctrace.cli import main
-try:
-    main()
-except SystemExit:
-    pass
-sys.stderr.write("\\nFIRST " + json.dumps(seen) + "\\n")
-"""
+""", '"\\nFIRST " + json.dumps(seen) + "\\n"')
 
 
 @pytest.mark.parametrize("args", [["trace", "--dst", "10.0.0.1:80"], ["svc", "web", "--kubeconfig", "/nonexistent"]])
