@@ -215,17 +215,17 @@ class Indexer:
         # kube-proxy's shape: a run of rules per chain, 100,000 of them at 10k Services. The runs' places,
         # chains and line counts are read by C loops (map over the matches); Python then loops once per run.
         # The first rule line: the regular expression need not look at each declaration line before it.
-        first = 0 if text.startswith("-A ") else text.find("\n-A ") + 1
-        found = list(_BLOCK.finditer(text, first)) if first or text.startswith("-A ") else []
+        at_rule = text.startswith("-A ")
+        first = 0 if at_rule else text.find("\n-A ") + 1
+        found = list(_BLOCK.finditer(text, first)) if at_rule or first else []
         starts = list(map(_START, found))
         ends = list(map(_END, found))
         names = list(map(_GROUP, found, repeat(1)))
         counts = list(map(text.count, repeat("\n"), starts, ends))
         del found
         # Runs that follow each other without a line between them are indexed together.
-        cuts = [0, *compress(range(1, len(starts)), map(ne, islice(starts, 1, None), ends)), len(starts)]
-        if not starts:
-            cuts = []
+        cuts = [0, *compress(range(1, len(starts)), map(ne, islice(starts, 1, None), ends)), len(starts)] \
+            if starts else []
         pos, number = 0, self.number
         for a, b in pairwise(cuts):
             if starts[a] != pos:
