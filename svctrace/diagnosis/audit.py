@@ -110,7 +110,7 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
     dataplane = dataplane_collected(snapshot)
     # Big files' pods and slices are typed per namespace and per Service, in the workers, and not kept: typing
     # them all before forking costs one core's time and every worker's memory.
-    snapshot.prepare_sweep(KEEP_CHAINS)
+    snapshot.prepare_sweep(KEEP_CHAINS, services=len(chosen))
     parent = os.getpid()
     n = parallel.workers(len(chosen)) if workers is None else workers
 

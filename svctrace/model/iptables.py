@@ -273,8 +273,9 @@ ChainLoader = Callable[[str, ChainHead], tuple[Rule, ...]]  # (table name, head)
 
 
 # A Table.memo key, set while every Service is asked about in turn (audit): whole-table indexes are then
-# cheaper than one search of the text per Service.
+# cheaper than one search of the text per Service. Up to SWEEP_FROM Services, searches are the cheaper.
 SWEEP = "sweep"
+SWEEP_FROM = 16
 
 
 class Table:

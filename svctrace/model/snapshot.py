@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from svctrace.model.iptables import SWEEP, IptablesDump
+from svctrace.model.iptables import SWEEP, SWEEP_FROM, IptablesDump
 from svctrace.model.k8s import (
     ConfigMap,
     EndpointSlice,
@@ -191,17 +191,19 @@ class Snapshot:
     def all_endpoint_slices(self) -> tuple[EndpointSlice, ...]:
         return self._all("EndpointSlice", self.endpoint_slices)
 
-    def prepare_sweep(self, keep_chains: int = 2048) -> None:
+    def prepare_sweep(self, keep_chains: int = 2048, services: int | None = None) -> None:
         """Ready for questions about every Service in turn (``audit``), each asked once: big files are indexed by
         what a Service's questions ask (its namespace's pods, its slices) without typing them, once, before the
         sweep forks (every worker shares the index and types only its own Services'); and each table keeps only
-        the ``keep_chains`` chains used last typed, not every chain the sweep reads."""
+        the ``keep_chains`` chains used last typed, not every chain the sweep reads. ``services``: how many
+        Services it asks about (None: every one); past SWEEP_FROM, whole-table indexes answer from the first."""
         for lazy in self.lazy_api:
             lazy.prepare("namespace" if lazy.kind == "Pod" else "service")
         self._keep_typed(keep_chains)
-        for dump in (self.iptables, self.ip6tables):  # every Service is asked about: indexes beat searches
-            for table in dump.tables.values() if dump is not None else ():
-                table.memo[SWEEP] = True
+        if services is None or services > SWEEP_FROM:
+            for dump in (self.iptables, self.ip6tables):  # each Service is asked about: indexes beat searches
+                for table in dump.tables.values() if dump is not None else ():
+                    table.memo[SWEEP] = True
 
     def end_sweep(self, keep_chains: int = 2048) -> None:
         """A sweep's share is done: what it kept for the Services coming next (typed chains, a namespace's pods)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from svctrace.kubeproxy import naming
 from svctrace.model.graph import StaleChain
-from svctrace.model.iptables import SWEEP, IptablesDump, Table
+from svctrace.model.iptables import SWEEP, SWEEP_FROM, IptablesDump, Table
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.record import record
 
@@ -82,7 +82,7 @@ def _names_service(comment: str, svc: Service) -> bool:
 
 
 # Services asked about one at a time before the whole owner index is built (audit asks about every one).
-_ASKED_ALONE = 16
+_ASKED_ALONE = SWEEP_FROM
 
 
 def _owned_by(dump: IptablesDump, svc: Service) -> list[str]:

@@ -40,3 +40,16 @@ def test_a_sweep_keeps_typed_chains_and_recent_answers_until_its_share_is_done()
     for name in names[1:4]:  # the bound is back: 3 kept, so the first of these 4 is typed again
         nat.chain(name)
     assert nat.chain(names[0]) is not a0 and nat.chain(names[3]) is nat.chain(names[3])
+
+
+def test_a_sweep_of_many_services_marks_the_tables_and_one_of_a_few_does_not() -> None:
+    # Past SWEEP_FROM Services, whole-table indexes (the chains' owners) answer from the first Service; an
+    # audit of a small namespace of a big node keeps searching the text for its few Services instead.
+    from svctrace.model.iptables import SWEEP, SWEEP_FROM
+
+    for services, marked in ((None, True), (SWEEP_FROM + 1, True), (SWEEP_FROM, False), (3, False)):
+        snapshot = replace(make_snapshot(), iptables=parse(DUMP, "t", 4, eager=False))
+        snapshot.prepare_sweep(3, services=services)
+        nat = snapshot.iptables.table("nat")  # type: ignore[union-attr]
+        assert nat is not None
+        assert bool(nat.memo.get(SWEEP)) is marked, services
