@@ -190,32 +190,29 @@ def fast_pod(o: TypedObject) -> Pod | None:
     )
 
 
+def _dicts(items: object) -> list[dict[str, Any]] | None:
+    """``items`` as a list of objects ([] for null), or None when it is not of that plain shape."""
+    if items is None:
+        return []
+    if type(items) is not list or any(type(i) is not dict for i in items):
+        return None
+    return items
+
+
 def _ready(conditions: object) -> str | None:
     """The Ready condition's status ("" when there is none), or None when the list is not of the plain shape."""
-    if conditions is None:
-        return ""
-    if type(conditions) is not list:
+    items = _dicts(conditions)
+    if items is None:
         return None
-    for c in conditions:
-        if type(c) is not dict:
-            return None
-        if c.get("type") == "Ready":
-            return _text(c.get("status"))
-    return ""
+    return next((_text(c.get("status")) for c in items if c.get("type") == "Ready"), "")
 
 
 def _owner(raw: object) -> str | None:
     """"Kind/name" of the controlling owner ("" when there is none), or None when not of the plain shape."""
-    if raw is None:
-        return ""
-    if type(raw) is not list:
-        return None
-    for r in raw:
-        if type(r) is not dict:
-            return None
-    if not raw:
-        return ""
-    chosen = next((r for r in raw if r.get("controller") is True), raw[0])
+    items = _dicts(raw)
+    if not items:
+        return None if items is None else ""
+    chosen = next((r for r in items if r.get("controller") is True), items[0])
     kind, name = _text(chosen.get("kind")), _text(chosen.get("name"))
     if kind is None or name is None:
         return None
