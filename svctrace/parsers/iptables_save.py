@@ -48,6 +48,11 @@ _IPV6_ADDRESS = re.compile(r" -[sd] [0-9A-Fa-f.]*:")
 # Parsed pieces a dump keeps shared before starting afresh (bounds memory on the biggest tables).
 _MAX_SHARED = 200_000
 
+def _plain(text: str) -> bool:
+    """Neither a backslash nor a tab: the rules' words need no unescaping (the loader's fast reading)."""
+    return "\\" not in text and "\t" not in text
+
+
 class _Loader:
     """Parses one chain's rules from its spans; shares parsed pieces across the dump (bounded)."""
 
@@ -57,7 +62,7 @@ class _Loader:
         """``plain``: the text holds neither a backslash nor a tab (None: look)."""
         self.text = text
         self.source = source
-        self.plain = plain if plain is not None else "\\" not in text and "\t" not in text
+        self.plain = plain if plain is not None else _plain(text)
         self.builder = RuleBuilder()
         self.builder.plain = self.plain
         self.typer = Typer()
@@ -274,8 +279,7 @@ class Stream:
         chunk, self._pending = (text, "") if cut == len(text) else (text[:cut], text[cut:])
         # Each chunk starts a line: its declarations are those after a newline in it, and maybe its first.
         self.kube_chains += chunk.count("\n:KUBE-") + chunk.startswith(":KUBE-")
-        if self._plain and ("\\" in chunk or "\t" in chunk):
-            self._plain = False
+        self._plain = self._plain and _plain(chunk)
         self._starts.append(self._starts[-1] + len(self._pieces[-1]) if self._pieces else 0)
         self._pieces.append(chunk)
         if not self._failed:
