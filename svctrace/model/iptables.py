@@ -315,6 +315,22 @@ class Table:
             self._parsed.popitem(last=False)
         return got
 
+    def texts(self, name: str) -> list[str] | None:
+        """A chain's rules as the dump wrote them, untyped: a reader that needs only what two or three common
+        lines say reads them straight. None when the chain is missing or typed already, or its text is not
+        read so (counters, escapes, rules built in code): ``chain`` then."""
+        if name in self._parsed:
+            return None
+        read = getattr(self._load, "texts", None)  # the dump's loader reads them (svctrace.parsers.iptables_save)
+        if read is None:
+            return None
+        heads = self.heads
+        if isinstance(heads, ChainIndex):  # no ChainHead made: where its rules sit is enough
+            i = heads.ids.get(name)
+            return read(heads.spans(i)) if i is not None else None
+        head = heads.get(name)
+        return read(head.spans) if head is not None else None
+
     def prime(self, chain: Chain) -> None:
         """A chain typed already (while the text was still being read), as ``chain`` would type it."""
         self._parsed[chain.name] = chain

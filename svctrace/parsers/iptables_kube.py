@@ -23,10 +23,11 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"  # as iptables prints it: no lea
 _IP = rf"(?P<ip>{_OCTET}(?:\.{_OCTET}){{3}})"
 # What follows "-A CHAIN " in each shape (iptables-save's own spelling and order).
 _SHAPES: dict[str, re.Pattern[str]] = {
-    # KUBE-SEP: hairpin masquerade
-    "-s": re.compile(rf"-s {_IP}/32 {_COMMENT} -j (?P<t>KUBE-MARK-MASQ)"),
+    # KUBE-SEP: hairpin masquerade (without its comment: kube-proxy's large-cluster mode, past 1,000 endpoints)
+    "-s": re.compile(rf"-s {_IP}/32(?: {_COMMENT})? -j (?P<t>KUBE-MARK-MASQ)"),
     # KUBE-SEP: the DNAT
-    "-p": re.compile(rf"-p (?P<p>{_PROTOS}) {_COMMENT} -m (?P=p) -j DNAT --to-destination {_IP}:(?P<port>\d{{1,5}})"),
+    "-p": re.compile(rf"-p (?P<p>{_PROTOS})(?: {_COMMENT})? -m (?P=p) -j DNAT --to-destination {_IP}:"
+                     r"(?P<port>\d{1,5})"),
     # KUBE-SVC: one step of the probability ladder, or its last rule
     "-m": re.compile(rf"{_COMMENT}(?: -m statistic --mode random --probability (?P<prob>[0-9.]+))? -j (?P<t>[\w-]+)"),
     # KUBE-SVC: the masquerade rule for clients outside the pod network
@@ -76,6 +77,24 @@ def _host(ip: str) -> Prefix:
         if len(_HOSTS) < 1 << 13:  # beyond this an address is read again: 131,072 of them held 13 MB at 10k
             _HOSTS[ip] = got
     return got
+
+
+def endpoint_line(line: str) -> tuple[str, int | None] | None:
+    """(address, port) of one of an endpoint chain's two common lines, read as ``kube_rule`` would type it: the
+    DNAT (its port) or the hairpin mark (port None); None for any other line. An audit reads 200,000 of them."""
+    sp = line.find(" ", 3)
+    if sp < 0 or not line.startswith("-A "):
+        return None
+    kind = line[sp + 1:sp + 3]
+    if kind != "-s" and kind != "-p":
+        return None
+    m = _SHAPES[kind].fullmatch(line, sp + 1)
+    if m is None:
+        return None
+    if kind == "-s":
+        return m["ip"], None
+    port = int(m["port"])
+    return None if port > 65535 else (m["ip"], port)
 
 
 def kube_rule(line: str) -> KubeRule | None:

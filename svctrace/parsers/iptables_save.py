@@ -103,6 +103,22 @@ class _Loader:
                                   counters or rule_counters))
         return tuple(rules)
 
+    def texts(self, spans: list[Span]) -> list[str] | None:
+        """The rules at ``spans`` (a chain's) as written (stripped, as ``__call__`` reads them), untyped; None when
+        the text is not plain or a rule has counters: ``__call__`` reads those."""
+        if not self.plain:
+            return None
+        text = self.text
+        out: list[str] = []
+        for start, end, _first in spans:
+            for raw in text[start:end].split("\n"):
+                line = raw.strip()
+                if line:
+                    if line[0] == "[":
+                        return None
+                    out.append(line)
+        return out
+
 
 class _TextIndex:
     """Answers about a table read straight from the dump's text (svctrace.model.iptables.TextIndex)."""

@@ -146,6 +146,11 @@ class ChainWalk(Generic[R]):
         self.reached.add(name)
         return self.rules(name)
 
+    def endpoint_rules(self, name: str) -> Sequence[tuple[RuleFacts, RuleRef]] | None:
+        """Each rule of an endpoint chain this walk reaches, as (facts, reference); None when it is missing."""
+        chain = self.follow(name)
+        return None if chain is None else [(self.facts(rule), self.ref(rule)) for rule in chain]
+
     def missing(self, kind: str, name: str, when: str | None, rules: tuple[RuleRef, ...],
                 share: float | None = None, probability: str | None = None) -> Hop:
         partial = self.not_in_dump()
@@ -188,7 +193,7 @@ class ChainWalk(Generic[R]):
     def endpoint_hop(self, chain_name: str, *, rules: tuple[RuleRef, ...], share: float | None,
                      probability: str | None) -> Hop:
         """An endpoint chain: the hairpin masquerade rule and the DNAT."""
-        chain = self.follow(chain_name)
+        chain = self.endpoint_rules(chain_name)
         if chain is None:
             return self.missing("endpoint", chain_name, None, rules, share, probability)
         words = self.words
@@ -198,8 +203,7 @@ class ChainWalk(Generic[R]):
         notes: list[str] = []
         explain: list[str] = []
         records_affinity = False
-        for rule in chain:
-            f = self.facts(rule)
+        for f, ref in chain:
             if f.masq:
                 masquerade = (f"hairpin: when the pod {f.hairpin} reaches itself through the Service"
                               if f.hairpin is not None else f.source or "always")
@@ -222,7 +226,7 @@ class ChainWalk(Generic[R]):
                 records_affinity = True
             else:
                 notes.append(f"rule {f.index} is not one kube-proxy writes here: {f.text}")
-            own.append(self.ref(rule))
+            own.append(ref)
         if records_affinity:
             explain.append(words.records)
         if endpoint is None:

@@ -44,6 +44,7 @@ from svctrace.resolver.iptables_rules import (
     DROP_MARK,
     IPTABLES_WORDS,
     dst_is,
+    endpoint_rule_facts,
     frontend_index,
     is_masq,
     port_index,
@@ -72,6 +73,15 @@ class _Walk(ChainWalk[Rule]):
     def rules(self, chain: str) -> Sequence[Rule] | None:
         c = self.nat.chain(chain) if self.nat is not None else None
         return c.rules if c is not None else None
+
+    def endpoint_rules(self, chain: str) -> Sequence[tuple[RuleFacts, RuleRef]] | None:
+        # an endpoint chain of kube-proxy's two common lines is read from its text, not typed
+        texts = self.nat.texts(chain) if self.nat is not None else None
+        fast = endpoint_rule_facts("nat", chain, texts) if texts else None
+        if fast is None:
+            return super().endpoint_rules(chain)
+        self.reached.add(chain)
+        return fast
 
     def not_in_dump(self) -> str | None:
         return self.dump.partial

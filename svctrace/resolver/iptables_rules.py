@@ -9,6 +9,7 @@ from svctrace.model.addresses import ip_value
 from svctrace.model.graph import RuleRef
 from svctrace.model.iptables import Rule, Table
 from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch, RecentMatch
+from svctrace.parsers.iptables_kube import endpoint_line
 from svctrace.resolver.chains import RuleFacts, Words
 from svctrace.resolver.rule_words import source_words
 
@@ -139,6 +140,25 @@ def rule_facts(rule: Rule) -> RuleFacts:
         affinity_seconds=(str(rcheck.seconds) if rcheck.seconds is not None else "?") if rcheck is not None else None,
         action_less=target is None,
     )
+
+
+def endpoint_rule_facts(table: str, chain: str, texts: list[str]) -> list[tuple[RuleFacts, RuleRef]] | None:
+    """(facts, reference) of each rule of an endpoint chain read from its text, when every line is one of its two
+    common ones (the hairpin mark, the DNAT): what ``rule_facts`` and ``rule_ref`` say of the typed rules, value
+    for value, without typing them (an audit of 10,000 Services walks 100,000 endpoint chains). None otherwise."""
+    out: list[tuple[RuleFacts, RuleRef]] = []
+    for index, text in enumerate(texts, 1):
+        got = endpoint_line(text)
+        if got is None:
+            return None
+        ip, port = got
+        if port is None:  # -s IP/32 ... -j KUBE-MARK-MASQ
+            facts = RuleFacts(index=index, text=text, target=MASQ_CHAIN, masq=True, source=f"source in {ip}",
+                              hairpin=ip)
+        else:
+            facts = RuleFacts(index=index, text=text, target="DNAT", dnat=(ip, port))
+        out.append((facts, RuleRef(table=table, chain=chain, index=index, text=text)))
+    return out
 
 
 IPTABLES_WORDS = Words(

@@ -1,0 +1,115 @@
+"""An endpoint chain read from its text (resolver.iptables_rules.endpoint_rule_facts) says what its typed rules
+say, value for value, and the walk it feeds gives the same graph as the walk over typed rules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from svctrace.collectors.snapshot_dir import load_snapshot
+from svctrace.errors import InputError
+from svctrace.model.iptables import Table
+from svctrace.parsers.iptables_save import parse
+from svctrace.resolver import iptables as iptables_resolver
+from svctrace.resolver import resolve
+from svctrace.resolver.iptables_rules import endpoint_rule_facts, rule_facts, rule_ref
+from tests.shared_data import REPO, shared_dir
+
+sys.path.insert(0, str(REPO / "bench"))
+
+ERAS = REPO / "tests" / "fixtures" / "eras"
+DEMO = REPO / "svctrace" / "demo" / "tutorial"
+
+
+def _texts() -> list[str]:
+    texts = [p.read_text() for p in (REPO / "svctrace" / "demo").rglob("iptables-save.txt")]
+    texts += [p.read_bytes().decode("utf-8", "replace") for p in (REPO / "tests" / "fixtures").rglob("*iptables-save.txt")]
+    for path in sorted((shared_dir() / "conformance").rglob("*.json")):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and isinstance(data.get("iptables_save"), str):
+            texts.append(data["iptables_save"])
+    from gen_iptables import generate  # bench's generator: kube-proxy's rules as iptables-save prints them
+
+    texts.append(generate(40, 3))
+    return texts
+
+
+def test_every_chain_read_from_its_text_agrees_with_its_typed_rules() -> None:
+    taken = 0
+    for text in _texts():
+        try:
+            nat = parse(text, "corpus", eager=False).table("nat")
+        except InputError:
+            continue  # the hostile seeds: refused whole, nothing to compare
+        if nat is None:
+            continue
+        for name in list(nat.heads):
+            lines = nat.texts(name)
+            fast = endpoint_rule_facts("nat", name, lines) if lines else None
+            if fast is None:
+                continue
+            taken += 1
+            chain = nat.chain(name)
+            assert chain is not None
+            assert fast == [(rule_facts(r), rule_ref(r)) for r in chain.rules], name
+            assert nat.texts(name) is None  # typed now: its typed rules are read
+    assert taken > 200  # kube-proxy's endpoint chains of every era that writes them so
+
+
+def _lazily(snapshot_dir: Path, text: str | None = None) -> object:
+    snapshot = load_snapshot(snapshot_dir)
+    text = text if text is not None else (snapshot_dir / "node" / "iptables-save.txt").read_text()
+    return replace(snapshot, iptables=parse(text, "lazy", 4, eager=False))
+
+
+def _graphs(snapshot_dir: Path, text: str | None = None) -> list[object]:
+    snapshot = _lazily(snapshot_dir, text)
+    return [resolve(snapshot, s.namespace, s.name) for s in snapshot.services]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("where", [DEMO, *(ERAS / v for v in ("v1.2", "v1.13", "v1.20", "v1.26", "v1.33"))],
+                         ids=lambda p: p.name)
+def test_the_walk_gives_the_same_graph_from_texts_and_from_typed_rules(
+        where: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[str] = []
+    real = iptables_resolver.endpoint_rule_facts
+
+    def counted(table: str, chain: str, texts: list[str]) -> object:
+        got = real(table, chain, texts)
+        if got is not None:
+            read.append(chain)
+        return got
+
+    monkeypatch.setattr(iptables_resolver, "endpoint_rule_facts", counted)
+    from_texts = _graphs(where)
+    assert read  # the texts were read
+    monkeypatch.setattr(Table, "texts", lambda self, name: None)
+    assert from_texts == _graphs(where)
+
+
+@pytest.mark.parametrize("change", [
+    # counters on a rule: the typed path reads them
+    lambda text: text.replace("-A KUBE-SEP-", "[3:180] -A KUBE-SEP-", 1),
+    # an escape somewhere in the text: no line is read plainly
+    lambda text: text.replace("COMMIT", '-A KUBE-X -m comment --comment "a \\"b\\"" -j RETURN\nCOMMIT', 1),
+    # a third line kube-proxy does not write
+    lambda text: _after_first_sep(text, "-m comment --comment \"x\" -j RETURN"),
+    # session affinity: the "-m recent --set" DNAT is not one of the two common lines
+    lambda text: _after_first_sep(text, "-p tcp -m comment --comment \"x\" -m recent --set --name KUBE-SEP-A "
+                                  "--mask 255.255.255.255 --rsource -m tcp -j DNAT --to-destination 10.0.0.9:80"),
+], ids=["counters", "escape", "other-line", "affinity"])
+def test_what_is_not_read_from_text_gives_the_typed_walk(change: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = change((DEMO / "node" / "iptables-save.txt").read_text())  # type: ignore[operator]
+    got = _graphs(DEMO, text)
+    monkeypatch.setattr(Table, "texts", lambda self, name: None)
+    assert got == _graphs(DEMO, text)
+
+
+def _after_first_sep(text: str, rest: str) -> str:
+    at = text.index("\n-A KUBE-SEP-") + 1
+    chain = text[at:].split()[1]
+    return text[:at] + f"-A {chain} {rest}\n" + text[at:]
