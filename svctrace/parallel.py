@@ -7,6 +7,9 @@ child, so the parsing is split too.
 
 Correctness comes first: a child that fails, is killed or sends something unreadable is not trusted, and
 its share is worked through again in this process. ``SVCTRACE_WORKERS=1`` turns the split off.
+
+``Background`` is the same for one job done while this process goes on: a big file's index while the rest of
+a snapshot is read.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,39 @@ def fork_map(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], n: int 
         for child in children:
             _reap(child)
     return [r for part in results for r in part]
+
+
+class Background(Generic[R]):
+    """``job()`` computed in a forked copy of this process while this one goes on; ``result()`` waits for it.
+
+    A fork that fails, or one core (or ``SVCTRACE_WORKERS=1``): nothing is forked and ``result()`` computes
+    ``here()`` (``job`` when None: the same answer, without what only pays off on another core). A child that
+    fails, is killed or sends something unreadable: ``result()`` computes it here, so the answer, or the error,
+    is the one this process would have got. ``cancel()`` stops a job whose answer is no longer wanted."""
+
+    def __init__(self, job: Callable[[], R], here: Callable[[], R] | None = None) -> None:
+        self._job = job
+        self._here = here or job
+        self._child = _fork(self._work, ()) if workers(2 * MIN_SHARE) > 1 else None
+        if self._child is not None:
+            self._child.thread.start()  # its answer comes into this process's memory as it is sent
+
+    def _work(self, _share: Sequence[object]) -> list[R]:
+        return [self._job()]
+
+    def result(self) -> R:
+        child, self._child = self._child, None
+        if child is None:
+            return self._here()
+        try:
+            return _collect(child, lambda _share: [self._here()], ())[0]
+        finally:
+            _reap(child)
+
+    def cancel(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            _reap(child)
 
 
 def _fork(work: Callable[[Sequence[T]], list[R]], share: Sequence[T]) -> _Child | None:

@@ -98,3 +98,49 @@ def test_an_audit_that_keeps_one_typed_chain_is_the_audit_that_keeps_them_all(
     every = audit(load_demo(mode), workers=1)
     monkeypatch.setattr(audit_module, "KEEP_CHAINS", 1)
     assert audit(load_demo(mode), workers=1) == every
+
+
+def _no_child_left() -> bool:
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def test_a_background_job_is_done_by_another_process() -> None:
+    job = parallel.Background(lambda: os.getpid())
+    assert job.result() != os.getpid()
+    assert _no_child_left()
+
+
+def test_a_background_job_that_fails_there_is_done_here_with_its_error() -> None:
+    parent = os.getpid()
+
+    def flaky() -> int:
+        if os.getpid() != parent:
+            os._exit(3)  # killed, say
+        return 42
+
+    assert parallel.Background(flaky).result() == 42
+
+    def broken() -> int:
+        raise ValueError("no such file")
+
+    with pytest.raises(ValueError, match="no such file"):  # the error this process would have met
+        parallel.Background(broken).result()
+    assert _no_child_left()
+
+
+def test_one_core_does_the_job_here_as_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SVCTRACE_WORKERS", "1")
+    monkeypatch.setattr(os, "fork", lambda: pytest.fail("forked"))
+    job = parallel.Background(lambda: ("there", os.getpid()), here=lambda: ("here", os.getpid()))
+    assert job.result() == ("here", os.getpid())
+
+
+def test_a_cancelled_background_job_leaves_no_process() -> None:
+    job = parallel.Background(lambda: __import__("time").sleep(60))
+    job.cancel()
+    assert _no_child_left()
+    job.cancel()  # again: nothing left to stop
