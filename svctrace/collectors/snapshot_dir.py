@@ -22,12 +22,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
+from svctrace import parallel
 from svctrace.errors import InputError
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.parsers.json_stream import Counter, compact
 from svctrace.parsers.k8s import ApiObjects, merge_objects, parse_raw
 from svctrace.parsers.k8s_documents import read_json_objects, read_yaml_objects
-from svctrace.parsers.k8s_lazy import MIN_LAZY_BYTES, NotIndexed, read_indexed
+from svctrace.parsers.k8s_lazy import MIN_LAZY_BYTES, NotIndexed, index_list, read_indexed
 from svctrace.parsers.limits import (
     MAX_API_FILE_BYTES,
     MAX_CHAIN_RULES,
@@ -41,12 +42,14 @@ from svctrace.parsers.limits import (
     MAX_YAML_FILE_BYTES,
     mib,
 )
-from svctrace.parsers.snapshot import OPTIONAL_NODE_FILES, NodeInput, build_snapshot
+from svctrace.parsers.snapshot import OPTIONAL_NODE_FILES, NodeInput, build_snapshot, read_dumps
 from svctrace.parsers.text_stream import TextStream
 from svctrace.record import record
 
 if TYPE_CHECKING:
     import tarfile
+
+    from svctrace.parsers.list_index import ListIndex
 
 
 def _debug(message: str, *args: object) -> None:
@@ -356,6 +359,16 @@ class Read:
     total: int = 0
     counter: Counter = field(default_factory=lambda: Counter(MAX_VALUES))
     skipped: list[str] = field(default_factory=list)  # optional files not read, and why
+    # big api/ files being indexed in another process while the rest is read (``finish`` types them)
+    indexing: dict[str, tuple[Entry, parallel.Background[ListIndex]]] = field(default_factory=dict)
+    early: dict[str, parallel.Background[ListIndex]] = field(default_factory=dict)  # started before ``take``
+
+    def cancel(self) -> None:
+        """Stop the indexing not waited for (the snapshot was refused on the way)."""
+        for job in (*self.early.values(), *(job for _entry, job in self.indexing.values())):
+            job.cancel()
+        self.early.clear()
+        self.indexing.clear()
 
 
 def _limit_for(rel: str, kind: str) -> tuple[int, str]:
@@ -391,10 +404,10 @@ def take(entry: Entry, read: Read) -> None:
     if fits is None:
         return
     limit, what = fits
-    if kind == "api" and _indexed(entry, rel, read):
+    if kind == "api" and _indexing(entry, rel, read):
         return
-    with entry.open() as f:
-        if kind != "api":
+    if kind != "api":
+        with entry.open() as f:
             try:
                 read.node[name] = _node_text(kind, f, entry.where, limit, what)
             except InputError as exc:
@@ -403,31 +416,70 @@ def take(entry: Entry, read: Read) -> None:
                 # An optional file too big to read leaves its check saying it could not look; no reason to
                 # refuse the snapshot.
                 read.skipped.append(f"{exc.message}; not read ({exc.hint})")
-        else:
-            stream = TextStream(f.read, entry.where, limit=limit, what=what)
-            if API_SUFFIXES[posixpath.splitext(rel)[1].lower()] == "json":
-                objects = read_json_objects(stream, entry.where, read.counter)
-            else:
-                objects = read_yaml_objects(stream.read_all(), entry.where, read.counter)
-            read.api[name] = parse_raw(objects, entry.where)
+    else:
+        _stream_api(entry, rel, read, limit, what)
     read.where[name] = entry.where
 
 
-def _indexed(entry: Entry, rel: str, read: Read) -> bool:
-    """Read a big api/ List file of a folder through its index (Pods and EndpointSlices typed when asked for);
-    False when it is not one (then it is read as a stream)."""
-    if entry.path is None or entry.size < MIN_LAZY_BYTES or API_SUFFIXES[posixpath.splitext(rel)[1].lower()] != "json":
+def _stream_api(entry: Entry, rel: str, read: Read, limit: int, what: str) -> None:
+    with entry.open() as f:
+        stream = TextStream(f.read, entry.where, limit=limit, what=what)
+        if API_SUFFIXES[posixpath.splitext(rel)[1].lower()] == "json":
+            objects = read_json_objects(stream, entry.where, read.counter)
+        else:
+            objects = read_yaml_objects(stream.read_all(), entry.where, read.counter)
+        read.api[entry.name] = parse_raw(objects, entry.where)
+
+
+def _indexing(entry: Entry, rel: str, read: Read) -> bool:
+    """Index a big api/ List file of a folder in another process while the rest is read (its Pods and
+    EndpointSlices are typed when asked for); False when it is not one (then it is read as a stream now)."""
+    if not _indexable(entry, rel):
         return False
-    try:
-        read.api[entry.name] = read_indexed(entry.path, entry.where)
-    except NotIndexed as exc:
-        _debug("%s: read as a stream: %s", entry.where, exc.reason)
-        return False
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", "check the file's permissions (or run as a user "
-                         "who can read it)", path=entry.where) from None
+    job = read.early.pop(entry.name, None) or _index_job(entry)
+    read.indexing[entry.name] = (entry, job)
     read.where[entry.name] = entry.where
     return True
+
+
+def index_early(entry: Entry, read: Read) -> None:
+    """Start indexing a big api/ List file of a folder before the node files are read; ``take`` still checks it
+    in its turn (its limits, the snapshot's total) and takes the job over then."""
+    rel = entry.name if _snapshot_file(entry.name) is not None else entry.name.partition("/")[2]
+    if _snapshot_file(rel) == "api" and _indexable(entry, rel) and entry.name not in read.early:
+        read.early[entry.name] = _index_job(entry)
+
+
+def _indexable(entry: Entry, rel: str) -> bool:
+    return entry.path is not None and entry.size >= MIN_LAZY_BYTES and \
+        API_SUFFIXES[posixpath.splitext(rel)[1].lower()] == "json"
+
+
+def _index_job(entry: Entry) -> parallel.Background[ListIndex]:
+    path = entry.path
+    assert path is not None
+    # (the other process also indexes what is asked first; on one core that waits for the question)
+    return parallel.Background(lambda: index_list(path), lambda: index_list(path, asked=False))
+
+
+def finish(read: Read) -> None:
+    """The big api/ files indexed meanwhile, read through their index; one whose layout allows none (minified,
+    several documents, ...) is read as a stream now."""
+    try:
+        for name, (entry, job) in list(read.indexing.items()):
+            del read.indexing[name]
+            assert entry.path is not None
+            try:
+                read.api[name] = read_indexed(entry.path, entry.where, job.result())
+            except NotIndexed as exc:
+                _debug("%s: read as a stream: %s", entry.where, exc.reason)
+                rel = name if _snapshot_file(name) is not None else name.partition("/")[2]
+                _stream_api(entry, rel, read, *_limit_for(rel, "api"))
+            except OSError as exc:
+                raise InputError(f"cannot read: {exc.strerror or exc}", "check the file's permissions (or run as a "
+                                 "user who can read it)", path=entry.where) from None
+    finally:
+        read.cancel()
 
 
 def node_text_reader(entry: Entry, kind: str, read: Read) -> Callable[[], str] | None:
@@ -483,11 +535,19 @@ def _find_root(files: list[str]) -> str | None:
 def _read_entries(entries: Iterator[Entry], label: str) -> Snapshot:
     read = Read()
     api_files: list[Entry] = []
+    try:
+        return _read_into(read, entries, api_files, label)
+    finally:
+        read.cancel()
+
+
+def _read_into(read: Read, entries: Iterator[Entry], api_files: list[Entry], label: str) -> Snapshot:
     for entry in entries:
         read.names.append(entry.name)
         if may_be_snapshot_file(entry.name):
             if entry.lasting and is_api_file(entry.name):
                 api_files.append(entry)  # a folder's api/ files after its node/ files (a tarball's as they come)
+                index_early(entry, read)
             else:
                 take(entry, read)
     # node/nft.json of 10,000 Services is 91 MB of text, read with a second copy of it for a moment: read
@@ -520,14 +580,13 @@ def build(read: Read, label: str) -> Snapshot:
         raise InputError(f"{label}: no api/ or node/ files found; this is not a snapshot",
                          f"pass the folder that holds api/ and node/; {DOCS_HINT}")
     warnings: list[str] = []
-    parts: list[ApiObjects] = []
+    api_files: list[tuple[str, str]] = []
     node = NodeInput()
     for full in files:
         rel = full[len(root):] if full.startswith(root) else None
         kind = _snapshot_file(rel) if rel is not None else None
-        if kind == "api" and full in read.api and rel is not None:
-            part = read.api[full]
-            parts.append(replace(part, warnings=_relative(part.warnings, read.where[full], rel)))
+        if kind == "api" and (full in read.api or full in read.indexing) and rel is not None:
+            api_files.append((full, rel))
         elif kind is not None and full in read.node:
             node.files[kind] = read.node[full]
             node.where[kind] = read.where[full]
@@ -535,6 +594,10 @@ def build(read: Read, label: str) -> Snapshot:
             warnings.append(f"{rel if rel is not None else full}: not a file svctrace reads; ignored "
                             "(see docs/snapshot.md)")
     node.warnings = warnings + [w.replace(label + ":", "") for w in read.skipped]
+    read_dumps(node)  # while the big api/ files are still being indexed
+    finish(read)
+    parts = [replace(part, warnings=_relative(part.warnings, read.where[full], rel))
+             for full, rel in api_files for part in (read.api[full],)]
     api = merge_objects(parts)
     if api.ignored_kinds:
         _debug("%s: %d objects of kinds svctrace does not read were ignored: %s", label, api.ignored,

@@ -92,35 +92,40 @@ def load(spec: str) -> Snapshot | MultiNodeSnapshot:
     entries = snapshot_dir.entries(spec)
     if entries is None:
         return snapshot_dir.load_snapshot(spec)  # says what is wrong with it
-    with entries as each:
-        read = snapshot_dir.Read()
-        api_files: list[snapshot_dir.Entry] = []
-        files: dict[tuple[str, str], dict[str, tuple[_NodeText, str]]] = {}
-        for entry in each:
-            read.names.append(entry.name)
-            found = _node_file(entry.name)
-            if found is not None:
-                root, node, file = found
-                text = snapshot_dir.node_text_reader(entry, file, read)
-                if text is not None:
-                    files.setdefault((root, node), {})[file] = (text, entry.where)
-            elif snapshot_dir.may_be_snapshot_file(entry.name):
-                if entry.lasting and snapshot_dir.is_api_file(entry.name):
-                    api_files.append(entry)  # a folder's api/ files after its node/ files (as _read_entries)
-                else:
-                    snapshot_dir.take(entry, read)
-        for entry in api_files:
-            snapshot_dir.take(entry, read)
-    roots = {root for root, _ in files}
-    if not roots:
-        return snapshot_dir.build(read, spec)
-    if len(roots) > 1:
-        raise InputError(f"{spec}: holds several multi-node snapshots ({', '.join(sorted(roots))}); pass one of "
-                         "them", f"e.g. --from {posixpath.join(spec, sorted(roots)[0])}")
-    root = roots.pop()
-    prefix = f"{root}/" if root else ""
-    api_parts = [part for name, part in read.api.items() if name.startswith(prefix + "api/")]
-    api = merge_objects(api_parts) if api_parts else None
-    usable = api if api is not None and api.objects_seen > 0 else None
-    by_node = {node: node_files for (_, node), node_files in files.items()}
-    return MultiNodeSnapshot(spec, usable, tuple(sorted(by_node)), by_node, api.warnings if api is not None else ())
+    read = snapshot_dir.Read()
+    try:  # (a big api/ file's index is made meanwhile in another process: stopped if refused)
+        with entries as each:
+            api_files: list[snapshot_dir.Entry] = []
+            files: dict[tuple[str, str], dict[str, tuple[_NodeText, str]]] = {}
+            for entry in each:
+                read.names.append(entry.name)
+                found = _node_file(entry.name)
+                if found is not None:
+                    root, node, file = found
+                    text = snapshot_dir.node_text_reader(entry, file, read)
+                    if text is not None:
+                        files.setdefault((root, node), {})[file] = (text, entry.where)
+                elif snapshot_dir.may_be_snapshot_file(entry.name):
+                    if entry.lasting and snapshot_dir.is_api_file(entry.name):
+                        api_files.append(entry)  # a folder's api/ files after its node/ files (as _read_entries)
+                        snapshot_dir.index_early(entry, read)
+                    else:
+                        snapshot_dir.take(entry, read)
+            for entry in api_files:
+                snapshot_dir.take(entry, read)
+        roots = {root for root, _ in files}
+        if not roots:
+            return snapshot_dir.build(read, spec)
+        if len(roots) > 1:
+            raise InputError(f"{spec}: holds several multi-node snapshots ({', '.join(sorted(roots))}); pass one of "
+                             "them", f"e.g. --from {posixpath.join(spec, sorted(roots)[0])}")
+        root = roots.pop()
+        prefix = f"{root}/" if root else ""
+        snapshot_dir.finish(read)
+        api_parts = [part for name, part in read.api.items() if name.startswith(prefix + "api/")]
+        api = merge_objects(api_parts) if api_parts else None
+        usable = api if api is not None and api.objects_seen > 0 else None
+        by_node = {node: node_files for (_, node), node_files in files.items()}
+        return MultiNodeSnapshot(spec, usable, tuple(sorted(by_node)), by_node, api.warnings if api is not None else ())
+    finally:
+        read.cancel()

@@ -198,7 +198,7 @@ class Snapshot:
         the ``keep_chains`` chains used last typed, not every chain the sweep reads. ``services``: how many
         Services it asks about (None: every one); past SWEEP_FROM, whole-table indexes answer from the first."""
         for lazy in self.lazy_api:
-            lazy.prepare("namespace" if lazy.kind == "Pod" else "service")
+            lazy.prepare(lazy.asked_by)
         self._keep_typed(keep_chains)
         if services is None or services > SWEEP_FROM:
             for dump in (self.iptables, self.ip6tables):  # each Service is asked about: indexes beat searches

@@ -25,7 +25,7 @@ from svctrace.model.k8s import EndpointSlice, Pod
 from svctrace.parsers.k8s import Accumulator, ApiObjects
 from svctrace.parsers.list_index import ListIndex, NotIndexed, key_pattern
 
-__all__ = ["MIN_LAZY_BYTES", "LazyItems", "NotIndexed", "read_indexed"]
+__all__ = ["MIN_LAZY_BYTES", "LazyItems", "NotIndexed", "index_list", "read_indexed"]
 
 # Below this a file is read whole: typing it all is cheaper than indexing it.
 MIN_LAZY_BYTES = 8 << 20
@@ -34,6 +34,7 @@ KEEP_TYPED = 1024
 _LAZY_KINDS = ("Pod", "EndpointSlice")
 _KEYS = {"namespace": key_pattern("namespace"), "service": key_pattern("kubernetes.io/service-name")}
 _MANY = {"ip": key_pattern("ip", "podIP")}
+_ASKED_BY = {"Pod": "namespace", "EndpointSlice": "service"}  # what each lazy kind is asked about first
 
 T = TypeVar("T", Pod, EndpointSlice)
 
@@ -87,16 +88,37 @@ class LazyItems(Generic[T]):
     def all(self) -> list[T]:
         return self._type(self.numbers)
 
+    @property
+    def asked_by(self) -> str:
+        """The key questions about this kind name (a Pod's namespace, an EndpointSlice's Service)."""
+        return _ASKED_BY[self.kind]
+
     def prepare(self, key: str) -> None:
         """Index the file by ``key`` now, so that forked workers asking ``where(key, ...)`` share the index."""
         with self._reading():
             self.index.prepare(key)
 
 
-def read_indexed(path: Path, source: str) -> ApiObjects:
-    """The objects of a big List file: Pods and EndpointSlices left for later (``ApiObjects.lazy``), every
-    other item typed now. Raises NotIndexed when the file is not laid out for it."""
+def index_list(path: Path, *, asked: bool = True) -> ListIndex:
+    """The index of a big List file: where each item is, its kind, and (``asked``) for each lazy kind it holds the
+    key that kind is asked about by (a Pod's namespace, an EndpointSlice's Service), scanned and indexed: what
+    any command asks first. Raises NotIndexed. (The snapshot loader runs it in another process while it reads
+    the rest of the snapshot: svctrace.parallel.Background.)"""
     index = ListIndex.open(path, _KEYS, _MANY, top=("kind",), later=True)
+    if asked:
+        kinds = set(index.keys["kind"])
+        for kind, key in _ASKED_BY.items():
+            if kind in kinds:
+                index.prepare(key)
+    return index
+
+
+def read_indexed(path: Path, source: str, index: ListIndex | None = None) -> ApiObjects:
+    """The objects of a big List file: Pods and EndpointSlices left for later (``ApiObjects.lazy``), every
+    other item typed now. ``index``: the file's, made already (``index_list``). Raises NotIndexed when the file is
+    not laid out for it."""
+    if index is None:
+        index = index_list(path, asked=False)
     kinds = index.keys["kind"]
     later: dict[str, list[int]] = {kind: [] for kind in _LAZY_KINDS}
     now: list[int] = []

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import re
 from array import array
 from bisect import bisect_left, bisect_right
@@ -187,6 +188,8 @@ class ListIndex:
         """(number, decoded item) for the given items (all when None), checking each fills its span."""
         wanted = range(len(self.starts)) if numbers is None else numbers
         with self.path.open("rb") as f:
+            if os.fstat(f.fileno()).st_size != self.size:
+                raise NotIndexed(f"it is {os.fstat(f.fileno()).st_size:,} bytes now, {self.size:,} when it was indexed")
             for i in wanted:
                 start, end = self.starts[i], self.ends[i]
                 f.seek(start)

@@ -75,6 +75,15 @@ def node_name_for(nodes: tuple[Node, ...], addresses: tuple[HostAddress, ...] | 
     return None
 
 
+def read_dumps(node: NodeInput) -> None:
+    """Parse the node's iptables dumps now (``build_snapshot`` uses them): while another process still indexes
+    the big api/ files, say."""
+    for name, family in ((NodeFile.IPTABLES, 4), (NodeFile.IP6TABLES, 6)):
+        dump = _dump(node, name, family)
+        if dump is not None:
+            node.parsed[name] = dump
+
+
 def _dump(node: NodeInput, name: str, family: int) -> IptablesDump | None:
     parsed = node.parsed.get(name)
     if isinstance(parsed, IptablesDump):  # read already (a pasted dump: svctrace.parsers.pasted)

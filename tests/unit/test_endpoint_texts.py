@@ -13,6 +13,7 @@ import pytest
 from svctrace.collectors.snapshot_dir import load_snapshot
 from svctrace.errors import InputError
 from svctrace.model.iptables import Table
+from svctrace.model.snapshot import Snapshot
 from svctrace.parsers.iptables_save import parse
 from svctrace.resolver import iptables as iptables_resolver
 from svctrace.resolver import resolve
@@ -27,7 +28,8 @@ DEMO = REPO / "svctrace" / "demo" / "tutorial"
 
 def _texts() -> list[str]:
     texts = [p.read_text() for p in (REPO / "svctrace" / "demo").rglob("iptables-save.txt")]
-    texts += [p.read_bytes().decode("utf-8", "replace") for p in (REPO / "tests" / "fixtures").rglob("*iptables-save.txt")]
+    texts += [p.read_bytes().decode("utf-8", "replace")
+              for p in (REPO / "tests" / "fixtures").rglob("*iptables-save.txt")]
     for path in sorted((shared_dir() / "conformance").rglob("*.json")):
         data = json.loads(path.read_text())
         if isinstance(data, dict) and isinstance(data.get("iptables_save"), str):
@@ -60,7 +62,7 @@ def test_every_chain_read_from_its_text_agrees_with_its_typed_rules() -> None:
     assert taken > 200  # kube-proxy's endpoint chains of every era that writes them so
 
 
-def _lazily(snapshot_dir: Path, text: str | None = None) -> object:
+def _lazily(snapshot_dir: Path, text: str | None = None) -> Snapshot:
     snapshot = load_snapshot(snapshot_dir)
     text = text if text is not None else (snapshot_dir / "node" / "iptables-save.txt").read_text()
     return replace(snapshot, iptables=parse(text, "lazy", 4, eager=False))
@@ -68,7 +70,7 @@ def _lazily(snapshot_dir: Path, text: str | None = None) -> object:
 
 def _graphs(snapshot_dir: Path, text: str | None = None) -> list[object]:
     snapshot = _lazily(snapshot_dir, text)
-    return [resolve(snapshot, s.namespace, s.name) for s in snapshot.services]  # type: ignore[attr-defined]
+    return [resolve(snapshot, s.namespace, s.name) for s in snapshot.services]
 
 
 @pytest.mark.parametrize("where", [DEMO, *(ERAS / v for v in ("v1.2", "v1.13", "v1.20", "v1.26", "v1.33"))],
@@ -76,7 +78,7 @@ def _graphs(snapshot_dir: Path, text: str | None = None) -> list[object]:
 def test_the_walk_gives_the_same_graph_from_texts_and_from_typed_rules(
         where: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     read: list[str] = []
-    real = iptables_resolver.endpoint_rule_facts
+    real = endpoint_rule_facts
 
     def counted(table: str, chain: str, texts: list[str]) -> object:
         got = real(table, chain, texts)

@@ -111,3 +111,60 @@ def test_a_file_changed_after_it_was_indexed_is_an_input_error(tmp_path: Path,
     pods.write_text(pods.read_text()[: pods.stat().st_size // 2])
     with pytest.raises(InputError, match="changed while svctrace read it"):
         snap.pods_in("default")
+
+
+def _no_child_left() -> bool:
+    import os
+
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def test_a_big_file_is_indexed_by_another_process_with_its_first_question_ready(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from svctrace import parallel
+
+    folder = tmp_path / "snap"
+    shutil.copytree(demo_path(), folder)
+    streamed = load_snapshot(str(folder))
+    monkeypatch.setenv("SVCTRACE_WORKERS", "2")  # as on two cores, whatever this machine has
+    here: list[Path] = []  # files indexed in this process (a child's calls are in the child's memory)
+    real = k8s_lazy.index_list
+
+    def index_list(path: Path, *, asked: bool = True) -> object:
+        here.append(path)
+        return real(path, asked=asked)
+
+    monkeypatch.setattr(snapshot_dir, "index_list", index_list)
+    monkeypatch.setattr(snapshot_dir, "MIN_LAZY_BYTES", 0)
+    results: list[object] = []
+    real_result = parallel.Background.result
+
+    def result(self: parallel.Background[object]) -> object:
+        got = real_result(self)
+        results.append(got)
+        return got
+
+    monkeypatch.setattr(parallel.Background, "result", result)
+    indexed = load_snapshot(str(folder))
+    assert len(results) >= 2  # the Pods' and the EndpointSlices' files, at least, came from a child
+    # every index in use was made by a child (a file that is no List was tried here too, then read as a stream)
+    assert {lazy.index.path for lazy in indexed.lazy_api}.isdisjoint(here)
+    asked = {lazy.kind: lazy.index._later for lazy in indexed.lazy_api}
+    assert "namespace" not in asked["Pod"] and "service" not in asked["EndpointSlice"]  # scanned there
+    assert _answers(indexed) == _answers(streamed)
+    assert _no_child_left()
+
+
+def test_a_refused_snapshot_leaves_no_indexing_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "snap"
+    shutil.copytree(demo_path(), folder)
+    (folder / "api" / "zz-broken.json").write_text('{"kind": "List", "items": [')
+    monkeypatch.setenv("SVCTRACE_WORKERS", "2")
+    monkeypatch.setattr(snapshot_dir, "MIN_LAZY_BYTES", 0)
+    with pytest.raises(InputError):
+        load_snapshot(str(folder))
+    assert _no_child_left()
