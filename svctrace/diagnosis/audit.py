@@ -126,18 +126,27 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
             snapshot.end_sweep(KEEP_CHAINS)
         return out
 
-    results = parallel.fork_map(work, chosen, n)
-    if progress is not None:
-        progress(len(chosen), len(chosen), "")
     from svctrace.resolver import all_stale_chains
     from svctrace.resolver.from_rules import services_in_rules
+
+    # The chains no Service owns are looked for by one more process meanwhile: not after the sweep, alone.
+    stale = parallel.Background(lambda: all_stale_chains(snapshot)) if namespace is None and n > 1 else None
+    try:
+        results = parallel.fork_map(work, chosen, n)
+    except BaseException:
+        if stale is not None:
+            stale.cancel()
+        raise
+    if progress is not None:
+        progress(len(chosen), len(chosen), "")
+    unowned = stale.result() if stale is not None else (all_stale_chains(snapshot) if namespace is None else ())
 
     in_rules = () if snapshot.api_collected else tuple(
         (r.identity or "not named by the rules", r.how,
          (*r.addresses, *((f"NodePort {r.node_port}",) if r.node_port else ())), r.key)
         for r in services_in_rules(snapshot))
     return Audit(tuple(results), snapshot.source, namespace, dataplane, snapshot.api_collected,
-                 warnings=snapshot.warnings, stale_chains=all_stale_chains(snapshot) if namespace is None else (),
+                 warnings=snapshot.warnings, stale_chains=unowned,
                  in_rules=in_rules, proxy_mode=snapshot.mode.value if snapshot.mode is not None else None)
 
 

@@ -144,3 +144,29 @@ def test_a_cancelled_background_job_leaves_no_process() -> None:
     job.cancel()
     assert _no_child_left()
     job.cancel()  # again: nothing left to stop
+
+
+def test_an_audit_split_over_processes_finds_the_same_unowned_chains(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from svctrace.demo import demo_path
+    from svctrace.parsers.iptables_save import parse
+
+    text = (demo_path() / "node" / "iptables-save.txt").read_text()
+    head, nat = text.split("*nat\n", 1)
+    stale = ':KUBE-SEP-AAAAAAAAAAAAAAAA - [0:0]\n-A KUBE-SEP-AAAAAAAAAAAAAAAA -s 10.244.9.9/32 -m comment ' \
+            '--comment "default/gone:" -j KUBE-MARK-MASQ\n'
+    snapshot = replace(load_demo("iptables"), iptables=parse(head + "*nat\n" + stale + nat, "x", 4))
+    searched: list[int] = []
+    real = audit_module.parallel.Background
+
+    def background(job: object, here: object = None) -> object:
+        searched.append(1)
+        return real(job, here)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audit_module.parallel, "Background", background)
+    one = audit(snapshot, workers=1)
+    assert not searched and [c.chain for c in one.stale_chains] == ["KUBE-SEP-AAAAAAAAAAAAAAAA"]
+    assert audit(snapshot, workers=3) == one
+    assert searched  # by another process, while the workers swept
+    assert _no_child_left()
