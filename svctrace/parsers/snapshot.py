@@ -76,12 +76,25 @@ def node_name_for(nodes: tuple[Node, ...], addresses: tuple[HostAddress, ...] | 
 
 
 def read_dumps(node: NodeInput) -> None:
-    """Parse the node's iptables dumps now (``build_snapshot`` uses them): while another process still indexes
-    the big api/ files, say."""
+    """Parse the node's rule dumps (iptables, IPVS and its sets, nftables) not parsed yet into ``node.parsed``:
+    ``build_snapshot`` does, or a loader sooner (while another process indexes the big api/ files, say)."""
+    files, parsed = node.files, node.parsed
     for name, family in ((NodeFile.IPTABLES, 4), (NodeFile.IP6TABLES, 6)):
         dump = _dump(node, name, family)
         if dump is not None:
-            node.parsed[name] = dump
+            parsed[name] = dump
+    if parsed.get(NodeFile.IPVSADM) is None and files.get(NodeFile.IPVSADM) is not None:
+        from svctrace.parsers import ipvs  # each mode's parser only when its files are there (start-up)
+
+        parsed[NodeFile.IPVSADM] = ipvs.parse_ipvsadm_save(files[NodeFile.IPVSADM], node.source(NodeFile.IPVSADM))
+    if parsed.get(NodeFile.IPSET) is None and files.get(NodeFile.IPSET) is not None:
+        from svctrace.parsers import ipvs
+
+        parsed[NodeFile.IPSET] = ipvs.parse_ipset_save(files[NodeFile.IPSET], node.source(NodeFile.IPSET))
+    if parsed.get(NodeFile.NFT) is None and files.get(NodeFile.NFT) is not None:
+        from svctrace.parsers.nft_json import parse_nft_json
+
+        parsed[NodeFile.NFT] = parse_nft_json(files[NodeFile.NFT], node.source(NodeFile.NFT))
 
 
 def _dump(node: NodeInput, name: str, family: int) -> IptablesDump | None:
@@ -122,24 +135,13 @@ def build_snapshot(api: ApiObjects | None, node: NodeInput, *, source: str,
     def text(name: str) -> str | None:
         return files.get(name)
 
-    iptables = _dump(node, NodeFile.IPTABLES, 4)
-    ip6tables = _dump(node, NodeFile.IP6TABLES, 6)
+    read_dumps(node)
+    iptables: IptablesDump | None = node.parsed.get(NodeFile.IPTABLES)  # type: ignore[assignment]
+    ip6tables: IptablesDump | None = node.parsed.get(NodeFile.IP6TABLES)  # type: ignore[assignment]
     ipvs_table = node.parsed.get(NodeFile.IPVSADM)
-    if ipvs_table is None and text(NodeFile.IPVSADM) is not None:
-        from svctrace.parsers import ipvs  # each mode's parser only when its files are there (start-up)
-
-        ipvs_table = ipvs.parse_ipvsadm_save(files[NodeFile.IPVSADM], node.source(NodeFile.IPVSADM))
     ipsets = node.parsed.get(NodeFile.IPSET)
-    if ipsets is None and text(NodeFile.IPSET) is not None:
-        from svctrace.parsers import ipvs
-
-        ipsets = ipvs.parse_ipset_save(files[NodeFile.IPSET], node.source(NodeFile.IPSET))
     nft: NftRuleset | None = node.parsed.get(NodeFile.NFT)  # type: ignore[assignment]
     conntrack = None
-    if nft is None and text(NodeFile.NFT) is not None:
-        from svctrace.parsers.nft_json import parse_nft_json
-
-        nft = parse_nft_json(files[NodeFile.NFT], node.source(NodeFile.NFT))
     if text(NodeFile.CONNTRACK) is not None:
         from svctrace.parsers.conntrack import parse_conntrack
 
