@@ -44,6 +44,23 @@ __all__ = ["BASIC_OPTIONS", "HINT_EDIT", "HINT_RESAVE", "MODULE_OPTIONS", "Heade
 
 _TARGET = re.compile(r" -[jg] (\S+)")
 _COMMENT = re.compile(r'--comment (?:"((?:[^"\\\n]|\\.)*)"|([^\s"]+))')
+# The same, quicker for the usual comment without an escape (what it ends at says whether _COMMENT must read it).
+_PLAIN_COMMENT = re.compile(r'--comment (?:"([^"\\\n]*)(["\\])|([^\s"]+))')
+
+
+def _comment_in(text: str, start: int, end: int) -> str | None:
+    """The first ``--comment``'s text in text[start:end] as _COMMENT reads it (None: there is none). Wherever
+    _COMMENT matches, _PLAIN_COMMENT does (with the same text, unless it stops at an escape), so _COMMENT is
+    asked only from where _PLAIN_COMMENT stopped at one."""
+    m = _PLAIN_COMMENT.search(text, start, end)
+    if m is None:
+        return None
+    if m[2] != "\\":
+        return m[1] if m[2] is not None else m[3]
+    m = _COMMENT.search(text, m.start(), end)
+    if m is None:
+        return None
+    return m[1] if m[1] is not None else m[2]
 _IPV6_ADDRESS = re.compile(r" -[sd] [0-9A-Fa-f.]*:")
 # Parsed pieces a dump keeps shared before starting afresh (bounds memory on the biggest tables).
 _MAX_SHARED = 200_000
@@ -155,9 +172,14 @@ class _TextIndex:
             return
         t = self.drafts.get(table)
         chains = t.chains if t is not None else ChainIndex()
+        # (the first run of a chain's rules straight from the index's arrays: 111,000 chains at 10k Services)
+        text, starts, ends, more = self.text, chains.starts, chains.ends, chains.more
         for name, i in chains.ids.items():
-            if name.startswith(prefixes):
-                yield name, self._first_comment(chains, i)
+            if not name.startswith(prefixes):
+                continue
+            start = starts[i]
+            comment = _comment_in(text, start, ends[i]) if start >= 0 else None
+            yield name, comment if comment is not None or i not in more else self._first_comment(chains, i)
 
     def first_comment(self, table: str, name: str) -> str | None:
         t = self.drafts.get(table)
@@ -166,9 +188,9 @@ class _TextIndex:
 
     def _first_comment(self, chains: ChainIndex, i: int) -> str | None:
         for start, end, _line in chains.spans(i):
-            m = _COMMENT.search(self.text, start, end)
-            if m is not None:
-                return m.group(1) if m.group(1) is not None else m.group(2)
+            got = _comment_in(self.text, start, end)
+            if got is not None:
+                return got
         return None
 
     def first_comments_mentioning(self, table: str, needle: str,

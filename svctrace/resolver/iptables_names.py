@@ -52,7 +52,7 @@ def owner(comment: str | None) -> str | None:
     """The Service a kube-proxy comment names ("ns/name" of "ns/name:port cluster IP")."""
     if not comment:
         return None
-    return comment.split(" ", 1)[0].split(":", 1)[0]
+    return comment.partition(" ")[0].partition(":")[0]
 
 
 def _owned(dump: IptablesDump) -> dict[str, list[str]]:

@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from svctrace.errors import InputError
 from svctrace.kubeproxy import naming
@@ -696,3 +698,13 @@ def test_malformed_input(text: str, line: int, message: str, hint: str) -> None:
     exc = err.value
     assert (exc.path, exc.line, exc.hint) == ("dump.txt", line, hint)
     assert str(exc).startswith(f"dump.txt:{line}: {message}"), str(exc)
+
+
+_PIECES = st.sampled_from(["--comment ", '"', "\\", "\n", " ", "a", "ns/svc:p", "-j X", "\\\"", "b c"])
+
+
+@given(st.lists(_PIECES, max_size=30).map("".join), st.integers(0, 40), st.integers(0, 400))
+@settings(max_examples=2000, deadline=None)
+def test_a_comment_is_read_quickly_as_the_full_pattern_reads_it(text: str, start: int, end: int) -> None:
+    m = iptables_save._COMMENT.search(text, start, end)
+    assert iptables_save._comment_in(text, start, end) == (None if m is None else m[1] if m[1] is not None else m[2])
