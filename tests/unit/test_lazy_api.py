@@ -21,6 +21,7 @@ from svctrace.parsers import k8s_lazy, list_index
 from svctrace.render.json import graph_to_dict
 from svctrace.resolver import resolve
 from svctrace.trace import trace_packet
+from tests.processes import no_child_left
 
 
 def _answers(snap: Snapshot) -> list[object]:
@@ -113,16 +114,6 @@ def test_a_file_changed_after_it_was_indexed_is_an_input_error(tmp_path: Path,
         snap.pods_in("default")
 
 
-def _no_child_left() -> bool:
-    import os
-
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
-
-
 def test_a_big_file_is_indexed_by_another_process_with_its_first_question_ready(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from svctrace import parallel
@@ -156,7 +147,7 @@ def test_a_big_file_is_indexed_by_another_process_with_its_first_question_ready(
     asked = {lazy.kind: lazy.index._later for lazy in indexed.lazy_api}
     assert "namespace" not in asked["Pod"] and "service" not in asked["EndpointSlice"]  # scanned there
     assert _answers(indexed) == _answers(streamed)
-    assert _no_child_left()
+    assert no_child_left()
 
 
 def test_a_refused_snapshot_leaves_no_indexing_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,4 +158,4 @@ def test_a_refused_snapshot_leaves_no_indexing_process(tmp_path: Path, monkeypat
     monkeypatch.setattr(snapshot_dir, "MIN_LAZY_BYTES", 0)
     with pytest.raises(InputError):
         load_snapshot(str(folder))
-    assert _no_child_left()
+    assert no_child_left()

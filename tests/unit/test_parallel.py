@@ -11,6 +11,7 @@ from svctrace import parallel
 from svctrace.collectors.snapshot_dir import load_demo
 from svctrace.diagnosis import audit as audit_module
 from svctrace.diagnosis.audit import audit
+from tests.processes import no_child_left
 
 
 def _square_with_pid(share: Sequence[int]) -> list[tuple[int, int]]:
@@ -100,18 +101,11 @@ def test_an_audit_that_keeps_one_typed_chain_is_the_audit_that_keeps_them_all(
     assert audit(load_demo(mode), workers=1) == every
 
 
-def _no_child_left() -> bool:
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
-
 
 def test_a_background_job_is_done_by_another_process() -> None:
     job = parallel.Background(lambda: os.getpid())
     assert job.result() != os.getpid()
-    assert _no_child_left()
+    assert no_child_left()
 
 
 def test_a_background_job_that_fails_there_is_done_here_with_its_error() -> None:
@@ -129,7 +123,7 @@ def test_a_background_job_that_fails_there_is_done_here_with_its_error() -> None
 
     with pytest.raises(ValueError, match="no such file"):  # the error this process would have met
         parallel.Background(broken).result()
-    assert _no_child_left()
+    assert no_child_left()
 
 
 def test_one_core_does_the_job_here_as_told(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,7 +136,7 @@ def test_one_core_does_the_job_here_as_told(monkeypatch: pytest.MonkeyPatch) -> 
 def test_a_cancelled_background_job_leaves_no_process() -> None:
     job = parallel.Background(lambda: __import__("time").sleep(60))
     job.cancel()
-    assert _no_child_left()
+    assert no_child_left()
     job.cancel()  # again: nothing left to stop
 
 
@@ -169,4 +163,4 @@ def test_an_audit_split_over_processes_finds_the_same_unowned_chains(monkeypatch
     assert not searched and [c.chain for c in one.stale_chains] == ["KUBE-SEP-AAAAAAAAAAAAAAAA"]
     assert audit(snapshot, workers=3) == one
     assert searched  # by another process, while the workers swept
-    assert _no_child_left()
+    assert no_child_left()
