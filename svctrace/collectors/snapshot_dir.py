@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
-from svctrace import parallel
 from svctrace.errors import InputError
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.parsers.json_stream import Counter, compact
@@ -49,6 +48,7 @@ from svctrace.record import record
 if TYPE_CHECKING:
     import tarfile
 
+    from svctrace import parallel
     from svctrace.parsers.list_index import ListIndex
 
 
@@ -456,6 +456,8 @@ def _indexable(entry: Entry, rel: str) -> bool:
 
 
 def _index_job(entry: Entry) -> parallel.Background[ListIndex]:
+    from svctrace import parallel  # (only for a big file: start-up)
+
     path = entry.path
     assert path is not None
     # (the other process also indexes what is asked first; on one core that waits for the question)
