@@ -360,8 +360,8 @@ class Read:
     counter: Counter = field(default_factory=lambda: Counter(MAX_VALUES))
     skipped: list[str] = field(default_factory=list)  # optional files not read, and why
     # big api/ files being indexed in another process while the rest is read (``finish`` types them)
-    indexing: dict[str, tuple[Entry, parallel.Background[ListIndex]]] = field(default_factory=dict)
-    early: dict[str, parallel.Background[ListIndex]] = field(default_factory=dict)  # started before ``take``
+    indexing: dict[str, tuple[Entry, parallel.Background[ListIndex | NotIndexed]]] = field(default_factory=dict)
+    early: dict[str, parallel.Background[ListIndex | NotIndexed]] = field(default_factory=dict)  # before ``take``
 
     def cancel(self) -> None:
         """Stop the indexing not waited for (the snapshot was refused on the way)."""
@@ -455,13 +455,21 @@ def _indexable(entry: Entry, rel: str) -> bool:
         API_SUFFIXES[posixpath.splitext(rel)[1].lower()] == "json"
 
 
-def _index_job(entry: Entry) -> parallel.Background[ListIndex]:
+def _index_job(entry: Entry) -> parallel.Background[ListIndex | NotIndexed]:
     from svctrace import parallel  # (only for a big file: start-up)
 
     path = entry.path
     assert path is not None
     # (the other process also indexes what is asked first; on one core that waits for the question)
-    return parallel.Background(lambda: index_list(path), lambda: index_list(path, asked=False))
+    return parallel.Background(lambda: _index_or_why(path, True), lambda: _index_or_why(path, False))
+
+
+def _index_or_why(path: Path, asked: bool) -> ListIndex | NotIndexed:
+    """The file's index, or why it has none: an answer, sent back as one (not an error to redo here)."""
+    try:
+        return index_list(path, asked=asked)
+    except NotIndexed as exc:
+        return exc
 
 
 def finish(read: Read) -> None:
@@ -472,7 +480,10 @@ def finish(read: Read) -> None:
             del read.indexing[name]
             assert entry.path is not None
             try:
-                read.api[name] = read_indexed(entry.path, entry.where, job.result())
+                index = job.result()
+                if isinstance(index, NotIndexed):
+                    raise index
+                read.api[name] = read_indexed(entry.path, entry.where, index)
             except NotIndexed as exc:
                 _debug("%s: read as a stream: %s", entry.where, exc.reason)
                 rel = name if _snapshot_file(name) is not None else name.partition("/")[2]

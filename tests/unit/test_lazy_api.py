@@ -159,3 +159,27 @@ def test_a_refused_snapshot_leaves_no_indexing_process(tmp_path: Path, monkeypat
     with pytest.raises(InputError):
         load_snapshot(str(folder))
     assert no_child_left()
+
+
+def test_a_file_that_has_no_index_is_looked_at_once_then_read_as_a_stream(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "snap"
+    shutil.copytree(demo_path(), folder)
+    pods = folder / "api" / "pods.json"
+    pods.write_text(json.dumps(json.loads(pods.read_text())))  # minified: items cannot be found without decoding
+    streamed = load_snapshot(str(folder))
+    monkeypatch.setenv("SVCTRACE_WORKERS", "2")
+    monkeypatch.setattr(snapshot_dir, "MIN_LAZY_BYTES", 0)
+    here: list[Path] = []
+    real = k8s_lazy.index_list
+
+    def index_list(path: Path, *, asked: bool = True) -> object:
+        here.append(path)
+        return real(path, asked=asked)
+
+    monkeypatch.setattr(snapshot_dir, "index_list", index_list)
+    indexed = load_snapshot(str(folder))
+    assert pods not in here  # why it has no index came back from the child as an answer, not redone here
+    assert "Pod" not in {lazy.kind for lazy in indexed.lazy_api} and indexed.pods == streamed.pods
+    assert _answers(indexed) == _answers(streamed)
+    assert no_child_left()
