@@ -120,6 +120,7 @@ class Background(Generic[R]):
     def __init__(self, job: Callable[[], R], here: Callable[[], R] | None = None) -> None:
         self._job = job
         self._here = here or job
+        self._answer: list[R] = []  # (once asked for)
         self._child = _fork(self._work, ()) if workers(2 * MIN_SHARE) > 1 else None
         if self._child is not None:
             self._child.thread.start()  # its answer comes into this process's memory as it is sent
@@ -128,13 +129,14 @@ class Background(Generic[R]):
         return [self._job()]
 
     def result(self) -> R:
-        child, self._child = self._child, None
-        if child is None:
-            return self._here()
-        try:
-            return _collect(child, lambda _share: [self._here()], ())[0]
-        finally:
-            _reap(child)
+        if not self._answer:
+            child, self._child = self._child, None
+            try:
+                self._answer = [self._here()] if child is None else _collect(child, lambda _: [self._here()], ())
+            finally:
+                if child is not None:
+                    _reap(child)
+        return self._answer[0]
 
     def cancel(self) -> None:
         child, self._child = self._child, None

@@ -105,6 +105,7 @@ def test_an_audit_that_keeps_one_typed_chain_is_the_audit_that_keeps_them_all(
 def test_a_background_job_is_done_by_another_process() -> None:
     job = parallel.Background(lambda: os.getpid())
     assert job.result() != os.getpid()
+    assert job.result() == job.result()  # asked again: the same answer, not done again here
     assert no_child_left()
 
 
