@@ -21,7 +21,7 @@ from svctrace.parsers import k8s_lazy, list_index
 from svctrace.render.json import graph_to_dict
 from svctrace.resolver import resolve
 from svctrace.trace import trace_packet
-from tests.processes import no_child_left
+from tests.processes import all_reaped, record_forks
 
 
 def _answers(snap: Snapshot) -> list[object]:
@@ -140,14 +140,15 @@ def test_a_big_file_is_indexed_by_another_process_with_its_first_question_ready(
         return got
 
     monkeypatch.setattr(parallel.Background, "result", result)
+    forked = record_forks(monkeypatch)
     indexed = load_snapshot(str(folder))
     assert len(results) >= 2  # the Pods' and the EndpointSlices' files, at least, came from a child
     # every index in use was made by a child (a file that is no List was tried here too, then read as a stream)
     assert {lazy.index.path for lazy in indexed.lazy_api}.isdisjoint(here)
     asked = {lazy.kind: lazy.index._later for lazy in indexed.lazy_api}
     assert "namespace" not in asked["Pod"] and "service" not in asked["EndpointSlice"]  # scanned there
+    assert forked and all_reaped(forked)
     assert _answers(indexed) == _answers(streamed)
-    assert no_child_left()
 
 
 def test_a_refused_snapshot_leaves_no_indexing_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,9 +157,10 @@ def test_a_refused_snapshot_leaves_no_indexing_process(tmp_path: Path, monkeypat
     (folder / "api" / "zz-broken.json").write_text('{"kind": "List", "items": [')
     monkeypatch.setenv("SVCTRACE_WORKERS", "2")
     monkeypatch.setattr(snapshot_dir, "MIN_LAZY_BYTES", 0)
+    forked = record_forks(monkeypatch)
     with pytest.raises(InputError):
         load_snapshot(str(folder))
-    assert no_child_left()
+    assert forked and all_reaped(forked)
 
 
 def test_a_file_that_has_no_index_is_looked_at_once_then_read_as_a_stream(
@@ -178,8 +180,9 @@ def test_a_file_that_has_no_index_is_looked_at_once_then_read_as_a_stream(
         return real(path, asked=asked)
 
     monkeypatch.setattr(snapshot_dir, "index_list", index_list)
+    forked = record_forks(monkeypatch)
     indexed = load_snapshot(str(folder))
+    assert forked and all_reaped(forked)
     assert pods not in here  # why it has no index came back from the child as an answer, not redone here
     assert "Pod" not in {lazy.kind for lazy in indexed.lazy_api} and indexed.pods == streamed.pods
     assert _answers(indexed) == _answers(streamed)
-    assert no_child_left()

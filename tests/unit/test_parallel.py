@@ -11,7 +11,7 @@ from svctrace import parallel
 from svctrace.collectors.snapshot_dir import load_demo
 from svctrace.diagnosis import audit as audit_module
 from svctrace.diagnosis.audit import audit
-from tests.processes import no_child_left
+from tests.processes import all_reaped, record_forks
 
 
 def _square_with_pid(share: Sequence[int]) -> list[tuple[int, int]]:
@@ -49,16 +49,7 @@ def test_a_killed_worker_is_redone_here() -> None:
 
 def test_an_error_in_this_process_stops_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     parent = os.getpid()
-    forked: list[int] = []
-    real_fork = os.fork
-
-    def fork() -> int:
-        pid = real_fork()
-        if pid:
-            forked.append(pid)
-        return pid
-
-    monkeypatch.setattr(os, "fork", fork)
+    forked = record_forks(monkeypatch)
 
     def fails_here(share: Sequence[int]) -> list[int]:
         if os.getpid() == parent:
@@ -67,10 +58,7 @@ def test_an_error_in_this_process_stops_the_workers(monkeypatch: pytest.MonkeyPa
 
     with pytest.raises(ValueError, match="here"):
         parallel.fork_map(fails_here, list(range(6)), 2)
-    assert forked
-    for pid in forked:  # every worker was reaped (other tests' children are not this test's business)
-        with pytest.raises(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+    assert forked and all_reaped(forked)  # every worker was reaped
 
 
 @pytest.mark.parametrize(("env", "items", "want"), [("1", 100_000, 1), ("3", 100_000, 3), ("4", 600, 1),
@@ -101,15 +89,16 @@ def test_an_audit_that_keeps_one_typed_chain_is_the_audit_that_keeps_them_all(
     assert audit(load_demo(mode), workers=1) == every
 
 
-
-def test_a_background_job_is_done_by_another_process() -> None:
+def test_a_background_job_is_done_by_another_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    forked = record_forks(monkeypatch)
     job = parallel.Background(lambda: os.getpid())
-    assert job.result() != os.getpid()
+    assert job.result() in forked
     assert job.result() == job.result()  # asked again: the same answer, not done again here
-    assert no_child_left()
+    assert len(forked) == 1 and all_reaped(forked)
 
 
-def test_a_background_job_that_fails_there_is_done_here_with_its_error() -> None:
+def test_a_background_job_that_fails_there_is_done_here_with_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    forked = record_forks(monkeypatch)
     parent = os.getpid()
 
     def flaky() -> int:
@@ -124,7 +113,7 @@ def test_a_background_job_that_fails_there_is_done_here_with_its_error() -> None
 
     with pytest.raises(ValueError, match="no such file"):  # the error this process would have met
         parallel.Background(broken).result()
-    assert no_child_left()
+    assert len(forked) == 2 and all_reaped(forked)
 
 
 def test_one_core_does_the_job_here_as_told(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,10 +123,11 @@ def test_one_core_does_the_job_here_as_told(monkeypatch: pytest.MonkeyPatch) -> 
     assert job.result() == ("here", os.getpid())
 
 
-def test_a_cancelled_background_job_leaves_no_process() -> None:
+def test_a_cancelled_background_job_leaves_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    forked = record_forks(monkeypatch)
     job = parallel.Background(lambda: __import__("time").sleep(60))
     job.cancel()
-    assert no_child_left()
+    assert len(forked) == 1 and all_reaped(forked)
     job.cancel()  # again: nothing left to stop
 
 
@@ -160,8 +150,9 @@ def test_an_audit_split_over_processes_finds_the_same_unowned_chains(monkeypatch
         return real(job, here)  # type: ignore[arg-type]
 
     monkeypatch.setattr(audit_module.parallel, "Background", background)
+    forked = record_forks(monkeypatch)
     one = audit(snapshot, workers=1)
     assert not searched and [c.chain for c in one.stale_chains] == ["KUBE-SEP-AAAAAAAAAAAAAAAA"]
     assert audit(snapshot, workers=3) == one
     assert searched  # by another process, while the workers swept
-    assert no_child_left()
+    assert len(forked) == 3 and all_reaped(forked)  # two workers and the search
