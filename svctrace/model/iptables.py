@@ -121,6 +121,9 @@ class ChainHead:
 
 
 Span = tuple[int, int, int]  # (start, end) offsets of a run of -A lines in the dump text, the first one's line
+# An endpoint chain's usual line read from the text: (the rule as written, its address, its DNAT port; None:
+# the hairpin mark). See Table.endpoint_lines.
+EndpointLine = tuple[str, str, int | None]
 
 
 class ChainIndex(Mapping[str, ChainHead]):
@@ -315,13 +318,14 @@ class Table:
             self._parsed.popitem(last=False)
         return got
 
-    def texts(self, name: str) -> list[str] | None:
-        """A chain's rules as the dump wrote them, untyped: a reader that needs only what two or three common
-        lines say reads them straight. None when the chain is missing or typed already, or its text is not
-        read so (counters, escapes, rules built in code): ``chain`` then."""
+    def endpoint_lines(self, name: str) -> list[EndpointLine] | None:
+        """An endpoint chain whose rules are kube-proxy's two usual lines (the hairpin mark, the DNAT), read from
+        the dump's text without typing them (an audit reads 100,000 such chains). None when the chain is missing
+        or typed already, or any of its rules is another (counters, escapes, other lines, rules built in code):
+        ``chain`` then."""
         if name in self._parsed:
             return None
-        read = getattr(self._load, "texts", None)  # the dump's loader reads them (svctrace.parsers.iptables_save)
+        read = getattr(self._load, "endpoint_lines", None)  # the dump's loader (svctrace.parsers.iptables_save)
         if read is None:
             return None
         heads = self.heads

@@ -23,9 +23,9 @@ from bisect import bisect_right
 from collections.abc import Iterator
 
 from svctrace.errors import InputError
-from svctrace.model.iptables import Chain, ChainHead, ChainIndex, IptablesDump, Rule, Span, Table
+from svctrace.model.iptables import Chain, ChainHead, ChainIndex, EndpointLine, IptablesDump, Rule, Span, Table
 from svctrace.parsers.iptables_index import At, Indexer, TableDraft, read_counters
-from svctrace.parsers.iptables_kube import kube_rule
+from svctrace.parsers.iptables_kube import endpoint_line, kube_rule
 from svctrace.parsers.iptables_options import RuleBuilder
 from svctrace.parsers.iptables_typing import Typer, comment_of
 from svctrace.parsers.iptables_words import (
@@ -120,20 +120,22 @@ class _Loader:
                                   counters or rule_counters))
         return tuple(rules)
 
-    def texts(self, spans: list[Span]) -> list[str] | None:
-        """The rules at ``spans`` (a chain's) as written (stripped, as ``__call__`` reads them), untyped; None when
-        the text is not plain or a rule has counters: ``__call__`` reads those."""
+    def endpoint_lines(self, spans: list[Span]) -> list[EndpointLine] | None:
+        """The rules at ``spans`` (a chain's) read as an endpoint chain's two usual lines (iptables_kube.endpoint_line),
+        untyped: (the line as ``__call__`` keeps it, address, port: None for the hairpin mark). None when the text
+        is not plain, a rule has counters, or a line is any other: ``__call__`` types those."""
         if not self.plain:
             return None
         text = self.text
-        out: list[str] = []
+        out: list[EndpointLine] = []
         for start, end, _first in spans:
             for raw in text[start:end].split("\n"):
                 line = raw.strip()
                 if line:
-                    if line[0] == "[":
+                    got = endpoint_line(line)
+                    if got is None:
                         return None
-                    out.append(line)
+                    out.append((line, *got))
         return out
 
 

@@ -75,13 +75,12 @@ class _Walk(ChainWalk[Rule]):
         return c.rules if c is not None else None
 
     def endpoint_rules(self, chain: str) -> Sequence[tuple[RuleFacts, RuleRef]] | None:
-        # an endpoint chain of kube-proxy's two common lines is read from its text, not typed
-        texts = self.nat.texts(chain) if self.nat is not None else None
-        fast = endpoint_rule_facts("nat", chain, texts) if texts else None
-        if fast is None:
+        # an endpoint chain of kube-proxy's two usual lines is read from its text, not typed
+        lines = self.nat.endpoint_lines(chain) if self.nat is not None else None
+        if not lines:
             return super().endpoint_rules(chain)
         self.reached.add(chain)
-        return fast
+        return endpoint_rule_facts("nat", chain, lines)
 
     def not_in_dump(self) -> str | None:
         return self.dump.partial

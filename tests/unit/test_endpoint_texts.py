@@ -1,5 +1,5 @@
-"""An endpoint chain read from its text (resolver.iptables_rules.endpoint_rule_facts) says what its typed rules
-say, value for value, and the walk it feeds gives the same graph as the walk over typed rules."""
+"""An endpoint chain read from its text (Table.endpoint_lines, resolver.iptables_rules.endpoint_rule_facts) says
+what its typed rules say, value for value, and the walk it feeds gives the same graph as the walk over typed rules."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from svctrace.collectors.snapshot_dir import load_snapshot
 from svctrace.errors import InputError
-from svctrace.model.iptables import Table
+from svctrace.model.iptables import EndpointLine, Table
 from svctrace.model.snapshot import Snapshot
 from svctrace.parsers.iptables_save import parse
 from svctrace.resolver import iptables as iptables_resolver
@@ -50,15 +50,14 @@ def test_every_chain_read_from_its_text_agrees_with_its_typed_rules() -> None:
         if nat is None:
             continue
         for name in list(nat.heads):
-            lines = nat.texts(name)
-            fast = endpoint_rule_facts("nat", name, lines) if lines else None
-            if fast is None:
+            lines = nat.endpoint_lines(name)
+            if not lines:
                 continue
             taken += 1
             chain = nat.chain(name)
             assert chain is not None
-            assert fast == [(rule_facts(r), rule_ref(r)) for r in chain.rules], name
-            assert nat.texts(name) is None  # typed now: its typed rules are read
+            assert endpoint_rule_facts("nat", name, lines) == [(rule_facts(r), rule_ref(r)) for r in chain.rules], name
+            assert nat.endpoint_lines(name) is None  # typed now: its typed rules are read
     assert taken > 200  # kube-proxy's endpoint chains of every era that writes them so
 
 
@@ -80,16 +79,14 @@ def test_the_walk_gives_the_same_graph_from_texts_and_from_typed_rules(
     read: list[str] = []
     real = endpoint_rule_facts
 
-    def counted(table: str, chain: str, texts: list[str]) -> object:
-        got = real(table, chain, texts)
-        if got is not None:
-            read.append(chain)
-        return got
+    def counted(table: str, chain: str, lines: list[EndpointLine]) -> object:
+        read.append(chain)
+        return real(table, chain, lines)
 
     monkeypatch.setattr(iptables_resolver, "endpoint_rule_facts", counted)
     from_texts = _graphs(where)
     assert read  # the texts were read
-    monkeypatch.setattr(Table, "texts", lambda self, name: None)
+    monkeypatch.setattr(Table, "endpoint_lines", lambda self, name: None)
     assert from_texts == _graphs(where)
 
 
@@ -107,7 +104,7 @@ def test_the_walk_gives_the_same_graph_from_texts_and_from_typed_rules(
 def test_what_is_not_read_from_text_gives_the_typed_walk(change: object, monkeypatch: pytest.MonkeyPatch) -> None:
     text = change((DEMO / "node" / "iptables-save.txt").read_text())  # type: ignore[operator]
     got = _graphs(DEMO, text)
-    monkeypatch.setattr(Table, "texts", lambda self, name: None)
+    monkeypatch.setattr(Table, "endpoint_lines", lambda self, name: None)
     assert got == _graphs(DEMO, text)
 
 
