@@ -547,14 +547,14 @@ def _find_root(files: list[str]) -> str | None:
 
 def _read_entries(entries: Iterator[Entry], label: str) -> Snapshot:
     read = Read()
-    api_files: list[Entry] = []
     try:
-        return _read_into(read, entries, api_files, label)
+        return _read_into(read, entries, label)
     finally:
         read.cancel()
 
 
-def _read_into(read: Read, entries: Iterator[Entry], api_files: list[Entry], label: str) -> Snapshot:
+def _read_into(read: Read, entries: Iterator[Entry], label: str) -> Snapshot:
+    api_files: list[Entry] = []
     for entry in entries:
         read.names.append(entry.name)
         if may_be_snapshot_file(entry.name):

@@ -188,8 +188,9 @@ class ListIndex:
         """(number, decoded item) for the given items (all when None), checking each fills its span."""
         wanted = range(len(self.starts)) if numbers is None else numbers
         with self.path.open("rb") as f:
-            if os.fstat(f.fileno()).st_size != self.size:
-                raise NotIndexed(f"it is {os.fstat(f.fileno()).st_size:,} bytes now, {self.size:,} when it was indexed")
+            now = os.fstat(f.fileno()).st_size
+            if now != self.size:
+                raise NotIndexed(f"it is {now:,} bytes now, {self.size:,} when it was indexed")
             for i in wanted:
                 start, end = self.starts[i], self.ends[i]
                 f.seek(start)
