@@ -16,6 +16,7 @@ import difflib
 import functools
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from svctrace import __version__
+from svctrace.collectors import kube_spool
 from svctrace.collectors.kube_http import (
     BadAnswer,
     Deadline,
@@ -39,6 +41,7 @@ from svctrace.collectors.kube_http import (
 from svctrace.collectors.kubeclient import client
 from svctrace.collectors.kubeconfig import SERVICEACCOUNT_DIR, KubeTarget, load_client_configuration
 from svctrace.errors import CollectionError, ForbiddenError, InputError, NotFoundError
+from svctrace.parsers.json_stream import Streamed
 from svctrace.parsers.k8s import Accumulator, ApiObjects, merge_objects, parse_objects
 from svctrace.parsers.k8s_fields import read_fields
 from svctrace.parsers.limits import MAX_LIST_PAGES
@@ -121,6 +124,7 @@ class KubeCollector:
         self._target: KubeTarget | None = None
         self._api: Any = None
         self._transport: Transport | None = None
+        self._elsewhere = 0  # requests a forked lister made (svctrace.collectors.kube_spool)
 
     # -- lifecycle --
 
@@ -145,8 +149,25 @@ class KubeCollector:
 
     @property
     def requests(self) -> int:
-        """Every request sent so far, failures included."""
-        return self._transport.requests if self._transport is not None else 0
+        """Every request sent so far, failures included (a forked lister's too, once it answered)."""
+        return (self._transport.requests if self._transport is not None else 0) + self._elsewhere
+
+    def reconnect(self) -> None:
+        """(In a forked child.) A connection pool of its own, with the configuration already loaded: the parent's
+        pool and sockets stay the parent's. Its requests are counted from zero."""
+        api, target = self._connect()
+        fresh = k8s_client.ApiClient(api.configuration)
+        fresh.user_agent = api.user_agent
+        self._api, self._elsewhere = fresh, 0
+        self._transport = Transport(fresh, target.server, self.deadline)
+
+    def list_texts(self, op: Op, lister: Callable[[Any], Callable[..., Any]], args: tuple[Any, ...],
+                   each: Callable[[Streamed], None], restart: Callable[[], None]) -> None:
+        """Every item of a LIST handed to ``each`` as it came, with its JSON text, a page at a time (``restart``:
+        the list starts again); ``lister`` gives the client's list function for this collector's ApiClient.
+        Raises ReadFailure."""
+        api, _ = self._connect()
+        self._list(op, lister(api), *args, each=each, restart=restart, texts=True)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -174,22 +195,27 @@ class KubeCollector:
 
     def _list(self, op: Op, fn: Callable[..., Any], *args: Any, label_selector: str | None = None,
               field_selector: str | None = None, whole: bool = False, cut: bool = True,
-              each: Callable[[Doc], None] | None = None, restart: Callable[[], None] | None = None) -> list[Doc]:
+              each: Callable[[Any], None] | None = None, restart: Callable[[], None] | None = None,
+              texts: bool = False) -> list[Doc]:
         """Every item of a LIST, page by page; stops on a continue token seen before and past MAX_LIST_PAGES.
         Items are cut to the fields svctrace reads (``_stamped``) when kept as documents: not with ``each`` (typed
-        as they come) or without ``cut`` (typed, then dropped)."""
+        as they come) or without ``cut`` (typed, then dropped). With ``texts`` (and ``each``), each item is handed on
+        as it came, its Streamed value with its JSON text, and the next page is asked for as soon as a page's
+        metadata names it (``_Ahead``), so the server makes it while this one is read."""
         self._connect()
         assert self._transport is not None
+        transport = self._transport
         items: list[Doc] = []
         token: str | None = None
         seen: set[str] = set()
         restarted = False
         pages = 0
         expect = f"a {_KINDS[op.resource][1]}List"
-        while True:
-            pages += 1
-            if pages > MAX_LIST_PAGES:
-                raise BadAnswer(op, f"more than {MAX_LIST_PAGES:,} pages of {PAGE_SIZE} objects; stopped paging")
+
+        def convert(item: Any) -> Any:
+            return item if whole or texts else _stamped(op.resource, item, cut=cut and each is None)
+
+        def one(token: str | None, head: Callable[[Doc], None] | None) -> tuple[Doc, list[Doc]]:
             kwargs: dict[str, Any] = {"limit": PAGE_SIZE}
             if token:
                 kwargs["_continue"] = token
@@ -198,12 +224,17 @@ class KubeCollector:
             if field_selector:
                 kwargs["field_selector"] = field_selector
             page: list[Doc] = []
+            doc = transport.request(op, fn, *args, items=lambda item: page.append(convert(item)), expect=expect,
+                                    texts=texts, head=head, **kwargs)
+            return doc, page
 
-            def keep(item: Any, page: list[Doc] = page) -> None:
-                page.append(item if whole else _stamped(op.resource, item, cut=cut and each is None))
-
+        ahead = _Ahead(one) if texts else None
+        while True:
+            pages += 1
+            if pages > MAX_LIST_PAGES:
+                raise BadAnswer(op, f"more than {MAX_LIST_PAGES:,} pages of {PAGE_SIZE} objects; stopped paging")
             try:
-                doc = self._transport.request(op, fn, *args, items=keep, expect=expect, **kwargs)
+                doc, page = ahead.take(token) if ahead is not None else one(token, None)
             except StatusFailure as failure:
                 if failure.status == 410 and token and not restarted:
                     # the snapshot the pages came from was compacted away: start one consistent list again
@@ -354,33 +385,86 @@ class KubeCollector:
 
         op, read = lister("services", "", core.list_namespaced_service, core.list_service_for_all_namespaces)
         raw["services"] = self._required(read)
-
-        op, read = lister("endpointslices", "discovery.k8s.io", disc.list_namespaced_endpoint_slice,
-                          disc.list_endpoint_slice_for_all_namespaces)
+        spools: dict[str, kube_spool.ListSpool | None] = {}
+        if not documents and len(typed["services"].services) >= kube_spool.SPOOL_AFTER_SERVICES:
+            spools["endpointslices"] = self._spool(
+                "endpointslices", "discovery.k8s.io", namespace, k8s_client.DiscoveryV1Api,
+                "list_namespaced_endpoint_slice", "list_endpoint_slice_for_all_namespaces")
+            spools["pods"] = self._spool("pods", "", namespace, k8s_client.CoreV1Api, "list_namespaced_pod",
+                                         "list_pod_for_all_namespaces")
         try:
-            raw["endpointslices"] = read()
-        except ReadFailure as failure:
-            if not _slices_unavailable(failure):
-                raise self.translate(failure) from None
-            partial.fall_back(failure)
-            op, read = lister("endpoints", "", core.list_namespaced_endpoints, core.list_endpoints_for_all_namespaces)
-            raw["endpoints"] = self._required(read)
+            op, read = lister("endpointslices", "discovery.k8s.io", disc.list_namespaced_endpoint_slice,
+                              disc.list_endpoint_slice_for_all_namespaces)
+            read = self._spooled(spools.get("endpointslices"), read, typed, partial, target)
+            try:
+                raw["endpointslices"] = read()
+            except ReadFailure as failure:
+                if not _slices_unavailable(failure):
+                    raise self.translate(failure) from None
+                partial.fall_back(failure)
+                op, read = lister("endpoints", "", core.list_namespaced_endpoints,
+                                  core.list_endpoints_for_all_namespaces)
+                raw["endpoints"] = self._required(read)
 
-        op, read = lister("pods", "", core.list_namespaced_pod, core.list_pod_for_all_namespaces)
-        raw["pods"] = partial.read(op, "pod details are missing", read) or []
+            op, read = lister("pods", "", core.list_namespaced_pod, core.list_pod_for_all_namespaces)
+            read = self._spooled(spools.get("pods"), read, typed, partial, target)
+            raw["pods"] = partial.read(op, "pod details are missing", read) or []
 
-        op, read = lister("nodes", "", None, core.list_node)
-        raw["nodes"] = partial.read(op, "node addresses and zones are missing", read) or []
+            op, read = lister("nodes", "", None, core.list_node)
+            raw["nodes"] = partial.read(op, "node addresses and zones are missing", read) or []
 
-        op, read = lister("networkpolicies", "networking.k8s.io", net.list_namespaced_network_policy,
-                          net.list_network_policy_for_all_namespaces)
-        raw["networkpolicies"] = partial.read(op, "NetworkPolicies were not checked", read, tolerate_404=True) or []
+            op, read = lister("networkpolicies", "networking.k8s.io", net.list_namespaced_network_policy,
+                              net.list_network_policy_for_all_namespaces)
+            raw["networkpolicies"] = partial.read(op, "NetworkPolicies were not checked", read,
+                                                  tolerate_404=True) or []
 
-        raw["configmaps"] = self._config_maps(core, [DNS_CONFIGMAP, PROXY_CONFIGMAP], partial)
-        # Typed pages, in the order the documents would have been (their parse warnings come in this order).
-        first = [typed.pop("pods")] if "pods" in typed else []
-        return self._result(raw, target, partial, self.requests - start, [*first, *typed.values()],
-                            documents=documents)
+            raw["configmaps"] = self._config_maps(core, [DNS_CONFIGMAP, PROXY_CONFIGMAP], partial)
+            # Typed pages, in the order the documents would have been (their parse warnings come in this order).
+            first = [typed.pop("pods")] if "pods" in typed else []
+            return self._result(raw, target, partial, self.requests - start, [*first, *typed.values()],
+                                documents=documents)
+        finally:
+            for spool in spools.values():
+                if spool is not None:
+                    spool.cancel()
+
+    def _spool(self, resource: str, group: str, namespace: str | None, api_class: type, namespaced: str,
+               everywhere: str) -> kube_spool.ListSpool | None:
+        """The LIST of ``resource`` started in a forked child, written to a file (svctrace.collectors.kube_spool);
+        ``namespaced`` and ``everywhere`` name ``api_class``'s list functions."""
+        name, args = (namespaced, (namespace,)) if namespace is not None else (everywhere, ())
+
+        def lister(api: Any) -> Callable[..., Any]:
+            found: Callable[..., Any] = getattr(api_class(api), name)
+            return found
+
+        op = Op("list", resource, group, namespace)
+        return kube_spool.ListSpool.start(self, op, lister, args, f"the API server's {resource}", _KINDS[resource])
+
+    def _spooled(self, spool: kube_spool.ListSpool | None, here: Callable[[], list[Doc]],
+                 typed: dict[str, ApiObjects], partial: _Partial, target: KubeTarget) -> Callable[[], list[Doc]]:
+        """The spooled LIST's read (``here`` without a spool, or when the child could not spool): its failure
+        raised as if read here, its objects put in ``typed``, refused ones judged as ``_typing`` judges them."""
+        if spool is None:
+            return here
+
+        def read() -> list[Doc]:
+            got = spool.result()
+            if got is None:
+                return here()
+            self._elsewhere += got.requests
+            if got.failure is not None:
+                raise got.failure
+            assert got.index is not None
+            resource = spool.op.resource
+            try:
+                typed[resource] = spool.objects(got.index)
+            except InputError as exc:
+                if resource in _REQUIRED:
+                    raise _unusable(target, exc) from None
+                partial.unusable(resource, exc.message)
+            return []
+        return read
 
     def _typing(self, op: Op, fn: Callable[..., Any], args: tuple[Any, ...], typed: dict[str, ApiObjects],
                 partial: _Partial, target: KubeTarget) -> Callable[[], list[Doc]]:
@@ -498,6 +582,61 @@ class KubeCollector:
             missing=tuple(partial.missing),
             requests=requests,
         )
+
+
+class _Ahead:
+    """A LIST's next pages asked for while one is read: as soon as a page's metadata (which the API server sends
+    before its items) holds a continue token, a thread sends that request and reads its answer, and so on, at
+    most ``DEPTH`` pages ahead of the one taken. Pages are taken in order, and a page's failure is raised then,
+    as if it had been asked for then. (Used by a forked lister, which ends with its LIST: the requests a failure
+    leaves behind end with it.)"""
+
+    DEPTH = 2
+
+    def __init__(self, one: Callable[[str | None, Callable[[Doc], None] | None], tuple[Doc, list[Doc]]]) -> None:
+        self._one = one
+        self._lock = threading.Lock()
+        self._queue: list[tuple[str, threading.Thread, list[Any]]] = []  # (token, its reader, its answer)
+        self._round = 0  # pages asked for before the list started again are not taken
+
+    def _head(self, round_: int) -> Callable[[Doc], None]:
+        def head(members: Doc) -> None:
+            meta = members.get("metadata")
+            token = meta.get("continue") if isinstance(meta, Mapping) else None
+            if not token or not isinstance(token, str):
+                return
+            with self._lock:
+                if round_ != self._round or len(self._queue) >= self.DEPTH or \
+                        any(t == token for t, _, _ in self._queue):
+                    return
+                got: list[Any] = []
+                thread = threading.Thread(target=self._fetch, args=(token, got, round_), daemon=True,
+                                          name="svctrace-list-ahead")
+                self._queue.append((token, thread, got))
+            thread.start()
+        return head
+
+    def _fetch(self, token: str, got: list[Any], round_: int) -> None:
+        try:
+            got.append(self._one(token, self._head(round_)))
+        except BaseException as exc:  # noqa: BLE001 - raised in order, when its page is taken
+            got.append(exc)
+
+    def take(self, token: str | None) -> tuple[Doc, list[Doc]]:
+        """The page of ``token``: the one asked for ahead, or asked for now."""
+        with self._lock:
+            ahead = self._queue.pop(0) if self._queue and self._queue[0][0] == token and token else None
+            if ahead is None:  # the first page, or the list started again: what was asked for is not taken
+                self._queue.clear()
+                self._round += 1
+            round_ = self._round
+        if ahead is None:
+            return self._one(token, self._head(round_))
+        _, thread, got = ahead
+        thread.join()
+        if isinstance(got[0], BaseException):
+            raise got[0]
+        return got[0]  # type: ignore[no-any-return]
 
 
 def _unusable(target: KubeTarget, exc: InputError) -> CollectionError:

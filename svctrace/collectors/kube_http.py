@@ -80,10 +80,21 @@ class ReadFailure(Exception):
         self.op = op
         self.detail = detail  # what went wrong, in a few words ("500: etcd is down", "no answer within 2s")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # as it is, whatever its class's own arguments: a forked lister sends its failure back (kube_spool)
+        return (_remade, (type(self), self.args, self.__dict__))
+
     def error(self, server: str) -> CollectionError:
         """The error of a required read that failed this way."""
         return CollectionError(f"the API server at {server} failed to {self.op.describe()}: {self.detail}",
                                "retry in a moment; if it persists, check the control plane's health")
+
+
+def _remade(cls: type[ReadFailure], args: tuple[Any, ...], state: dict[str, Any]) -> ReadFailure:
+    failure = cls.__new__(cls)
+    Exception.__init__(failure, *args)
+    failure.__dict__.update(state)
+    return failure
 
 
 class StatusFailure(ReadFailure):
@@ -201,9 +212,12 @@ class Transport:
         self._sockets.close()
 
     def request(self, op: Op, fn: Callable[..., Any], *args: Any, items: Callable[[Any], None] | None = None,
-                expect: str = "object", **kwargs: Any) -> Doc:
+                expect: str = "object", texts: bool = False, head: Callable[[Doc], None] | None = None,
+                **kwargs: Any) -> Doc:
         """One GET: the answer's top-level object; with ``items``, its ``items`` are handed to it one by one
-        instead of being kept. Raises a ReadFailure (AuthError for 401: no read can do without credentials)."""
+        instead of being kept (``texts``: as Streamed values, with their JSON text; ``head``: given the members
+        before them as soon as they are read, a List's metadata). Raises a ReadFailure (AuthError for 401: no
+        read can do without credentials)."""
         seconds, flag = self.deadline.window()
         if seconds <= 0:
             raise NoAnswer(op, f"not sent: the {flag} had passed")
@@ -225,7 +239,7 @@ class Transport:
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
                 resp = fn(*args, **kwargs)
                 try:
-                    doc = _read_answer(op, resp, items, expect)
+                    doc = _read_answer(op, resp, items, expect, texts, head)
                 except BaseException:
                     resp.close()
                     raise
@@ -255,17 +269,24 @@ class Transport:
             watchdog.cancel()
 
 
-def _read_answer(op: Op, resp: Any, items: Callable[[Any], None] | None, expect: str) -> Doc:
-    """The answer's one top-level object, read as a stream (its items handed to ``items``)."""
+def _read_answer(op: Op, resp: Any, items: Callable[[Any], None] | None, expect: str, texts: bool = False,
+                 head: Callable[[Doc], None] | None = None) -> Doc:
+    """The answer's one top-level object, read as a stream (its items handed to ``items``: with ``texts``, each
+    as its Streamed value, with its text; the members before them to ``head``)."""
+    def should_stream(members: dict[str, Any]) -> bool:
+        if head is not None:
+            head(members)
+        return items is not None
+
     stream = TextStream(resp.read, "answer", limit=MAX_RESPONSE_BYTES, what="the answer")
     values = JsonStream(stream, "answer", max_value_chars=MAX_OBJECT_BYTES, counter=Counter(MAX_VALUES),
-                        should_stream=lambda members: items is not None)
+                        should_stream=should_stream, texts=texts)
     doc: Doc | None = None
     try:
         for value in values:
             if value.container is not None:
                 assert items is not None
-                items(value.value)
+                items(value if texts else value.value)
                 continue
             if value.rest and doc is None:
                 doc = {**value.value, "items": []}  # its items went to ``items``

@@ -43,6 +43,7 @@ class Streamed:
     index: int | None = None  # its position in the streamed array; None for a top-level value
     # True for the members of a top-level object whose array was streamed, given out after its elements
     rest: bool = False
+    text: str | None = None  # a streamed element's JSON text as it came (``JsonStream(..., texts=True)``)
 
 
 class Counter:
@@ -65,8 +66,10 @@ class JsonStream:
     def __init__(self, stream: TextStream, source: str, *, max_value_chars: int, counter: Counter,
                  stream_key: str = "items",
                  should_stream: Callable[[dict[str, Any]], bool] = lambda members: True,
-                 ready: Callable[[dict[str, Any], Any], bool] = lambda members, element: True) -> None:
+                 ready: Callable[[dict[str, Any], Any], bool] = lambda members, element: True,
+                 texts: bool = False) -> None:
         self._stream = stream
+        self._texts = texts  # keep each streamed element's text too
         self._source = source
         self._max = max_value_chars
         self._counter = counter
@@ -212,7 +215,7 @@ class JsonStream:
                 yield from self._object(number, line)
             elif first == "[":
                 empty = True
-                for value, item_line, index in self._elements():
+                for value, item_line, index, _ in self._elements():
                     empty = False
                     yield Streamed(value, number, item_line, None, index)
                 if empty:
@@ -220,7 +223,7 @@ class JsonStream:
             else:
                 yield Streamed(self._value(), number, line)
 
-    def _elements(self) -> Iterator[tuple[Any, int, int]]:
+    def _elements(self) -> Iterator[tuple[Any, int, int, str | None]]:
         self._pos += 1  # "["
         if self._peek() == "]":
             self._pos += 1
@@ -230,7 +233,12 @@ class JsonStream:
             self._peek()
             self._count()
             line = self._line(self._pos)
-            yield self._value(), line, index
+            if self._texts:
+                start = self._base + self._pos  # (the buffer may be refilled while the value is read)
+                value = self._value()
+                yield value, line, index, self._buf[start - self._base:self._pos]
+            else:
+                yield self._value(), line, index, None
             index += 1
             nxt = self._peek()
             self._pos += 1
@@ -259,8 +267,8 @@ class JsonStream:
             if key == self._key and self._peek() == "[" and self._should_stream(members):
                 streamed = True
                 before = self._base + self._pos
-                for value, item_line, index in self._elements():
-                    item = Streamed(value, number, item_line, members, index)
+                for value, item_line, index, text in self._elements():
+                    item = Streamed(value, number, item_line, members, index, text=text)
                     if self._ready(members, value):
                         yield item
                     else:

@@ -25,7 +25,7 @@ from svctrace.model.k8s import EndpointSlice, Pod
 from svctrace.parsers.k8s import Accumulator, ApiObjects
 from svctrace.parsers.list_index import ListIndex, NotIndexed, key_pattern
 
-__all__ = ["MIN_LAZY_BYTES", "LazyItems", "NotIndexed", "index_list", "read_indexed"]
+__all__ = ["MIN_LAZY_BYTES", "LazyItems", "NotIndexed", "index_list", "index_spool", "read_indexed", "spooled_items"]
 
 # Below this a file is read whole: typing it all is cheaper than indexing it.
 MIN_LAZY_BYTES = 8 << 20
@@ -42,8 +42,10 @@ T = TypeVar("T", Pod, EndpointSlice)
 class LazyItems(Generic[T]):
     """The items of one kind in one indexed file, each typed once, when first asked for."""
 
-    def __init__(self, index: ListIndex, numbers: list[int], kind: str, source: str) -> None:
+    def __init__(self, index: ListIndex, numbers: list[int], kind: str, source: str, *,
+                 hold: object = None) -> None:
         self.index = index
+        self.hold = hold  # what keeps the file there (an unlinked file of this run's own: its open file)
         self.numbers = numbers
         self.kind = kind
         self.source = source
@@ -111,6 +113,20 @@ def index_list(path: Path, *, asked: bool = True) -> ListIndex:
             if kind in kinds:
                 index.prepare(key)
     return index
+
+
+def index_spool(path: Path, kind: str) -> ListIndex:
+    """The index of a List file svctrace wrote itself, all of one lazy ``kind``, one compact item a line
+    (svctrace.collectors.kube_spool), indexed by what that kind is asked about first (a Pod's namespace)."""
+    index = ListIndex.open(path, _KEYS, _MANY, later=True)
+    index.prepare(_ASKED_BY[kind])
+    return index
+
+
+def spooled_items(index: ListIndex, kind: str, source: str, *, hold: object) -> ApiObjects:
+    """Every item of ``index`` (``index_spool``), all of ``kind``, left to be typed when asked for."""
+    lazy = LazyItems(index, list(range(len(index))), kind, source, hold=hold)
+    return ApiObjects().with_lazy((lazy,), len(lazy))
 
 
 def read_indexed(path: Path, source: str, index: ListIndex | None = None) -> ApiObjects:
