@@ -57,12 +57,13 @@ class Started:
     joined, the text) before it is decoded once here."""
 
     __slots__ = ("name", "proc", "out", "err", "timeout", "end", "done", "sink", "follower", "followed", "stop",
-                 "pidfd")
+                 "pidfd", "held", "deadline")
 
     def __init__(self, argv: Sequence[str], netns: str | None, timeout: float = 60.0,
                  env: Mapping[str, str] | None = None, hold: bool = False,
                  sink: Callable[[str], None] | None = None) -> None:
-        """``hold``: the command's stdin is a pipe that ``release`` writes one line to (it waits for it).
+        """``hold``: the command's stdin is a pipe that ``release`` writes one line to (it waits for it), and its
+        ``timeout`` counts from then (it may be held for as long as the saves take).
         ``sink``: what it prints is handed to this as it is written (by a thread reading the output file as
         it grows); its result's stdout is then "" and the text is the sink's."""
         self.name = argv[0]
@@ -73,14 +74,15 @@ class Started:
         self.followed: bool | None = None  # None: following; True: all handed over; False: the sink failed
         self.stop = threading.Event()
         self.pidfd: int | None = None
-        end = _DEADLINE.get()
+        self.held = hold
+        self.deadline = end = _DEADLINE.get()
         if end is not None:
             if end - time.monotonic() <= 0:
                 self.done = CommandRun(None, f"{argv[0]} not run: the --timeout for the collection had passed")
                 return
             timeout = min(timeout, end - time.monotonic())
         self.timeout = timeout
-        self.end = time.monotonic() + timeout
+        self.end = time.monotonic() + timeout  # for a held command: counted again from its release
         if shutil.which(argv[0]) is None:
             self.done = CommandRun(None, f"{argv[0]} is not installed")
             return
@@ -132,9 +134,13 @@ class Started:
         return self.done
 
     def release(self) -> None:
-        """Tell a held command to go on (a line on its stdin, then end of file)."""
+        """Tell a held command to go on (a line on its stdin, then end of file); its time starts now."""
         stdin = self.proc.stdin if self.proc is not None else None
         if stdin is not None and not stdin.closed:
+            if self.held:
+                self.end = time.monotonic() + self.timeout
+                if self.deadline is not None:
+                    self.end = min(self.end, self.deadline)
             with contextlib.suppress(OSError):  # it may have ended already
                 stdin.write(b"\n")
                 stdin.flush()

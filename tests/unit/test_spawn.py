@@ -64,6 +64,19 @@ def test_a_held_command_waits_for_its_release() -> None:
     assert started.result().stdout == "released\n"
 
 
+def test_a_held_command_has_its_whole_time_after_its_release() -> None:
+    # the probe is held until the node's saves end, which may take longer than its own timeout
+    started = Started(["sh", "-c", "read line; sleep 0.3; echo released"], None, hold=True, timeout=0.5)
+    time.sleep(0.8)
+    started.release()
+    assert started.result().stdout == "released\n"
+    started = Started(["sh", "-c", "read line; sleep 30"], None, hold=True, timeout=0.3)
+    started.release()
+    start = time.monotonic()
+    assert started.result().error == "sh did not finish in 0.3 s"
+    assert time.monotonic() - start < 5
+
+
 def test_a_cancelled_command_is_gone_and_its_result_says_so() -> None:
     pieces: list[str] = []
     started = Started(["sh", "-c", "echo one; sleep 30"], None, sink=pieces.append)
