@@ -53,6 +53,9 @@ def audit_command(
             bar.update(task, completed=done, total=total, description=f"checking {ref}" if ref else "done")
 
         result = audit(loaded.snapshot, scope, progress=step)
+    # The snapshot is done with: its rules' text and objects (100 MB and more at 10,000 Services) are let go
+    # before the report is built, so that the report reuses their memory rather than adding to the peak.
+    del loaded
     if output is TextOrJson.json:
         env.print_json(audit_to_dict(result))
     else:
