@@ -47,6 +47,9 @@ class NotIndexed(Exception):
 
 
 _VALUE = rb'(?P<v>[^"\\\r\n]{0,256})(?P<end>["\\])'
+# More bytes than a key_pattern's match spans before its value: the quoted key (at most 64 bytes), up to 64
+# blanks, ":", up to 64 blanks, '"'.
+_KEY_SPAN = 256
 # A key's lookups answered by a scan for that one value before the whole key is indexed: an index costs
 # memory for every item and pays off only for many questions.
 TARGETED = 2
@@ -55,6 +58,8 @@ TARGETED = 2
 def key_pattern(key: str, *more: str) -> bytes:
     """A pattern for ``"key": "value"`` (or any of ``more`` keys) capturing the value (plain values only: an
     escape makes it unsure)."""
+    if any(len(k.encode()) > 64 for k in (key, *more)):
+        raise ValueError("a key of at most 64 bytes")  # (_KEY_SPAN)
     names = b"|".join(re.escape(k.encode()) for k in (key, *more))
     return rb'"(?:' + names + rb')"[ \t\r\n]{0,64}:[ \t\r\n]{0,64}"' + _VALUE
 
@@ -125,16 +130,22 @@ class ListIndex:
 
     def _scan(self, pattern: re.Pattern[bytes],
               each: Callable[[list[tuple[int, str | None]]], None] | None = None,
-              needles: tuple[bytes, ...] = ()) -> list[tuple[int, str | None]]:
+              needles: tuple[bytes, ...] = (), near: bytes | None = None) -> list[tuple[int, str | None]]:
         """(offset, value) of every match in the items; with ``each``, handed over a window at a time instead.
-        With ``needles`` (strings every match holds one of), a window without any is not searched."""
+        With ``needles`` (strings every match holds one of), a window without any is not searched. With ``near``
+        (``pattern`` is ``_one_value``'s for this value), a window without an escape is searched only just before
+        each place the value is: its matches hold the value itself (a key pattern searched over a whole window
+        is slow, and a node's address is in every one of its pods)."""
         found: list[tuple[int, str | None]] = []
         with self.path.open("rb") as f:
             for buf, pos, lo, limit in _windows(f, self.starts[0], 4096, end=self.ends[-1], size=LATER_PIECE):
                 # a match starting before ``limit`` may end anywhere in the buffer: look for the needles in all of it
                 if needles and all(buf.find(n, lo) < 0 for n in needles):
                     continue
-                _hits(pattern, buf, pos, lo, limit, found)
+                if near is not None and buf.find(b"\\", lo) < 0:
+                    _hits_before(pattern, near, buf, pos, lo, limit, found)
+                else:
+                    _hits(pattern, buf, pos, lo, limit, found)
                 if each is not None:
                     each(found)
                     found.clear()
@@ -148,7 +159,8 @@ class ListIndex:
         if later is not None and self.starts and self._asked.get(key, 0) < TARGETED:
             self._asked[key] = self._asked.get(key, 0) + 1
             # a plain scan for the value (or an escape) skips the windows without it: most of a 250 MB file
-            found = self._scan(re.compile(_one_value(later[0], value)), needles=(value.encode(), b"\\"))
+            found = self._scan(re.compile(_one_value(later[0], value)), needles=(value.encode(), b"\\"),
+                               near=value.encode())
             return sorted({i for at, _ in found if (i := bisect_right(self.starts, at) - 1) >= 0})
         self._ensure(key)
         hashed = self._maps.get(key)
@@ -331,6 +343,18 @@ def _hits(pattern: re.Pattern[bytes], buf: bytes, pos: int, lo: int, limit: int,
         if k.start() >= limit:
             break
         found.append((pos + k.start(), k.group("v").decode("utf-8", "replace") if k.group("end") == b'"' else None))
+
+
+def _hits_before(pattern: re.Pattern[bytes], value: bytes, buf: bytes, pos: int, lo: int, limit: int,
+                 found: list[tuple[int, str | None]]) -> None:
+    """``_hits`` of a ``_one_value`` pattern in a buffer without an escape: each match ends with ``value`` and its
+    closing quote, and starts at most ``_KEY_SPAN`` bytes before it, so only those bytes are searched."""
+    at = buf.find(value, lo)
+    while at >= 0:
+        for k in pattern.finditer(buf, max(lo, at - _KEY_SPAN), at + len(value) + 1):
+            if k.start("v") == at and k.start() < limit:
+                found.append((pos + k.start(), value.decode("utf-8", "replace")))
+        at = buf.find(value, at + 1)
 
 
 def _assign(found: list[tuple[int, str | None]], starts: array[int], n: int) -> list[str | None]:

@@ -219,3 +219,31 @@ def test_a_value_scan_skips_windows_without_it_and_misses_no_item(tmp_path: Path
             windows = sum(1 for _ in list_index._windows(f, later.starts[0], 4096, end=later.ends[-1], size=piece))
         if windows > 4:
             assert len(searched) < windows / 2  # most windows hold neither the value nor an escape
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["10.0.0.1", "10.0.0.11", "110.0.0.1", "10.0.0.1x"]),
+                          st.sampled_from(["ip", "podIP", "hostIP", "x"])), min_size=1, max_size=80),
+       st.sampled_from([(",", ":"), (", ", ": "), (",", " :  ")]), st.integers(4200, 9000))
+def test_a_value_is_looked_for_only_where_it_is_as_the_whole_window_is(
+        pairs: list[tuple[str, str]], separators: tuple[str, str], piece: int) -> None:
+    # a targeted scan searches only just before each place the value is (a window without an escape): the same
+    # hits as the key's pattern over the whole window, across window edges too
+    import re
+    import tempfile
+
+    items = [_pod("ns", f"p{i}", status={key: ip, "podIPs": [{"ip": ip}]}) for i, (ip, key) in enumerate(pairs)]
+    text = json.dumps(_list(items), indent=1, separators=separators)
+    with tempfile.TemporaryDirectory() as folder:
+        index = ListIndex.open(_write(Path(folder), text), NS)
+        pattern = re.compile(list_index._one_value(key_pattern("ip", "podIP"), "10.0.0.1"))
+        old = list_index.LATER_PIECE
+        list_index.LATER_PIECE = piece
+        try:
+            near = index._scan(pattern, needles=(b"10.0.0.1", b"\\"), near=b"10.0.0.1")
+            whole = index._scan(pattern)
+        finally:
+            list_index.LATER_PIECE = old
+    assert near == whole
+    assert len(near) == sum(2 if key in ("ip", "podIP") and ip == "10.0.0.1" else ip == "10.0.0.1"
+                            for ip, key in pairs)
