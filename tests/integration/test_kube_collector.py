@@ -241,9 +241,10 @@ def test_collect_all_pages_large_lists(tmp_path: Path) -> None:
     assert "continue" not in pod_requests[0].query and all(r.query["continue"] for r in pod_requests[1:])
 
 
-def test_an_expired_list_is_restarted_once(tmp_path: Path) -> None:
+def expiring_once(pods: int) -> FakeApiServer:
+    """A server of ``scaled_cluster(pods)`` whose continue tokens expire at the first page of pods after the first."""
     state = {"expired": False}
-    srv = FakeApiServer(scaled_cluster(1200, nodes=3))
+    srv = FakeApiServer(scaled_cluster(pods, nodes=3))
 
     def expire_mid_list(req: RecordedRequest) -> None:
         if req.path.endswith("/pods") and "continue" in req.query and not state["expired"]:
@@ -251,6 +252,11 @@ def test_an_expired_list_is_restarted_once(tmp_path: Path) -> None:
             srv.expire_continue_tokens()
 
     srv.on_request = expire_mid_list
+    return srv
+
+
+def test_an_expired_list_is_restarted_once(tmp_path: Path) -> None:
+    srv = expiring_once(1200)
     with srv, collector(srv, tmp_path) as kube:
         got = kube.collect_all("shop")
         pod_requests = [r for r in srv.requests if r.path == "/api/v1/namespaces/shop/pods"]

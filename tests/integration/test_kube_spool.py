@@ -23,9 +23,9 @@ from svctrace.collectors.kube_http import NoAnswer, Op, StatusFailure
 from svctrace.errors import CollectionError
 from svctrace.parsers.json_stream import Streamed
 from svctrace.parsers.k8s_lazy import index_spool
-from tests.harness.apiserver import FakeApiServer, RecordedRequest, fixture_cluster
+from tests.harness.apiserver import FakeApiServer, fixture_cluster
 from tests.harness.faults import Fault
-from tests.integration.test_kube_collector import collector, scaled_cluster
+from tests.integration.test_kube_collector import collector, expiring_once, scaled_cluster
 from tests.processes import all_reaped, record_forks
 
 
@@ -114,15 +114,7 @@ def test_big_spools_are_typed_when_asked_and_paged_ahead(
 def test_a_spooled_list_that_expires_is_listed_again(
         spooling: list[int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kube_spool, "MIN_LAZY_BYTES", 0)
-    srv = FakeApiServer(scaled_cluster(1200, nodes=3))
-    state = {"expired": False}
-
-    def expire_mid_list(req: RecordedRequest) -> None:
-        if req.path.endswith("/pods") and "continue" in req.query and not state["expired"]:
-            state["expired"] = True
-            srv.expire_continue_tokens()
-
-    srv.on_request = expire_mid_list
+    srv = expiring_once(1200)
     with srv, collector(srv, tmp_path) as kube:
         got = kube.collect_all("shop", documents=False)
         pod_requests = [r for r in srv.requests if r.path == "/api/v1/namespaces/shop/pods"]
