@@ -2,8 +2,10 @@
 
 Finding the cluster is svctrace.collectors.kubeconfig; sending a request within its deadline and reading
 the answer as a stream is svctrace.collectors.kube_http. This module decides what to read, which reads
-are required (exit 2, naming the request) and which optional (a warning and a partial answer), and keeps
-the objects as the model and, for ``capture``, as the documents it writes to ``api/`` (svctrace.parsers.k8s_fields).
+are required (exit 2, naming the request) and which optional (a warning and a partial answer: judged by
+svctrace.collectors.kube_partial), and keeps the objects as the model and, for ``capture``, as the documents it
+writes to ``api/`` (svctrace.parsers.k8s_fields). A big cluster's pods and EndpointSlices are listed by forked
+children (svctrace.collectors.kube_spool).
 
 Responses are read raw rather than through the client's models: the models drop fields they do not
 know (newer API fields), refuse some objects the server does send, and cost far more time.
@@ -15,10 +17,7 @@ import contextlib
 import difflib
 import functools
 import os
-import re
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 from svctrace import __version__
 from svctrace.collectors import kube_spool
 from svctrace.collectors.kube_http import (
+    Ahead,
     BadAnswer,
     Deadline,
     Doc,
@@ -38,9 +38,10 @@ from svctrace.collectors.kube_http import (
 from svctrace.collectors.kube_http import (
     json_type as _json_type,
 )
+from svctrace.collectors.kube_partial import Partial, forbidden_error, slices_unavailable
 from svctrace.collectors.kubeclient import client
 from svctrace.collectors.kubeconfig import SERVICEACCOUNT_DIR, KubeTarget, load_client_configuration
-from svctrace.errors import CollectionError, ForbiddenError, InputError, NotFoundError
+from svctrace.errors import CollectionError, InputError, NotFoundError
 from svctrace.parsers.json_stream import Streamed
 from svctrace.parsers.k8s import Accumulator, ApiObjects, merge_objects, parse_objects
 from svctrace.parsers.k8s_fields import read_fields
@@ -64,7 +65,6 @@ _KINDS = {"services": ("v1", "Service"), "endpointslices": ("discovery.k8s.io/v1
           "endpoints": ("v1", "Endpoints"), "pods": ("v1", "Pod"), "nodes": ("v1", "Node"),
           "configmaps": ("v1", "ConfigMap"), "networkpolicies": ("networking.k8s.io/v1", "NetworkPolicy"),
           "namespaces": ("v1", "Namespace"), "events": ("v1", "Event"), "daemonsets": ("apps/v1", "DaemonSet")}
-_REQUIRED = ("services", "endpointslices", "endpoints")
 
 
 @record
@@ -201,7 +201,7 @@ class KubeCollector:
         Items are cut to the fields svctrace reads (``_stamped``) when kept as documents: not with ``each`` (typed
         as they come) or without ``cut`` (typed, then dropped). With ``texts`` (and ``each``), each item is handed on
         as it came, its Streamed value with its JSON text, and the next page is asked for as soon as a page's
-        metadata names it (``_Ahead``), so the server makes it while this one is read."""
+        metadata names it (``kube_http.Ahead``), so the server makes it while this one is read."""
         self._connect()
         assert self._transport is not None
         transport = self._transport
@@ -228,7 +228,7 @@ class KubeCollector:
                                     texts=texts, head=head, **kwargs)
             return doc, page
 
-        ahead = _Ahead(one) if texts else None
+        ahead = Ahead(one) if texts else None
         while True:
             pages += 1
             if pages > MAX_LIST_PAGES:
@@ -309,7 +309,7 @@ class KubeCollector:
 
     def translate(self, failure: ReadFailure) -> CollectionError:
         if isinstance(failure, StatusFailure) and failure.status == 403:
-            return _forbidden(failure)
+            return forbidden_error(failure)
         return failure.error(self.target.server)
 
     def collect_service(self, namespace: str | None, name: str, *,
@@ -325,7 +325,7 @@ class KubeCollector:
         start = self.requests
         ns = namespace or target.namespace
         core = k8s_client.CoreV1Api(api)
-        partial = _Partial()
+        partial = Partial()
         raw: dict[str, list[Doc]] = {}
 
         svc_op = Op("get", "services", namespace=ns, name=name)
@@ -370,7 +370,7 @@ class KubeCollector:
         core = k8s_client.CoreV1Api(api)
         net = k8s_client.NetworkingV1Api(api)
         disc = k8s_client.DiscoveryV1Api(api)
-        partial = _Partial()
+        partial = Partial()
         raw: dict[str, list[Doc]] = {}
         typed: dict[str, ApiObjects] = {}
 
@@ -387,11 +387,12 @@ class KubeCollector:
         raw["services"] = self._required(read)
         spools: dict[str, kube_spool.ListSpool | None] = {}
         if not documents and len(typed["services"].services) >= kube_spool.SPOOL_AFTER_SERVICES:
-            spools["endpointslices"] = self._spool(
-                "endpointslices", "discovery.k8s.io", namespace, k8s_client.DiscoveryV1Api,
-                "list_namespaced_endpoint_slice", "list_endpoint_slice_for_all_namespaces")
-            spools["pods"] = self._spool("pods", "", namespace, k8s_client.CoreV1Api, "list_namespaced_pod",
-                                         "list_pod_for_all_namespaces")
+            spools["endpointslices"] = kube_spool.ListSpool.start(
+                self, Op("list", "endpointslices", "discovery.k8s.io", namespace), _KINDS["endpointslices"],
+                k8s_client.DiscoveryV1Api, "list_namespaced_endpoint_slice", "list_endpoint_slice_for_all_namespaces")
+            spools["pods"] = kube_spool.ListSpool.start(self, Op("list", "pods", "", namespace), _KINDS["pods"],
+                                                        k8s_client.CoreV1Api, "list_namespaced_pod",
+                                                        "list_pod_for_all_namespaces")
         try:
             op, read = lister("endpointslices", "discovery.k8s.io", disc.list_namespaced_endpoint_slice,
                               disc.list_endpoint_slice_for_all_namespaces)
@@ -399,7 +400,7 @@ class KubeCollector:
             try:
                 raw["endpointslices"] = read()
             except ReadFailure as failure:
-                if not _slices_unavailable(failure):
+                if not slices_unavailable(failure):
                     raise self.translate(failure) from None
                 partial.fall_back(failure)
                 op, read = lister("endpoints", "", core.list_namespaced_endpoints,
@@ -428,21 +429,8 @@ class KubeCollector:
                 if spool is not None:
                     spool.cancel()
 
-    def _spool(self, resource: str, group: str, namespace: str | None, api_class: type, namespaced: str,
-               everywhere: str) -> kube_spool.ListSpool | None:
-        """The LIST of ``resource`` started in a forked child, written to a file (svctrace.collectors.kube_spool);
-        ``namespaced`` and ``everywhere`` name ``api_class``'s list functions."""
-        name, args = (namespaced, (namespace,)) if namespace is not None else (everywhere, ())
-
-        def lister(api: Any) -> Callable[..., Any]:
-            found: Callable[..., Any] = getattr(api_class(api), name)
-            return found
-
-        op = Op("list", resource, group, namespace)
-        return kube_spool.ListSpool.start(self, op, lister, args, f"the API server's {resource}", _KINDS[resource])
-
     def _spooled(self, spool: kube_spool.ListSpool | None, here: Callable[[], list[Doc]],
-                 typed: dict[str, ApiObjects], partial: _Partial, target: KubeTarget) -> Callable[[], list[Doc]]:
+                 typed: dict[str, ApiObjects], partial: Partial, target: KubeTarget) -> Callable[[], list[Doc]]:
         """The spooled LIST's read (``here`` without a spool, or when the child could not spool): its failure
         raised as if read here, its objects put in ``typed``, refused ones judged as ``_typing`` judges them."""
         if spool is None:
@@ -460,14 +448,12 @@ class KubeCollector:
             try:
                 typed[resource] = spool.objects(got.index)
             except InputError as exc:
-                if resource in _REQUIRED:
-                    raise _unusable(target, exc) from None
-                partial.unusable(resource, exc.message)
+                partial.refused(resource, exc, target)
             return []
         return read
 
     def _typing(self, op: Op, fn: Callable[..., Any], args: tuple[Any, ...], typed: dict[str, ApiObjects],
-                partial: _Partial, target: KubeTarget) -> Callable[[], list[Doc]]:
+                partial: Partial, target: KubeTarget) -> Callable[[], list[Doc]]:
         """A LIST read whose items are typed as they arrive (into ``typed``, by resource); it returns no documents.
         Objects the parser refuses make a required resource's read fail, and an optional one's partial."""
         source = f"the API server's {op.resource}"
@@ -479,15 +465,13 @@ class KubeCollector:
                            restart=lambda: acc.__setitem__(0, Accumulator(source)))
                 typed[op.resource] = acc[0].result()
             except InputError as exc:
-                if op.resource in _REQUIRED:
-                    raise _unusable(target, exc) from None
-                partial.unusable(op.resource, exc.message)
+                partial.refused(op.resource, exc, target)
             return []
         return read
 
     # -- pieces of a collection --
 
-    def _endpoints_for(self, api: Any, ns: str, name: str, raw: dict[str, list[Doc]], partial: _Partial) -> None:
+    def _endpoints_for(self, api: Any, ns: str, name: str, raw: dict[str, list[Doc]], partial: Partial) -> None:
         disc = k8s_client.DiscoveryV1Api(api)
         core = k8s_client.CoreV1Api(api)
         op = Op("list", "endpointslices", "discovery.k8s.io", ns)
@@ -496,7 +480,7 @@ class KubeCollector:
                                                label_selector=f"{SERVICE_NAME_LABEL}={name}")
             return
         except ReadFailure as failure:
-            if not _slices_unavailable(failure):
+            if not slices_unavailable(failure):
                 raise self.translate(failure) from None
             partial.fall_back(failure)
         # slices not served (an old cluster) or not allowed: kube-proxy's older source, v1 Endpoints
@@ -510,7 +494,7 @@ class KubeCollector:
         except ReadFailure as failure:
             raise self.translate(failure) from None
 
-    def _nodes(self, core: Any, names: Sequence[str], partial: _Partial) -> list[Doc]:
+    def _nodes(self, core: Any, names: Sequence[str], partial: Partial) -> list[Doc]:
         if not names:
             return []
         missing_text = "node addresses and zones are missing"
@@ -527,7 +511,7 @@ class KubeCollector:
                 nodes.append(got)
         return nodes
 
-    def _config_maps(self, core: Any, which: Iterable[tuple[str, str]], partial: _Partial) -> list[Doc]:
+    def _config_maps(self, core: Any, which: Iterable[tuple[str, str]], partial: Partial) -> list[Doc]:
         out: list[Doc] = []
         for ns, cm in which:
             op = Op("get", "configmaps", namespace=ns, name=cm)
@@ -560,7 +544,7 @@ class KubeCollector:
             hints.append(f"list the Services with: kubectl get services -n {ns}")
         return NotFoundError(f'Service "{name}" not found in namespace "{ns}"', " ".join(hints))
 
-    def _result(self, raw: dict[str, list[Doc]], target: KubeTarget, partial: _Partial,
+    def _result(self, raw: dict[str, list[Doc]], target: KubeTarget, partial: Partial,
                 requests: int, typed: Iterable[ApiObjects] = (), *, documents: bool = True) -> ApiCollection:
         """The collection of what was read: ``raw`` typed (and kept as documents only with ``documents``: at 10,000
         Services the EndpointSlices alone are 400,000 dicts, which no command but capture reads again)."""
@@ -570,9 +554,7 @@ class KubeCollector:
             try:
                 parts.append(parse_objects(docs, source))
             except InputError as exc:
-                if resource in _REQUIRED:
-                    raise _unusable(target, exc) from None
-                partial.unusable(resource, exc.message)
+                partial.refused(resource, exc, target)
                 raw[resource] = []
         return ApiCollection(
             objects=merge_objects(parts),
@@ -582,144 +564,6 @@ class KubeCollector:
             missing=tuple(partial.missing),
             requests=requests,
         )
-
-
-class _Ahead:
-    """A LIST's next pages asked for while one is read: as soon as a page's metadata (which the API server sends
-    before its items) holds a continue token, a thread sends that request and reads its answer, and so on, at
-    most ``DEPTH`` pages ahead of the one taken. Pages are taken in order, and a page's failure is raised then,
-    as if it had been asked for then. (Used by a forked lister, which ends with its LIST: the requests a failure
-    leaves behind end with it.)"""
-
-    DEPTH = 2
-
-    def __init__(self, one: Callable[[str | None, Callable[[Doc], None] | None], tuple[Doc, list[Doc]]]) -> None:
-        self._one = one
-        self._lock = threading.Lock()
-        self._queue: list[tuple[str, threading.Thread, list[Any]]] = []  # (token, its reader, its answer)
-        self._round = 0  # pages asked for before the list started again are not taken
-
-    def _head(self, round_: int) -> Callable[[Doc], None]:
-        def head(members: Doc) -> None:
-            meta = members.get("metadata")
-            token = meta.get("continue") if isinstance(meta, Mapping) else None
-            if not token or not isinstance(token, str):
-                return
-            with self._lock:
-                if round_ != self._round or len(self._queue) >= self.DEPTH or \
-                        any(t == token for t, _, _ in self._queue):
-                    return
-                got: list[Any] = []
-                thread = threading.Thread(target=self._fetch, args=(token, got, round_), daemon=True,
-                                          name="svctrace-list-ahead")
-                self._queue.append((token, thread, got))
-            thread.start()
-        return head
-
-    def _fetch(self, token: str, got: list[Any], round_: int) -> None:
-        try:
-            got.append(self._one(token, self._head(round_)))
-        except BaseException as exc:  # noqa: BLE001 - raised in order, when its page is taken
-            got.append(exc)
-
-    def take(self, token: str | None) -> tuple[Doc, list[Doc]]:
-        """The page of ``token``: the one asked for ahead, or asked for now."""
-        with self._lock:
-            ahead = self._queue.pop(0) if self._queue and self._queue[0][0] == token and token else None
-            if ahead is None:  # the first page, or the list started again: what was asked for is not taken
-                self._queue.clear()
-                self._round += 1
-            round_ = self._round
-        if ahead is None:
-            return self._one(token, self._head(round_))
-        _, thread, got = ahead
-        thread.join()
-        if isinstance(got[0], BaseException):
-            raise got[0]
-        return got[0]  # type: ignore[no-any-return]
-
-
-def _unusable(target: KubeTarget, exc: InputError) -> CollectionError:
-    """Objects of a kind svctrace cannot answer without, which the parser refused."""
-    return CollectionError(f"the API server at {target.server} sent {exc.message}",
-                           'svctrace cannot answer without these objects; check the server with "kubectl get --raw '
-                           '/version", or analyse a capture with --from SNAPSHOT')
-
-
-def _slices_unavailable(failure: ReadFailure) -> bool:
-    """403 (not allowed) or 404 (not served): EndpointSlices cannot be read, v1 Endpoints may be."""
-    return isinstance(failure, StatusFailure) and failure.status in (403, 404)
-
-
-def _forbidden(failure: StatusFailure) -> ForbiddenError:
-    user = re.search(r'User "([^"]*)"', failure.message)
-    who = f" for {user.group(1)}" if user else ""
-    op = failure.op
-    return ForbiddenError(
-        f"not allowed to {op.describe()}{who} (403 Forbidden); svctrace cannot answer without it",
-        f"ask for {op.rule()}",
-        verb=op.verb, resource=op.resource, group=op.group, namespace=op.namespace,
-    )
-
-
-@dataclass
-class _Partial:
-    """Collects what optional reads could not get, so the answer says it is partial."""
-
-    warnings: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-
-    def fall_back(self, failure: ReadFailure) -> None:
-        """EndpointSlices could not be read: say why, and that v1 Endpoints are read instead."""
-        op = failure.op
-        if failure.status == 403:
-            self.warnings.append(f"not allowed to {op.describe()} (403 Forbidden): read the v1 Endpoints instead "
-                                 "(what kube-proxy read before 1.19; dual-stack and topology details may be "
-                                 f"missing); to allow it, add {op.rule()}")
-        else:
-            self.warnings.append("this cluster does not serve discovery.k8s.io/v1 EndpointSlices; "
-                                 "read the v1 Endpoints instead")
-
-    def read(self, op: Op, consequence: str, fn: Callable[[], list[Doc]], *,
-             tolerate_404: bool = False) -> list[Doc] | None:
-        try:
-            return fn()
-        except ReadFailure as failure:
-            if failure.status == 404 and tolerate_404:
-                self.missing.append(f"{op.resource} (not served by this cluster)")
-                self.warnings.append(f"{op.resource} ({op.group or 'v1'}) are not served by this cluster: "
-                                     f"{consequence}")
-            else:
-                self._failed(op, consequence, failure)
-            return None
-
-    def get(self, op: Op, consequence: str, fn: Callable[[], Doc], *, not_found: str | None) -> Doc | None:
-        try:
-            return fn()
-        except ReadFailure as failure:
-            if failure.status == 404:
-                if not_found:
-                    self.warnings.append(not_found)
-                else:
-                    self.missing.append(f"{op.resource} {op.namespace}/{op.name} (not found)")
-            else:
-                self._failed(op, consequence, failure)
-            return None
-
-    def _failed(self, op: Op, consequence: str, failure: ReadFailure) -> None:
-        if failure.status == 403:
-            self.missing.append(f"{op.describe()} (forbidden)")
-            self.warnings.append(f"not allowed to {op.describe()} (403 Forbidden): {consequence}, so this "
-                                 f"answer is partial; to allow it, add {op.rule()}")
-            return
-        why = "no answer" if isinstance(failure, NoAnswer) else (
-            "unusable answer" if isinstance(failure, BadAnswer) else f"error {failure.status}")
-        self.missing.append(f"{op.describe()} ({why})")
-        self.warnings.append(f"could not {op.describe()} ({failure.detail}): {consequence}, so this answer is partial")
-
-    def unusable(self, resource: str, detail: str) -> None:
-        self.missing.append(f"{resource} (unusable answer)")
-        self.warnings.append(f"the API server sent {detail}; its {resource} were left out, so this answer is partial")
 
 
 def _name(doc: Mapping[str, Any]) -> str | None:

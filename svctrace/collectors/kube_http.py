@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import urllib3
@@ -342,3 +342,58 @@ def _transport_reason(exc: BaseException, seconds: float, flag: str) -> str:
     if isinstance(inner, (urllib3.exceptions.ProtocolError, ConnectionError)):
         return "the connection was closed before the answer was complete"
     return type(inner).__name__
+
+
+class Ahead:
+    """A LIST's next pages asked for while one is read: as soon as a page's metadata (which the API server sends
+    before its items) holds a continue token, a thread sends that request and reads its answer, and so on, at
+    most ``DEPTH`` pages ahead of the one taken. Pages are taken in order, and a page's failure is raised then,
+    as if it had been asked for then. (Used by a forked lister, which ends with its LIST: the requests a failure
+    leaves behind end with it.)"""
+
+    DEPTH = 2
+
+    def __init__(self, one: Callable[[str | None, Callable[[Doc], None] | None], tuple[Doc, list[Doc]]]) -> None:
+        self._one = one
+        self._lock = threading.Lock()
+        self._queue: list[tuple[str, threading.Thread, list[Any]]] = []  # (token, its reader, its answer)
+        self._round = 0  # pages asked for before the list started again are not taken
+
+    def _head(self, round_: int) -> Callable[[Doc], None]:
+        def head(members: Doc) -> None:
+            meta = members.get("metadata")
+            token = meta.get("continue") if isinstance(meta, Mapping) else None
+            if not token or not isinstance(token, str):
+                return
+            with self._lock:
+                if round_ != self._round or len(self._queue) >= self.DEPTH or \
+                        any(t == token for t, _, _ in self._queue):
+                    return
+                got: list[Any] = []
+                thread = threading.Thread(target=self._fetch, args=(token, got, round_), daemon=True,
+                                          name="svctrace-list-ahead")
+                self._queue.append((token, thread, got))
+            thread.start()
+        return head
+
+    def _fetch(self, token: str, got: list[Any], round_: int) -> None:
+        try:
+            got.append(self._one(token, self._head(round_)))
+        except BaseException as exc:  # noqa: BLE001 - raised in order, when its page is taken
+            got.append(exc)
+
+    def take(self, token: str | None) -> tuple[Doc, list[Doc]]:
+        """The page of ``token``: the one asked for ahead, or asked for now."""
+        with self._lock:
+            ahead = self._queue.pop(0) if self._queue and self._queue[0][0] == token and token else None
+            if ahead is None:  # the first page, or the list started again: what was asked for is not taken
+                self._queue.clear()
+                self._round += 1
+            round_ = self._round
+        if ahead is None:
+            return self._one(token, self._head(round_))
+        _, thread, got = ahead
+        thread.join()
+        if isinstance(got[0], BaseException):
+            raise got[0]
+        return got[0]  # type: ignore[no-any-return]

@@ -125,13 +125,20 @@ class ListSpool:
         return sys.platform.startswith("linux") and hasattr(os, "fork") and os.path.isdir("/proc/self/fd")
 
     @classmethod
-    def start(cls, kube: KubeCollector, op: Op, lister: Callable[[Any], Callable[..., Any]],
-              args: tuple[Any, ...], source: str, kind: tuple[str, str]) -> ListSpool | None:
-        """The spool, started; None where it cannot be (the caller makes the LIST itself)."""
+    def start(cls, kube: KubeCollector, op: Op, kind: tuple[str, str], api_class: type, namespaced: str,
+              everywhere: str) -> ListSpool | None:
+        """The LIST ``op`` of items of ``kind`` (apiVersion, kind), started; ``namespaced`` and ``everywhere`` name
+        ``api_class``'s list functions. None where it cannot be (the caller makes the LIST itself)."""
         if not cls.possible():
             return None
+        name, args = (namespaced, (op.namespace,)) if op.namespace is not None else (everywhere, ())
+
+        def lister(api: Any) -> Callable[..., Any]:
+            found: Callable[..., Any] = getattr(api_class(api), name)
+            return found
+
         try:
-            return cls(kube, op, lister, args, source, kind)
+            return cls(kube, op, lister, args, f"the API server's {op.resource}", kind)
         except OSError:  # no temporary file: a full or read-only disk
             return None
 

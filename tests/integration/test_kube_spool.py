@@ -18,8 +18,8 @@ import pytest
 
 from svctrace.collectors import kube as kube_module
 from svctrace.collectors import kube_spool
-from svctrace.collectors.kube import ApiCollection, KubeCollector, _Ahead, _stamped
-from svctrace.collectors.kube_http import NoAnswer, Op, StatusFailure
+from svctrace.collectors.kube import ApiCollection, KubeCollector, _stamped
+from svctrace.collectors.kube_http import Ahead, NoAnswer, Op, StatusFailure
 from svctrace.errors import CollectionError
 from svctrace.parsers.json_stream import Streamed
 from svctrace.parsers.k8s_lazy import index_spool
@@ -223,12 +223,12 @@ def test_ahead_takes_pages_in_order_and_raises_a_failure_when_its_page_is_taken(
             raise StatusFailure(Op("list", "pods"), 500, {"message": "etcd"})
         return {"metadata": {"continue": nxt}}, [n]
 
-    ahead = _Ahead(one)
+    ahead = Ahead(one)
     assert ahead.take(None) == ({"metadata": {"continue": "t1"}}, [0])
     assert ahead.take("t1") == ({"metadata": {"continue": "t2"}}, [1])
     with pytest.raises(StatusFailure, match="500"):
         ahead.take("t2")
-    assert state["most"] <= 1 + _Ahead.DEPTH
+    assert state["most"] <= 1 + Ahead.DEPTH
     assert asked[:3] == [None, "t1", "t2"]
     # a page asked for ahead and not taken (the list started again) is not handed out
     assert ahead.take(None) == ({"metadata": {"continue": "t1"}}, [0])
@@ -249,5 +249,5 @@ def test_the_spool_is_used_only_where_it_can_be(monkeypatch: pytest.MonkeyPatch)
     assert kube_spool.ListSpool.possible() == (os.path.isdir("/proc/self/fd") and hasattr(os, "fork"))
     monkeypatch.setattr(kube_spool.sys, "platform", "darwin")
     assert not kube_spool.ListSpool.possible()
-    assert kube_spool.ListSpool.start(KubeCollector(), Op("list", "pods"), lambda api: api, (), "x",
-                                      ("v1", "Pod")) is None
+    assert kube_spool.ListSpool.start(KubeCollector(), Op("list", "pods"), ("v1", "Pod"), object, "namespaced",
+                                      "everywhere") is None
