@@ -130,3 +130,20 @@ def test_utf16_and_bad_utf8_say_so_with_the_line() -> None:
     with pytest.raises(InputError) as caught:
         stream(b'[\n"\xff"]').read_all()
     assert caught.value.line == 2 and "not UTF-8" in caught.value.message
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=300),
+                                                                st.lists(st.booleans(), max_size=5)), max_size=6),
+                max_size=8),
+       st.integers(1, 64), st.sampled_from([None, 1]))
+def test_each_streamed_item_comes_with_its_text_as_it_was_written(items: list[dict[str, Any]], piece: int,
+                                                                  indent: int | None) -> None:
+    # the spool of a forked lister writes these texts as they came (svctrace.collectors.kube_spool): a piece of
+    # the buffer read again, or refilled, while an item was decoded must not change its text
+    data = json.dumps({"kind": "PodList", "metadata": {"continue": "x"}, "items": items}, indent=indent).encode()
+    reader = JsonStream(stream(data, piece), "t.json", max_value_chars=1 << 20, counter=Counter(10_000), texts=True)
+    streamed = [v for v in reader if v.container is not None]
+    assert [v.value for v in streamed] == items
+    assert [json.loads(v.text or "") for v in streamed] == items
+    assert all(v.text is not None and v.text.startswith("{") and v.text.endswith("}") for v in streamed)
