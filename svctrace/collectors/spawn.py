@@ -57,7 +57,7 @@ class Started:
     joined, the text) before it is decoded once here."""
 
     __slots__ = ("name", "proc", "out", "err", "timeout", "end", "done", "sink", "follower", "followed", "stop",
-                 "pidfd", "held", "deadline")
+                 "pidfd", "deadline")
 
     def __init__(self, argv: Sequence[str], netns: str | None, timeout: float = 60.0,
                  env: Mapping[str, str] | None = None, hold: bool = False,
@@ -74,7 +74,6 @@ class Started:
         self.followed: bool | None = None  # None: following; True: all handed over; False: the sink failed
         self.stop = threading.Event()
         self.pidfd: int | None = None
-        self.held = hold
         self.deadline = end = _DEADLINE.get()
         if end is not None:
             if end - time.monotonic() <= 0:
@@ -136,11 +135,10 @@ class Started:
     def release(self) -> None:
         """Tell a held command to go on (a line on its stdin, then end of file); its time starts now."""
         stdin = self.proc.stdin if self.proc is not None else None
-        if stdin is not None and not stdin.closed:
-            if self.held:
-                self.end = time.monotonic() + self.timeout
-                if self.deadline is not None:
-                    self.end = min(self.end, self.deadline)
+        if stdin is not None and not stdin.closed:  # (only a held command's stdin is a pipe)
+            self.end = time.monotonic() + self.timeout
+            if self.deadline is not None:
+                self.end = min(self.end, self.deadline)
             with contextlib.suppress(OSError):  # it may have ended already
                 stdin.write(b"\n")
                 stdin.flush()

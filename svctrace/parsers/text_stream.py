@@ -27,9 +27,9 @@ def longer_line(data: bytes, limit: int) -> bool:
     """Whether a line of ``data`` (a piece between newlines, or its ends) is longer than ``limit`` bytes.
 
     Such a line holds a whole block of ``limit // 2 + 1`` bytes, counted from the start, so a piece of text
-    costs one search for a newline per block (a 430k-line dump, split into lines to measure them, cost 0.4 s);
-    only a block without a newline is measured, as its whole line. Linear, where a pattern of ``limit``
-    characters is not."""
+    costs one search for a newline per block (splitting a 48 MB dump into lines to measure them was a third of
+    reading it); only a block without a newline is measured, as its whole line. Linear, where a pattern of
+    ``limit`` characters is not."""
     block = limit // 2 + 1
     at = 0
     while at < len(data):

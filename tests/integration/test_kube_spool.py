@@ -246,7 +246,7 @@ def test_failures_cross_from_the_child_as_they_are() -> None:
 
 
 def test_the_spool_is_used_only_where_it_can_be(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert kube_spool.ListSpool.possible() == (os.path.isdir("/proc/self/fd") and hasattr(os, "fork"))
+    assert kube_spool.ListSpool.possible()  # Linux, where the suite runs
     monkeypatch.setattr(kube_spool.sys, "platform", "darwin")
     assert not kube_spool.ListSpool.possible()
     assert kube_spool.ListSpool.start(KubeCollector(), Op("list", "pods"), ("v1", "Pod"), object, "namespaced",
