@@ -96,15 +96,24 @@ class LazyChains(_ByName[NftChain]):
     """A table's chains whose rules are typed on first use (a 10,000-Service table has 200,000 rules and a
     Service needs a dozen chains); the last ``keep`` chains used stay typed."""
 
-    __slots__ = ("_heads", "_load", "_typed", "_keep", "_count")
+    __slots__ = ("_heads", "_load", "_typed", "_keep", "_count", "_lines")
 
     def __init__(self, heads: Mapping[str, NftChain], load: Callable[[str], tuple[NftRule, ...]],
-                 keep: int = 50_000, count: Callable[[str], int] | None = None) -> None:
+                 keep: int = 50_000, count: Callable[[str], int] | None = None,
+                 lines: Callable[[str], list[tuple[str, str, int | None]] | None] | None = None) -> None:
         self._heads = heads  # each chain without its rules
         self._load = load  # a chain's rules, typed
         self._typed: OrderedDict[str, NftChain] = OrderedDict()
         self._keep = keep
         self._count = count  # a chain's number of rules, without typing them
+        self._lines = lines  # an endpoint chain's rules read without typing them (None: not of that shape)
+
+    def endpoint_lines(self, name: str) -> list[tuple[str, str, int | None]] | None:
+        """(text, address, port; None: the hairpin mark) of each rule of a chain whose rules are all of kube-proxy's
+        two endpoint shapes, read without typing them; None when it is not such a chain, or not here."""
+        if self._lines is None or name not in self._heads:
+            return None
+        return self._lines(name)
 
     def keep_at_most(self, n: int) -> None:
         """Keep at most the ``n`` chains used last typed (a sweep of every Service types each chain once)."""
@@ -205,6 +214,12 @@ class NftTable:
     def rule_count(self, name: str) -> int:
         chains = self.chains
         return chains.rule_count(name) if isinstance(chains, LazyChains) else len(chains[name].rules)
+
+    def endpoint_lines(self, name: str) -> list[tuple[str, str, int | None]] | None:
+        """An endpoint chain of kube-proxy's two usual rules, read without typing it (LazyChains.endpoint_lines);
+        None otherwise (a table read whole is typed already)."""
+        chains = self.chains
+        return chains.endpoint_lines(name) if isinstance(chains, LazyChains) else None
 
     def base_chains(self) -> list[NftChain]:
         """The chains attached to a netfilter hook (without their rules, in a big table)."""

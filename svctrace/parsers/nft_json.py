@@ -20,6 +20,7 @@ from typing import Any
 
 from svctrace.errors import InputError
 from svctrace.model.nft import ChainHeads, LazyChains, NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
+from svctrace.parsers.nft_kube import EndpointLine, endpoint_rule
 from svctrace.parsers.nft_statements import element, parse_statements
 
 JSON_HINT = "capture it again with `nft -j list ruleset > nft.json` (nftables >= 0.9.3)"
@@ -356,11 +357,22 @@ class TableBuilder:
             out.append(NftRule(chain, obj.get("handle"), i, text, obj.get("comment"), parse_statements(text)))
         return tuple(out)
 
+    def _endpoint_lines(self, chain: str) -> list[EndpointLine] | None:
+        """A chain's rules when each is one of kube-proxy's endpoint shapes (svctrace.parsers.nft_kube), read
+        from the text kept; None when any is not."""
+        out = []
+        for n in self._numbers(chain):
+            got = endpoint_rule(self._rule_text(n))
+            if got is None:
+                return None
+            out.append(got)
+        return out
+
     def build(self) -> NftTable:
         chains: dict[str, NftChain] = {}
         if self.lazy:  # (the builder's own dict: a copy of 110,000 names was 5 MB more)
             self._seal()
-            lazy = LazyChains(ChainHeads(self.chains), self._load, count=self._count)
+            lazy = LazyChains(ChainHeads(self.chains), self._load, count=self._count, lines=self._endpoint_lines)
             return NftTable(self.family, self.name, lazy, dict(self.sets), dict(self.maps), self.comment)
         for name, head in self.chains.items():
             chain = head if isinstance(head, NftChain) else NftChain(name)

@@ -140,6 +140,22 @@ class _Walk(ChainWalk[NftRule]):
     def ref(self, rule: NftRule) -> RuleRef:
         return RuleRef(table=self.table, chain=rule.chain, index=rule.index, text=rule.full_text)
 
+    def endpoint_rules(self, chain: str) -> Sequence[tuple[RuleFacts, RuleRef]] | None:
+        # an endpoint chain of kube-proxy's two usual rules is read from its text, not typed
+        lines = self.nft.endpoint_lines(chain)
+        if not lines:
+            return super().endpoint_rules(chain)
+        self.reached.add(chain)
+        out: list[tuple[RuleFacts, RuleRef]] = []
+        for index, (text, ip, port) in enumerate(lines, 1):
+            if port is None:  # ip saddr IP jump mark-for-masquerade
+                facts = RuleFacts(index=index, text=text, target=MASQ_CHAIN, masq=True, source=f"source in {ip}",
+                                  hairpin=ip)
+            else:  # meta l4proto P dnat to IP:PORT
+                facts = RuleFacts(index=index, text=text, dnat=(ip, port))
+            out.append((facts, RuleRef(table=self.table, chain=chain, index=index, text=text)))
+        return out
+
     def facts(self, rule: NftRule) -> RuleFacts:
         verb, target = _target(rule)
         src = _saddr(rule)
