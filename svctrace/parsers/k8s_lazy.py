@@ -73,12 +73,13 @@ class LazyItems(Generic[T]):
         if todo and len(self._typed) + len(todo) > KEEP_TYPED:
             # ``audit -A`` asks about every namespace in turn: keep what this question needs, not all it typed
             self._typed = {n: self._typed[n] for n in wanted if n in self._typed}
+        acc = Accumulator(self.source)  # (one for them all: it only collects; its warnings are not read here)
+        got: list[T] = acc.pods if self.kind == "Pod" else acc.slices  # type: ignore[assignment]
         with self._reading():
             for n, doc in self.index.read(todo):
-                acc = Accumulator(self.source)
+                before = len(got)
                 acc.add(doc, self.source)
-                got = acc.pods if self.kind == "Pod" else acc.slices
-                self._typed[n] = tuple(got)  # type: ignore[arg-type]
+                self._typed[n] = tuple(got[before:])
         return [item for n in wanted for item in self._typed[n]]
 
     def where(self, key: str, value: str) -> list[T]:

@@ -247,3 +247,32 @@ def test_a_value_is_looked_for_only_where_it_is_as_the_whole_window_is(
     assert near == whole
     assert len(near) == sum(2 if key in ("ip", "podIP") and ip == "10.0.0.1" else ip == "10.0.0.1"
                             for ip, key in pairs)
+
+
+@settings(max_examples=100, deadline=None)
+@given(names=st.lists(st.text(max_size=6), min_size=1, max_size=12), data=st.data(),
+       gap=st.integers(0, 300), run=st.integers(1, 2000))
+def test_items_read_together_are_the_items_read_alone(tmp_path_factory: pytest.TempPathFactory, names: list[str],
+                                                      data: st.DataObject, gap: int, run: int) -> None:
+    # Items close together are read with one call and decoded from one text when it is ASCII: whatever the runs
+    # (any gap and length, names that are not ASCII, items asked for in any order), each item is itself.
+    items = [_pod("ns", name) for name in names]
+    path = _write(tmp_path_factory.mktemp("r"), json.dumps(_list(items), indent=1, ensure_ascii=False))
+    index = ListIndex.open(path, NS)
+    asked = data.draw(st.lists(st.integers(0, len(items) - 1), max_size=20))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(list_index, "_GAP", gap)
+        mp.setattr(list_index, "_RUN", run)
+        assert list(index.read(asked)) == [(i, items[i]) for i in asked]
+        assert _all(index) == items
+
+
+def test_a_bad_item_in_a_run_is_said_as_when_it_is_read_alone(tmp_path: Path) -> None:
+    text = json.dumps(_list([_pod("a", "p0"), _pod("a", "p1"), _pod("a", "p2")]), indent=1)
+    index = ListIndex.open(_write(tmp_path, text), NS)
+    # the middle item's text changed in place (same length): it no longer fills its span
+    spoiled = text[:index.starts[1]] + "[" + text[index.starts[1] + 1:]
+    _write(tmp_path, spoiled)
+    for asked in ([1], [0, 1, 2]):
+        with pytest.raises(NotIndexed, match="the item at byte [0-9,]+ does not decode on its own"):
+            list(index.read(asked))
