@@ -379,8 +379,9 @@ class Suite:
         # A live run's own process is measured apart from the save tools it runs (they are the floor's own:
         # iptables-save peaks at ~390 MB at 10k, nft at 1.7 GB), so the RSS target is svctrace's.
         # Its floor is read again just before each of its runs: the kernel's read of the same namespace
-        # drifts by a third over minutes, and a run is compared with the floor of the same moment.
-        paired = self.floor_argv(b.floor)[0] if b.source == "live" else None
+        # drifts by a third over minutes, and a run is compared with the floor of the same moment. So is a
+        # snapshot row's where a target judges it (10k): the machine's slow spells slow both alike.
+        paired = self.floor_argv(b.floor)[0] if b.source == "live" or b.target.ratio is not None else None
         self._measure(b, row, command, fl.seconds, validate=validate, own=b.source == "live", paired=paired)
 
     def _measure(self, b: Bench, row: Row, command: list[str], floor_s: float | None,
