@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 from svctrace.errors import InputError
 from svctrace.model.nft import NftChain, NftElement, NftRuleset, NftSet
-from svctrace.parsers.nft_json import TableBuilder, new_element, timeout_seconds
+from svctrace.parsers.nft_json import TableBuilder, timeout_seconds
+from svctrace.parsers.nft_render import new_element
 
 TEXT_HINT = "the file should hold knftables transaction lines (`add table/chain/set/map/rule/element ...`)"
 

@@ -17,7 +17,8 @@ from svctrace.errors import InputError
 from svctrace.model.actions import UnknownStatement, Verdict
 from svctrace.model.matches import UnknownMatch
 from svctrace.model.nft import ChainHeads, NftRuleset, NftTable
-from svctrace.parsers.nft_json import NftJsonReader, parse_nft_json, render_rule
+from svctrace.parsers.nft_json import NftJsonReader, parse_nft_json
+from svctrace.parsers.nft_render import render_rule
 from svctrace.parsers.nft_transaction import parse_nft_transaction
 from tests.shared_data import shared_dir
 
