@@ -122,7 +122,7 @@ class ChainHead:
 
 Span = tuple[int, int, int]  # (start, end) offsets of a run of -A lines in the dump text, the first one's line
 # An endpoint chain's usual line read from the text: (the rule as written, its address, its DNAT port; None:
-# the hairpin mark). See Table.endpoint_lines.
+# the hairpin mark). See Table.endpoint_lines (and NftTable.endpoint_lines: the rule as `nft list` prints it).
 EndpointLine = tuple[str, str, int | None]
 
 

@@ -14,6 +14,7 @@ from dataclasses import field
 from typing import Generic, TypeVar
 
 from svctrace.model.actions import Element, ElementPart, Jump, Statement, Verdict
+from svctrace.model.iptables import EndpointLine  # (text, address, port) read from text, as in iptables mode
 from svctrace.record import record
 
 KUBE_PROXY_TABLE = "kube-proxy"
@@ -100,7 +101,7 @@ class LazyChains(_ByName[NftChain]):
 
     def __init__(self, heads: Mapping[str, NftChain], load: Callable[[str], tuple[NftRule, ...]],
                  keep: int = 50_000, count: Callable[[str], int] | None = None,
-                 lines: Callable[[str], list[tuple[str, str, int | None]] | None] | None = None) -> None:
+                 lines: Callable[[str], list[EndpointLine] | None] | None = None) -> None:
         self._heads = heads  # each chain without its rules
         self._load = load  # a chain's rules, typed
         self._typed: OrderedDict[str, NftChain] = OrderedDict()
@@ -108,7 +109,7 @@ class LazyChains(_ByName[NftChain]):
         self._count = count  # a chain's number of rules, without typing them
         self._lines = lines  # an endpoint chain's rules read without typing them (None: not of that shape)
 
-    def endpoint_lines(self, name: str) -> list[tuple[str, str, int | None]] | None:
+    def endpoint_lines(self, name: str) -> list[EndpointLine] | None:
         """(text, address, port; None: the hairpin mark) of each rule of a chain whose rules are all of kube-proxy's
         two endpoint shapes, read without typing them; None when it is not such a chain, or not here."""
         if self._lines is None or name not in self._heads:
@@ -215,7 +216,7 @@ class NftTable:
         chains = self.chains
         return chains.rule_count(name) if isinstance(chains, LazyChains) else len(chains[name].rules)
 
-    def endpoint_lines(self, name: str) -> list[tuple[str, str, int | None]] | None:
+    def endpoint_lines(self, name: str) -> list[EndpointLine] | None:
         """An endpoint chain of kube-proxy's two usual rules, read without typing it (LazyChains.endpoint_lines);
         None otherwise (a table read whole is typed already)."""
         chains = self.chains

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from svctrace.errors import InputError
+from svctrace.model.iptables import EndpointLine
 from svctrace.model.nft import ChainHeads, LazyChains, NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTable
-from svctrace.parsers.nft_kube import EndpointLine, endpoint_rule
+from svctrace.parsers.nft_kube import endpoint_rule
 from svctrace.parsers.nft_render import elem_comment, elem_key, new_element, render_rule, verdict_or_value
 from svctrace.parsers.nft_statements import parse_statements
 

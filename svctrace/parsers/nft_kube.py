@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-EndpointLine = tuple[str, str, "int | None"]  # (the rule as `nft list` prints it, address, port; None: the mark)
+from svctrace.model.iptables import EndpointLine
 
 _OCTET = rb"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"  # as nft prints it: no leading zeros, at most 255
 _ADDR = rb"(?P<ip>" + _OCTET + rb"(?:\." + _OCTET + rb"){3}|[0-9a-f:]{2,39})"

@@ -30,13 +30,30 @@ def _documents() -> list[Path]:
     return sorted({*(REPO / "svctrace" / "demo").rglob("nft.json"), *(REPO / "tests" / "fixtures").rglob("nft.json")})
 
 
+def _ip6_document() -> str:
+    """kube-proxy's ``ip6 kube-proxy`` endpoint chains, as `nft -j` writes them (the fixtures are all IPv4)."""
+    items: list[object] = [{"table": {"family": "ip6", "name": "kube-proxy", "handle": 2}}]
+    for n, (addr, port, proto) in enumerate([("fd00:10:244::5", 8080, "tcp"), ("2001:db8::1", 53, "udp")]):
+        chain = f"endpoint-ABCDEFG{n}-demo/web/{proto}/p__{addr}/{port}"
+        items.append({"chain": {"family": "ip6", "table": "kube-proxy", "name": chain, "handle": 10 + n}})
+        head = {"family": "ip6", "table": "kube-proxy", "chain": chain}
+        items.append({"rule": {**head, "handle": 20 + 2 * n, "expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": addr}},
+            {"jump": {"target": "mark-for-masquerade"}}]}})
+        items.append({"rule": {**head, "handle": 21 + 2 * n, "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto}},
+            {"dnat": {"addr": addr, "port": port}}]}})
+    return json.dumps({"nftables": items})
+
+
 def test_every_endpoint_chain_read_from_its_text_agrees_with_its_typed_rules() -> None:
     snapshot = load_snapshot(DEMO)
     svc = snapshot.services[0]
     taken = 0
-    for path in _documents():
+    documents = [(str(p), p.read_text()) for p in _documents()] + [("ip6", _ip6_document())]
+    for path, text in documents:
         try:
-            ruleset = parse_nft_json(path.read_text(), str(path))
+            ruleset = parse_nft_json(text, path)
         except InputError:
             continue  # the hostile seeds: refused whole, nothing to compare
         for table in ruleset.tables:
@@ -51,7 +68,7 @@ def test_every_endpoint_chain_read_from_its_text_agrees_with_its_typed_rules() -
                 assert chain is not None
                 assert fast == [(walk.facts(r), walk.ref(r)) for r in chain.rules], name
                 assert [text for text, _, _ in table.endpoint_lines(name) or ()] == [r.text for r in chain.rules]
-    assert taken >= 40  # kube-proxy's endpoint chains of the demo (13) and both nftables eras
+    assert taken >= 42  # kube-proxy's endpoint chains of the demo (13), both nftables eras and the IPv6 table
 
 
 def _nft_json(where: str) -> str:
