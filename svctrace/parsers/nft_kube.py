@@ -57,7 +57,7 @@ _DNAT = _shape(_HEAD + b'{"match":{"op":"==","left":{"meta":{"key":"l4proto"}},"
 def _canonical(ip: str, v6: bool) -> bool:
     """Whether ``ip`` (of the pattern's characters) is an address of that version as nft spells it."""
     if not v6:
-        return ":" not in ip
+        return "." in ip  # the pattern's dotted quad (its other choice, hex digits and colons, has no dot)
     if "." in ip:
         return False
     try:

@@ -177,6 +177,11 @@ def test_what_is_not_read_from_text_gives_the_typed_walk(change: Callable[[str],
      b'{"dnat":{"addr":"10.1.2.3","port":65536}}]}', None),
     (b'{"handle":8,"expr":[{"match":{"op":"==","left":{"meta":{"key":"l4proto"}},"right":"tcp"}},'
      b'{"dnat":{"addr":"10.1.2.256","port":80}}]}', None),
+    # hex digits alone are no address (a name nft would look up): not an IPv4 address, whatever the family says
+    (b'{"handle":8,"expr":[{"match":{"op":"==","left":{"payload":{"protocol":"ip","field":"saddr"}},'
+     b'"right":"abcd"}},{"jump":{"target":"mark-for-masquerade"}}]}', None),
+    (b'{"handle":8,"expr":[{"match":{"op":"==","left":{"meta":{"key":"l4proto"}},"right":"tcp"}},'
+     b'{"dnat":{"addr":"beef","port":80}}]}', None),
 ])
 def test_a_rule_is_read_only_when_it_is_exactly_one_of_the_two_shapes(
         kept: bytes, expected: tuple[str, str, int | None] | None) -> None:
