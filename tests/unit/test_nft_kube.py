@@ -5,11 +5,14 @@ any other shape is typed as before."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from svctrace.collectors.snapshot_dir import load_snapshot
 from svctrace.errors import InputError
@@ -122,12 +125,6 @@ def _first_endpoint_rule(text: str, edit: Callable[[dict[str, object]], None]) -
     return json.dumps(doc)
 
 
-def _dnat(rule: dict[str, object], **changes: object) -> None:
-    for st in rule["expr"]:  # type: ignore[attr-defined]
-        if "dnat" in st:
-            st["dnat"].update(changes)
-
-
 def _third_rule(text: str) -> str:
     doc = json.loads(text)
     items = doc["nftables"]
@@ -193,3 +190,66 @@ def test_a_long_run_of_blanks_is_refused_at_once() -> None:
     head = b'{"handle":1,"expr":[{"match":{'
     assert endpoint_rule(head + b" " * 1_000_000 + b"x") is None
     assert endpoint_rule(head + b" \t" * 500_000 + b'"op":"=="') is None
+
+
+_ADDRESSES = st.sampled_from([
+    "10.1.2.3", "10.01.2.3", "10.1.2.256", "0.0.0.0", "255.255.255.255", "abcd", "beef:", "fd00::1", "fd00:0::1",
+    "FD00::1", "::ffff:10.1.2.3", "2001:db8::", "::", "1.2.3", "10.1.2.3 ", "10.1.2.3/32", ""])
+_MEMBERS = st.sampled_from(["handle", "comment", "family", "index"])
+
+
+@st.composite
+def _endpoint_rules(draw: st.DrawFn) -> dict[str, object]:
+    """A rule near one of kube-proxy's two endpoint shapes: the shape itself (half the time, any address and
+    port), or with any of its parts changed."""
+    plain = draw(st.booleans())
+
+    def pick(usual: object, *others: object) -> object:
+        return usual if plain else draw(st.sampled_from([usual, *others]))
+
+    addr, fam = draw(_ADDRESSES), pick("ip", "ip6", "inet")
+    if draw(st.booleans()):
+        expr: list[object] = [
+            {"match": {"op": pick("==", "!="),
+                       "left": {"payload": {"protocol": fam, "field": pick("saddr", "daddr")}}, "right": addr}},
+            {pick("jump", "goto"): {"target": pick("mark-for-masquerade", "mark-for-drop")}}]
+    else:
+        port = draw(st.sampled_from([80, 0, 1, 65535, 65536, 99999, -1, 8080.0, "80", None]))
+        dnat: dict[str, object] = {"addr": addr, "port": port} if port is not None else {"addr": addr}
+        expr = [{"match": {"op": "==", "left": {"meta": {"key": pick("l4proto", "protocol")}},
+                           "right": draw(st.sampled_from(["tcp", "udp", "sctp", "icmp", "TCP"]))}},
+                {pick("dnat", "snat"): dnat}]
+    if not plain and draw(st.booleans()):
+        expr = draw(st.permutations(expr))
+    rule: dict[str, object] = {"handle": draw(st.integers(0, 1 << 40)), "expr": expr}
+    for member in draw(st.lists(_MEMBERS, max_size=0 if plain else 2)):
+        rule[member] = draw(st.sampled_from([1, "x", "ip"]))
+    return rule
+
+
+@settings(max_examples=int(os.environ.get("SVCTRACE_FUZZ_EXAMPLES", "80")) * 3, deadline=None)
+@given(rules=st.lists(_endpoint_rules(), min_size=1, max_size=3), family=st.sampled_from(["ip", "ip6"]),
+       indent=st.sampled_from([None, 1]))
+def test_whatever_the_fast_path_reads_it_reads_as_the_typed_rules_say(
+        rules: list[dict[str, object]], family: str, indent: int | None) -> None:
+    # A chain of rules near kube-proxy's endpoint shapes, in nft -j's layout or indented (kept as json.dumps
+    # writes it): when the fast path reads the chain, what it says is what the typed rules say.
+    chain = "endpoint-ABCDEFGH-demo/web/tcp/p__10.1.2.3/80"
+    head = {"family": family, "table": "kube-proxy", "chain": chain}
+    items: list[object] = [{"table": {"family": family, "name": "kube-proxy", "handle": 1}},
+                           {"chain": {**head, "name": chain, "handle": 2}}]
+    items += [{"rule": {**head, **rule}} for rule in rules]
+    try:
+        ruleset = parse_nft_json(json.dumps({"nftables": items}, indent=indent), "fuzz")
+    except InputError:
+        return  # refused whole: nothing is read
+    table = ruleset.tables[0]
+    lines = table.endpoint_lines(chain)
+    if not lines:
+        return
+    snapshot = load_snapshot(DEMO)
+    svc = snapshot.services[0]
+    walk = _Walk(snapshot, svc, svc.ports[0], table, {})
+    typed = table.chain(chain)
+    assert typed is not None
+    assert walk.endpoint_rules(chain) == [(walk.facts(r), walk.ref(r)) for r in typed.rules]
