@@ -47,6 +47,21 @@ class RuleFacts:
     action_less: bool = False  # only matches (no target)
 
 
+def endpoint_line_facts(table: str, chain: str, lines: Sequence[tuple[str, str, int | None]], *, mark: str,
+                        dnat_target: str | None) -> list[tuple[RuleFacts, RuleRef]]:
+    """(facts, reference) of each rule of an endpoint chain read from its text, as (text, address, port; None: the
+    hairpin mark): what the mode's typed rules say, value for value. ``mark``: the chain the hairpin rule jumps
+    to; ``dnat_target``: what the DNAT rule's facts name as its target (iptables' "DNAT"; None in nftables)."""
+    out: list[tuple[RuleFacts, RuleRef]] = []
+    for index, (text, ip, port) in enumerate(lines, 1):
+        if port is None:
+            facts = RuleFacts(index=index, text=text, target=mark, masq=True, source=f"source in {ip}", hairpin=ip)
+        else:
+            facts = RuleFacts(index=index, text=text, target=dnat_target, dnat=(ip, port))
+        out.append((facts, RuleRef(table=table, chain=chain, index=index, text=text)))
+    return out
+
+
 @record
 class Words:
     """How a mode names its chains and mechanisms in explanations."""

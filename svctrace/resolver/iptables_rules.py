@@ -9,7 +9,7 @@ from svctrace.model.addresses import ip_value
 from svctrace.model.graph import RuleRef
 from svctrace.model.iptables import EndpointLine, Rule, Table
 from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch, RecentMatch
-from svctrace.resolver.chains import RuleFacts, Words
+from svctrace.resolver.chains import RuleFacts, Words, endpoint_line_facts
 from svctrace.resolver.rule_words import source_words
 
 MASQ_CHAIN = "KUBE-MARK-MASQ"
@@ -144,15 +144,7 @@ def rule_facts(rule: Rule) -> RuleFacts:
 def endpoint_rule_facts(table: str, chain: str, lines: list[EndpointLine]) -> list[tuple[RuleFacts, RuleRef]]:
     """(facts, reference) of each rule of an endpoint chain read from its text (``Table.endpoint_lines``): what
     ``rule_facts`` and ``rule_ref`` say of the typed rules, value for value, without typing them."""
-    out: list[tuple[RuleFacts, RuleRef]] = []
-    for index, (text, ip, port) in enumerate(lines, 1):
-        if port is None:  # -s IP/32 ... -j KUBE-MARK-MASQ
-            facts = RuleFacts(index=index, text=text, target=MASQ_CHAIN, masq=True, source=f"source in {ip}",
-                              hairpin=ip)
-        else:
-            facts = RuleFacts(index=index, text=text, target="DNAT", dnat=(ip, port))
-        out.append((facts, RuleRef(table=table, chain=chain, index=index, text=text)))
-    return out
+    return endpoint_line_facts(table, chain, lines, mark=MASQ_CHAIN, dnat_target="DNAT")
 
 
 IPTABLES_WORDS = Words(

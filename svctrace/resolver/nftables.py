@@ -23,7 +23,7 @@ from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch
 from svctrace.model.mode import ProxyMode
 from svctrace.model.nft import KUBE_PROXY_TABLE, NftElement, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.model.snapshot import NodeFile, Snapshot
-from svctrace.resolver.chains import ChainWalk, RuleFacts, Words, pct
+from svctrace.resolver.chains import ChainWalk, RuleFacts, Words, endpoint_line_facts, pct
 from svctrace.resolver.common import any_local_address, api_endpoints, family_of, frontend_verdict
 from svctrace.resolver.contract import PortResult, RuleService, register
 
@@ -146,15 +146,7 @@ class _Walk(ChainWalk[NftRule]):
         if not lines:
             return super().endpoint_rules(chain)
         self.reached.add(chain)
-        out: list[tuple[RuleFacts, RuleRef]] = []
-        for index, (text, ip, port) in enumerate(lines, 1):
-            if port is None:  # ip saddr IP jump mark-for-masquerade
-                facts = RuleFacts(index=index, text=text, target=MASQ_CHAIN, masq=True, source=f"source in {ip}",
-                                  hairpin=ip)
-            else:  # meta l4proto P dnat to IP:PORT
-                facts = RuleFacts(index=index, text=text, dnat=(ip, port))
-            out.append((facts, RuleRef(table=self.table, chain=chain, index=index, text=text)))
-        return out
+        return endpoint_line_facts(self.table, chain, lines, mark=MASQ_CHAIN, dnat_target=None)
 
     def facts(self, rule: NftRule) -> RuleFacts:
         verb, target = _target(rule)
