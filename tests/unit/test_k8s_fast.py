@@ -154,3 +154,54 @@ def test_a_plain_pod_is_typed_by_the_fast_path() -> None:
     assert fast is not None
     assert _checked(doc) == ("ok", fast)
     assert fast == k8s.parse_objects([doc], "f.json").pods[0]
+
+
+# Values an altered pod's field may take: each type the fast path checks for, and what it must refuse.
+_VALUES: list[Any] = [
+    None, 0, 80, -1, 70000, True, False, "", "x", "True", "Ready", "Always", "TCP", "tcp", [], {}, [None], [{}],
+    [{"ip": "10.0.0.9"}], [{"ip": 5}], {"running": {}}, {"waiting": {"reason": "X"}}, {"terminated": None},
+    {"running": 1}, [{"type": "Ready", "status": "True"}, {"type": "Ready", "status": 1}],
+    [{"kind": "A", "name": "b", "controller": True}], [{"controller": True}], [{"kind": 1}], {"a": "b"}, {"a": 1},
+    [{"name": "c", "ports": [{"containerPort": 80}]}], [{"name": 3}], [{"ports": None}], [{"ports": [None]}],
+    [{"name": "s", "restartPolicy": "Always", "ports": [{"containerPort": 9, "protocol": None, "name": None}]}],
+]
+_NOT_NAME = (("kind",), ("apiVersion",), ("metadata",), ("metadata", "name"), ("metadata", "namespace"))
+
+
+def _paths(value: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if at and at not in _NOT_NAME:
+        yield at
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        yield from _paths(inner, (*at, key))
+
+
+def test_a_pod_altered_anywhere_is_typed_the_same_or_left_to_the_checked_path() -> None:
+    # Any member of a plain pod (nested ones too) replaced or removed, up to three at once: wherever the fast
+    # path types the pod, the checked path types the same one.
+    import random
+
+    rng = random.Random(11)
+    plain = [d for d in PODS if _fast(d) is not None][:20]
+    assert plain
+    typed = 0
+    for _ in range(3000):
+        doc = copy.deepcopy(rng.choice(plain))
+        for _ in range(rng.randint(1, 3)):
+            *parents, last = rng.choice([*_paths(doc), ("spec", "initContainers"), ("status", "podIPs"),
+                                         ("metadata", "ownerReferences"), ("metadata", "deletionTimestamp")])
+            at: Any = doc
+            try:
+                for key in parents:
+                    at = at[key]
+                if isinstance(at, dict) and rng.random() < 0.1:
+                    at.pop(last, None)
+                else:
+                    at[last] = copy.deepcopy(rng.choice(_VALUES))
+            except (KeyError, IndexError, TypeError):
+                continue  # an earlier alteration replaced where this one was to go
+        fast = _fast(doc)
+        if fast is not None:
+            typed += 1
+            assert _checked(doc) == ("ok", fast), doc
+    assert typed > 300  # (the alterations do not all send the pod to the checked path)
