@@ -13,7 +13,7 @@ from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
 from svctrace.model.addresses import ip_value
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
-from svctrace.model.iptables import IptablesDump, Rule, Table
+from svctrace.model.iptables import EndpointLine, IptablesDump, Rule, Table
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.matches import (
     DST,
@@ -44,7 +44,6 @@ from svctrace.resolver.iptables_rules import (
     DROP_MARK,
     IPTABLES_WORDS,
     dst_is,
-    endpoint_rule_facts,
     frontend_index,
     is_masq,
     port_index,
@@ -74,13 +73,12 @@ class _Walk(ChainWalk[Rule]):
         c = self.nat.chain(chain) if self.nat is not None else None
         return c.rules if c is not None else None
 
-    def endpoint_rules(self, chain: str) -> Sequence[tuple[RuleFacts, RuleRef]] | None:
-        # an endpoint chain of kube-proxy's two usual lines is read from its text, not typed
+    def endpoint_lines(self, chain: str) -> list[EndpointLine] | None:
         lines = self.nat.endpoint_lines(chain) if self.nat is not None else None
         if not lines:
-            return super().endpoint_rules(chain)
+            return None
         self.reached.add(chain)
-        return endpoint_rule_facts("nat", chain, lines)
+        return lines
 
     def not_in_dump(self) -> str | None:
         return self.dump.partial

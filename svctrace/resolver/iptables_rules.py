@@ -7,9 +7,9 @@ from svctrace.kubeproxy import naming
 from svctrace.model.actions import DnatAction, MarkAction
 from svctrace.model.addresses import ip_value
 from svctrace.model.graph import RuleRef
-from svctrace.model.iptables import EndpointLine, Rule, Table
+from svctrace.model.iptables import Rule, Table
 from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch, RecentMatch
-from svctrace.resolver.chains import RuleFacts, Words, endpoint_line_facts
+from svctrace.resolver.chains import RuleFacts, Words
 from svctrace.resolver.rule_words import source_words
 
 MASQ_CHAIN = "KUBE-MARK-MASQ"
@@ -139,12 +139,6 @@ def rule_facts(rule: Rule) -> RuleFacts:
         affinity_seconds=(str(rcheck.seconds) if rcheck.seconds is not None else "?") if rcheck is not None else None,
         action_less=target is None,
     )
-
-
-def endpoint_rule_facts(table: str, chain: str, lines: list[EndpointLine]) -> list[tuple[RuleFacts, RuleRef]]:
-    """(facts, reference) of each rule of an endpoint chain read from its text (``Table.endpoint_lines``): what
-    ``rule_facts`` and ``rule_ref`` say of the typed rules, value for value, without typing them."""
-    return endpoint_line_facts(table, chain, lines, mark=MASQ_CHAIN, dnat_target="DNAT")
 
 
 IPTABLES_WORDS = Words(

@@ -18,12 +18,13 @@ from svctrace.model import graph as g
 from svctrace.model.actions import DnatAction, ElementPart, Jump, MapLookup, Numgen, SetLookup, SetUpdate, Verdict
 from svctrace.model.addresses import Prefix
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
+from svctrace.model.iptables import EndpointLine
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.matches import SRC, AddrMatch, AddrTypeMatch
 from svctrace.model.mode import ProxyMode
 from svctrace.model.nft import KUBE_PROXY_TABLE, NftElement, NftRule, NftRuleset, NftSet, NftTable
 from svctrace.model.snapshot import NodeFile, Snapshot
-from svctrace.resolver.chains import ChainWalk, RuleFacts, Words, endpoint_line_facts, pct
+from svctrace.resolver.chains import ChainWalk, RuleFacts, Words, pct
 from svctrace.resolver.common import any_local_address, api_endpoints, family_of, frontend_verdict
 from svctrace.resolver.contract import PortResult, RuleService, register
 
@@ -140,13 +141,12 @@ class _Walk(ChainWalk[NftRule]):
     def ref(self, rule: NftRule) -> RuleRef:
         return RuleRef(table=self.table, chain=rule.chain, index=rule.index, text=rule.full_text)
 
-    def endpoint_rules(self, chain: str) -> Sequence[tuple[RuleFacts, RuleRef]] | None:
-        # an endpoint chain of kube-proxy's two usual rules is read from its text, not typed
+    def endpoint_lines(self, chain: str) -> list[EndpointLine] | None:
         lines = self.nft.endpoint_lines(chain)
         if not lines:
-            return super().endpoint_rules(chain)
+            return None
         self.reached.add(chain)
-        return endpoint_line_facts(self.table, chain, lines, mark=MASQ_CHAIN, dnat_target=None)
+        return lines
 
     def facts(self, rule: NftRule) -> RuleFacts:
         verb, target = _target(rule)

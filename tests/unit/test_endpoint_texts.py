@@ -1,5 +1,5 @@
-"""An endpoint chain read from its text (Table.endpoint_lines, resolver.iptables_rules.endpoint_rule_facts) says
-what its typed rules say, value for value, and the walk it feeds gives the same graph as the walk over typed rules."""
+"""An endpoint chain read from its text (Table.endpoint_lines, ChainWalk's hop of its lines) is the hop its typed
+rules make, value for value, and the walk it feeds gives the same graph as the walk over typed rules."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from svctrace.model.snapshot import Snapshot
 from svctrace.parsers.iptables_save import parse
 from svctrace.resolver import iptables as iptables_resolver
 from svctrace.resolver import resolve
-from svctrace.resolver.iptables_rules import endpoint_rule_facts, rule_facts, rule_ref
 from tests.shared_data import REPO, shared_dir
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -40,23 +39,33 @@ def _texts() -> list[str]:
     return texts
 
 
-def test_every_chain_read_from_its_text_agrees_with_its_typed_rules() -> None:
+def _typed_hop(walk: iptables_resolver._Walk, name: str) -> object:
+    """The hop the walk makes of chain ``name`` from its typed rules (its text not read)."""
+    typed = iptables_resolver._Walk(walk.snapshot, walk.svc, walk.sp, walk.dump, {})
+    typed.endpoint_lines = lambda chain: None  # type: ignore[method-assign]
+    return typed.endpoint_hop(name, rules=(), share=0.5, probability="0.5")
+
+
+def test_every_chain_read_from_its_text_is_the_hop_of_its_typed_rules() -> None:
+    snapshot = load_snapshot(DEMO)
+    svc = snapshot.services[0]
     taken = 0
     for text in _texts():
         try:
-            nat = parse(text, "corpus", eager=False).table("nat")
+            dump = parse(text, "corpus", eager=False)
         except InputError:
             continue  # the hostile seeds: refused whole, nothing to compare
+        nat = dump.table("nat")
         if nat is None:
             continue
         for name in list(nat.heads):
-            lines = nat.endpoint_lines(name)
-            if not lines:
+            if not nat.endpoint_lines(name):
                 continue
             taken += 1
-            chain = nat.chain(name)
-            assert chain is not None
-            assert endpoint_rule_facts("nat", name, lines) == [(rule_facts(r), rule_ref(r)) for r in chain.rules], name
+            walk = iptables_resolver._Walk(snapshot, svc, svc.ports[0], dump, {})
+            fast = walk.endpoint_hop(name, rules=(), share=0.5, probability="0.5")
+            assert walk.reached == {name}
+            assert fast == _typed_hop(walk, name), name
             assert nat.endpoint_lines(name) is None  # typed now: its typed rules are read
     assert taken > 200  # kube-proxy's endpoint chains of every era that writes them so
 
@@ -77,13 +86,15 @@ def _graphs(snapshot_dir: Path, text: str | None = None) -> list[object]:
 def test_the_walk_gives_the_same_graph_from_texts_and_from_typed_rules(
         where: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     read: list[str] = []
-    real = endpoint_rule_facts
+    real = iptables_resolver._Walk.endpoint_lines
 
-    def counted(table: str, chain: str, lines: list[EndpointLine]) -> object:
-        read.append(chain)
-        return real(table, chain, lines)
+    def counted(self: iptables_resolver._Walk, chain: str) -> list[EndpointLine] | None:
+        lines = real(self, chain)
+        if lines:
+            read.append(chain)
+        return lines
 
-    monkeypatch.setattr(iptables_resolver, "endpoint_rule_facts", counted)
+    monkeypatch.setattr(iptables_resolver._Walk, "endpoint_lines", counted)
     from_texts = _graphs(where)
     assert read  # the texts were read
     monkeypatch.setattr(Table, "endpoint_lines", lambda self, name: None)

@@ -1,5 +1,5 @@
-"""An nftables endpoint chain read from its kept JSON text (svctrace.parsers.nft_kube, NftTable.endpoint_lines) says
-what its typed rules say, value for value, and the walk it feeds gives the same graph as the walk over typed rules;
+"""An nftables endpoint chain read from its kept JSON text (svctrace.parsers.nft_kube, NftTable.endpoint_lines) is the
+hop its typed rules make, value for value, and the walk it feeds gives the same graph as the walk over typed rules;
 any other shape is typed as before."""
 
 from __future__ import annotations
@@ -49,7 +49,14 @@ def _ip6_document() -> str:
     return json.dumps({"nftables": items})
 
 
-def test_every_endpoint_chain_read_from_its_text_agrees_with_its_typed_rules() -> None:
+def _typed_hop(walk: _Walk, name: str, share: float | None = 0.5) -> object:
+    """The hop the walk makes of chain ``name`` from its typed rules (its kept text not read)."""
+    typed = _Walk(walk.snapshot, walk.svc, walk.sp, walk.nft, {})
+    typed.endpoint_lines = lambda chain: None  # type: ignore[method-assign]
+    return typed.endpoint_hop(name, rules=(), share=share, probability=None if share is None else "0.5")
+
+
+def test_every_endpoint_chain_read_from_its_text_is_the_hop_of_its_typed_rules() -> None:
     snapshot = load_snapshot(DEMO)
     svc = snapshot.services[0]
     taken = 0
@@ -66,10 +73,11 @@ def test_every_endpoint_chain_read_from_its_text_agrees_with_its_typed_rules() -
                 if table.endpoint_lines(name) is None:
                     continue
                 taken += 1
-                fast = walk.endpoint_rules(name)
+                fast = walk.endpoint_hop(name, rules=(), share=0.5, probability="0.5")
+                assert name in walk.reached
+                assert fast == _typed_hop(walk, name), name
                 chain = table.chain(name)
                 assert chain is not None
-                assert fast == [(walk.facts(r), walk.ref(r)) for r in chain.rules], name
                 assert [text for text, _, _ in table.endpoint_lines(name) or ()] == [r.text for r in chain.rules]
     assert taken >= 42  # kube-proxy's endpoint chains of the demo (13), both nftables eras and the IPv6 table
 
@@ -250,6 +258,4 @@ def test_whatever_the_fast_path_reads_it_reads_as_the_typed_rules_say(
     snapshot = load_snapshot(DEMO)
     svc = snapshot.services[0]
     walk = _Walk(snapshot, svc, svc.ports[0], table, {})
-    typed = table.chain(chain)
-    assert typed is not None
-    assert walk.endpoint_rules(chain) == [(walk.facts(r), walk.ref(r)) for r in typed.rules]
+    assert walk.endpoint_hop(chain, rules=(), share=None, probability=None) == _typed_hop(walk, chain, share=None)
