@@ -16,7 +16,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import count
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from svctrace.model.actions import Action
 from svctrace.model.matches import DST, SRC, AddrMatch, Match, PortMatch, ProtoMatch, StatisticMatch
@@ -124,6 +124,9 @@ Span = tuple[int, int, int]  # (start, end) offsets of a run of -A lines in the 
 # An endpoint chain's usual line read from the text: (the rule as written, its address, its DNAT port; None:
 # the hairpin mark). See Table.endpoint_lines (and NftTable.endpoint_lines: the rule as `nft list` prints it).
 EndpointLine = tuple[str, str, int | None]
+# A service chain's usual line read from the text: (the rule as written, its target, the probability as written,
+# the pod network; None but for the masquerade mark). See Table.service_lines.
+ServiceLine = tuple[str, str, str | None, str | None]
 
 
 class ChainIndex(Mapping[str, ChainHead]):
@@ -323,9 +326,20 @@ class Table:
         the dump's text without typing them (an audit reads 100,000 such chains). None when the chain is missing
         or typed already, or any of its rules is another (counters, escapes, other lines, rules built in code):
         ``chain`` then."""
+        got: list[EndpointLine] | None = self._lines(name, "endpoint_lines")
+        return got
+
+    def service_lines(self, name: str) -> list[ServiceLine] | None:
+        """A service chain whose rules are kube-proxy's usual lines (the masquerade mark for clients outside the
+        pod network, the probability ladder to its endpoint chains), read from the text without typing them, as
+        ``endpoint_lines`` reads an endpoint chain; None as there."""
+        got: list[ServiceLine] | None = self._lines(name, "service_lines")
+        return got
+
+    def _lines(self, name: str, reader: str) -> Any:
         if name in self._parsed:
             return None
-        read = getattr(self._load, "endpoint_lines", None)  # the dump's loader (svctrace.parsers.iptables_save)
+        read = getattr(self._load, reader, None)  # the dump's loader (svctrace.parsers.iptables_save)
         if read is None:
             return None
         heads = self.heads

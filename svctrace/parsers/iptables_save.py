@@ -20,12 +20,23 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from svctrace.errors import InputError
-from svctrace.model.iptables import Chain, ChainHead, ChainIndex, EndpointLine, IptablesDump, Rule, Span, Table
+from svctrace.model.iptables import (
+    Chain,
+    ChainHead,
+    ChainIndex,
+    EndpointLine,
+    IptablesDump,
+    Rule,
+    ServiceLine,
+    Span,
+    Table,
+)
 from svctrace.parsers.iptables_index import At, Indexer, TableDraft, read_counters
-from svctrace.parsers.iptables_kube import endpoint_line, kube_rule
+from svctrace.parsers.iptables_kube import endpoint_line, kube_rule, service_line
 from svctrace.parsers.iptables_options import RuleBuilder
 from svctrace.parsers.iptables_typing import Typer, comment_of
 from svctrace.parsers.iptables_words import (
@@ -124,15 +135,23 @@ class _Loader:
         """The rules at ``spans`` (a chain's) read as an endpoint chain's two usual lines (iptables_kube.endpoint_line),
         untyped: (the line as ``__call__`` keeps it, address, port: None for the hairpin mark). None when the text
         is not plain, a rule has counters, or a line is any other: ``__call__`` types those."""
+        return self._lines(spans, endpoint_line)
+
+    def service_lines(self, spans: list[Span]) -> list[ServiceLine] | None:
+        """The rules at ``spans`` read as a service chain's usual lines (iptables_kube.service_line), untyped: (the
+        line, its target, its probability as written, the pod network of the masquerade mark); None as above."""
+        return self._lines(spans, service_line)
+
+    def _lines(self, spans: list[Span], read: Callable[[str], tuple[Any, ...] | None]) -> list[Any] | None:
         if not self.plain:
             return None
         text = self.text
-        out: list[EndpointLine] = []
+        out: list[Any] = []
         for start, end, _first in spans:
             for raw in text[start:end].split("\n"):
                 line = raw.strip()
                 if line:
-                    got = endpoint_line(line)
+                    got = read(line)
                     if got is None:
                         return None
                     out.append((line, *got))

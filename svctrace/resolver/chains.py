@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 from svctrace.model.graph import EndpointInfo, Hop, RuleRef
-from svctrace.model.iptables import EndpointLine
+from svctrace.model.iptables import EndpointLine, ServiceLine
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.snapshot import Snapshot
 from svctrace.record import record
@@ -25,6 +25,18 @@ MAX_DEPTH = 8
 
 def _hairpin(source: str) -> str:
     return f"hairpin: when the pod {source} reaches itself through the Service"
+
+
+def ladder(remaining: float, probability: float | None, index: int, notes: list[str]) -> tuple[float, float]:
+    """(share, what is left) of the connections that reach step ``index`` of a probability ladder, ``remaining``
+    of them (None: the step without a probability takes them all)."""
+    if remaining <= 0:
+        notes.append(f"rule {index} is never reached: an earlier rule takes every connection")
+        return 0.0, remaining
+    if probability is None:
+        return remaining, 0.0
+    share = remaining * probability
+    return share, remaining - share
 
 
 def pct(share: float) -> str:
@@ -162,6 +174,12 @@ class ChainWalk(Generic[R]):
         mode's: an audit of 10,000 Services walks 100,000 such chains."""
         return None
 
+    def service_lines(self, name: str) -> Sequence[ServiceLine] | None:
+        """A service or local chain of kube-proxy's usual rules (the masquerade mark for clients outside the pod
+        network, the probability ladder to its endpoint chains) read from its text, not typed, as (its text,
+        target, probability as written, pod network), reached now; None: read it by its rules. The mode's."""
+        return None
+
     def missing(self, kind: str, name: str, when: str | None, rules: tuple[RuleRef, ...],
                 share: float | None = None, probability: str | None = None) -> Hop:
         partial = self.not_in_dump()
@@ -287,10 +305,12 @@ class ChainWalk(Generic[R]):
     def service_hop(self, chain_name: str, *, when: str | None, rules: tuple[RuleRef, ...]) -> Hop:
         """A service or local chain: the masquerade rule, the affinity checks, then how endpoints are picked."""
         kind = self.kind(chain_name)
+        lines = self.service_lines(chain_name)
+        if lines is not None:
+            return self._service_hop_of_lines(kind, chain_name, lines, when, rules)
         chain = self.follow(chain_name)
         if chain is None:
             return self.missing(kind, chain_name, when, rules)
-        words = self.words
         masquerade = None
         masq_explain = ""
         affinity_seconds: str | None = None
@@ -304,13 +324,7 @@ class ChainWalk(Generic[R]):
             if f.masq:
                 masquerade = f.source or "always"
                 own.append(self.ref(rule))
-                if f.pod_network is not None:
-                    masq_explain = (f"Clients outside the pod network {f.pod_network} (the node itself, "
-                                    f"host-network pods) are marked 0x4000 so {words.masq_marked}; otherwise the "
-                                    "pod's reply would not come back through this node's NAT.")
-                else:
-                    masq_explain = ("Every connection is marked 0x4000 for masquerading (--masquerade-all, or no "
-                                    "pod CIDR is known to kube-proxy).")
+                masq_explain = self._masq_explain(f.pod_network)
                 continue
             if f.affinity_seconds is not None and f.target is not None and self.kind(f.target) == "endpoint":
                 affinity_seconds = f.affinity_seconds
@@ -325,6 +339,44 @@ class ChainWalk(Generic[R]):
             own.append(self.ref(rule))
             if not f.action_less:
                 notes.append(f"rule {f.index} is not one kube-proxy writes here: {f.text}")
+        return self._service(kind, chain_name, when, rules + tuple(own), masquerade, masq_explain, children, notes,
+                             remaining, affinity_seconds, affinity_targets)
+
+    def _service_hop_of_lines(self, kind: str, chain_name: str, lines: Sequence[ServiceLine], when: str | None,
+                              rules: tuple[RuleRef, ...]) -> Hop:
+        """``service_hop`` of a chain read from its lines: what the loop over their typed rules gives."""
+        masquerade = None
+        masq_explain = ""
+        own: list[RuleRef] = []
+        children: list[Hop] = []
+        notes: list[str] = []
+        remaining = 1.0
+        for index, (text, target, probability, network) in enumerate(lines, 1):
+            ref = RuleRef(table=self.table, chain=chain_name, index=index, text=text)
+            if network is not None:
+                masquerade = f"source not in {network}"
+                own.append(ref)
+                masq_explain = self._masq_explain(network)
+                continue
+            share, remaining = ladder(remaining, float(probability) if probability is not None else None, index,
+                                      notes)
+            children.append(self.endpoint_hop(target, rules=(ref,), share=share, probability=probability))
+        return self._service(kind, chain_name, when, rules + tuple(own), masquerade, masq_explain, children, notes,
+                             remaining, None, set())
+
+    def _masq_explain(self, pod_network: str | None) -> str:
+        if pod_network is not None:
+            return (f"Clients outside the pod network {pod_network} (the node itself, host-network pods) are "
+                    f"marked 0x4000 so {self.words.masq_marked}; otherwise the pod's reply would not come back "
+                    "through this node's NAT.")
+        return ("Every connection is marked 0x4000 for masquerading (--masquerade-all, or no pod CIDR is known to "
+                "kube-proxy).")
+
+    def _service(self, kind: str, chain_name: str, when: str | None, rules: tuple[RuleRef, ...],
+                 masquerade: str | None, masq_explain: str, children: list[Hop], notes: list[str], remaining: float,
+                 affinity_seconds: str | None, affinity_targets: set[str]) -> Hop:
+        """The hop of a service or local chain whose rules were read: its endpoints, what is left over, in words."""
+        words = self.words
         if remaining > 1e-9 and children:
             notes.append(f"{pct(remaining)} of connections match no endpoint rule and fall through")
         affinity = f"ClientIP, {affinity_seconds}s" if affinity_seconds is not None else None
@@ -347,7 +399,7 @@ class ChainWalk(Generic[R]):
             sentences.append(words.affinity.format(seconds=affinity_seconds))
         if not children:
             notes.append("no endpoint rules: nothing is translated here")
-        return Hop(kind=kind, name=chain_name, table=self.table, when=when, rules=rules + tuple(own),
+        return Hop(kind=kind, name=chain_name, table=self.table, when=when, rules=rules,
                    masquerade=masquerade, affinity=affinity, explain=" ".join(sentences), notes=tuple(notes),
                    children=tuple(children))
 

@@ -13,7 +13,7 @@ from svctrace.kubeproxy import naming
 from svctrace.model import graph as g
 from svctrace.model.addresses import ip_value
 from svctrace.model.graph import EndpointInfo, Frontend, Hop, RuleRef, StaleChain
-from svctrace.model.iptables import EndpointLine, IptablesDump, Rule, Table
+from svctrace.model.iptables import EndpointLine, IptablesDump, Rule, ServiceLine, Table
 from svctrace.model.k8s import Service, ServicePort
 from svctrace.model.matches import (
     DST,
@@ -28,7 +28,7 @@ from svctrace.model.matches import (
 from svctrace.model.mode import ProxyMode
 from svctrace.model.snapshot import NodeFile, Snapshot
 from svctrace.record import record
-from svctrace.resolver.chains import ChainWalk, RuleFacts
+from svctrace.resolver.chains import ChainWalk, RuleFacts, ladder
 from svctrace.resolver.common import any_local_address, api_endpoints, categorize, family_of, frontend_verdict
 from svctrace.resolver.contract import PortResult, RuleService, register
 from svctrace.resolver.iptables_identity import services_in_rules
@@ -75,6 +75,13 @@ class _Walk(ChainWalk[Rule]):
 
     def endpoint_lines(self, chain: str) -> list[EndpointLine] | None:
         lines = self.nat.endpoint_lines(chain) if self.nat is not None else None
+        if not lines:
+            return None
+        self.reached.add(chain)
+        return lines
+
+    def service_lines(self, chain: str) -> list[ServiceLine] | None:
+        lines = self.nat.service_lines(chain) if self.nat is not None else None
         if not lines:
             return None
         self.reached.add(chain)
@@ -132,15 +139,7 @@ class _Walk(ChainWalk[Rule]):
         target = facts.target
         if target is None or not target.startswith(naming.IPT_ENDPOINT_PREFIX):
             return None
-        prob = rule.probability
-        if remaining <= 0:
-            notes.append(f"rule {rule.index} is never reached: an earlier rule takes every connection")
-            share = 0.0
-        elif prob is None:
-            share, remaining = remaining, 0.0
-        else:
-            share = remaining * prob
-            remaining -= share
+        share, remaining = ladder(remaining, rule.probability, rule.index, notes)
         stat = rule.first(StatisticMatch)
         return [(target, rule_ref(rule), share, stat.raw if stat is not None and not stat.nth else None)], remaining
 

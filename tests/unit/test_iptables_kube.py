@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import pytest
 
-from svctrace.parsers.iptables_kube import kube_rule
+from svctrace.model.matches import SRC, AddrMatch, StatisticMatch
+from svctrace.parsers.iptables_kube import kube_rule, service_line
 from svctrace.parsers.iptables_options import RuleBuilder
 from svctrace.parsers.iptables_typing import Typer, comment_of
 from tests.shared_data import REPO, shared_dir
@@ -61,3 +63,42 @@ def test_the_fast_path_agrees_with_the_general_stages() -> None:
 ])
 def test_what_the_fast_path_leaves_to_the_general_stages(line: str) -> None:
     assert kube_rule(line) is None
+
+
+def test_a_service_chain_line_read_untyped_says_what_its_typed_rule_says() -> None:
+    # service_line's (target, probability as written, pod network) of every line it takes is what the general
+    # stages' typed rule holds: its target, its statistic match's text, its negated source as printed.
+    taken = 0
+    for line in _lines():
+        read = service_line(line)
+        if read is None:
+            continue
+        taken += 1
+        typed, target, action, _comment = _general(line)
+        matches: tuple[Any, ...] = typed  # type: ignore[assignment]
+        assert action is None
+        assert read[0] == target, line
+        stats = [m for m in matches if isinstance(m, StatisticMatch)]
+        assert read[1] == (stats[0].raw if stats else None), line
+        sources = [m for m in matches if isinstance(m, AddrMatch) and m.field == SRC]
+        if read[2] is None:
+            assert target.startswith("KUBE-SEP-") and not sources, line
+            assert [type(m) for m in matches] == [StatisticMatch] * len(stats), line
+        else:
+            assert target == "KUBE-MARK-MASQ" and len(sources) == 1 and sources[0].negated, line
+            assert read[2] == ",".join(map(str, sources[0].prefixes)), line
+    assert taken > 100  # both shapes, in every era that writes them
+
+
+@pytest.mark.parametrize("line", [
+    '-A X -m comment --comment "a" -j KUBE-SVC-ABC',  # a step to another service chain
+    '-A X -m comment --comment "a" -m statistic --mode random --probability 0.5.1 -j KUBE-SEP-A',  # no number
+    '-A X ! -s 10.0.0.0/8 -d 10.96.0.1/32 -p tcp -m comment --comment "a" -m tcp --dport 80 -j KUBE-SEP-A',
+    '-A X ! -s 10.0.0.0/8 -d 10.96.0.1/32 -p tcp -m comment --comment "a" -m tcp --dport 70000 -j KUBE-MARK-MASQ',
+    '-A X -s 10.0.0.0/8 -d 10.96.0.1/32 -p tcp -m comment --comment "a" -m tcp --dport 80 -j KUBE-MARK-MASQ',
+    '-A X -m comment --comment "a" -m recent --rcheck --seconds 10800 --reap --name KUBE-SEP-A --mask '
+    '255.255.255.255 --rsource -j KUBE-SEP-A',  # session affinity: typed
+    '-A X -m statistic --mode random --probability 0.5 -j KUBE-SEP-A',  # no comment: not kube-proxy's spelling
+])
+def test_what_service_line_leaves_to_the_typed_walk(line: str) -> None:
+    assert service_line(line) is None
