@@ -326,17 +326,15 @@ class Table:
         the dump's text without typing them (an audit reads 100,000 such chains). None when the chain is missing
         or typed already, or any of its rules is another (counters, escapes, other lines, rules built in code):
         ``chain`` then."""
-        got: list[EndpointLine] | None = self._lines(name, "endpoint_lines")
-        return got
+        return self._lines(name, "endpoint_lines")
 
     def service_lines(self, name: str) -> list[ServiceLine] | None:
         """A service chain whose rules are kube-proxy's usual lines (the masquerade mark for clients outside the
         pod network, the probability ladder to its endpoint chains), read from the text without typing them, as
         ``endpoint_lines`` reads an endpoint chain; None as there."""
-        got: list[ServiceLine] | None = self._lines(name, "service_lines")
-        return got
+        return self._lines(name, "service_lines")
 
-    def _lines(self, name: str, reader: str) -> Any:
+    def _lines(self, name: str, reader: str) -> list[Any] | None:
         if name in self._parsed:
             return None
         read = getattr(self._load, reader, None)  # the dump's loader (svctrace.parsers.iptables_save)
