@@ -22,7 +22,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -80,33 +80,71 @@ class _Child:
         os.close(self.fd)
 
 
-def fork_map(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], n: int | None = None) -> list[R]:
-    """``work(items)``, computed in ``n`` processes (``workers(len(items))`` when None), results in order."""
+PIECES_PER_WORKER = 8  # the items are cut into this many pieces a worker: each process takes the next one it can
+
+
+def fork_map(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], n: int | None = None, *,
+             then: Callable[[], None] | None = None) -> list[R]:
+    """``work`` over ``items`` in ``n`` processes (``workers(len(items))`` when None), results in order.
+
+    The items are cut into contiguous pieces; this process does the first, and every process (the workers and
+    this one) takes the next piece left whenever it is free, so that one slowed by a busy core or costlier
+    items does fewer rather than keeping the others waiting. ``then()`` runs in this process once it finds no
+    piece left, before the workers' answers are read. A worker that fails has the pieces it took redone here."""
     n = workers(len(items)) if n is None else n
-    if n <= 1:
-        return work(items)
-    shares = split(items, n)
+    if n <= 1 or len(items) < 2:
+        done = work(items)
+        if then is not None:
+            then()
+        return done
+    pieces = split(items, min(len(items), n * PIECES_PER_WORKER))
+    # The pieces' numbers, written at once (a few hundred bytes: less than a pipe holds) and read 4 bytes at a
+    # time by whichever process is free: Linux hands each read whole numbers, and an empty pipe whose writer
+    # has closed says so (b"").
+    queue, feed = os.pipe()
+    os.write(feed, b"".join(i.to_bytes(4, "little") for i in range(1, len(pieces))))
+
+    def drain(done: list[tuple[int, list[R]]]) -> list[tuple[int, list[R]]]:
+        while len(number := os.read(queue, 4)) == 4:
+            i = int.from_bytes(number, "little")
+            done.append((i, work(pieces[i])))
+        return done
+
+    def worker(_: Sequence[object]) -> list[tuple[int, list[R]]]:
+        os.close(feed)  # (its copy of the writer: the last read would wait for it)
+        return drain([])
+
     children: list[_Child] = []
     try:
-        for share in shares[1:]:
-            child = _fork(work, share)
+        for _ in range(n - 1):
+            child = _fork(worker, ())
             if child is None:
                 break
             children.append(child)
-        mine = work(shares[0])
+        os.close(feed)
+        feed = -1
+        mine = drain([(0, work(pieces[0]))])
+        if then is not None:
+            then()
         # Read the answers only now: a worker done first waits to send its answer (the pipe holds little), where
         # reading it meanwhile put it in this process's memory on top of this share's work.
         for child in children:
             child.thread.start()
-        results = [mine]
-        for child, share in zip(children, shares[1:1 + len(children)], strict=True):
-            results.append(_collect(child, work, share))
-        for share in shares[1 + len(children):]:  # a fork that failed: this process does its share
-            results.append(work(share))
+        got: dict[int, list[R]] = dict(mine)
+        for child in children:
+            answer = _answer(child)
+            if answer is not None:
+                got.update(answer)
+        for i in range(len(pieces)):  # the pieces of a worker that failed: done here
+            if i not in got:
+                got[i] = work(pieces[i])
     finally:
+        if feed >= 0:
+            os.close(feed)
+        os.close(queue)
         for child in children:
             _reap(child)
-    return [r for part in results for r in part]
+    return [r for i in range(len(pieces)) for r in got[i]]
 
 
 class Background(Generic[R]):
@@ -176,7 +214,8 @@ def _fork(work: Callable[[Sequence[T]], list[R]], share: Sequence[T]) -> _Child 
     return _Child(pid, read_fd, share)
 
 
-def _collect(child: _Child, work: Callable[[Sequence[T]], list[R]], share: Sequence[T]) -> list[R]:
+def _answer(child: _Child) -> Any:
+    """What a worker sent, once it has ended; None when it failed, was killed or sent something unreadable."""
     child.thread.join()
     _, status = os.waitpid(child.pid, 0)
     child.pid = 0
@@ -187,8 +226,13 @@ def _collect(child: _Child, work: Callable[[Sequence[T]], list[R]], share: Seque
     child.data = bytearray()
     if kind == "ok" and status == 0 and isinstance(value, list):
         return value
-    log.debug("a worker failed (%s, exit status %s); working through its share here", value, status)
-    return work(share)
+    log.debug("a worker failed (%s, exit status %s); what it took is done here", value, status)
+    return None
+
+
+def _collect(child: _Child, work: Callable[[Sequence[T]], list[R]], share: Sequence[T]) -> list[R]:
+    answer: list[R] | None = _answer(child)
+    return answer if answer is not None else work(share)
 
 
 def _reap(child: _Child) -> None:

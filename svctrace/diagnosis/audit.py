@@ -114,16 +114,17 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
     parent = os.getpid()
     n = parallel.workers(len(chosen)) if workers is None else workers
 
-    def work(share: Sequence[Service]) -> list[ServiceAudit]:
+    checked_here = [0]  # by this process (the bar's estimate: the workers go as fast)
+
+    def work(piece: Sequence[Service]) -> list[ServiceAudit]:
         out: list[ServiceAudit] = []
         report = progress is not None and os.getpid() == parent
-        for i, svc in enumerate(share):
+        for svc in piece:
             if report:
                 assert progress is not None
-                progress(min(i * n, len(chosen)), len(chosen), svc.ref)
+                progress(min(checked_here[0] * n, len(chosen)), len(chosen), svc.ref)
+                checked_here[0] += 1
             out.append(_audit_one(snapshot, svc, dataplane))
-        if os.getpid() == parent:  # the workers' answers come next, into the memory its share used
-            snapshot.end_sweep(KEEP_CHAINS)
         return out
 
     from svctrace.resolver import all_stale_chains
@@ -132,7 +133,8 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
     # The chains no Service owns are looked for by one more process meanwhile: not after the sweep, alone.
     stale = parallel.Background(lambda: all_stale_chains(snapshot)) if namespace is None and n > 1 else None
     try:
-        results = parallel.fork_map(work, chosen, n)
+        # the workers' answers come after this process's last piece, into the memory its pieces used
+        results = parallel.fork_map(work, chosen, n, then=lambda: snapshot.end_sweep(KEEP_CHAINS))
     except BaseException:
         if stale is not None:
             stale.cancel()

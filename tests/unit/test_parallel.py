@@ -1,8 +1,10 @@
-"""fork_map: the same answer as one process, in order, and a failed worker's share is redone here."""
+"""fork_map: the same answer as one process, in order, pieces taken by whichever process is free, and what a failed
+worker took is redone here."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -19,10 +21,46 @@ def _square_with_pid(share: Sequence[int]) -> list[tuple[int, int]]:
 
 
 def test_results_come_back_in_order_from_several_processes() -> None:
-    got = parallel.fork_map(_square_with_pid, list(range(1001)), 3)
+    def slowly(piece: Sequence[int]) -> list[tuple[int, int]]:
+        time.sleep(0.05)  # each piece long enough that every process is free to take some
+        return _square_with_pid(piece)
+
+    got = parallel.fork_map(slowly, list(range(1001)), 3)
     assert [v for v, _ in got] == [x * x for x in range(1001)]
     assert len({pid for _, pid in got}) == 3  # really three processes
-    assert got[0][1] == os.getpid()  # the first share is this process's
+    assert got[0][1] == os.getpid()  # the first piece is this process's
+
+
+def test_a_slower_process_takes_fewer_pieces() -> None:
+    # The pieces go to whichever process is free: here this one is slowed (a busy core, costlier items), so the
+    # worker does most of them, where a fixed half each would have kept it waiting.
+    parent = os.getpid()
+
+    def uneven(piece: Sequence[int]) -> list[tuple[int, int]]:
+        time.sleep(0.2 if os.getpid() == parent else 0.01)
+        return [(x, os.getpid()) for x in piece]
+
+    got = parallel.fork_map(uneven, list(range(160)), 2)
+    assert [x for x, _ in got] == list(range(160))
+    here = sum(1 for _, pid in got if pid == parent)
+    assert here < 160 // 4  # two pieces of ten, or three: not half of them
+
+
+def test_then_runs_here_once_this_process_has_no_piece_left() -> None:
+    parent = os.getpid()
+    seen: list[tuple[int, int]] = []
+
+    def work(piece: Sequence[int]) -> list[int]:
+        if os.getpid() == parent:
+            seen.append((0, len(piece)))
+        return list(piece)
+
+    for n in (1, 2):
+        seen.clear()
+        assert parallel.fork_map(work, list(range(40)), n, then=lambda: seen.append((1, os.getpid()))) == \
+            list(range(40))
+        assert seen[-1] == (1, parent)
+        assert [kind for kind, _ in seen].count(1) == 1
 
 
 def test_a_failing_worker_is_redone_here() -> None:
