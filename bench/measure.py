@@ -45,11 +45,43 @@ class Run:
         return not self.timed_out and self.returncode == 0
 
 
+QUIET = 0.85  # the share of every CPU's time that must be idle for a run to start
+SETTLED: list[float] = [0.0, 0.0]  # seconds waited for a quiet machine: in all, the longest once
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs (/proc/stat), or (0, 0) where there is no such file."""
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return values[3] + (values[4] if len(values) > 4 else 0), sum(values[:8])
+
+
+def settle(window: float = 0.25, longest: float = 30.0) -> float:
+    """Wait until the CPUs are at least QUIET idle over ``window`` (at most ``longest`` seconds), so that no run
+    starts while something else (a namespace's rules still being loaded or freed, a process of the last row)
+    takes a core it would count as its own. How long it waited is added to SETTLED and returned (the report
+    says it: a run that had to wait long is one to read with care)."""
+    started = time.monotonic()
+    while True:
+        idle0, total0 = _cpu_times()
+        time.sleep(window)
+        idle1, total1 = _cpu_times()
+        waited = time.monotonic() - started
+        if total1 <= total0 or (idle1 - idle0) / (total1 - total0) >= QUIET or waited >= longest:
+            SETTLED[0] += waited
+            SETTLED[1] = max(SETTLED[1], waited)
+            return waited
+
+
 def run_measured(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
                  keep_output: bool = True, own: bool = False) -> Run:
-    """Run ``argv`` once; its wall time and peak RSS. Output goes to temporary files (never a pipe that
-    could fill up), and comes back as text when ``keep_output``. ``own`` (``argv[0]`` a Python console
-    script): also the peak RSS of that process alone and of its children, apart (bench/_own.py)."""
+    """Run ``argv`` once, on a quiet machine (``settle``); its wall time and peak RSS. Output goes to temporary
+    files (never a pipe that could fill up), and comes back as text when ``keep_output``. ``own`` (``argv[0]`` a
+    Python console script): also the peak RSS of that process alone and of its children, apart (bench/_own.py)."""
+    settle()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile("r", suffix=".spawn") as figures, \
             tempfile.NamedTemporaryFile("r", suffix=".own") as own_figures:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 import gen_cluster  # noqa: E402
 import gen_hostile  # noqa: E402
 from envs import ApiEnv, NodeEnv, api_list_argv, ipvs_unavailable_reason  # noqa: E402
-from measure import Run, Series, interpreter_of, machine, repeat, svctrace_command  # noqa: E402
+from measure import QUIET, SETTLED, Run, Series, interpreter_of, machine, repeat, svctrace_command  # noqa: E402
 
 ENDPOINTS = 10
 SIZES = {"1k": 1000, "10k": 10_000}
@@ -580,6 +580,8 @@ def report(suite: Suite, mach: dict[str, str], started: float) -> str:
     out += [f"- {k}: {v}" for k, v in mach.items()]
     out.append(f"- load average at end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}; "
                f"suite wall time {(time.time() - started) / 60:.1f} min")
+    out.append(f"- each run started once the CPUs were {QUIET:.0%} idle over 0.25 s: {SETTLED[0]:.0f} s waited in "
+               f"all, {SETTLED[1]:.1f} s at the longest")
     out.append(f"- repetitions: median of {suite.args.repeat} (runs over {ONCE_IF_LONGER:g} s taken once), "
                f"floors median of {suite.args.floor_repeat} (python floors and start-up: of at least 10)")
     out += [f"- {n}" for n in suite.notes]

@@ -247,6 +247,19 @@ def test_run_measured_kills_on_timeout_and_reports_rss() -> None:
     del ballast
 
 
+def test_a_run_waits_for_a_quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (idle, total) jiffies as /proc/stat would give them: two busy windows (10% and 50% idle), then a quiet one
+    readings = iter([(0, 0), (10, 100), (10, 100), (60, 200), (60, 200), (155, 300)])
+    monkeypatch.setattr(measure, "_cpu_times", lambda: next(readings))
+    monkeypatch.setattr(measure, "SETTLED", [0.0, 0.0])
+    waited = measure.settle(window=0.01)
+    assert next(readings, None) is None  # it looked three times: it waited for the quiet window
+    assert [waited, waited] == measure.SETTLED and waited >= 0.03
+    # and it waits no longer than it is told to, however busy the machine stays
+    monkeypatch.setattr(measure, "_cpu_times", iter((n, 100 * n) for n in range(10**6)).__next__)
+    assert 0.05 <= measure.settle(window=0.01, longest=0.05) < 5
+
+
 def test_run_measured_own_keeps_a_commands_tools_apart(tmp_path: Path) -> None:
     # A console script that stays small itself and runs a big tool (as a live read runs iptables-save).
     script = tmp_path / "tool-runner"
