@@ -213,57 +213,29 @@ def fast_pod(o: TypedObject) -> Pod | None:
             statuses.append(_share(("cs", intern(name), bool(ready), restarts or 0, state, intern(reason)),
                                    ContainerStatus))
     labels = _str_map(meta.get("labels"))
-    node = spec.get("nodeName")
-    phase = status.get("phase")
+    node, phase = _text(spec.get("nodeName")), _text(status.get("phase"))
     host_network = spec.get("hostNetwork")
-    if labels is None or (host_network is not None and type(host_network) is not bool):
+    if labels is None or node is None or phase is None or (host_network is not None and type(host_network) is not bool):
         return None
-    if node is None:
-        node = ""
-    elif type(node) is not str:
-        return None
-    if phase is None:
-        phase = ""
-    elif type(phase) is not str:
-        return None
-    ready_status: Any = ""
+    ready_status: str | None = ""
     conditions = status.get("conditions")
     if conditions is not None:
-        if type(conditions) is not list:
+        ready = _first(conditions, "type", "Ready")
+        if ready is _NOT_PLAIN:
             return None
-        found = False
-        for c in conditions:
-            if type(c) is not dict:
-                return None
-            if not found and c.get("type") == "Ready":
-                found = True
-                ready_status = c.get("status")
+        ready_status = _text(ready.get("status")) if ready is not None else ""
         if ready_status is None:
-            ready_status = ""
-        elif type(ready_status) is not str:
             return None
     owner = ""
     refs = meta.get("ownerReferences")
     if refs is not None:
-        if type(refs) is not list:
+        controller = _first(refs, "controller", True)
+        if controller is _NOT_PLAIN:
             return None
-        controller = None
-        for r in refs:
-            if type(r) is not dict:
-                return None
-            if controller is None and r.get("controller") is True:
-                controller = r
         if refs:
-            if controller is None:
-                controller = refs[0]
-            kind, oname = controller.get("kind"), controller.get("name")
-            if kind is None:
-                kind = ""
-            elif type(kind) is not str:
-                return None
-            if oname is None:
-                oname = ""
-            elif type(oname) is not str:
+            controller = refs[0] if controller is None else controller
+            kind, oname = _text(controller.get("kind")), _text(controller.get("name"))
+            if kind is None or oname is None:
                 return None
             owner = f"{kind}/{oname}"
     return Pod(
@@ -280,6 +252,25 @@ def fast_pod(o: TypedObject) -> Pod | None:
         container_statuses=tuple(statuses),
         owner=owner or None,
     )
+
+
+_NOT_PLAIN: Any = object()
+
+
+def _first(items: object, key: str, value: object) -> Any:
+    """The first of a list of objects whose ``key`` is ``value`` (None: none is); _NOT_PLAIN when ``items`` is not
+    a list of objects."""
+    if type(items) is not list:
+        return _NOT_PLAIN
+    found = None
+    for item in items:
+        if type(item) is not dict:
+            return _NOT_PLAIN
+        if found is None:
+            got = item.get(key)
+            if got is value if type(value) is bool else got == value:  # (True is not 1 here)
+                found = item
+    return found
 
 
 def fast_endpoint_slice(o: TypedObject) -> EndpointSlice | None:

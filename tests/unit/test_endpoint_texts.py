@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import pytest
 
 from svctrace.collectors.snapshot_dir import load_snapshot
 from svctrace.errors import InputError
-from svctrace.model.iptables import Table
+from svctrace.model.iptables import IptablesDump, Table
 from svctrace.model.snapshot import Snapshot
 from svctrace.parsers.iptables_save import parse
 from svctrace.resolver import iptables as iptables_resolver
@@ -55,18 +55,23 @@ def _typed_hop(walk: iptables_resolver._Walk, name: str) -> object:
     return _typed(walk).endpoint_hop(name, rules=(), share=0.5, probability="0.5")
 
 
-def test_every_chain_read_from_its_text_is_the_hop_of_its_typed_rules() -> None:
-    snapshot = load_snapshot(DEMO)
-    svc = snapshot.services[0]
-    taken = 0
+def _nat_tables() -> Iterator[tuple[IptablesDump, Table]]:
+    """Each corpus dump's nat table, read as a big dump is (chains typed when asked for)."""
     for text in _texts():
         try:
             dump = parse(text, "corpus", eager=False)
         except InputError:
             continue  # the hostile seeds: refused whole, nothing to compare
         nat = dump.table("nat")
-        if nat is None:
-            continue
+        if nat is not None:
+            yield dump, nat
+
+
+def test_every_chain_read_from_its_text_is_the_hop_of_its_typed_rules() -> None:
+    snapshot = load_snapshot(DEMO)
+    svc = snapshot.services[0]
+    taken = 0
+    for dump, nat in _nat_tables():
         for name in list(nat.heads):
             if not nat.endpoint_lines(name):
                 continue
@@ -84,14 +89,7 @@ def test_every_service_chain_read_from_its_text_is_the_hop_of_its_typed_rules() 
     snapshot = load_snapshot(DEMO)
     svc = snapshot.services[0]
     taken = 0
-    for text in _texts():
-        try:
-            dump = parse(text, "corpus", eager=False)
-        except InputError:
-            continue
-        nat = dump.table("nat")
-        if nat is None:
-            continue
+    for dump, nat in _nat_tables():
         for name in list(nat.heads):
             if not name.startswith(("KUBE-SVC-", "KUBE-SVL-")) or not nat.service_lines(name):
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -41,12 +42,17 @@ def _lines() -> list[str]:
     return sorted({line.strip() for text in texts for line in text.splitlines() if line.startswith("-A ")})
 
 
+def _taken(read: Callable[[str], Any]) -> Iterator[tuple[str, Any]]:
+    """(line, what ``read`` made of it) of each corpus line it takes (not None)."""
+    for line in _lines():
+        got = read(line)
+        if got is not None:
+            yield line, got
+
+
 def test_the_fast_path_agrees_with_the_general_stages() -> None:
     taken = 0
-    for line in _lines():
-        fast = kube_rule(line)
-        if fast is None:
-            continue
+    for line, fast in _taken(kube_rule):
         taken += 1
         chain, matches, target, action, comment = fast
         assert chain == line.split()[1]
@@ -69,10 +75,7 @@ def test_a_service_chain_line_read_untyped_says_what_its_typed_rule_says() -> No
     # service_line's (target, probability as written, pod network) of every line it takes is what the general
     # stages' typed rule holds: its target, its statistic match's text, its negated source as printed.
     taken = 0
-    for line in _lines():
-        read = service_line(line)
-        if read is None:
-            continue
+    for line, read in _taken(service_line):
         taken += 1
         typed, target, action, _comment = _general(line)
         matches: tuple[Any, ...] = typed  # type: ignore[assignment]
