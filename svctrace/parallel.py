@@ -214,7 +214,7 @@ def _fork(work: Callable[[Sequence[T]], list[R]], share: Sequence[T]) -> _Child 
     return _Child(pid, read_fd, share)
 
 
-def _answer(child: _Child) -> Any:
+def _answer(child: _Child) -> list[Any] | None:
     """What a worker sent, once it has ended; None when it failed, was killed or sent something unreadable."""
     child.thread.join()
     _, status = os.waitpid(child.pid, 0)
