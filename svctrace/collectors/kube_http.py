@@ -78,7 +78,7 @@ class ReadFailure(Exception):
     def __init__(self, op: Op, detail: str) -> None:
         super().__init__(f"{op.describe()}: {detail}")
         self.op = op
-        self.detail = detail  # what went wrong, in a few words ("500: etcd is down", "no answer within 2s")
+        self.detail = detail  # what went wrong, in a few words ("500: etcd is down", "the connection was refused")
 
     def __reduce__(self) -> tuple[Any, ...]:
         # as it is, whatever its class's own arguments: a forked lister sends its failure back (kube_spool)
@@ -338,7 +338,8 @@ def _transport_reason(exc: BaseException, seconds: float, flag: str) -> str:
         found = re.search(r"\[Errno -?\d+\] ([^')\]]+)", str(inner))
         return found.group(1).strip().lower() if found else "the connection failed"
     if isinstance(inner, (urllib3.exceptions.TimeoutError, TimeoutError, socket.timeout)):
-        return f"no answer within the {flag}"
+        # the socket's own timeout and the request's deadline are the same length and race: one sentence for both
+        return f"no complete answer within the {flag}"
     if isinstance(inner, (urllib3.exceptions.ProtocolError, ConnectionError)):
         return "the connection was closed before the answer was complete"
     return type(inner).__name__

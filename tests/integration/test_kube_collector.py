@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 import yaml
 
 from svctrace.collectors.kube import MAX_NODE_GETS, PAGE_SIZE, KubeCollector
+from svctrace.collectors.kube_http import _transport_reason
 from svctrace.errors import (
     ApiUnreachableError,
     AuthError,
@@ -445,6 +447,15 @@ def test_server_slower_than_the_timeout_fails_once_without_retries(tmp_path: Pat
         assert len(srv.requests) == 1
     assert caught.value.message == (f"cannot reach the API server at {srv.url}: no complete answer within the "
                                     '--request-timeout 0.3s (get services "my-nginx" in namespace "default")')
+
+
+def test_a_socket_timeout_says_what_the_deadline_says() -> None:
+    # The socket's timeout and the request's deadline are the same length: whichever fires first, one sentence.
+    pool = urllib3.HTTPConnectionPool("localhost")
+    for exc in (TimeoutError("timed out"), urllib3.exceptions.ReadTimeoutError(pool, "/", "timed out"),
+                urllib3.exceptions.MaxRetryError(pool, "/", urllib3.exceptions.ConnectTimeoutError())):
+        assert _transport_reason(exc, 0.3, "--request-timeout 0.3s") == (
+            "no complete answer within the --request-timeout 0.3s"), exc
 
 
 def test_connection_closed_without_answer(tmp_path: Path) -> None:
