@@ -994,10 +994,13 @@ class FakeApiServer:
             return Response.json(200, copy.deepcopy(obj))
         if query.get("watch") in _TRUE:
             return self._watch(res, route.namespace, query)
-        items = self._select(res, route.namespace, query)
-        return Response.json(200, self._page(res, items, query))
+        return self._list(res, route.namespace, query)
 
     # -- LIST and WATCH --
+
+    def _list(self, res: Resource, namespace: str | None, query: Mapping[str, str]) -> Response:
+        """A LIST's answer: one page of the objects the query selects."""
+        return Response.json(200, self._page(res, self._select(res, namespace, query), query))
 
     def _selector(self, res: Resource, query: Mapping[str, str]) -> Callable[[Object], bool]:
         try:
