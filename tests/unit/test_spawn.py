@@ -66,8 +66,8 @@ def test_a_held_command_waits_for_its_release() -> None:
 
 def test_a_held_command_has_its_whole_time_after_its_release() -> None:
     # the probe is held until the node's saves end, which may take longer than its own timeout
-    started = Started(["sh", "-c", "read line; sleep 0.3; echo released"], None, hold=True, timeout=0.5)
-    time.sleep(0.8)
+    started = Started(["sh", "-c", "read line; sleep 0.3; echo released"], None, hold=True, timeout=1.0)
+    time.sleep(1.3)
     started.release()
     assert started.result().stdout == "released\n"
     started = Started(["sh", "-c", "read line; sleep 30"], None, hold=True, timeout=0.3)
