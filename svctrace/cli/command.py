@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 import typer.core
 
+from svctrace.cli.durations import parse_duration
 from svctrace.cli.env import Environment, program_name
 from svctrace.cli.errors import exit_status
 from svctrace.cli.help import command_help, group_help
-from svctrace.cli.options import COLLECT_FLAGS, KUBECTL_FLAGS, NODES_FLAGS, SNAPSHOT_FLAGS, SharedOption, parse_duration
+from svctrace.cli.options import COLLECT_FLAGS, KUBECTL_FLAGS, NODES_FLAGS, SNAPSHOT_FLAGS, SharedOption
 from svctrace.errors import UsageError
 
 if TYPE_CHECKING:

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 import svctrace.sources
 from svctrace.cli.app import app
-from svctrace.cli.options import KUBECTL_FLAGS, parse_duration
+from svctrace.cli.durations import parse_duration
+from svctrace.cli.options import KUBECTL_FLAGS
 from svctrace.collectors.live import LiveOptions
 from svctrace.errors import UsageError
 from svctrace.sources import Loaded, NodeChoice, Source
