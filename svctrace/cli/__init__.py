@@ -1,4 +1,5 @@
-"""The command line. ``main`` answers ``--version`` before importing typer, rich or any command."""
+"""The command line. ``main`` answers ``--version`` before importing typer, rich or any command, and starts a live
+``svc``/``trace``'s node read before typer too (svctrace.cli.early)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,19 @@ def main() -> None:
     # the default collector would walk them all again and again while they are built (a third of the
     # time of a 10,000-Service audit). Young objects are still collected, only less often.
     gc.set_threshold(100_000, 50, 100)
-    from svctrace.cli.app import app_for
+    from svctrace.cli import early
 
+    early.start(sys.argv[1:])  # a live svc or trace's node read, before typer is imported
+    status: object = 0
     try:
+        from svctrace.cli.app import app_for
+
         app_for(sys.argv[1:])()
     except SystemExit as exc:
-        _leave(exc.code)
-    _leave(0)
+        status = exc.code
+    finally:
+        early.stop()
+    _leave(status)
 
 
 def _leave(status: object) -> NoReturn:

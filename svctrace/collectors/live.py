@@ -85,15 +85,57 @@ def _start_node(opts: LiveOptions, tables: tuple[str, ...] = ALL_TABLES, *, conn
     """The node's reads, started now (before the Kubernetes client is imported and the API read), so that the
     kernel's saves run while svctrace starts; ``finish`` gathers them. ``conntrack``: its UDP entries too
     (only the stale-UDP check of why-unreachable and audit reads them; capture writes them). ``documents``:
-    the nftables tables' text too (capture writes it; the others keep only their ruleset)."""
+    the nftables tables' text too (capture writes it; the others keep only their ruleset). A read started
+    early (``start_early``) is taken instead when it is this one; any other is stopped."""
+    key = _ReadKey(opts.netns, tables, conntrack, documents, opts.proxy_mode_url, opts.total_timeout)
+    early = _EARLY.pop() if _EARLY else None
+    if early is not None:
+        if early[0] == key:
+            return early[1]
+        early[1].cancel()
+    return _start(key, time.monotonic())
+
+
+def _start(key: _ReadKey, now: float) -> StartedNode:
     from svctrace.collectors.spawn import start_node
 
-    deadline = time.monotonic() + opts.total_timeout if opts.total_timeout else None
-    kwargs: dict[str, Any] = {"netns": opts.netns, "tables": tables, "deadline": deadline, "conntrack": conntrack,
-                              "nft_text": documents}
-    if opts.proxy_mode_url is not None:
-        kwargs["proxy_mode_url"] = opts.proxy_mode_url
+    kwargs: dict[str, Any] = {"netns": key.netns, "tables": key.tables, "conntrack": key.conntrack,
+                              "nft_text": key.documents,
+                              "deadline": now + key.total_timeout if key.total_timeout else None}
+    if key.proxy_mode_url is not None:
+        kwargs["proxy_mode_url"] = key.proxy_mode_url
     return start_node(**kwargs)
+
+
+@record
+class _ReadKey:
+    """What tells one node read from another: what ``_start_node`` is asked for."""
+
+    netns: str | None
+    tables: tuple[str, ...]
+    conntrack: bool
+    documents: bool
+    proxy_mode_url: str | None
+    total_timeout: float | None
+
+
+# The node read svctrace.cli.early started before the command was parsed (at most one), until a command takes
+# it (``_start_node``) or the process ends (``stop_early``).
+_EARLY: list[tuple[_ReadKey, StartedNode]] = []
+
+
+def start_early(netns: str | None, tables: tuple[str, ...], total_timeout: float | None) -> None:
+    """Start now the node read a live ``svc NAME`` (``tables``: SERVICE_TABLES) or ``trace`` (ALL_TABLES) will ask
+    for, without conntrack entries or the nftables text, as those commands ask; its deadline counts from now."""
+    stop_early()
+    key = _ReadKey(netns, tables, False, False, None, total_timeout)
+    _EARLY.append((key, _start(key, time.monotonic())))
+
+
+def stop_early() -> None:
+    """Stop an early read no command took (nothing it started outlives the process)."""
+    while _EARLY:
+        _EARLY.pop()[1].cancel()
 
 
 def _hostname() -> str:
