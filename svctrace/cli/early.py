@@ -95,7 +95,10 @@ def start(args: Sequence[str]) -> None:
         return
     from svctrace.collectors.live import start_early
 
-    start_early(*planned)
+    try:
+        start_early(*planned)
+    except Exception:  # noqa: BLE001 - the command's own read meets it again, and says what it is
+        stop()
 
 
 def stop() -> None:

@@ -128,3 +128,15 @@ def test_only_root_starts_one(monkeypatch: pytest.MonkeyPatch, reads: list[FakeR
     early.start(["svc", "web"])
     assert [r.key.tables for r in reads] == [SERVICE_TABLES]
     live.stop_early()
+
+
+def test_an_early_read_that_cannot_start_leaves_it_to_the_command(monkeypatch: pytest.MonkeyPatch,
+                                                                   reads: list[FakeRead]) -> None:
+    # e.g. no room for the saves' output files: the command's own read meets it and says so, in one line
+    def fail(key: Any, now: float) -> FakeRead:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(live, "_start", fail)
+    monkeypatch.setattr(early.os, "geteuid", lambda: 0)
+    early.start(["svc", "web"])
+    assert not live._EARLY
