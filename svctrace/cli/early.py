@@ -31,9 +31,7 @@ _GLUED = ("-n", "-o")  # short options click also reads glued to their value: -n
 
 def plan(args: Sequence[str]) -> tuple[str | None, tuple[str, ...], float | None] | None:
     """(netns, tables, --timeout in seconds) of the read ``svctrace ARGS`` will make, when the arguments say so
-    plainly; None otherwise."""
-    from svctrace.parsers.commands import ALL_TABLES
-
+    plainly; None otherwise. It imports nothing before it knows (help and usage errors stay light)."""
     if not args or args[0] not in ("svc", "trace"):
         return None
     values: dict[str, str] = {}
@@ -74,6 +72,8 @@ def plan(args: Sequence[str]) -> tuple[str | None, tuple[str, ...], float | None
     else:
         if positional:
             return None
+        from svctrace.parsers.commands import ALL_TABLES
+
         tables = ALL_TABLES
     from svctrace.cli.durations import DEFAULT_TIMEOUT, parse_duration
     from svctrace.errors import UsageError
