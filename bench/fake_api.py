@@ -50,7 +50,9 @@ class IndexedApiServer(FakeApiServer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._index: dict[tuple[str, str | None], tuple[list[str], list[Object]]] = {}
-        self._texts: dict[int, str] = {}  # id(an indexed item) -> its JSON, as json.dumps writes it in a page
+        # id(an item served) -> (the item, its JSON as json.dumps writes it in a page); the item is kept with its
+        # text, so that no other object can take its id while the text is kept
+        self._texts: dict[int, tuple[Object, str]] = {}
         self._index_lock = threading.Lock()
         self._remaining = threading.local()
         super().__init__(*args, **kwargs)
@@ -67,10 +69,8 @@ class IndexedApiServer(FakeApiServer):
         """Write every object's JSON now, for the LISTs of all namespaces (their first client does not pay)."""
         for res in RESOURCES:
             _, items = self._listing(res, None)
-            texts = self._texts
             for item in items:
-                if id(item) not in texts:
-                    texts[id(item)] = json.dumps(item)
+                self._text(item)
 
     def _listing(self, res: Resource, namespace: str | None) -> tuple[list[str], list[Object]]:
         """(sorted paging keys, items) of one resource, in one namespace or all of them; built once."""
@@ -122,15 +122,14 @@ class IndexedApiServer(FakeApiServer):
         doc = self._page(res, self._select(res, namespace, query), query)
         head = json.dumps({**doc, "items": []})
         assert head.endswith('"items": []}')
-        texts = self._texts
-        parts = []
-        for item in doc["items"]:
-            text = texts.get(id(item))
-            if text is None:
-                text = texts[id(item)] = json.dumps(item)
-            parts.append(text)
-        body = head[:-3] + "[" + ", ".join(parts) + "]}"
+        body = head[:-3] + "[" + ", ".join(self._text(item) for item in doc["items"]) + "]}"
         return Response(200, body.encode(), doc=doc)
+
+    def _text(self, item: Object) -> str:
+        kept = self._texts.get(id(item))
+        if kept is None or kept[0] is not item:
+            kept = self._texts[id(item)] = (item, json.dumps(item))
+        return kept[1]
 
     def _page(self, res: Resource, items: list[Object], query: Mapping[str, str]) -> Object:
         doc = super()._page(res, items, query)
