@@ -285,3 +285,25 @@ def test_run_measured_own_keeps_a_commands_tools_apart(tmp_path: Path) -> None:
 def test_stream_reader_reads_across_chunks() -> None:
     stream = io.BufferedReader(gen_hostile._Stream(iter([b"ab", b"", b"cde"])), 2)
     assert stream.read() == b"abcde"
+
+
+def test_a_row_read_against_its_floor_takes_every_run_however_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    import run as bench_run  # bench/run.py
+
+    ran: list[str] = []
+
+    def fake_repeat(argv: list[str], times: int, **_: Any) -> measure.Series:
+        ran.append(argv[0])
+        seconds = 30.0 if argv[0] == "svctrace" else 25.0  # both longer than ONCE_IF_LONGER
+        return measure.Series([measure.Run(seconds, 1 << 20, 0, False, "", "")])
+
+    monkeypatch.setattr(bench_run, "repeat", fake_repeat)
+    args = argparse.Namespace(repeat=3, floor_timeout=60.0, timeout=None, hostile_timeout=5.0)
+    suite = bench_run.Suite(args, ["svctrace"], sys.executable)
+    bench = bench_run.Bench("trace-nftables-live-10k", "scale", bench_run.Target(ratio=1.3), floor="nft-list-10k",
+                            size="10k", mode="nftables", source="live", command="trace")
+    row = bench_run.Row(bench.name)
+    suite._measure(bench, row, ["svctrace", "trace"], 25.0, validate=lambda run: None, paired=["nft", "list"])
+    assert ran == ["nft", "svctrace"] * 3 and row.runs == 3 and row.ratio == pytest.approx(1.2)
