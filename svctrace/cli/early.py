@@ -88,7 +88,8 @@ def plan(args: Sequence[str]) -> tuple[str | None, tuple[str, ...], float | None
 def start(args: Sequence[str]) -> None:
     """Start the read ``plan`` finds, as root (elsewhere the saves are not run at all), unless the shell is only
     asking for completions."""
-    if os.geteuid() != 0 or any(var.endswith("_COMPLETE") for var in os.environ):
+    geteuid = getattr(os, "geteuid", None)  # (none on Windows, where a laptop reads snapshots and collector pods)
+    if geteuid is None or geteuid() != 0 or any(var.endswith("_COMPLETE") for var in os.environ):
         return
     planned = plan(args)
     if planned is None:
