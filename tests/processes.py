@@ -1,4 +1,5 @@
-"""The children a test forks: which they are, and whether each has ended and been waited for."""
+"""The processes a test makes: the children it forks (which they are, and whether each has ended and been waited
+for), and a script that runs svctrace's entry point in a fresh interpreter and reports on it."""
 
 from __future__ import annotations
 
@@ -32,3 +33,25 @@ def all_reaped(pids: list[int]) -> bool:
             continue  # waited for already
         return False  # still running, or ended without being waited for (waited for now)
     return True
+
+
+def main_probe(setup: str, report: str) -> str:
+    """A script (``python -c SCRIPT JSON_ARGS``) that runs the console-script entry point in a fresh interpreter
+    (``setup`` first), writes the value of the expression ``report`` on stderr, and exits with main()'s status."""
+    return f"""
+import json, os, sys
+sys.argv = ["svctrace", *json.loads(sys.argv[1])]
+{setup}
+def leave(code):  # main() ends with os._exit, which would end this probe before it reports
+    raise SystemExit(code)
+os._exit = leave
+from svctrace.cli import main
+code = 0
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+sys.stdout.flush()
+sys.stderr.write({report})
+sys.exit(code)
+"""

@@ -9,30 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import main_probe
+
 REPO = Path(__file__).resolve().parents[2]
 OVERALL = str(REPO / "tests" / "fixtures" / "overall")
 
-def _probe(setup: str, report: str) -> str:
-    """A script that runs the console-script entry point in a fresh interpreter (``setup`` first) and writes the
-    value of the expression ``report`` on stderr."""
-    return f"""
-import json, os, sys
-sys.argv = ["svctrace", *json.loads(sys.argv[1])]
-{setup}
-def leave(code):  # main() ends with os._exit, which would end this probe before it reports
-    raise SystemExit(code)
-os._exit = leave
-from svctrace.cli import main
-try:
-    main()
-except SystemExit:
-    pass
-sys.stderr.write({report})
-"""
-
-
 # Which modules a command loaded.
-PROBE = _probe("", '"\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n"')
+PROBE = main_probe("", '"\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n"')
 
 LIVE_ONLY = ("kubernetes", "pyroute2", "urllib3", "requests", "aiohttp", "pydantic", "svctrace.collectors.kube",
              "svctrace.collectors.node")
@@ -131,7 +114,7 @@ def test_a_full_disk_is_said_not_reported_as_a_bug() -> None:
 
 
 # What a live command has imported when it starts the node's first command (the saves come right after).
-FIRST_SPAWN = _probe("""
+FIRST_SPAWN = main_probe("""
 import subprocess
 seen = []
 real = subprocess.Popen.__init__

@@ -21,17 +21,15 @@ from svctrace.cli.app import app
 from svctrace.demo import demo_path
 from tests.harness.apiserver import FakeApiServer
 from tests.integration.netns import NetnsNode
+from tests.processes import main_probe
 
 pytestmark = pytest.mark.netns
 
 DEMO = demo_path()
 REPO = Path(__file__).resolve().parents[2]
 
-# main() in a fresh interpreter, with the node read's start recorded: its tables, and whether typer was
-# imported by then. main() ends with os._exit, which would end the script before it reports.
-PROBE = """
-import json, os, sys
-sys.argv = ["svctrace", *json.loads(sys.argv[1])]
+# The node read's starts, as main() makes them: their tables, and whether typer was imported by then.
+PROBE = main_probe("""
 import svctrace.collectors.live as live
 starts = []
 original = live._start
@@ -39,18 +37,7 @@ def start(key, now):
     starts.append([list(key.tables), "typer" in sys.modules])
     return original(key, now)
 live._start = start
-def leave(code):
-    raise SystemExit(code)
-os._exit = leave
-from svctrace.cli import main
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code
-sys.stdout.flush()
-sys.stderr.write("\\nSTARTS " + json.dumps(starts) + "\\n")
-sys.exit(code)
-"""
+""", '"\\nSTARTS " + json.dumps(starts) + "\\n"')
 
 
 @pytest.fixture
