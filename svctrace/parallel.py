@@ -10,6 +10,10 @@ its share is worked through again in this process. ``SVCTRACE_WORKERS=1`` turns 
 
 ``Background`` is the same for one job done while this process goes on: a big file's index while the rest of
 a snapshot is read.
+
+Before each fork, and before the workers' answers are read, the C allocator's free memory is given back to the
+system (``release_free_memory``): what a 10,000-Service read freed would otherwise stay resident in this
+process and in every child forked from it.
 """
 
 from __future__ import annotations
@@ -126,6 +130,7 @@ def fork_map(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], n: int 
         mine = drain([(0, work(pieces[0]))])
         if then is not None:
             then()
+        release_free_memory()  # what this share's work and then() freed: the answers come on top of what stays
         # Read the answers only now: a worker done first waits to send its answer (the pipe holds little), where
         # reading it meanwhile put it in this process's memory on top of this share's work.
         for child in children:
@@ -182,7 +187,39 @@ class Background(Generic[R]):
             _reap(child)
 
 
+def release_free_memory() -> None:
+    """Give the C allocator's free pages back to the system, where the C library can (glibc's malloc_trim).
+
+    glibc keeps memory Python has freed for its own reuse. After a big read (a listing's pages decoded, a
+    table's text and index built, a share of a sweep) that is tens of MB no object uses, resident in this
+    process until it ends, and in each child forked from it: an ``audit -A`` of 10,000 Services peaked
+    20-40 MB higher with it. Where the C library has no malloc_trim (musl, macOS), nothing is done."""
+    if not _TRIM:
+        _TRIM.append(_malloc_trim())
+    trim = _TRIM[0]
+    if trim is not None:
+        trim(0)
+
+
+_TRIM: list[Callable[[int], int] | None] = []  # (looked up once)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL(None).malloc_trim
+    except (ImportError, OSError, AttributeError):  # no ctypes, or a C library without it (musl)
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
 def _fork(work: Callable[[Sequence[T]], list[R]], share: Sequence[T]) -> _Child | None:
+    release_free_memory()  # (a child starts with every page this process holds, free ones included)
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -194,3 +194,52 @@ def test_an_audit_split_over_processes_finds_the_same_unowned_chains(monkeypatch
     assert audit(snapshot, workers=3) == one
     assert searched  # by another process, while the workers swept
     assert len(forked) == 3 and all_reaped(forked)  # two workers and the search
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(parallel._malloc_trim() is None, reason="the C library has no malloc_trim (not glibc)")
+def test_memory_freed_in_the_middle_of_the_heap_goes_back_to_the_system() -> None:
+    # 64 KiB blocks come from glibc's heap (below its mmap threshold). Freed with every 16th kept, the gaps stay
+    # resident, for the heap's top is in use: what a big read leaves in this process, and in each child forked.
+    block = 64 * 1024
+    before = _resident_bytes()
+    blocks = [b"\x01" * block for _ in range(1600)]  # 100 MiB, written
+    kept = blocks[15::16]
+    del blocks
+    held = _resident_bytes()
+    assert held - before > 60 * 2**20
+    parallel.release_free_memory()
+    assert held - _resident_bytes() > 50 * 2**20
+    assert len(kept) == 100
+
+
+def test_free_memory_is_given_back_before_each_fork_and_before_the_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = os.getpid()
+    events: list[str] = []
+
+    def release() -> None:
+        if os.getpid() == parent:
+            events.append("release")
+
+    monkeypatch.setattr(parallel, "release_free_memory", release)
+    monkeypatch.setattr(parallel, "_answer", lambda child, real=parallel._answer: (events.append("answer"),
+                                                                                    real(child))[1])
+    forked = record_forks(monkeypatch)
+    assert parallel.fork_map(list, list(range(40)), 3, then=lambda: events.append("then")) == list(range(40))
+    assert len(forked) == 2 and all_reaped(forked)
+    assert events == ["release", "release", "then", "release", "answer", "answer"]
+    events.clear()
+    monkeypatch.setenv("SVCTRACE_WORKERS", "2")  # (so that it forks whatever the cores)
+    assert parallel.Background(lambda: 7).result() == 7
+    assert events[0] == "release"
+
+
+def test_without_malloc_trim_nothing_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel.sys, "platform", "darwin")
+    assert parallel._malloc_trim() is None
+    monkeypatch.setattr(parallel, "_TRIM", [None])
+    parallel.release_free_memory()  # nothing to call, nothing fails
