@@ -8,7 +8,8 @@
 
 svctrace is driven only through its command line (a fresh `svctrace ...` process per run), so the
 suite measures whatever the installed svctrace is. Each figure is the median of --repeat runs (default
-3; a run longer than 20 s is taken once), each floor the median of --floor-repeat runs (default 5);
+3; a run longer than 20 s is taken once, but in a row whose floor is read before each run), each floor
+the median of --floor-repeat runs (default 5);
 peak RSS is the largest of the runs (wait4's ru_maxrss). A run past --timeout (default: 40x its floor,
 at least 120 s, at most 600 s) is killed and reported as TIMEOUT. See bench/README.md for the targets.
 """
