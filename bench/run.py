@@ -1,6 +1,6 @@
 """svctrace's benchmark suite: every figure next to its floor, measured in the same run, and the target.
 
-    sudo python bench/run.py                         # everything (about 75 min on 2 cores today)
+    sudo python bench/run.py                         # everything (about 35 min on 2 cores today)
     sudo python bench/run.py --quick                 # 1k only, one run each (about 10 min today)
     sudo python bench/run.py 'svc-*-10k' startup-*   # by name (shell-style patterns)
     sudo python bench/run.py --list                  # the names
