@@ -26,6 +26,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -52,16 +53,36 @@ def workers(items: int) -> int:
     return max(1, min(wanted, items // MIN_SHARE))
 
 
-def split(items: Sequence[T], n: int) -> list[Sequence[T]]:
-    """``n`` contiguous shares of ``items`` (neighbours stay together: a namespace's Services share pods)."""
+def split(items: Sequence[T], n: int, key: Callable[[T], object] | None = None) -> list[Sequence[T]]:
+    """``n`` contiguous shares of ``items`` (neighbours stay together: a namespace's Services share pods).
+
+    With ``key``, a cut between two items of one key moves to the nearest change of key within half a share,
+    so that what items of one key share (a namespace's pods, typed once by a process that needs any of them)
+    is worked out by one process, not by the two on either side of the cut. A run of one key longer than that
+    is cut inside. Fewer shares may come back then, never an empty one."""
     size, extra = divmod(len(items), n)
-    out: list[Sequence[T]] = []
+    cuts: list[int] = []
     at = 0
-    for k in range(n):
-        end = at + size + (1 if k < extra else 0)
-        out.append(items[at:end])
-        at = end
-    return out
+    for k in range(n - 1):
+        at += size + (1 if k < extra else 0)
+        cuts.append(at)
+    if key is not None and size > 1:
+        cuts = [_nearest_change(items, cut, key, size // 2) for cut in cuts]
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(items)}), len(items)]
+    return [items[a:b] for a, b in pairwise(bounds) if b > a]
+
+
+def _nearest_change(items: Sequence[T], cut: int, key: Callable[[T], object], reach: int) -> int:
+    """The cut nearest ``cut`` (within ``reach``; the earlier of two as near) where the key changes; else ``cut``."""
+    def changes(at: int) -> bool:
+        return 0 < at < len(items) and key(items[at - 1]) != key(items[at])
+
+    for d in range(reach + 1):
+        if changes(cut - d):
+            return cut - d
+        if changes(cut + d):
+            return cut + d
+    return cut
 
 
 class _Child:
@@ -88,12 +109,13 @@ PIECES_PER_WORKER = 8  # the items are cut into this many pieces a worker: each 
 
 
 def fork_map(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], n: int | None = None, *,
-             then: Callable[[], None] | None = None) -> list[R]:
+             then: Callable[[], None] | None = None, key: Callable[[T], object] | None = None) -> list[R]:
     """``work`` over ``items`` in ``n`` processes (``workers(len(items))`` when None), results in order.
 
-    The items are cut into contiguous pieces; this process does the first, and every process (the workers and
-    this one) takes the next piece left whenever it is free, so that one slowed by a busy core or costlier
-    items does fewer rather than keeping the others waiting. ``then()`` runs in this process once it finds no
+    The items are cut into contiguous pieces (where ``key`` changes, if one is near: ``split``); this process
+    does the first, and every process (the workers and this one) takes the next piece left whenever it is
+    free, so that one slowed by a busy core or costlier items does fewer rather than keeping the others
+    waiting. ``then()`` runs in this process once it finds no
     piece left, before the workers' answers are read. A worker that fails has the pieces it took redone here."""
     n = workers(len(items)) if n is None else n
     if n <= 1 or len(items) < 2:
@@ -101,7 +123,7 @@ def fork_map(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], n: int 
         if then is not None:
             then()
         return done
-    pieces = split(items, min(len(items), n * PIECES_PER_WORKER))
+    pieces = split(items, min(len(items), n * PIECES_PER_WORKER), key)
     # The pieces' numbers, written at once (a few hundred bytes: less than a pipe holds) and read 4 bytes at a
     # time by whichever process is free: Linux hands each read whole numbers, and an empty pipe whose writer
     # has closed says so (b"").

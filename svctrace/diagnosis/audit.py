@@ -134,7 +134,9 @@ def audit(snapshot: Snapshot, namespace: str | None = None, progress: Progress |
     stale = parallel.Background(lambda: all_stale_chains(snapshot)) if namespace is None and n > 1 else None
     try:
         # the workers' answers come after this process's last piece, into the memory its pieces used
-        results = parallel.fork_map(work, chosen, n, then=lambda: snapshot.end_sweep(KEEP_CHAINS))
+        # a namespace's Services in one piece: its pods are typed by one process, not by both sides of a cut
+        results = parallel.fork_map(work, chosen, n, then=lambda: snapshot.end_sweep(KEEP_CHAINS),
+                                    key=lambda s: s.namespace)
     except BaseException:
         if stale is not None:
             stale.cancel()

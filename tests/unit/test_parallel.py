@@ -111,6 +111,42 @@ def test_split_keeps_neighbours_together() -> None:
     assert [list(s) for s in parallel.split(list(range(7)), 3)] == [[0, 1, 2], [3, 4], [5, 6]]
 
 
+def _namespaces(sizes: list[int]) -> list[tuple[str, int]]:
+    return [(f"ns{k}", i) for k, size in enumerate(sizes) for i in range(size)]
+
+
+@pytest.mark.parametrize("sizes, n, want", [
+    ([5, 5, 5, 5], 4, [5, 5, 5, 5]),  # the cuts fall where the namespaces change: unmoved
+    ([4, 6, 4, 6], 4, [4, 6, 4, 6]),  # a cut one item into a namespace moves back to its start
+    ([6, 4, 6, 4], 4, [6, 4, 6, 4]),  # ... or on to its end, the nearer
+    ([3, 3, 3, 3, 3, 3, 3], 3, [6, 9, 6]),  # cuts at 7 and 14: to 6 and 15 (the earlier of two as near)
+    ([20], 4, [5, 5, 5, 5]),  # one namespace longer than a share: cut inside
+    ([4, 12, 4], 4, [4, 6, 6, 4]),  # a change within half a share is taken; none near the middle cut: it stays
+    ([3, 3], 3, [3, 3]),  # two cuts that move to one change: fewer shares, none empty
+])
+def test_split_by_key_cuts_where_the_key_changes(sizes: list[int], n: int, want: list[int]) -> None:
+    items = _namespaces(sizes)
+    shares = parallel.split(items, n, key=lambda item: item[0])
+    assert [len(s) for s in shares] == want
+    assert [x for s in shares for x in s] == items  # every item once, in order
+
+
+def test_an_audit_cuts_its_pieces_where_the_namespace_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the Services on either side of a cut inside a namespace would both need its pods: two processes would
+    # type them (at 10k Services x 10 pods, 112 namespaces' pods typed for 101 namespaces)
+    keys: list[object] = []
+    real = parallel.fork_map
+
+    def fork_map(work: object, items: Sequence[object], n: int, *, then: object, key: object) -> list[object]:
+        keys.extend(key(s) == s.namespace for s in items)  # type: ignore[attr-defined, operator]
+        return real(work, items, n, then=then, key=key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audit_module.parallel, "fork_map", fork_map)
+    snapshot = load_demo("iptables")
+    assert audit(snapshot, workers=2) == audit(snapshot, workers=1)
+    assert keys and all(keys)
+
+
 @pytest.mark.parametrize("mode", ["iptables", "nftables", "ipvs"])
 def test_an_audit_split_over_processes_is_the_audit_of_one(mode: str) -> None:
     snapshot = load_demo(mode)
