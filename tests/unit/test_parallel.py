@@ -4,6 +4,7 @@ worker took is redone here."""
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from collections.abc import Sequence
 
@@ -29,6 +30,29 @@ def test_results_come_back_in_order_from_several_processes() -> None:
     assert [v for v, _ in got] == [x * x for x in range(1001)]
     assert len({pid for _, pid in got}) == 3  # really three processes
     assert got[0][1] == os.getpid()  # the first piece is this process's
+
+
+def test_the_items_an_answer_holds_come_back_as_this_process_s_own() -> None:
+    # (an audit's answers hold the Services asked about: sent as their place in the items, not pickled whole)
+    items = [[i] for i in range(60)]
+
+    def pair(piece: Sequence[list[int]]) -> list[tuple[list[int], list[int], int]]:
+        time.sleep(0.05)
+        return [(x, [x[0]], os.getpid()) for x in piece]
+
+    got = parallel.fork_map(pair, items, 3)
+    assert len({pid for _, _, pid in got}) == 3
+    assert all(item is items[i] for i, (item, _, _) in enumerate(got))  # the very objects, from every process
+    assert all(copy == [i] and copy is not items[i] for i, (_, copy, _) in enumerate(got))  # the rest: by value
+
+
+def test_an_answer_naming_an_item_that_is_not_there_is_not_read() -> None:
+    shared = [["a"], ["b"]]
+    data = bytearray(parallel._dumps(("ok", [shared[1], ["c"]]), shared))
+    kind, value = parallel._loads(data, shared)
+    assert kind == "ok" and value[0] is shared[1] and value[1] == ["c"]
+    with pytest.raises(pickle.UnpicklingError):
+        parallel._loads(data, shared[:1])
 
 
 def test_a_slower_process_takes_fewer_pieces() -> None:
