@@ -107,7 +107,9 @@ class _Child:
         os.close(self.fd)
 
 
-PIECES_PER_WORKER = 8  # the items are cut into this many pieces a worker: each process takes the next one it can
+PIECES_PER_WORKER = 16  # the items are cut into this many pieces a worker: each process takes the next one it can
+# (smaller pieces leave less of one process's last piece to wait for: at 10k Services, pieces of 312 left the
+# processes 0.04-0.12 s apart at the end, pieces of 624 up to 0.35 s; cut where the key changes, they cost no more)
 
 
 def fork_map(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], n: int | None = None, *,
