@@ -119,10 +119,9 @@ def fork_map(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], n: int 
     The items are cut into contiguous pieces (where ``key`` changes, if one is near: ``split``); this process
     does the first, and every process (the workers and this one) takes the next piece left whenever it is
     free, so that one slowed by a busy core or costlier items does fewer rather than keeping the others
-    waiting. ``then()`` runs in this process once it finds no
-    piece left, before the workers' answers are read. A worker that fails has the pieces it took redone here.
-    An item an answer holds comes back as this process's own (it is sent as its place in ``items``): ``work``
-    must not change the items."""
+    waiting. ``then()`` runs in this process once it finds no piece left, before the workers' answers are read.
+    A worker that fails has the pieces it took redone here. An item an answer holds comes back as this
+    process's own (it is sent as its place in ``items``): ``work`` must not change the items."""
     n = workers(len(items)) if n is None else n
     if n <= 1 or len(items) < 2:
         done = work(items)
@@ -220,8 +219,8 @@ def release_free_memory() -> None:
 
     glibc keeps memory Python has freed for its own reuse. After a big read (a listing's pages decoded, a
     table's text and index built, a share of a sweep) that is tens of MB no object uses, resident in this
-    process until it ends, and in each child forked from it: an ``audit -A`` of 10,000 Services peaked
-    20-40 MB higher with it. Where the C library has no malloc_trim (musl, macOS), nothing is done."""
+    process until it ends, and in each child forked from it: a live ``audit -A`` of 10,000 Services peaked
+    15-35 MB higher with it. Where the C library has no malloc_trim (musl, macOS), nothing is done."""
     if not _TRIM:
         _TRIM.append(_malloc_trim())
     trim = _TRIM[0]
@@ -303,7 +302,7 @@ def _loads(data: bytearray, shared: Sequence[object]) -> Any:
     if not shared:
         return pickle.loads(data)  # (read in place)
 
-    class Unpickler(pickle.Unpickler):
+    class Unpickler(pickle.Unpickler):  # (BytesIO copies the answer: the half of it that is left)
         def persistent_load(self, pid: object) -> object:
             if not isinstance(pid, int) or not 0 <= pid < len(shared):
                 raise pickle.UnpicklingError(f"no shared object {pid!r}")
