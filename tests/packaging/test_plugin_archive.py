@@ -21,9 +21,11 @@ MB = 1_000_000
 
 def run_plugin(plugin: Path, *args: str, cache: Path, python: str = sys.executable,
                extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the plugin with `python -S -I`: no site-packages (so nothing but what it carries), no PYTHON* vars."""
+    """Run the plugin with `python -S -I`: no site-packages (so nothing but what it carries), no PYTHON* vars,
+    temporary files in `cache`/tmp."""
+    (cache / "tmp").mkdir(exist_ok=True)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cache / "home"),
-           "XDG_CACHE_HOME": str(cache), **(extra_env or {})}
+           "XDG_CACHE_HOME": str(cache), "TMPDIR": str(cache / "tmp"), **(extra_env or {})}
     return subprocess.run([python, "-S", "-I", str(plugin), *args], capture_output=True, text=True, env=env,
                           timeout=300, check=False)
 
@@ -92,10 +94,17 @@ def test_the_plugin_calls_itself_kubectl_svctrace(plugin_build: PluginBuild, tmp
 def test_the_plugin_runs_where_nothing_can_be_written(plugin_build: PluginBuild, tmp_path: Path) -> None:
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")
+    blocked_env = {"SVCTRACE_CACHE_DIR": str(blocked / "svctrace")}
     result = run_plugin(plugin_build.zipapp, "svc", "my-nginx", "--from", "demo", cache=tmp_path,
-                        extra_env={"SVCTRACE_CACHE_DIR": str(blocked / "svctrace")})
+                        extra_env=blocked_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Service default/my-nginx  ClusterIP")
+    # It was unpacked into a temporary folder for the run, and the run removed it (39 MB a run otherwise),
+    # also when the command fails.
+    assert list((tmp_path / "tmp").iterdir()) == []
+    failed = run_plugin(plugin_build.zipapp, "svc", "nope", "--from", "demo", cache=tmp_path, extra_env=blocked_env)
+    assert failed.returncode == 2 and failed.stderr.startswith('svctrace: error: service "nope" not found')
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_an_old_python_is_told_its_version(tmp_path: Path) -> None:
