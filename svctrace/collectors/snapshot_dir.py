@@ -92,7 +92,8 @@ def load_snapshot(spec: str | Path) -> Snapshot:
         raise InputError(f"{label}: no such folder or file",
                          f"pass a snapshot folder, a .tar.gz of one, or `demo`; {DOCS_HINT}") from None
     if stat.S_ISDIR(st.st_mode):
-        return _read_entries(_folder_entries(path, label), label)
+        read = Read()
+        return _read_entries(_folder_entries(path, label, read.skipped), label, read)
     if stat.S_ISREG(st.st_mode):
         if not _is_tarball(path):
             from svctrace.collectors.pasted_file import load_pasted_file
@@ -120,16 +121,17 @@ def _tar_stream(path: Path, label: str) -> Iterator[Iterator[Entry]]:
                              f"pass a snapshot folder or a .tar.gz of one; {DOCS_HINT}") from None
 
 
-def entries(spec: str) -> contextlib.AbstractContextManager[Iterator[Entry]] | None:
+def entries(spec: str, skipped: list[str] | None = None) -> contextlib.AbstractContextManager[Iterator[Entry]] | None:
     """The files of a snapshot folder or the members of a tarball, one at a time, with every safety check;
-    None when ``spec`` is neither (load_snapshot says why)."""
+    None when ``spec`` is neither (load_snapshot says why). A folder's files left unread are said in
+    ``skipped``."""
     path = Path(spec).expanduser()
     try:
         st = path.stat()
     except OSError:
         return None
     if stat.S_ISDIR(st.st_mode):
-        return contextlib.nullcontext(_folder_entries(path, spec))
+        return contextlib.nullcontext(_folder_entries(path, spec, skipped))
     if stat.S_ISREG(st.st_mode) and _is_tarball(path):
         return _tar_stream(path, spec)
     return None
@@ -195,13 +197,20 @@ def _hidden(rel: str) -> bool:
     return any(part.startswith(".") for part in rel.split("/"))
 
 
-def _folder_entries(root: Path, label: str) -> Iterator[Entry]:
+_HINT_LINKS = "copy the snapshot with `cp -rL` to follow it"
+
+
+def _folder_entries(root: Path, label: str, skipped: list[str] | None = None) -> Iterator[Entry]:
+    """The folder's files. A symlink is followed only to a regular file inside the folder (a snapshot from
+    elsewhere may hold links to anywhere on this machine); a symlink to a folder is not followed. Each
+    snapshot file left unread so is said in ``skipped`` (the snapshot's warnings), so that a snapshot
+    assembled with links is never read as if those files were absent."""
     real_root = root.resolve()
     count = 0
-    skipped: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
-        for name in sorted(filenames):
+        linked = [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
+        for name in sorted(filenames) + linked:
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
             if _hidden(rel):
@@ -209,17 +218,20 @@ def _folder_entries(root: Path, label: str) -> Iterator[Entry]:
             count += 1
             if count > MAX_SNAPSHOT_FILES:
                 raise InputError(f"{label}: more than {MAX_SNAPSHOT_FILES:,} files; refused", _HINT_LIMITS)
+            if name in linked:
+                if skipped is not None:
+                    skipped.append(f"{rel}/: not read: a symlink to a folder ({full.resolve()}); {_HINT_LINKS}")
+                continue
             target = _regular_target(full, real_root, rel, label)
-            if target is None:
-                skipped.append(rel)
+            if isinstance(target, str):
+                if skipped is not None:
+                    skipped.append(f"{rel}: not read: {target}; {_HINT_LINKS}")
                 continue
             yield Entry(rel, target[1], str(full), _opener(target[0], str(full)), path=target[0])
-    if skipped:
-        _debug("%s: symlinks leading out of the snapshot, or to nothing, skipped: %s", label, ", ".join(skipped))
 
 
-def _regular_target(full: Path, real_root: Path, rel: str, label: str) -> tuple[Path, int] | None:
-    """The regular file behind ``full`` and its size; None for a symlink out of the snapshot or to nothing."""
+def _regular_target(full: Path, real_root: Path, rel: str, label: str) -> tuple[Path, int] | str:
+    """The regular file behind ``full`` and its size; why not, for a symlink out of the snapshot or to nothing."""
     try:
         st = full.lstat()
     except OSError as exc:
@@ -233,9 +245,9 @@ def _regular_target(full: Path, real_root: Path, rel: str, label: str) -> tuple[
         except (RuntimeError, OSError) as exc:
             if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
                 raise InputError(f"{label}: {rel} is a symlink loop; refused", _HINT_PLAIN) from None
-            return None
+            return "a symlink to nothing"
         if not target.is_relative_to(real_root):
-            return None
+            return f"a symlink out of the snapshot folder ({target})"
         st = target.stat()
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"{label}: {rel} is a {_kind_of(st.st_mode)}, not a regular file; refused", _HINT_PLAIN)
@@ -545,8 +557,8 @@ def _find_root(files: list[str]) -> str | None:
     return None
 
 
-def _read_entries(entries: Iterator[Entry], label: str) -> Snapshot:
-    read = Read()
+def _read_entries(entries: Iterator[Entry], label: str, read: Read | None = None) -> Snapshot:
+    read = read if read is not None else Read()
     try:
         return _read_into(read, entries, label)
     finally:
@@ -590,6 +602,10 @@ def build(read: Read, label: str) -> Snapshot:
         if len(inner) > 1:
             raise InputError(f"{label}: holds several snapshots ({', '.join(inner)}); pass one of them",
                              f"e.g. --from {posixpath.join(label, inner[0])}")
+        if read.skipped:  # (here only symlinks not followed: nothing else was looked at)
+            raise InputError(f"{label}: no api/ or node/ file svctrace can read: {read.skipped[0].partition('; ')[0]}"
+                             + (f" (and {len(read.skipped) - 1} more)" if len(read.skipped) > 1 else ""),
+                             f"copy the snapshot with `cp -rL {label} COPY` and pass --from COPY")
         raise InputError(f"{label}: no api/ or node/ files found; this is not a snapshot",
                          f"pass the folder that holds api/ and node/; {DOCS_HINT}")
     warnings: list[str] = []

@@ -89,10 +89,10 @@ def load(spec: str) -> Snapshot | MultiNodeSnapshot:
     """
     if spec == "demo" or spec.startswith("demo:"):
         return snapshot_dir.load_snapshot(spec)
-    entries = snapshot_dir.entries(spec)
+    read = snapshot_dir.Read()
+    entries = snapshot_dir.entries(spec, read.skipped)
     if entries is None:
         return snapshot_dir.load_snapshot(spec)  # says what is wrong with it
-    read = snapshot_dir.Read()
     try:  # (a big api/ file's index is made meanwhile in another process: stopped if refused)
         with entries as each:
             api_files: list[snapshot_dir.Entry] = []
@@ -126,6 +126,7 @@ def load(spec: str) -> Snapshot | MultiNodeSnapshot:
         api = merge_objects(api_parts) if api_parts else None
         usable = api if api is not None and api.objects_seen > 0 else None
         by_node = {node: node_files for (_, node), node_files in files.items()}
-        return MultiNodeSnapshot(spec, usable, tuple(sorted(by_node)), by_node, api.warnings if api is not None else ())
+        return MultiNodeSnapshot(spec, usable, tuple(sorted(by_node)), by_node,
+                                 (*read.skipped, *(api.warnings if api is not None else ())))
     finally:
         read.cancel()

@@ -42,6 +42,9 @@ def find_service(snapshot: Snapshot, namespace: str, name: str) -> Service:
                      + f" (use -n {elsewhere[0]})")
     if not hints:
         hints.append(f"list the Services with `kubectl get svc -n {namespace}`")
+    if snapshot.warnings:  # a file not read may be the one that holds it
+        more = len(snapshot.warnings) - 1
+        hints.append(f"the snapshot warns: {snapshot.warnings[0]}" + (f" (and {more} more)" if more else ""))
     raise NotFoundError(f'service "{name}" not found in namespace "{namespace}"', "; ".join(hints))
 
 

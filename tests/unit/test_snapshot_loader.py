@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from svctrace.collectors.snapshot_dir import load_snapshot
-from svctrace.errors import InputError
+from svctrace.errors import InputError, NotFoundError
 from svctrace.model.iptables import IptablesDump
 from svctrace.model.snapshot import HostAddress, Snapshot
+from svctrace.resolver.common import find_service
 
 SNAPSHOTS = Path(__file__).parent.parent / "fixtures" / "snapshots"
 OVERALL = SNAPSHOTS / "overall"
@@ -300,6 +301,44 @@ def test_symlink_leading_out_of_the_folder_is_not_followed(tmp_path: Path) -> No
     assert snap.service("x", "leaked") is None
     # the link that stays inside is read, and its object (a duplicate) is kept once with a warning
     assert "ConfigMap kube-system/coredns appears 2 times in api/; the first one read is used" in snap.warnings
+    # the one that leaves is said, never taken as a file that is not there
+    assert (f"api/link.yaml: not read: a symlink out of the snapshot folder ({outside}); copy the snapshot with "
+            "`cp -rL` to follow it") in snap.warnings
+
+
+def test_a_snapshot_assembled_with_links_says_what_it_did_not_read(tmp_path: Path) -> None:
+    # api/ files linked from elsewhere and node/ a link to a folder: read as they were, a snapshot of no Service
+    # and no dataplane, with nothing said. Each is a warning, and a Service asked for names it.
+    elsewhere = copy(MIXED, tmp_path / "elsewhere")
+    snap_dir = tmp_path / "s"
+    (snap_dir / "api").mkdir(parents=True)
+    os.symlink(elsewhere / "api" / "objects.yaml", snap_dir / "api" / "objects.yaml")
+    shutil.copy(elsewhere / "api" / "coredns.yaml", snap_dir / "api" / "coredns.yaml")  # the one file of its own
+    os.symlink(elsewhere / "node", snap_dir / "node")
+    (snap_dir / "api" / "gone.yaml").symlink_to(tmp_path / "nothing-here")
+    snap = load_snapshot(snap_dir)
+    assert [w for w in snap.warnings if ": not read: " in w] == [  # as the folder is walked
+        f"node/: not read: a symlink to a folder ({elsewhere / 'node'}); copy the snapshot with `cp -rL` to follow it",
+        "api/gone.yaml: not read: a symlink to nothing; copy the snapshot with `cp -rL` to follow it",
+        f"api/objects.yaml: not read: a symlink out of the snapshot folder ({elsewhere / 'api' / 'objects.yaml'}); "
+        "copy the snapshot with `cp -rL` to follow it",
+    ]
+    assert snap.services == () and snap.node.name is None
+    with pytest.raises(NotFoundError) as err:
+        find_service(snap, "shop", "web")
+    assert err.value.hint is not None and "the snapshot warns: node/: not read: " in err.value.hint
+    # the same folder copied with cp -rL is read whole, without a warning about links
+    whole = tmp_path / "whole"
+    shutil.copytree(snap_dir, whole, symlinks=False, ignore=shutil.ignore_patterns("gone.yaml"))
+    read = load_snapshot(whole)
+    assert find_service(read, "shop", "web").name == "web" and read.node.name is not None
+    assert not [w for w in read.warnings if ": not read: " in w]
+    # with no file of its own, it is refused, and the links are named
+    (snap_dir / "api" / "coredns.yaml").unlink()
+    with pytest.raises(InputError, match=r"no api/ or node/ file svctrace can read: node/: not read: a symlink "
+                                         r"to a folder \(.*/elsewhere/node\) \(and 2 more\)") as refused:
+        load_snapshot(snap_dir)
+    assert refused.value.hint == f"copy the snapshot with `cp -rL {snap_dir} COPY` and pass --from COPY"
 
 
 def test_secret_file_is_skipped_and_nothing_of_it_kept(tmp_path: Path) -> None:
@@ -382,3 +421,21 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
     snap_dir = copy(MIXED, tmp_path / "s")
     (snap_dir / "node" / "meta.json").write_bytes(b'\xef\xbb\xbf{"nodeName": "bom"}')
     assert load_snapshot(snap_dir).node.name == "bom"
+
+
+def test_a_multi_node_snapshot_says_which_node_folder_it_did_not_follow(tmp_path: Path) -> None:
+    from svctrace.collectors.snapshot_dir import _demo_path
+    from svctrace.collectors.snapshot_nodes import MultiNodeSnapshot, load
+
+    demo = _demo_path()
+    snap_dir = tmp_path / "s"
+    shutil.copytree(demo / "api", snap_dir / "api")
+    shutil.copytree(demo / "node", snap_dir / "nodes" / "node-a")
+    shutil.copytree(demo / "node", tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", snap_dir / "nodes" / "node-b")
+    multi = load(str(snap_dir))
+    assert isinstance(multi, MultiNodeSnapshot)
+    assert multi.nodes == ("node-a",)
+    assert (f"nodes/node-b/: not read: a symlink to a folder ({tmp_path / 'elsewhere'}); copy the snapshot with "
+            "`cp -rL` to follow it") in multi.warnings
+    assert multi.warnings[0] in multi.snapshot("node-a").warnings
