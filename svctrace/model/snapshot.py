@@ -151,6 +151,10 @@ class Snapshot:
             got = self._index[key] = build()
         return got
 
+    def memoized(self, key: str, build: Callable[[], T]) -> T:
+        """``build()``, made once for this Snapshot and kept: an index a consumer builds over the whole of it."""
+        return self._by(f"memo:{key}", build)  # type: ignore[no-any-return]
+
     def recent(self, key: Hashable, build: Callable[[], T]) -> T:
         """``build()``, remembered under ``key`` for a while (the answers used last): for answers several
         consumers of one Service ask for, without holding one per Service of a big cluster. What a namespace's

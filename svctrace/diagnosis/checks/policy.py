@@ -258,11 +258,30 @@ def _describe_rule(rule: Mapping[str, object], policy: NetworkPolicy) -> str:
     return f"{who} on {where}"
 
 
+_Bucket = tuple[str, str | None, object]  # (namespace, a matchLabels key, its value); (namespace, None, None): any pod
+
+
+def _ingress_policies(snap: Snapshot) -> dict[_Bucket, list[tuple[int, NetworkPolicy]]]:
+    """The Ingress policies (policyTypes empty means Ingress) with their place in the snapshot, by namespace and one
+    matchLabels pair of their podSelector: a pod without that pair is not theirs. Those without matchLabels may
+    select any pod of their namespace."""
+    out: dict[_Bucket, list[tuple[int, NetworkPolicy]]] = {}
+    for i, np in enumerate(snap.network_policies):
+        if "Ingress" in np.policy_types or not np.policy_types:
+            pair = next(iter(_as_map(np.pod_selector.get("matchLabels")).items()), None)
+            bucket: _Bucket = (np.namespace, *pair) if pair is not None else (np.namespace, None, None)
+            out.setdefault(bucket, []).append((i, np))
+    return out
+
+
 def _isolating(snap: Snapshot, pod: Pod) -> list[NetworkPolicy]:
-    """The policies that select this pod for Ingress (policyTypes empty means Ingress)."""
-    return [np for np in snap.network_policies
-            if np.namespace == pod.namespace and ("Ingress" in np.policy_types or not np.policy_types)
-            and _label_selector(np.pod_selector, pod.labels)]
+    """The policies that select this pod for Ingress, in the snapshot's order: only those of its namespace that
+    could, so that each endpoint pod costs its candidates, not every policy of the cluster."""
+    index = snap.memoized("ingress-policies", lambda: _ingress_policies(snap))
+    candidates = list(index.get((pod.namespace, None, None), ()))
+    for pair in pod.labels.items():
+        candidates += index.get((pod.namespace, *pair), ())
+    return [np for _, np in sorted(candidates, key=lambda c: c[0]) if _label_selector(np.pod_selector, pod.labels)]
 
 
 def _client_text(client: Client) -> str:
@@ -294,10 +313,12 @@ def network_policy_denies(ctx: CheckContext) -> Iterator[Finding]:
         return
     # (pod, endpoint port, protocol) for the usable endpoints that are pods
     targets: list[tuple[Pod, int | None, str]] = []
+    seen: set[tuple[str, str]] = set()  # each pod once (its first port)
     for sp in ports_in_scope(ctx) or (ServicePort(port=0),):
         for e in categorize(api_endpoints(snap, svc, sp)).cluster:
             pod = pod_of(snap, e.pod)
-            if pod is not None and not pod.host_network and all(t[0] != pod for t in targets):
+            if pod is not None and not pod.host_network and (pod.namespace, pod.name) not in seen:
+                seen.add((pod.namespace, pod.name))
                 targets.append((pod, e.port, sp.protocol))
     if not targets and svc.is_headless:
         targets = [(p, None, "TCP") for p in selected_pods(snap, svc) if p.ready]
