@@ -123,13 +123,37 @@ class Walker:
     # A jump to a chain a partial dump does not show that stands for a DNAT to one endpoint (iptables KUBE-SEP):
     # the branch is DNATed to an address the dump does not give.
     unseen_endpoint: Callable[[str], bool] | None = None
+    # The ways the rules met so far may split a connection, by the rule (or hook) that splits it: one per rule
+    # whose match split a branch (a statistic, affinity or undecided match), a numgen rule's elements, the real
+    # servers IPVS chose among. A Service of 5,000 endpoints is 5,000 outcomes, each traced on: the bounds grow
+    # with these, as an input's own size (a chain of 5,000 rules), while a blow-up (k splits that each double
+    # every branch: 2^k) stays bounded.
+    ways: dict[object, int] = field(default_factory=dict)
+    ways_total: int = 0
 
     @property
     def options(self) -> TraceOptions:
         return self.node.options
 
+    def split_by(self, key: object, ways: int) -> None:
+        """``key`` (a rule, a hook) may split a connection ``ways`` ways."""
+        before = self.ways.get(key, 0)
+        if ways > before:
+            self.ways[key] = ways
+            self.ways_total += ways - before
+
+    @property
+    def max_states(self) -> int:
+        """Live branches kept at once: TraceOptions.max_states, or two per way the rules split, if more."""
+        return max(self.options.max_states, 2 * self.ways_total)
+
+    @property
+    def max_steps(self) -> int:
+        """Rule evaluations before jumps are no longer followed: TraceOptions.max_steps, or 64 per way, if more."""
+        return max(self.options.max_steps, 64 * self.ways_total)
+
     def merge(self, branches: list[Branch], where: str) -> list[Branch]:
-        merged, lost = merge_branches(branches, self.options.max_states, where, self.node.warn)
+        merged, lost = merge_branches(branches, self.max_states, where, self.node.warn)
         self.lost += lost
         return merged
 
@@ -191,6 +215,7 @@ class Walker:
                 elif res is False:
                     cont.append(cur)
                 else:
+                    self.split_by((table, chain, getattr(rule, "index", id(rule))), len(res) - 1)
                     for b, matched in self._alternatives(cur, res, step):
                         if matched:
                             pending.append((b, i + 1))
@@ -329,10 +354,10 @@ class Walker:
         if not self.ruleset.target_is_chain(table, target):
             self.node.warn(f"{table} {chain} jumps to {target}, which is not in the table; treated as a no-op")
             return [replace(b, loose=True)], []
-        over = self.steps > self.options.max_steps
+        over = self.steps > self.max_steps
         if target in stack or depth >= self.options.max_depth or over:
             if over:
-                self.node.warn(f"more than {self.options.max_steps:,} rule evaluations: jumps were no longer "
+                self.node.warn(f"more than {self.max_steps:,} rule evaluations: jumps were no longer "
                                "followed from here, so the outcomes after them are uncertain")
             elif target in stack:
                 self.node.warn(f"{table} chain {target} jumps back into itself ({' -> '.join((*stack, target))}); "
@@ -416,6 +441,7 @@ class Walker:
         if mod <= 0:
             return [replace(step(br, "uncertain: numgen modulus not understood"), loose=True)], []
         covered = 0
+        self.split_by((table, chain, "numgen", stmt.mod, stmt.offset, stmt.map_name), len(elements))
         for e in elements:
             part = e.key[0] if len(e.key) == 1 else None
             if not (isinstance(part, tuple) and len(part) == 2):
@@ -568,6 +594,7 @@ def kernel_path(walker: Walker, packet: Packet, *, mode: str, local_in: LocalIn 
             if got is None:
                 kept.append(b)
                 continue
+            walker.split_by(("local_in", b.dst, b.dport), len(got))  # IPVS: one way per real server
             for nb, flow in got:
                 if flow == "out":
                     sent.append(replace(nb, out_iface=options.out_interface))

@@ -457,6 +457,40 @@ def test_branch_cap_warns_and_keeps_the_likeliest() -> None:
     assert only(trace(rules)).probability == pytest.approx(1.0)
 
 
+def _service_of(n: int) -> str:
+    """A ClusterIP Service of ``n`` endpoints, as kube-proxy writes it: one statistic rule per endpoint."""
+    seps = [f"SEP{i}" for i in range(n)]
+    rules = [f"-A SVC -m statistic --mode random --probability {1 / (n - i):.11f} -j {sep}" for i, sep in
+             enumerate(seps[:-1])] + [f"-A SVC -j {seps[-1]}"]
+    rules += [f"-A {sep} -p tcp -j DNAT --to-destination 10.1.{i // 250}.{i % 250 + 1}:8080"
+              for i, sep in enumerate(seps)]
+    lines = ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+             ":POSTROUTING ACCEPT [0:0]", ":SVC - [0:0]", *(f":{sep} - [0:0]" for sep in seps),
+             "-A PREROUTING -d 172.30.0.1/32 -p tcp --dport 80 -j SVC", *rules, "-A POSTROUTING -j RETURN", "COMMIT"]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_bounds_grow_with_the_ways_the_rules_split_a_connection() -> None:
+    # A Service of more endpoints than the bounds allow branches and rule evaluations (here bounds of 64 and
+    # 500, as 4,096 and 50,000 are for a Service of 5,000 endpoints): every endpoint is still an outcome with its
+    # share, fully traced, and nothing is said to be cut. (With fixed bounds, a 5,000-endpoint Service lost 18% of
+    # its outcomes and the rest were uncertain.)
+    result = trace(_service_of(300), max_states=64, max_steps=500)
+    assert len(result.outcomes) == 300 and not result.warnings, result.warnings
+    assert all(o.verdict == "DNAT" and not o.uncertain for o in result.outcomes)
+    assert sum(o.probability or 0.0 for o in result.outcomes) == pytest.approx(1.0)
+    assert {o.destination for o in result.outcomes} == {f"10.1.{i // 250}.{i % 250 + 1}:8080" for i in range(300)}
+
+
+def test_a_blow_up_stays_bounded_however_the_bounds_grow() -> None:
+    # Each of 12 statistic rules doubles every branch (4,096 ways in all): the bounds grow by 12 ways, not 4,096.
+    rules = nat(*(f"-m statistic --mode random --probability 0.5 -j MARK --or-mark {1 << i:#x}"
+                  for i in range(12)), DNAT_A)
+    result = trace(rules, max_states=8, max_steps=100_000)
+    assert any("too many branches" in w for w in result.warnings)
+    assert only(result).probability < 1.0
+
+
 # -- routing --------------------------------------------------------------------------------------
 
 
