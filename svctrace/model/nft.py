@@ -8,6 +8,8 @@ map elements keep their text and their typed key and verdict the same way.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import field
@@ -18,6 +20,40 @@ from svctrace.model.iptables import EndpointLine  # (text, address, port) read f
 from svctrace.record import record
 
 KUBE_PROXY_TABLE = "kube-proxy"
+LONG_SET = 16  # an anonymous set or map of more elements (and over 1 KB) is cut where its rule is shown per branch
+_ANONYMOUS = re.compile(r"\{ ([^{}\"]*) \}")  # { a, b, c } without quotes or braces inside
+
+
+def cut_long_sets(text: str, keep: str | None = None) -> str:
+    """``text`` with each anonymous set or map of more than LONG_SET elements and over 1 KB cut to one element (the
+    one whose value is ``keep``, else the first) and how many more there are: ``vmap { 1 : goto X, ... 4999 more }``.
+
+    For a rule shown once per endpoint (a hop, a trace step): the numgen map of a Service of 5,000 endpoints is
+    351 KB, and shown whole for each endpoint it made `svc -o json` 1.7 GB. The sets are found once per text."""
+    if len(text) <= 1024:
+        return text
+    spans = _long_sets(text)
+    if not spans:
+        return text
+    out: list[str] = []
+    at = 0
+    for start, end, first, count, by_value in spans:
+        chosen = by_value.get(keep, first) if keep is not None else first
+        out += [text[at:start], f"{{ {chosen}, ... {count - 1} more }}"]
+        at = end
+    return "".join(out) + text[at:]
+
+
+@functools.lru_cache(maxsize=64)
+def _long_sets(text: str) -> tuple[tuple[int, int, str, int, dict[str, str]], ...]:
+    """(start, end, first element, element count, element by its value) of each set cut_long_sets cuts."""
+    found = []
+    for m in _ANONYMOUS.finditer(text):
+        elements = m.group(1).split(", ")
+        if len(elements) > LONG_SET and m.end() - m.start() > 1024:
+            by_value = {e.partition(" : ")[2]: e for e in elements if " : " in e}
+            found.append((m.start(), m.end(), elements[0], len(elements), by_value))
+    return tuple(found)
 
 
 @record
@@ -37,6 +73,11 @@ class NftRule:
         if self.comment is None:
             return self.text
         return f'{self.text} comment "{self.comment}"'
+
+    def shown_text(self, keep: str | None = None) -> str:
+        """``full_text`` as a hop or step of one branch shows it: a long anonymous set or map cut to the element
+        whose value is ``keep`` (cut_long_sets)."""
+        return cut_long_sets(self.full_text, keep)
 
 
 @record

@@ -188,8 +188,9 @@ class _Walk(ChainWalk[NftRule]):
             if remaining <= 0:
                 notes.append(f"rule {rule.index} is never reached: an earlier rule takes every connection")
             each = remaining / mod if mod else 0.0
-            picked: list[tuple[str, RuleRef, float, str | None]] = [
-                (t, self.ref(rule), each, f"{k} of mod {mod}") for k, t in hit]
+            picked: list[tuple[str, RuleRef, float, str | None]] = [  # (each endpoint's hop shows its element)
+                (t, replace(self.ref(rule), text=rule.shown_text(f"goto {t}")), each, f"{k} of mod {mod}")
+                for k, t in hit]
             if len(hit) < mod:
                 notes.append(f"numgen mod {mod} has {len(hit)} entries: {pct(each * (mod - len(hit)))} of "
                              "connections match no entry and fall through")

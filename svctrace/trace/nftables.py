@@ -52,7 +52,7 @@ class NftRulesetView:
 
     def rule_step(self, table: str, chain: str, rule: object, action: str) -> TraceStep:
         assert isinstance(rule, NftRule)
-        return TraceStep(self.ref, chain, rule.index, rule.full_text, action)
+        return TraceStep(self.ref, chain, rule.index, rule.shown_text(), action)  # (a step per branch)
 
     def policy(self, table: str, chain: str) -> tuple[str, TraceStep] | None:
         c = self.table.chain(chain)

@@ -10,7 +10,7 @@ from svctrace.model.ipvs import IpvsTable, RealServer, VirtualServer
 from svctrace.model.matches import MarkMatch
 from svctrace.model.nft import NftChain, NftRule, NftRuleset, NftTable
 from svctrace.model.snapshot import HostAddress, NodeFacts, Snapshot
-from svctrace.model.trace import Packet, TraceResult
+from svctrace.model.trace import Packet, TraceOptions, TraceResult
 from svctrace.parsers.nft_statements import parse_statements
 from svctrace.parsers.nft_transaction import parse_nft_transaction
 from svctrace.trace import node_local_ips, trace_packet
@@ -209,3 +209,28 @@ def test_kube_ipvs0_makes_virtual_addresses_local_and_modes_are_recognised() -> 
     assert trace_packet(bare, Packet("10.0.0.5", "10.96.0.1", 80)).mode == "ipvs"
     nft = Snapshot(nft=ruleset(THREE_WAY), node=NodeFacts(proxy_mode="nftables"))
     assert trace_packet(nft, Packet("10.0.0.5", "10.96.0.1", 80)).mode == "nftables"
+
+
+def _many_way(n: int) -> str:
+    chains = [f"endpoint-{i:04d}-ns1/web/tcp/http__10.1.{i // 250}.{i % 250 + 1}/8080" for i in range(n)]
+    vmap = " , ".join(f"{i} : goto {c}" for i, c in enumerate(chains))
+    return "".join([f"add chain {T} svc\n", *(f"add chain {T} {c}\n" for c in chains),
+                    f"add rule {T} services ip daddr 10.96.0.1 tcp dport 80 jump svc\n",
+                    f"add rule {T} svc numgen random mod {n} vmap {{ {vmap} }}\n",
+                    *(f"add rule {T} {c} meta l4proto tcp dnat to 10.1.{i // 250}.{i % 250 + 1}:8080\n"
+                      for i, c in enumerate(chains))])
+
+
+def test_a_step_of_one_branch_shows_a_long_numgen_map_cut() -> None:
+    # A Service of 5,000 endpoints has a 351 KB numgen map, and a trace step per endpoint showed it whole:
+    # `trace -o json` wrote 1.7 GB. Each step shows the map cut to one element and how many more it has; every
+    # endpoint is still an outcome, and the bounds grow with them (300 ways against 64 branches here).
+    rs = ruleset(_many_way(300))
+    result = trace_nftables(rs, Packet("10.0.0.5", "10.96.0.1", 80), options=TraceOptions(max_states=64))
+    assert len(result.outcomes) == 300 and not result.warnings
+    texts = {s.rule_text for o in result.outcomes for s in o.path if s.chain == "svc"}
+    assert texts == {"numgen random mod 300 vmap { 0 : goto endpoint-0000-ns1/web/tcp/http__10.1.0.1/8080, "
+                     "... 299 more }"}
+    small = trace_nftables(ruleset(THREE_WAY), Packet("10.0.0.5", "10.96.0.2", 80))
+    assert {s.rule_text for o in small.outcomes for s in o.path if s.chain == "svc" and "numgen" in s.rule_text} == \
+        {"numgen random mod 3 vmap { 0 : goto ep-a, 1 : goto ep-b, 2 : goto ep-c }"}  # (a short one: whole)
