@@ -44,7 +44,7 @@ def cut_long_sets(text: str, keep: str | None = None) -> str:
     return "".join(out) + text[at:]
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=4)
 def _long_sets(text: str) -> tuple[tuple[int, int, str, int, dict[str, str]], ...]:
     """(start, end, first element, element count, element by its value) of each set cut_long_sets cuts."""
     found = []

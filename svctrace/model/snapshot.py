@@ -32,6 +32,10 @@ if TYPE_CHECKING:  # only annotations: a Snapshot of one mode does not import th
 T = TypeVar("T")
 
 RECENT = 1024  # answers Snapshot.recent keeps: a few Services' each, and the pods of the namespaces they are in
+# ... and the items they hold in all (a tuple's, a dict's): a Service of 5,000 endpoints has answers of 5,000 each,
+# and 1,024 of them held a 20-Service cluster's every pod and endpoint at once. The 8 used last are always kept.
+RECENT_ITEMS = 200_000
+RECENT_KEPT = 8
 
 
 class NodeFile(str, enum.Enum):
@@ -159,13 +163,17 @@ class Snapshot:
         """``build()``, remembered under ``key`` for a while (the answers used last): for answers several
         consumers of one Service ask for, without holding one per Service of a big cluster. What a namespace's
         Services share (its pods) stays while they are asked about; a sweep's earlier namespaces are let go."""
-        memo: OrderedDict[Hashable, Any] = self._index.setdefault("recent", OrderedDict())
+        memo: OrderedDict[Hashable, tuple[Any, int]] = self._index.setdefault("recent", OrderedDict())
         if key in memo:
             memo.move_to_end(key)
-            return memo[key]  # type: ignore[no-any-return]
-        got = memo[key] = build()
-        if len(memo) > RECENT:
-            memo.popitem(last=False)
+            return memo[key][0]  # type: ignore[no-any-return]
+        got = build()
+        weight = len(got) if isinstance(got, (tuple, list, dict, set, frozenset)) else 1
+        memo[key] = (got, weight)
+        total = self._index["recent_items"] = self._index.get("recent_items", 0) + weight
+        while len(memo) > RECENT_KEPT and (len(memo) > RECENT or total > RECENT_ITEMS):
+            total -= memo.popitem(last=False)[1][1]
+        self._index["recent_items"] = total
         return got
 
     def _group(self, items: tuple[Any, ...], key: Any) -> dict[Any, list[Any]]:
@@ -213,6 +221,7 @@ class Snapshot:
         """A sweep's share is done: what it kept for the Services coming next (typed chains, a namespace's pods)
         is let go, so that what comes after (the other workers' answers) fills that memory, not more."""
         self._index.pop("recent", None)
+        self._index.pop("recent_items", None)
         self._keep_typed(0)
         self._keep_typed(keep_chains)
 

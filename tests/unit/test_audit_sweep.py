@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from svctrace.parsers.iptables_save import parse
 from tests.snapshots import make_snapshot
 
@@ -53,3 +55,36 @@ def test_a_sweep_of_many_services_marks_the_tables_and_one_of_a_few_does_not() -
         nat = snapshot.iptables.table("nat")  # type: ignore[union-attr]
         assert nat is not None
         assert bool(nat.memo.get(SWEEP)) is marked, services
+
+
+def test_recent_answers_are_bounded_by_the_items_they_hold_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Service of 5,000 endpoints has answers of 5,000 items: 1,024 answers held a 20-Service cluster whole
+    # (an audit of it peaked at 310 MB). Past RECENT_ITEMS the least recently used go, but never the 8 used last.
+    from svctrace.model import snapshot as model
+
+    monkeypatch.setattr(model, "RECENT_ITEMS", 1000)
+    snapshot = make_snapshot()
+    built: list[str] = []
+
+    def answer(key: str, size: int) -> tuple[int, ...]:
+        def build() -> tuple[int, ...]:
+            built.append(key)
+            return tuple(range(size))
+        return snapshot.recent(key, build)
+
+    for i in range(4):
+        answer(f"big{i}", 300)  # 1,200 items, but only 4 answers: all kept
+    answer("big1", 300)  # (used again: now the most recent)
+    for i in range(8):
+        answer(f"small{i}", 1)  # the 9th answer: big0, the least recently used, goes
+    assert built == ["big0", "big1", "big2", "big3", *(f"small{i}" for i in range(8))]
+    answer("big1", 300)
+    answer("big0", 300)  # built again; and big2, the least recently used, goes to make room
+    answer("big3", 300)
+    answer("big2", 300)
+    assert built[-2:] == ["big0", "big2"]
+    huge = [answer(f"huge{i}", 5000) for i in range(9)]  # each over the bound alone: the 8 used last stay
+    assert all(len(h) == 5000 for h in huge) and built.count("huge8") == 1
+    answer("huge1", 5000)
+    answer("huge0", 5000)
+    assert built.count("huge1") == 1 and built.count("huge0") == 2
