@@ -198,6 +198,7 @@ def _hidden(rel: str) -> bool:
 
 
 _HINT_LINKS = "copy the snapshot with `cp -rL` to follow it"
+MAX_LINKS_NAMED = 10  # symlinks not followed, each named in a warning; the rest counted in one
 
 
 def _folder_entries(root: Path, label: str, skipped: list[str] | None = None) -> Iterator[Entry]:
@@ -207,6 +208,7 @@ def _folder_entries(root: Path, label: str, skipped: list[str] | None = None) ->
     assembled with links is never read as if those files were absent."""
     real_root = root.resolve()
     count = 0
+    links: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         linked = [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
@@ -219,15 +221,17 @@ def _folder_entries(root: Path, label: str, skipped: list[str] | None = None) ->
             if count > MAX_SNAPSHOT_FILES:
                 raise InputError(f"{label}: more than {MAX_SNAPSHOT_FILES:,} files; refused", _HINT_LIMITS)
             if name in linked:
-                if skipped is not None:
-                    skipped.append(f"{rel}/: not read: a symlink to a folder ({full.resolve()}); {_HINT_LINKS}")
+                links.append(f"{rel}/: not read: a symlink to a folder ({full.resolve()}); {_HINT_LINKS}")
                 continue
             target = _regular_target(full, real_root, rel, label)
             if isinstance(target, str):
-                if skipped is not None:
-                    skipped.append(f"{rel}: not read: {target}; {_HINT_LINKS}")
+                links.append(f"{rel}: not read: {target}; {_HINT_LINKS}")
                 continue
             yield Entry(rel, target[1], str(full), _opener(target[0], str(full)), path=target[0])
+    if skipped is not None:  # (each named, up to a point: a folder may hold thousands)
+        if len(links) > MAX_LINKS_NAMED:
+            links[MAX_LINKS_NAMED - 1:] = [f"{len(links) - MAX_LINKS_NAMED + 1} more symlinks: not read; {_HINT_LINKS}"]
+        skipped += links
 
 
 def _regular_target(full: Path, real_root: Path, rel: str, label: str) -> tuple[Path, int] | str:

@@ -439,3 +439,13 @@ def test_a_multi_node_snapshot_says_which_node_folder_it_did_not_follow(tmp_path
     assert (f"nodes/node-b/: not read: a symlink to a folder ({tmp_path / 'elsewhere'}); copy the snapshot with "
             "`cp -rL` to follow it") in multi.warnings
     assert multi.warnings[0] in multi.snapshot("node-a").warnings
+
+
+def test_a_folder_of_many_links_names_ten_and_counts_the_rest(tmp_path: Path) -> None:
+    snap_dir = copy(MIXED, tmp_path / "s")
+    for i in range(25):
+        (snap_dir / "api" / f"gone-{i:02d}.yaml").symlink_to(tmp_path / "nothing-here")
+    links = [w for w in load_snapshot(snap_dir).warnings if "not read" in w]
+    assert links[:9] == [f"api/gone-{i:02d}.yaml: not read: a symlink to nothing; copy the snapshot with `cp -rL` "
+                         "to follow it" for i in range(9)]
+    assert links[9:] == ["16 more symlinks: not read; copy the snapshot with `cp -rL` to follow it"]
