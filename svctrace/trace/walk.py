@@ -123,13 +123,14 @@ class Walker:
     # A jump to a chain a partial dump does not show that stands for a DNAT to one endpoint (iptables KUBE-SEP):
     # the branch is DNATed to an address the dump does not give.
     unseen_endpoint: Callable[[str], bool] | None = None
-    # The ways the rules met so far may split a connection, by the rule (or hook) that splits it: one per rule
-    # whose match split a branch (a statistic, affinity or undecided match), a numgen rule's elements, the real
-    # servers IPVS chose among. A Service of 5,000 endpoints is 5,000 outcomes, each traced on: the bounds grow
-    # with these, as an input's own size (a chain of 5,000 rules), while a blow-up (k splits that each double
-    # every branch: 2^k) stays bounded.
+    # The ways the rules met so far split a connection, by the rule (or hook) that splits it, counted where the
+    # branches split off leave the chain (a statistic rule jumping to an endpoint, a numgen map's gotos, the real
+    # servers IPVS chose among): a Service of 5,000 endpoints is 5,000 outcomes, each traced on, and the bounds
+    # grow with them, as an input's own size. Splits whose branches all go on in the chain (k rules that each
+    # double every branch: 2^k) count for nothing: that blow-up stays bounded, and its cost with it.
     ways: dict[object, int] = field(default_factory=dict)
     ways_total: int = 0
+    _split: int = 0  # alternatives the rule being run split branches into (run_chain decides whether they count)
 
     @property
     def options(self) -> TraceOptions:
@@ -161,6 +162,14 @@ class Walker:
 
     def run_chain(self, table: str, name: str, branches: list[Branch], depth: int,
                   stack: tuple[str, ...]) -> list[tuple[Branch, Flow]]:
+        outer = self._split  # (the calling rule's splits, counted by its own chain once this one returns)
+        try:
+            return self._run_chain(table, name, branches, depth, stack)
+        finally:
+            self._split = outer
+
+    def _run_chain(self, table: str, name: str, branches: list[Branch], depth: int,
+                   stack: tuple[str, ...]) -> list[tuple[Branch, Flow]]:
         rules = self.ruleset.rules(table, name)
         done: list[tuple[Branch, Flow]] = []
         if rules is None:
@@ -179,10 +188,13 @@ class Walker:
                     continue
             stmts = self.ruleset.statements(table, name, rule)
             nxt: list[Branch] = []
+            self._split = 0
             for br in active:
                 c, d = self.run_rule(table, name, rule, stmts, br, depth, stack)
                 nxt.extend(c)
                 done.extend(d)
+            if self._split and len(nxt) <= len(active):  # the branches split off left the chain
+                self.split_by((table, name, getattr(rule, "index", id(rule))), self._split)
             active = self.merge(nxt, f"{table} {name} rule {getattr(rule, 'index', '?')}")
         done.extend((b, "return") for b in active)
         return done
@@ -215,7 +227,7 @@ class Walker:
                 elif res is False:
                     cont.append(cur)
                 else:
-                    self.split_by((table, chain, getattr(rule, "index", id(rule))), len(res) - 1)
+                    self._split = max(self._split, len(res) - 1)
                     for b, matched in self._alternatives(cur, res, step):
                         if matched:
                             pending.append((b, i + 1))
@@ -441,7 +453,6 @@ class Walker:
         if mod <= 0:
             return [replace(step(br, "uncertain: numgen modulus not understood"), loose=True)], []
         covered = 0
-        self.split_by((table, chain, "numgen", stmt.mod, stmt.offset, stmt.map_name), len(elements))
         for e in elements:
             part = e.key[0] if len(e.key) == 1 else None
             if not (isinstance(part, tuple) and len(part) == 2):
@@ -460,6 +471,8 @@ class Walker:
             c, d = self.map_verdict(table, chain, e.verdict, b, depth, stack)
             cont.extend(c)
             done.extend(d)
+        if len(cont) <= 1:  # the elements' branches left the chain: each a way (a Service's endpoints)
+            self.split_by((table, chain, "numgen", stmt.mod, stmt.offset, stmt.map_name), len(done))
         if covered < mod:
             # numgen gave a value no element has: the lookup misses and the rule does not match.
             missing = mod - covered
