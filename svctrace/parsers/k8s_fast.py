@@ -38,9 +38,9 @@ _SHARED_MAX = 1 << 12  # shared small values kept (a few per workload)
 _shared: dict[tuple[Any, ...], Any] = {}
 
 
-# The last pod's labels (as read, and typed), owner and ports/statuses tuples: each a single tuple, replaced
-# whole, so that a reader never pairs one pod's key with another's value.
-_last_labels: tuple[object, dict[str, str]] = (None, {})
+# The last pod's labels (typed: its own dict, which no caller changes, unlike a document), owner and ports/statuses
+# tuples: each replaced whole, so that a reader never pairs one pod's key with another's value.
+_last_labels: dict[str, str] = {}
 _last_owner: tuple[object, object, str] = (None, None, "")
 _last_ports: tuple[ContainerPort, ...] = ()
 _last_statuses: tuple[ContainerStatus, ...] = ()
@@ -225,12 +225,12 @@ def fast_pod(o: TypedObject) -> Pod | None:
                                    ContainerStatus))
     raw_labels = meta.get("labels")
     last_labels = _last_labels
-    if type(raw_labels) is dict and raw_labels == last_labels[0]:
-        labels: dict[str, str] | None = last_labels[1]
+    if type(raw_labels) is dict and raw_labels and raw_labels == last_labels:  # (only strings equal these strings)
+        labels: dict[str, str] | None = last_labels
     else:
         labels = _str_map(raw_labels)
-        if labels is not None and type(raw_labels) is dict:
-            _last_labels = (raw_labels, labels)
+        if labels:
+            _last_labels = labels
     node, phase = _text(spec.get("nodeName")), _text(status.get("phase"))
     host_network = spec.get("hostNetwork")
     if labels is None or node is None or phase is None or (host_network is not None and type(host_network) is not bool):

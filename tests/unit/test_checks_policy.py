@@ -128,6 +128,18 @@ def test_the_policies_isolating_a_pod_are_every_one_that_selects_it_in_order() -
     assert [np.name for np in policy._isolating(s, p2)] == ["all", "db", "not-in"]
 
 
+def test_a_selector_of_other_types_is_matched_as_before_not_indexed() -> None:
+    # matchLabels values that are not strings (a list, a number; YAML gives both) cannot select a pod; they are
+    # candidates for every pod of the namespace and refused by the selector check, as before, without an error.
+    policies = [_policy("list", selector={"matchLabels": {"app": ["web"]}}),
+                _policy("number-key", selector={"matchLabels": {1: "web"}}),
+                _policy("web", selector={"matchLabels": {"app": "web"}})]
+    parsed = parse_objects([pod("p1", "10.0.1.5", labels={"app": "web"}), *policies], "f.json")
+    s = Snapshot(pods=parsed.pods, network_policies=parsed.network_policies)
+    assert len(s.network_policies) == 3
+    assert [np.name for np in policy._isolating(s, s.pods[0])] == ["web"]
+
+
 def test_a_pods_policies_cost_its_candidates_not_every_policy_of_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     # 2,000 policies in other namespaces or for other apps: a pod is matched against those that could select it
     # (each of its endpoint pods was matched against every policy of the cluster: 10k Services x 10 endpoints

@@ -179,6 +179,13 @@ def test_a_workloads_pods_share_what_they_have_in_common() -> None:
     assert a.container_ports is b.container_ports and a.container_statuses is b.container_statuses
     assert other.labels == {"app": "db", "pod-template-hash": "5b56"} and other.owner == "ReplicaSet/db-5b56"
     assert again.labels == a.labels and again.labels is not other.labels and again.owner == "ReplicaSet/web-5b56"
+    # a document changed after it was typed (its labels, in place) is not what the next pod is compared with
+    first = _workload_pod("api-1", "10.0.2.1", app="api")
+    typed = _fast(first)
+    first["metadata"]["labels"].update({"app": "changed"})
+    after = _fast(_workload_pod("changed-1", "10.0.2.2", app="changed"))
+    assert isinstance(typed, Pod) and isinstance(after, Pod)
+    assert typed.labels["app"] == "api" and after.labels["app"] == "changed"
     for doc, pod in ((_workload_pod("web-2", "10.0.0.2", status="False"), b),
                      (_workload_pod("db-1", "10.0.1.1", app="db"), other)):
         assert _checked(doc) == ("ok", pod)

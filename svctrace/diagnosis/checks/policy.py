@@ -269,7 +269,8 @@ def _ingress_policies(snap: Snapshot) -> dict[_Bucket, list[tuple[int, NetworkPo
     for i, np in enumerate(snap.network_policies):
         if "Ingress" in np.policy_types or not np.policy_types:
             pair = next(iter(_as_map(np.pod_selector.get("matchLabels")).items()), None)
-            bucket: _Bucket = (np.namespace, *pair) if pair is not None else (np.namespace, None, None)
+            plain = pair is not None and isinstance(pair[0], str) and isinstance(pair[1], str)  # (else: any pod)
+            bucket: _Bucket = (np.namespace, *pair) if plain else (np.namespace, None, None)  # type: ignore[misc]
             out.setdefault(bucket, []).append((i, np))
     return out
 
