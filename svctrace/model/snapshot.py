@@ -170,7 +170,7 @@ class Snapshot:
         got = build()
         weight = len(got) if isinstance(got, (tuple, list, dict, set, frozenset)) else 1
         memo[key] = (got, weight)
-        total = self._index["recent_items"] = self._index.get("recent_items", 0) + weight
+        total = self._index.get("recent_items", 0) + weight
         while len(memo) > RECENT_KEPT and (len(memo) > RECENT or total > RECENT_ITEMS):
             total -= memo.popitem(last=False)[1][1]
         self._index["recent_items"] = total

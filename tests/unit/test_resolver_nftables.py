@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -20,8 +21,10 @@ from svctrace.parsers.nft_json import parse_nft_json
 from svctrace.parsers.nft_transaction import parse_nft_transaction
 from svctrace.resolver import nftables, resolve
 from tests.graphs import endpoint_shares, frontend, leaves
-from tests.shared_data import shared_dir
+from tests.shared_data import REPO, shared_dir
 from tests.snapshots import make_snapshot
+
+sys.path.insert(0, str(REPO / "bench"))
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TABLE = "ip kube-proxy"
@@ -371,10 +374,7 @@ def test_each_endpoint_hop_of_a_big_service_shows_its_own_element_of_the_numgen_
     # wrote 1.7 GB (3.6 GB of memory). Each endpoint's hop shows the element that leads to it, and how many more
     # the map has (the output grows with the endpoints, not their square). Rendered by the bench's generator with
     # kube-proxy's nftables renderer, 40 endpoints.
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-    import gen_cluster
+    import gen_cluster  # (bench/, on sys.path as for the other tests that use the bench's generators)
 
     cluster = gen_cluster.build_cluster(1, 40)
     docs = "\n---\n".join(json.dumps(doc) for doc in gen_cluster.api_documents(cluster).values())
